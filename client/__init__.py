@@ -1,0 +1,1 @@
+"""rillet: a streaming broker for one host, with the Fluvio Python client API."""

@@ -1,0 +1,222 @@
+"""The one exception tree of rillet, shared by broker and client.
+
+Every error that crosses the wire has a numeric ``code`` (the registry below) so
+the receiving side can rebuild the same class with :func:`error_from_code`.  Two
+flags drive client behaviour, never the message text:
+
+* ``retriable``: trying the same request again may succeed (a transport break,
+  a leader change, too few in-sync replicas).
+* ``refresh_metadata``: re-read the shared-memory metadata table before retrying
+  (the leader may have moved).
+
+Foreign exceptions (OSError, msgspec.DecodeError, struct.error) are translated
+once, at the I/O boundary, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class RilletError(Exception):
+    """Base of every error rillet raises on purpose."""
+
+    code: ClassVar[int] = 1
+    retriable: ClassVar[bool] = False
+    refresh_metadata: ClassVar[bool] = False
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__name__)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# --- client-side and usage errors -------------------------------------------------
+
+class InvalidArgument(RilletError):
+    """A value given by the caller is out of range or malformed."""
+    code = 2
+
+
+class InvalidName(InvalidArgument):
+    """A topic, consumer or cluster name breaks the naming rule."""
+    code = 3
+
+
+class UnknownCodec(InvalidArgument):
+    code = 4
+
+
+class ClusterNotRunning(RilletError):
+    """No SC answers for this cluster name (not started, or stopped)."""
+    code = 5
+
+
+class ClusterAlreadyRunning(RilletError):
+    code = 6
+
+
+class Timeout(RilletError):
+    """A client-side wait ran out; the message names the timeout."""
+    code = 7
+    retriable = True
+
+
+class Closed(RilletError):
+    """Used after close(): the producer, consumer or connection is closed."""
+    code = 8
+
+
+# --- protocol and transport ----------------------------------------------------
+
+class ProtocolError(RilletError):
+    """Bytes that do not form a valid frame or message. The connection is closed."""
+    code = 20
+
+
+class FrameTooLarge(ProtocolError):
+    code = 21
+
+
+class UnsupportedVersion(ProtocolError):
+    code = 22
+
+
+class BrokenConnection(RilletError):
+    """The peer closed or reset the connection mid-request."""
+    code = 23
+    retriable = True
+    refresh_metadata = True
+
+
+class CorruptBatch(RilletError):
+    """A record batch failed its length, magic or CRC check."""
+    code = 24
+
+
+class CompressionError(RilletError):
+    code = 25
+
+
+# --- metadata and shared memory -------------------------------------------------
+
+class MetadataTableError(RilletError):
+    code = 30
+
+
+class LayoutVersionMismatch(MetadataTableError):
+    code = 31
+
+
+class MetadataTableBusy(MetadataTableError):
+    """The seqlock stayed odd (writer mid-update or dead) past the retry bound."""
+    code = 32
+    retriable = True
+
+
+class SharedMemoryRefused(MetadataTableError):
+    """A shared-memory object exists with a foreign owner or an unsafe mode."""
+    code = 33
+
+
+# --- broker answers ------------------------------------------------------------------
+
+class TopicNotFound(RilletError):
+    code = 40
+    refresh_metadata = True
+
+
+class TopicAlreadyExists(RilletError):
+    code = 41
+
+
+class PartitionNotFound(RilletError):
+    code = 42
+    refresh_metadata = True
+
+
+class NotLeader(RilletError):
+    """The SPU does not lead this partition (any more). Re-read the table, retry."""
+    code = 43
+    retriable = True
+    refresh_metadata = True
+
+
+class StaleLeaderEpoch(NotLeader):
+    """The request named a leader epoch older than the SPU's (stale leader or client)."""
+    code = 44
+
+
+class OffsetOutOfRange(RilletError):
+    code = 45
+
+
+class MessageTooLarge(RilletError):
+    code = 46
+
+
+class StorageError(RilletError):
+    code = 47
+
+
+class RequestTimedOut(RilletError):
+    """The broker gave up waiting (for example for the high watermark)."""
+    code = 48
+    retriable = True
+
+
+class NotEnoughReplicas(RilletError):
+    code = 49
+    retriable = True
+
+
+class InsufficientResources(RilletError):
+    """Not enough SPUs for the requested replication factor."""
+    code = 50
+
+
+class PartitionOffline(RilletError):
+    """The partition has no online leader right now."""
+    code = 51
+    retriable = True
+    refresh_metadata = True
+
+
+class SpuNotFound(RilletError):
+    code = 52
+
+
+class ConsumerOffsetNotFound(RilletError):
+    code = 53
+
+
+class InternalError(RilletError):
+    """A bug or an unexpected OS error inside a broker; details are in its log."""
+    code = 99
+
+
+_REGISTRY: dict[int, type[RilletError]] = {}
+
+
+def _register(cls: type[RilletError]) -> None:
+    for sub in cls.__subclasses__():
+        if sub.code in _REGISTRY and _REGISTRY[sub.code] is not sub:
+            raise AssertionError(f"duplicate error code {sub.code}: {sub} and {_REGISTRY[sub.code]}")
+        _REGISTRY[sub.code] = sub
+        _register(sub)
+
+
+_REGISTRY[RilletError.code] = RilletError
+_register(RilletError)
+
+
+def error_from_code(code: int, message: str) -> RilletError:
+    """Rebuild the error a peer sent; an unknown code becomes a plain RilletError."""
+    cls = _REGISTRY.get(code, RilletError)
+    return cls(message)
+
+
+def error_codes() -> dict[int, type[RilletError]]:
+    return dict(_REGISTRY)
