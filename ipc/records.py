@@ -23,16 +23,27 @@ Header, little-endian, 61 bytes (``BATCH_HEADER``)::
      61   -  records             msgpack array of records, compressed as one block per codec
 
 A record is a msgpack array ``[timestamp_delta, key (bin or nil), value (bin),
-headers (nil or array of [bin, bin])]``; its offset is ``base_offset`` + its index.
+headers (nil or array of [bin, bin])]``; its offset is ``base_offset`` + its index
+and its timestamp ``first_timestamp`` + ``timestamp_delta``. The records block is
+one msgpack array of ``record_count`` records.
+
+Producer side, :class:`BatchBuilder` keeps appended records as tuples already in
+wire shape and encodes them with one msgspec call in ``build``; nothing is packed
+per record. Consumer side, :func:`decode_batch` checks the batch (validate_batch),
+expands the block and decodes it in one msgspec call into :class:`RawRecord`.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from typing import Iterator, NamedTuple
+from operator import itemgetter
+from typing import Iterable, Iterator, NamedTuple
 
-from .errors import CorruptBatch
+import msgspec
+
+from .compression import Codec, decompress, compress, parse_codec
+from .errors import CompressionError, CorruptBatch, InvalidArgument
 
 BATCH_HEADER = struct.Struct("<qiiBIHiqqqhii")
 HEADER_SIZE = BATCH_HEADER.size
@@ -52,8 +63,13 @@ TIMESTAMP_TYPE_BIT = 0x08
 # A batch larger than this is refused before anything is allocated for it.
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
 
+# Producers close a batch on its uncompressed size, so a batch the broker accepts never
+# legitimately expands past the largest batch it accepts; beyond that is a bomb.
+DEFAULT_MAX_UNCOMPRESSED_BYTES = DEFAULT_MAX_BATCH_BYTES
+
 _OFFSET = struct.Struct("<q")
 _EPOCH = struct.Struct("<i")
+_CRC = struct.Struct("<I")
 
 
 class BatchHeader(NamedTuple):

@@ -1,0 +1,148 @@
+"""Pure decisions of the SC: placement, what each SPU must run, partition status.
+
+No I/O here: broker/sc/process.py observes the world, calls these functions, and
+carries out what they return (decide, then act).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rillet.ipc import messages as m
+from rillet.ipc.errors import InsufficientResources, InvalidArgument
+from rillet.ipc.metadata_table import PartitionRow, PartitionStatus, SpuRow, SpuStatus
+
+from .state import ClusterState, PartitionAssignment, TopicState
+
+FIRST_SPU_ID = 5001            # Fluvio's local clusters number SPUs from 5001
+DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024   # preallocated per partition; Fluvio's 1 GiB is too much for a laptop
+MIN_SEGMENT_SIZE = 1024
+MAX_SEGMENT_SIZE = 2 ** 31     # index positions are u32; keep a margin
+MAX_PARTITIONS = 1024          # per topic
+MAX_REPLICATION = 8            # metadata table row limit (MAX_REPLICAS)
+
+
+@dataclass
+class SpuObserved:
+    """What the SC knows of a running SPU right now (not persisted)."""
+    spu_id: int
+    pid: int = 0
+    online: bool = False
+    replicas: dict[tuple[str, int], m.ReplicaStatus] = field(default_factory=dict)
+
+
+def validate_config(config: m.TopicConfig, spu_count: int) -> m.TopicConfig:
+    """Check a topic config and fill defaults; raise InvalidArgument/InsufficientResources."""
+    if not 1 <= config.partitions <= MAX_PARTITIONS:
+        raise InvalidArgument(f"partitions must be between 1 and {MAX_PARTITIONS}, got {config.partitions}")
+    if not 1 <= config.replication <= MAX_REPLICATION:
+        raise InvalidArgument(f"replication factor must be between 1 and {MAX_REPLICATION}, got {config.replication}")
+    if config.replication > spu_count:
+        raise InsufficientResources(
+            f"replication factor {config.replication} needs {config.replication} SPUs, the cluster has {spu_count}"
+        )
+    segment_size = config.segment_size if config.segment_size is not None else DEFAULT_SEGMENT_SIZE
+    if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+        raise InvalidArgument(f"segment size must be between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE} bytes, got {segment_size}")
+    if config.max_partition_size is not None and config.max_partition_size < segment_size:
+        raise InvalidArgument(
+            f"max partition size {config.max_partition_size} is smaller than the segment size {segment_size}"
+        )
+    if config.retention_time_s is not None and config.retention_time_s < 10:
+        raise InvalidArgument(f"retention time must be at least 10 seconds, got {config.retention_time_s}")
+    from rillet.ipc.compression import parse_topic_compression
+    compression = parse_topic_compression(config.compression_type)
+    min_isr = config.min_in_sync_replicas
+    if min_isr is None:
+        min_isr = 1 if config.replication == 1 else 2
+    if not 1 <= min_isr <= config.replication:
+        raise InvalidArgument(f"min in-sync replicas must be between 1 and {config.replication}, got {min_isr}")
+    return m.TopicConfig(
+        partitions=config.partitions, replication=config.replication, retention_time_s=config.retention_time_s,
+        segment_size=segment_size, max_partition_size=config.max_partition_size,
+        compression_type=compression, min_in_sync_replicas=min_isr,
+    )
+
+
+def place_partitions(state: ClusterState, partitions: int, replication: int) -> list[list[int]]:
+    """Choose replicas per partition: leaders spread over the SPUs with the fewest
+    leaders so far, followers on distinct SPUs with the fewest replicas."""
+    spus = sorted(state.spus)
+    leaders = {s: 0 for s in spus}
+    replicas = {s: 0 for s in spus}
+    for topic in state.topics.values():
+        for p in topic.partitions:
+            if p.replicas and p.replicas[0] in leaders:
+                leaders[p.replicas[0]] += 1
+            for s in p.replicas:
+                if s in replicas:
+                    replicas[s] += 1
+    placement = []
+    for _ in range(partitions):
+        leader = min(spus, key=lambda s: (leaders[s], replicas[s], s))
+        chosen = [leader]
+        followers = sorted((s for s in spus if s != leader), key=lambda s: (replicas[s], s))
+        chosen += followers[: replication - 1]
+        leaders[leader] += 1
+        for s in chosen:
+            replicas[s] += 1
+        placement.append(chosen)
+    return placement
+
+
+def new_topic(state: ClusterState, name: str, config: m.TopicConfig, now_ms: int) -> TopicState:
+    placement = place_partitions(state, config.partitions, config.replication)
+    parts = [PartitionAssignment(partition=i, replicas=r, leader=r[0], leader_epoch=1) for i, r in enumerate(placement)]
+    return TopicState(name=name, config=config, partitions=parts, created_ms=now_ms)
+
+
+def replica_specs_for(state: ClusterState, spu_id: int) -> list[m.ReplicaSpec]:
+    """Everything SPU ``spu_id`` must run, as UpdateReplicas carries it."""
+    specs = []
+    for topic in state.topics.values():
+        cfg = topic.config
+        for p in topic.partitions:
+            if spu_id in p.replicas:
+                specs.append(m.ReplicaSpec(
+                    topic=topic.name, partition=p.partition, replicas=list(p.replicas), leader=p.leader,
+                    leader_epoch=p.leader_epoch, segment_size=cfg.segment_size or DEFAULT_SEGMENT_SIZE,
+                    compression_type=cfg.compression_type, min_in_sync_replicas=cfg.min_in_sync_replicas or 1,
+                ))
+    return specs
+
+
+def partition_status(topic: str, p: PartitionAssignment, observed: dict[int, SpuObserved]) -> PartitionStatus:
+    if p.leader < 0:
+        return PartitionStatus.LEADER_OFFLINE
+    spu = observed.get(p.leader)
+    if spu is None or not spu.online:
+        return PartitionStatus.LEADER_OFFLINE
+    report = spu.replicas.get((topic, p.partition))
+    if report is not None and report.is_leader and report.leader_epoch == p.leader_epoch:
+        return PartitionStatus.ONLINE
+    return PartitionStatus.OFFLINE
+
+
+def leader_report(topic: str, p: PartitionAssignment, observed: dict[int, SpuObserved]) -> m.ReplicaStatus | None:
+    spu = observed.get(p.leader)
+    return spu.replicas.get((topic, p.partition)) if spu is not None else None
+
+
+def table_rows(state: ClusterState, observed: dict[int, SpuObserved]) -> tuple[list[SpuRow], list[PartitionRow]]:
+    spus = []
+    for spu_id in sorted(state.spus):
+        o = observed.get(spu_id)
+        status = SpuStatus.ONLINE if o is not None and o.online else (SpuStatus.OFFLINE if o is not None else SpuStatus.INIT)
+        spus.append(SpuRow(spu_id=spu_id, pid=o.pid if o else 0, status=status))
+    rows = []
+    for name in sorted(state.topics):
+        topic = state.topics[name]
+        for p in topic.partitions:
+            report = leader_report(name, p, observed)
+            status = partition_status(name, p, observed)
+            rows.append(PartitionRow(
+                topic=name, partition=p.partition, leader=p.leader, leader_epoch=p.leader_epoch, status=status,
+                replicas=tuple(p.replicas), in_sync=tuple(report.in_sync) if report and status == PartitionStatus.ONLINE else (),
+                hw=report.hw if report else -1, leo=report.leo if report else -1,
+            ))
+    return spus, rows

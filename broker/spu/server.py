@@ -1,0 +1,117 @@
+"""The SPU's sockets: the client listener and the control link to the SC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import msgspec
+
+from rillet.ipc import messages as m
+from rillet.ipc.errors import ProtocolError, RilletError
+from rillet.ipc.framing import NEED_DATA, FrameDecoder
+from rillet.ipc.transport import FramedProtocol, encode_message
+
+from .service import SpuService
+
+
+class SpuConnection(FramedProtocol):
+    """A client (producer, consumer, CLI) talking to this SPU."""
+
+    def __init__(self, service: SpuService, log: logging.Logger) -> None:
+        super().__init__(log)
+        self.service = service
+        self.server_name = f"spu-{service.spu_id}"
+        self._routes = {
+            m.ProduceRequest: service.produce,
+            m.FetchRequest: service.fetch,
+            m.OffsetsRequest: service.offsets,
+        }
+
+    def dispatch(self, msg):
+        route = self._routes.get(type(msg))
+        if route is None:
+            raise ProtocolError(f"SPU does not handle {type(msg).__name__}")
+        return route(msg)
+
+
+class ControlLink(asyncio.Protocol):
+    """This SPU's connection to the SC: register, receive assignments, report offsets.
+
+    The SC learns of this SPU's death when this connection closes; the SPU stops
+    when the SC goes away (``lost`` resolves), so no SPU outlives its cluster.
+    """
+
+    REPORT_INTERVAL_S = 0.05   # coalesce offset changes into one report per interval
+    HEARTBEAT_S = 1.0
+
+    def __init__(self, service: SpuService, log: logging.Logger, stop: asyncio.Event) -> None:
+        self.service = service
+        self.log = log
+        self.stop = stop
+        self.transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder()
+        self._msg_decoder = m.new_decoder()
+        self._encoder = m.new_encoder()
+        self._dirty = asyncio.Event()
+        self.registered = asyncio.get_event_loop().create_future()
+        service.on_change = self._dirty.set
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._send(m.Hello(1, m.PROTOCOL_VERSION, f"spu-{self.service.spu_id}"))
+        self._send(m.RegisterSpu(2, self.service.spu_id, os.getpid()))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._decoder.receive_data(data)
+            while (frame := self._decoder.next_frame()) is not NEED_DATA:
+                try:
+                    self._handle(self._msg_decoder.decode(frame))
+                except msgspec.DecodeError as exc:
+                    raise ProtocolError(f"malformed message from SC: {exc}") from exc
+        except RilletError as exc:
+            self.log.error("control link: %s; stopping", exc)
+            self.stop.set()
+
+    def _handle(self, msg) -> None:
+        if isinstance(msg, m.UpdateReplicas):
+            self.service.apply(msg)
+            self._send(m.StatusReport(msg.cid, self.service.statuses()))
+            if not self.registered.done():
+                self.registered.set_result(None)
+        elif isinstance(msg, m.Shutdown):
+            self.log.info("SC asked this SPU to shut down")
+            self.stop.set()
+        elif isinstance(msg, m.ErrorResponse):
+            self.log.error("SC refused this SPU: %s", msg.message)
+            self.stop.set()
+        # HelloOk and Ok need no action.
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        if not self.stop.is_set():
+            self.log.warning("control connection to the SC closed; stopping")
+            self.stop.set()
+
+    def _send(self, msg: m.Message) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode_message(self._encoder, msg))
+
+    async def report_loop(self) -> None:
+        """Send offsets when they change (coalesced) and as a heartbeat."""
+        cid = 1000
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self._dirty.wait(), self.HEARTBEAT_S)
+            except asyncio.TimeoutError:
+                pass
+            self._dirty.clear()
+            cid += 1
+            self._send(m.StatusReport(cid, self.service.statuses()))
+            await asyncio.sleep(self.REPORT_INTERVAL_S)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

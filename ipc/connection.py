@@ -1,0 +1,157 @@
+"""Blocking client connection over a Unix socket: the client-side socket shell.
+
+One request at a time with :meth:`call`, or pipelined with :meth:`send` and
+:meth:`recv` (the producer and consumer keep several requests in flight).
+OS errors are translated here, once: a refused or missing socket and a broken
+pipe become BrokenConnection (retriable, re-read metadata), a silent peer becomes
+Timeout naming the wait.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from pathlib import Path
+
+import msgspec
+
+from . import messages as m
+from .errors import BrokenConnection, ProtocolError, RilletError, Timeout, error_from_code
+from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
+from .transport import encode_message
+
+RECV_CHUNK = 256 * 1024
+
+
+class Connection:
+    def __init__(self, path: str | Path, *, client_id: str = "rillet-py", timeout_s: float = 10.0,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.path = str(path)
+        self.timeout_s = timeout_s
+        self._cids = itertools.count(1)
+        self._frames = FrameDecoder(max_frame_bytes)
+        self._decoder = m.new_decoder()
+        self._encoder = m.new_encoder()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout_s)
+        try:
+            self._sock.connect(self.path)
+        except OSError as exc:
+            self._sock.close()
+            raise BrokenConnection(f"cannot connect to {self.path}: {exc.strerror or exc}") from exc
+        self.closed = False
+        try:
+            hello = self.call(m.Hello(self.next_cid(), m.PROTOCOL_VERSION, client_id))
+        except BaseException:
+            self.close()
+            raise
+        self.server = hello.server
+
+    def next_cid(self) -> int:
+        return next(self._cids)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def send(self, msg: m.Message) -> None:
+        self.send_raw(encode_message(self._encoder, msg))
+
+    def send_raw(self, frame: bytes | bytearray | memoryview) -> None:
+        try:
+            self._sock.sendall(frame)
+        except socket.timeout as exc:
+            raise Timeout(f"sending to {self.path} took longer than {self.timeout_s} s") from exc
+        except OSError as exc:
+            self.close()
+            raise BrokenConnection(f"connection to {self.path} broken while sending: {exc.strerror or exc}") from exc
+
+    def recv(self, timeout_s: float | None = None) -> m.Message:
+        """Next message from the peer (blocking, at most ``timeout_s``)."""
+        while True:
+            frame = self._frames.next_frame()
+            if frame is not NEED_DATA:
+                try:
+                    return self._decoder.decode(frame)
+                except msgspec.DecodeError as exc:
+                    self.close()
+                    raise ProtocolError(f"malformed message from {self.path}: {exc}") from exc
+            self._fill(timeout_s)
+
+    def poll(self) -> m.Message | None:
+        """A message if one is already buffered or readable without waiting, else None."""
+        frame = self._frames.next_frame()
+        if frame is NEED_DATA:
+            try:
+                self._sock.setblocking(False)
+                try:
+                    data = self._sock.recv(RECV_CHUNK)
+                except (BlockingIOError, InterruptedError):
+                    return None
+                finally:
+                    self._sock.settimeout(self.timeout_s)
+            except OSError as exc:
+                self.close()
+                raise BrokenConnection(f"connection to {self.path} broken: {exc.strerror or exc}") from exc
+            self._frames.receive_data(data)
+            if not data:
+                self.close()
+                raise BrokenConnection(f"connection to {self.path} closed by the peer")
+            frame = self._frames.next_frame()
+            if frame is NEED_DATA:
+                return None
+        try:
+            return self._decoder.decode(frame)
+        except msgspec.DecodeError as exc:
+            self.close()
+            raise ProtocolError(f"malformed message from {self.path}: {exc}") from exc
+
+    def call(self, msg: m.Message, timeout_s: float | None = None):
+        """Send ``msg`` and return its answer; an ErrorResponse is raised as its error."""
+        self.send(msg)
+        while True:
+            reply = self.recv(timeout_s)
+            if reply.cid == msg.cid or reply.cid == 0:
+                return raise_for_error(reply)
+
+    def _fill(self, timeout_s: float | None) -> None:
+        if self.closed:
+            raise BrokenConnection(f"connection to {self.path} is closed")
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            self._sock.settimeout(wait)
+            data = self._sock.recv(RECV_CHUNK)
+        except socket.timeout as exc:
+            raise Timeout(f"no answer from {self.path} within {wait} s") from exc
+        except OSError as exc:
+            self.close()
+            raise BrokenConnection(f"connection to {self.path} broken: {exc.strerror or exc}") from exc
+        finally:
+            if not self.closed:
+                self._sock.settimeout(self.timeout_s)
+        if not data:
+            self.close()
+            raise BrokenConnection(f"connection to {self.path} closed by the peer")
+        self._frames.receive_data(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def raise_for_error(reply: m.Message):
+    if isinstance(reply, m.ErrorResponse):
+        raise error_from_code(reply.code, reply.message)
+    return reply
+
+
+__all__ = ["Connection", "raise_for_error", "RilletError"]

@@ -1,0 +1,278 @@
+"""Wire messages: msgspec Structs are the schema and the validator.
+
+Every message is a frozen, tagged, array-like Struct, so an envelope encodes as a
+msgpack array ``[tag, field, ...]``. A frame (ipc/framing.py) carries exactly one.
+
+Conventions:
+
+* every request carries ``cid`` (correlation id, > 0), echoed in its answer;
+* any request may be answered with :class:`ErrorResponse` (code from ipc/errors);
+* record batches travel as msgpack ``bin`` fields typed ``memoryview``, so decoding
+  a frame gives a view of the received bytes with no copy (the broker never
+  decodes the records inside);
+* each connection opens with :class:`Hello`; a peer speaking another
+  PROTOCOL_VERSION gets an ErrorResponse (UnsupportedVersion) and is closed.
+
+Three conversations share this module: clients with an SPU (produce, fetch,
+offsets), clients with the SC (admin), and SPUs with the SC (control plane).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+ISOLATION_READ_UNCOMMITTED = 0
+ISOLATION_READ_COMMITTED = 1
+
+
+class _Msg(msgspec.Struct, frozen=True, tag=True, array_like=True, omit_defaults=False):
+    pass
+
+
+# --- every connection ---------------------------------------------------------------
+
+class Hello(_Msg, tag=1):
+    cid: int
+    version: int
+    client_id: str = ""
+
+
+class HelloOk(_Msg, tag=2):
+    cid: int
+    version: int
+    server: str          # "sc" or "spu-<id>"
+
+
+class ErrorResponse(_Msg, tag=3):
+    cid: int             # 0 when the request could not be parsed
+    code: int
+    message: str
+
+
+class Ok(_Msg, tag=4):
+    cid: int
+
+
+# --- client <-> SPU (data plane) --------------------------------------------------------
+
+class ProduceRequest(_Msg, tag=10):
+    cid: int
+    topic: str
+    partition: int
+    isolation: int       # ISOLATION_*
+    timeout_ms: int      # how long a ReadCommitted produce may wait for the high watermark
+    batches: memoryview  # one or more whole record batches, as the producer built them
+
+
+class ProduceResponse(_Msg, tag=11):
+    cid: int
+    base_offset: int     # offset given to the first record of the first batch
+    leo: int
+    hw: int
+
+
+class FetchRequest(_Msg, tag=12):
+    cid: int
+    topic: str
+    partition: int
+    offset: int
+    max_bytes: int
+    isolation: int
+    max_wait_ms: int     # long poll: answer at once if data exists, else wait up to this long
+
+
+class FetchResponse(_Msg, tag=13):
+    cid: int
+    hw: int
+    leo: int
+    log_start: int
+    batches: memoryview  # whole batches; the first may start before the requested offset
+
+
+class OffsetsRequest(_Msg, tag=14):
+    cid: int
+    topic: str
+    partition: int
+
+
+class OffsetsResponse(_Msg, tag=15):
+    cid: int
+    log_start: int
+    hw: int
+    leo: int
+
+
+# --- client <-> SC (admin) ----------------------------------------------------------------
+
+class TopicConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """A topic's spec as the admin gives it; the SC validates and stores it."""
+    partitions: int = 1
+    replication: int = 1
+    retention_time_s: int | None = None
+    segment_size: int | None = None
+    max_partition_size: int | None = None
+    compression_type: str = "any"
+    min_in_sync_replicas: int | None = None
+
+
+class CreateTopic(_Msg, tag=30):
+    cid: int
+    name: str
+    config: TopicConfig
+    timeout_ms: int = 30_000   # wait this long for every partition to be Online
+
+
+class DeleteTopic(_Msg, tag=31):
+    cid: int
+    name: str
+
+
+class ListTopics(_Msg, tag=32):
+    cid: int
+    names: list[str] = []      # empty: all
+
+
+class TopicInfo(msgspec.Struct, frozen=True):
+    name: str
+    config: TopicConfig
+    status: str
+
+
+class TopicList(_Msg, tag=33):
+    cid: int
+    topics: list[TopicInfo]
+
+
+class ListPartitions(_Msg, tag=34):
+    cid: int
+    topics: list[str] = []
+
+
+class PartitionInfo(msgspec.Struct, frozen=True):
+    topic: str
+    partition: int
+    leader: int
+    leader_epoch: int
+    replicas: list[int]
+    in_sync: list[int]
+    status: str
+    hw: int
+    leo: int
+    log_start: int
+    size_bytes: int
+
+
+class PartitionList(_Msg, tag=35):
+    cid: int
+    partitions: list[PartitionInfo]
+
+
+class ListSpus(_Msg, tag=36):
+    cid: int
+
+
+class SpuInfo(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    status: str
+    pid: int
+    socket: str
+    leaders: int
+    replicas: int
+
+
+class SpuList(_Msg, tag=37):
+    cid: int
+    spus: list[SpuInfo]
+
+
+class ClusterStatusRequest(_Msg, tag=38):
+    cid: int
+
+
+class ClusterStatus(_Msg, tag=39):
+    cid: int
+    cluster: str
+    sc_pid: int
+    spus_online: int
+    spus_total: int
+    topics: int
+    partitions_online: int
+    partitions_total: int
+
+
+class ShutdownCluster(_Msg, tag=40):
+    cid: int
+
+
+class StartSpu(_Msg, tag=41):
+    cid: int
+    spu_id: int
+
+
+# --- SPU <-> SC (control plane) -------------------------------------------------------------
+
+class RegisterSpu(_Msg, tag=60):
+    cid: int
+    spu_id: int
+    pid: int
+
+
+class ReplicaSpec(msgspec.Struct, frozen=True):
+    """What the SC wants one SPU to do with one partition."""
+    topic: str
+    partition: int
+    replicas: list[int]
+    leader: int
+    leader_epoch: int
+    segment_size: int
+    compression_type: str
+    min_in_sync_replicas: int
+
+
+class UpdateReplicas(_Msg, tag=61):
+    cid: int
+    replicas: list[ReplicaSpec]   # the full desired set for this SPU; others are dropped
+
+
+class ReplicaStatus(msgspec.Struct, frozen=True):
+    topic: str
+    partition: int
+    leader_epoch: int
+    is_leader: bool
+    leo: int
+    hw: int
+    log_start: int
+    size_bytes: int
+    in_sync: list[int]
+
+
+class StatusReport(_Msg, tag=62):
+    cid: int
+    replicas: list[ReplicaStatus]
+
+
+class Shutdown(_Msg, tag=63):
+    cid: int
+
+
+Message = Union[
+    Hello, HelloOk, ErrorResponse, Ok,
+    ProduceRequest, ProduceResponse, FetchRequest, FetchResponse, OffsetsRequest, OffsetsResponse,
+    CreateTopic, DeleteTopic, ListTopics, TopicList, ListPartitions, PartitionList, ListSpus, SpuList,
+    ClusterStatusRequest, ClusterStatus, ShutdownCluster, StartSpu,
+    RegisterSpu, UpdateReplicas, StatusReport, Shutdown,
+]
+
+
+def new_decoder() -> msgspec.msgpack.Decoder:
+    """One decoder per connection (msgspec habit: build once, reuse)."""
+    return msgspec.msgpack.Decoder(Message)
+
+
+def new_encoder() -> msgspec.msgpack.Encoder:
+    return msgspec.msgpack.Encoder()

@@ -1,0 +1,204 @@
+"""Socket shells shared by the SC and SPU processes (asyncio, Unix sockets).
+
+A :class:`FramedProtocol` owns one connection: bytes go into the sans-IO
+:class:`~rillet.ipc.framing.FrameDecoder`, frames are decoded into messages with one
+msgspec Decoder per connection, and each message is handed to ``dispatch``.
+``dispatch`` returns an answer, ``None``, or an awaitable (a long poll); awaitables
+run as tasks so the connection keeps reading. Handlers run in arrival order, so
+produce requests on one connection are appended in the order they were sent.
+
+Failure policy (a broker must survive any peer):
+
+* a frame or message that does not parse -> ErrorResponse(cid 0) and close this
+  connection only;
+* a RilletError from a handler -> ErrorResponse with its code, connection stays;
+* any other exception -> logged with traceback, InternalError answer, connection stays.
+
+Peers must run as our uid (SO_PEERCRED); sockets are created under umask 077.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import inspect
+import logging
+import os
+import socket
+import stat
+import struct
+from pathlib import Path
+from typing import Any, Awaitable
+
+import msgspec
+
+from . import messages as m
+from .errors import InternalError, ProtocolError, RilletError, UnsupportedVersion
+from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
+
+_PEERCRED = struct.Struct("3i")
+_PREFIX = struct.Struct("<I")
+
+
+def encode_message(encoder: msgspec.msgpack.Encoder, msg: m.Message) -> bytearray:
+    """Frame ``msg``: a 4-byte length prefix, then the msgpack envelope, in one buffer."""
+    buf = bytearray(4)
+    encoder.encode_into(msg, buf, 4)
+    _PREFIX.pack_into(buf, 0, len(buf) - 4)
+    return buf
+
+
+def peer_uid(sock: socket.socket) -> int:
+    _pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return uid
+
+
+class FramedProtocol(asyncio.Protocol):
+    """One server-side connection. Subclasses implement :meth:`dispatch`."""
+
+    server_name = "server"
+
+    def __init__(self, log: logging.Logger, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.log = log
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._msg_decoder = m.new_decoder()
+        self._encoder = m.new_encoder()
+        self.transport: asyncio.Transport | None = None
+        self._greeted = False
+        self._tasks: set[asyncio.Task] = set()
+        self.closed = asyncio.get_event_loop().create_future()
+
+    # --- asyncio callbacks ---
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        try:
+            if sock is not None and peer_uid(sock) != os.getuid():
+                self.log.warning("refused a peer running as another uid")
+                transport.close()
+        except OSError:
+            pass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._decoder.receive_data(data)
+            while True:
+                frame = self._decoder.next_frame()
+                if frame is NEED_DATA:
+                    return
+                try:
+                    msg = self._msg_decoder.decode(frame)
+                except msgspec.DecodeError as exc:
+                    raise ProtocolError(f"malformed message: {exc}") from exc
+                self._handle(msg)
+                if self.transport is None or self.transport.is_closing():
+                    return
+        except RilletError as exc:
+            self.log.warning("closing connection after protocol error: %s", exc)
+            self.send(m.ErrorResponse(0, exc.code, str(exc)))
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for task in list(self._tasks):
+            task.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.on_closed()
+
+    # --- helpers for subclasses ---
+    def send(self, msg: m.Message) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode_message(self._encoder, msg))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def on_closed(self) -> None:
+        """Hook: the connection is gone."""
+
+    def dispatch(self, msg: Any) -> m.Message | None | Awaitable[m.Message | None]:
+        raise NotImplementedError
+
+    # --- internals ---
+    def _handle(self, msg: Any) -> None:
+        cid = getattr(msg, "cid", 0)
+        if not self._greeted:
+            if not isinstance(msg, m.Hello):
+                raise ProtocolError(f"expected Hello first, got {type(msg).__name__}")
+            if msg.version != m.PROTOCOL_VERSION:
+                raise UnsupportedVersion(f"protocol version {msg.version} not supported (speaking {m.PROTOCOL_VERSION})")
+            self._greeted = True
+            self.send(m.HelloOk(cid, m.PROTOCOL_VERSION, self.server_name))
+            return
+        try:
+            result = self.dispatch(msg)
+        except RilletError as exc:
+            self.send(m.ErrorResponse(cid, exc.code, str(exc)))
+            return
+        except Exception as exc:  # a bug must not take the broker down
+            self.log.exception("handler for %s failed", type(msg).__name__)
+            self.send(m.ErrorResponse(cid, InternalError.code, f"internal error: {type(exc).__name__}: {exc}"))
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._finish(cid, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif result is not None:
+            self.send(result)
+
+    async def _finish(self, cid: int, pending: Awaitable) -> None:
+        try:
+            result = await pending
+        except asyncio.CancelledError:
+            raise
+        except RilletError as exc:
+            self.send(m.ErrorResponse(cid, exc.code, str(exc)))
+            return
+        except Exception as exc:
+            self.log.exception("handler task failed")
+            self.send(m.ErrorResponse(cid, InternalError.code, f"internal error: {type(exc).__name__}: {exc}"))
+            return
+        if result is not None:
+            self.send(result)
+
+
+def prepare_runtime_dir(path: Path) -> None:
+    """Create the socket directory with mode 0700; refuse one that others can enter."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise RilletError(f"runtime directory {path} must be owned by uid {os.getuid()} with mode 0700")
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Unlink ``path`` only if nothing listens on it (a crashed owner left it)."""
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            path.unlink(missing_ok=True)
+            return
+        raise
+    else:
+        raise RilletError(f"socket {path} is in use by a running process")
+    finally:
+        probe.close()
+
+
+async def start_unix_server(factory, path: Path) -> asyncio.AbstractServer:
+    """Listen on ``path`` with mode 0600 (umask 077 during bind, no chmod race)."""
+    remove_stale_socket(path)
+    old = os.umask(0o077)
+    try:
+        return await asyncio.get_running_loop().create_unix_server(factory, str(path), backlog=128)
+    finally:
+        os.umask(old)
