@@ -1,1 +1,33 @@
-"""rillet: a streaming broker for one host, with the Fluvio Python client API."""
+"""rillet: a streaming broker for one host, with the Fluvio Python client's API.
+
+``from rillet import Fluvio`` is meant to stand where ``from fluvio import Fluvio``
+stood: the same classes, methods and enums, with a few documented fixes (keyless
+records have key None; errors are typed).
+"""
+
+from rillet.ipc.errors import (
+    BrokenConnection, Closed, ClusterNotRunning, InvalidArgument, NotLeader, OffsetOutOfRange,
+    PartitionNotFound, PartitionOffline, RilletError, Timeout, TopicAlreadyExists, TopicNotFound,
+)
+
+from ._admin import FluvioAdmin, MetadataPartitionSpec, MetadataTopicSpec, TopicSpec
+from ._consumer import ConsumerConfig, PartitionConsumer
+from ._enums import Compression, CompressionType, DeliverySemantic, Isolation, OffsetManagementStrategy
+from ._fluvio import Fluvio
+from ._producer import ProduceOutput, RecordMetadata, TopicProducer, TopicProducerConfig, TopicProducerConfigBuilder
+from ._record import Offset, Record
+from ._retry import RetryPolicy, RetryStrategy
+
+# Fluvio's exception is spelled FluviorError in its Python package; both names work here.
+FluvioError = RilletError
+FluviorError = RilletError
+
+__all__ = [
+    "Fluvio", "FluvioAdmin", "TopicSpec", "CompressionType", "Compression", "Isolation", "DeliverySemantic",
+    "OffsetManagementStrategy", "Offset", "Record", "RecordMetadata", "ProduceOutput", "TopicProducer",
+    "TopicProducerConfig", "TopicProducerConfigBuilder", "ConsumerConfig", "PartitionConsumer",
+    "MetadataTopicSpec", "MetadataPartitionSpec", "RetryPolicy", "RetryStrategy",
+    "FluvioError", "FluviorError", "RilletError", "ClusterNotRunning", "TopicNotFound", "TopicAlreadyExists",
+    "PartitionNotFound", "PartitionOffline", "NotLeader", "OffsetOutOfRange", "InvalidArgument", "Timeout",
+    "Closed", "BrokenConnection",
+]

@@ -42,7 +42,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 import msgspec
 
-from .compression import Codec, decompress, compress, parse_codec
+from .compression import Codec, compress, decompress, parse_codec
 from .errors import CompressionError, CorruptBatch, InvalidArgument
 
 BATCH_HEADER = struct.Struct("<qiiBIHiqqqhii")
@@ -159,3 +159,270 @@ def iter_batches(buf, start: int = 0) -> Iterator[tuple[int, BatchHeader]]:
             return
         yield pos, header
         pos += header.total_size
+
+
+# --- building (producer side) ---------------------------------------------------------
+
+# Upper bound of the msgpack bytes around one record's key and value: record array
+# header 1, timestamp delta up to 9, key and value bin headers up to 5 each (nil: 1),
+# nil headers 1. Exact for no record; tight enough to decide "batch full".
+RECORD_OVERHEAD = 21
+_BLOCK_ARRAY_MAX = 5                     # array32 header of the records block
+_HEADERS_ARRAY_MAX = 5                   # array32 header replacing a record's nil headers
+_HEADER_PAIR_OVERHEAD = 11               # fixarray 1 + two bin32 headers 5 + 5
+_INT16 = (-(1 << 15), (1 << 15) - 1)
+_INT32 = (-(1 << 31), (1 << 31) - 1)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_DELTA = itemgetter(0)
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+class BatchBuilder:
+    """The producer's accumulator for one batch: append records, then ``build`` once.
+
+    ``append`` stores a tuple already in wire shape, ``(timestamp_delta, key, value,
+    headers)``; the only per-record work is a type check and, for a bytearray or
+    memoryview, a copy (so the caller may reuse its buffer). ``build`` encodes the
+    list in one msgspec call; it may be called again and does not reset the builder.
+    """
+
+    __slots__ = ("_codec", "_records", "_first_timestamp", "_size")
+
+    def __init__(self, codec: Codec | int | str = Codec.NONE) -> None:
+        self._codec = parse_codec(codec)
+        self._records: list[tuple] = []
+        self._first_timestamp = 0
+        self._size = HEADER_SIZE + _BLOCK_ARRAY_MAX
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec
+
+    @property
+    def estimated_size(self) -> int:
+        """An upper bound, in bytes, of the batch built now without compression."""
+        return self._size
+
+    def append(self, key, value, timestamp_ms: int, headers=None) -> int:
+        """Add a record; return its index in the batch (its offset delta).
+
+        ``key`` is bytes-like or None, ``value`` bytes-like, ``timestamp_ms`` an int,
+        ``headers`` None or (key, value) byte pairs (a dict works; empty means None).
+        Raises InvalidArgument on another type.
+        """
+        if value.__class__ is not bytes:
+            value = _as_bytes(value, "value")
+        size = len(value) + RECORD_OVERHEAD
+        if key is not None:
+            if key.__class__ is not bytes:
+                key = _as_bytes(key, "key")
+            size += len(key)
+        if timestamp_ms.__class__ is not int:
+            timestamp_ms = _as_timestamp(timestamp_ms)
+        if headers is not None:
+            headers, headers_size = _as_headers(headers)
+            size += headers_size
+        records = self._records
+        index = len(records)
+        if not index:
+            self._first_timestamp = timestamp_ms
+        records.append((timestamp_ms - self._first_timestamp, key, value, headers))
+        self._size += size
+        return index
+
+    def build(self, *, producer_id: int = -1, producer_epoch: int = -1, first_sequence: int = -1) -> bytes:
+        """Encode the records, compress them with the codec and return the whole batch.
+
+        The header gets base_offset 0 and leader_epoch -1 (the leader stamps both),
+        first and max timestamps, the record count and the CRC. Raises InvalidArgument
+        on an empty builder or a field out of its range.
+        """
+        records = self._records
+        if not records:
+            raise InvalidArgument("cannot build a record batch with no records")
+        _check_range("producer_id", producer_id, _INT64)
+        _check_range("producer_epoch", producer_epoch, _INT16)
+        _check_range("first_sequence", first_sequence, _INT32)
+        first = self._first_timestamp
+        _check_range("record timestamp_ms", first + min(map(_DELTA, records)), _INT64)
+        max_timestamp = first + max(map(_DELTA, records))
+        _check_range("record timestamp_ms", max_timestamp, _INT64)
+        fields = (first, max_timestamp, producer_id, producer_epoch, first_sequence)
+        try:
+            if self._codec is Codec.NONE:
+                return self._build_plain(fields)
+            return self._build_compressed(fields)
+        except OverflowError as exc:  # from msgspec: two timestamps too far apart for a delta
+            raise InvalidArgument(f"record timestamps are too far apart to encode: {exc}") from exc
+
+    def _build_plain(self, fields: tuple) -> bytes:
+        # Encode straight after the header in a buffer sized by the upper bound;
+        # encode_into trims it to the encoded end. One copy left: bytes(buf).
+        buf = bytearray(self._size)
+        _ENCODER.encode_into(self._records, buf, HEADER_SIZE)
+        _pack_header(buf, len(buf) - HEADER_SIZE, len(self._records), self._codec, fields)
+        with memoryview(buf) as view:
+            crc = zlib.crc32(view[ATTRIBUTES_POS:])
+        _CRC.pack_into(buf, CRC_POS, crc)
+        return bytes(buf)
+
+    def _build_compressed(self, fields: tuple) -> bytes:
+        # The CRC runs over header then payload without joining them first, so the
+        # payload is copied once, into the result.
+        payload = compress(self._codec, _ENCODER.encode(self._records))
+        head = bytearray(HEADER_SIZE)
+        _pack_header(head, len(payload), len(self._records), self._codec, fields)
+        with memoryview(head) as view:
+            crc = zlib.crc32(payload, zlib.crc32(view[ATTRIBUTES_POS:]))
+        _CRC.pack_into(head, CRC_POS, crc)
+        return b"".join((head, payload))
+
+
+def encode_batch(records: Iterable[tuple], codec: Codec | int | str = Codec.NONE) -> bytes:
+    """Build one batch from ``(key, value, timestamp_ms[, headers])`` tuples."""
+    builder = BatchBuilder(codec)
+    append = builder.append
+    for record in records:
+        append(*record)
+    return builder.build()
+
+
+def _pack_header(buf: bytearray, records_size: int, count: int, codec: Codec, fields: tuple) -> None:
+    first_timestamp, max_timestamp, producer_id, producer_epoch, first_sequence = fields
+    batch_length = HEADER_SIZE - PREAMBLE_SIZE + records_size
+    _check_range("batch_length", batch_length, _INT32)
+    _check_range("record_count", count, _INT32)
+    BATCH_HEADER.pack_into(
+        buf, 0,
+        0,                    # base_offset: stamped by the leader
+        batch_length,
+        -1,                   # leader_epoch: stamped by the leader
+        MAGIC,
+        0,                    # crc: written last, over the finished bytes
+        int(codec),           # attributes: codec, timestamp type 0 (create time)
+        count - 1,            # last_offset_delta
+        first_timestamp, max_timestamp, producer_id, producer_epoch, first_sequence,
+        count,
+    )
+
+
+def _check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
+    low, high = bounds
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} {value} is outside [{low}, {high}]")
+
+
+def _as_bytes(value, what: str) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidArgument(f"record {what} must be bytes, bytearray or memoryview, not {type(value).__name__}")
+
+
+def _as_timestamp(timestamp_ms) -> int:
+    if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
+        raise InvalidArgument(f"record timestamp_ms must be an int, not {type(timestamp_ms).__name__}")
+    return int(timestamp_ms)
+
+
+def _as_headers(headers) -> tuple[tuple[tuple[bytes, bytes], ...] | None, int]:
+    """Normalise record headers to a tuple of byte pairs (None if empty) and its size bound."""
+    if isinstance(headers, dict):
+        headers = headers.items()
+    try:
+        pairs = tuple((_as_bytes(k, "header key"), _as_bytes(v, "header value")) for k, v in headers)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"record headers must be (key, value) pairs of bytes: {exc}") from None
+    if not pairs:
+        return None, 0
+    size = _HEADERS_ARRAY_MAX + sum(len(k) + len(v) + _HEADER_PAIR_OVERHEAD for k, v in pairs)
+    return pairs, size
+
+
+# --- decoding (consumer side) ------------------------------------------------------------
+
+class RawRecord(msgspec.Struct, frozen=True, gc=False):
+    """One decoded record: its offset, timestamp (ms), key, value and headers.
+
+    ``headers`` is None or a tuple of ``(key, value)`` byte pairs.
+    """
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[bytes, bytes], ...] | None = None
+
+
+class _WireRecord(msgspec.Struct, array_like=True, gc=False):
+    # The record as encoded. array_like ignores trailing extra elements, so a
+    # field appended by a later format version does not break this reader.
+    timestamp_delta: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[bytes, bytes], ...] | None
+
+
+_DECODER = msgspec.msgpack.Decoder(list[_WireRecord])
+_LAST_CODEC = max(Codec)
+
+
+def decode_batch(
+    buf,
+    pos: int = 0,
+    *,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
+) -> tuple[BatchHeader, list[RawRecord]]:
+    """Check and decode the batch at ``pos``; return its header and records.
+
+    Raises CorruptBatch when a check of validate_batch fails or the records block
+    does not decode to ``record_count`` records, and CompressionError (naming the
+    position) when the block does not decompress or expands past max_uncompressed_bytes.
+    """
+    header = validate_batch(buf, pos, max_batch_bytes=max_batch_bytes)
+    wire = _decode_block(buf, pos, header, max_uncompressed_bytes)
+    if len(wire) != header.record_count:
+        raise CorruptBatch(
+            f"batch at position {pos} holds {len(wire)} records, its header says {header.record_count}"
+        )
+    base, first = header.base_offset, header.first_timestamp
+    return header, [
+        RawRecord(base + i, first + r.timestamp_delta, r.key, r.value, r.headers) for i, r in enumerate(wire)
+    ]
+
+
+def _decode_block(buf, pos: int, header: BatchHeader, max_uncompressed_bytes: int) -> list[_WireRecord]:
+    codec = header.codec
+    if codec > _LAST_CODEC:
+        raise CorruptBatch(f"batch at position {pos} names codec {codec}, which does not exist")
+    with memoryview(buf) as view:
+        block = view[pos + HEADER_SIZE:pos + header.total_size]
+        try:
+            if codec != Codec.NONE:
+                block = decompress(codec, block, max_size=max_uncompressed_bytes)
+            return _DECODER.decode(block)
+        except CompressionError as exc:
+            raise CompressionError(f"batch at position {pos}: {exc.message}") from exc
+        except msgspec.DecodeError as exc:  # ValidationError included: a record of the wrong shape
+            raise CorruptBatch(f"batch at position {pos}: records block does not decode: {exc}") from exc
+
+
+def iter_records(
+    buf,
+    start: int = 0,
+    *,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
+) -> Iterator[RawRecord]:
+    """Yield every record of every whole batch in ``buf`` from ``start``, in order.
+
+    Stops where iter_batches stops (a partial trailing batch, a zeroed tail); each
+    batch is checked by decode_batch, which raises on damage.
+    """
+    for pos, _header in iter_batches(buf, start):
+        yield from decode_batch(
+            buf, pos, max_batch_bytes=max_batch_bytes, max_uncompressed_bytes=max_uncompressed_bytes
+        )[1]

@@ -1,0 +1,167 @@
+"""Admin API: topics, partitions and SPUs, by request to the SC's socket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from rillet.ipc import messages as m
+from rillet.ipc.errors import InvalidArgument
+from rillet.ipc.names import ClusterPaths, validate_name
+from rillet.ipc.units import parse_duration, parse_size
+
+from ._enums import Compression, CompressionType
+
+_CODEC_NAMES = {Compression.None_: "none", Compression.Gzip: "gzip", Compression.Snappy: "snappy",
+                Compression.Lz4: "lz4", Compression.Zstd: "zstd"}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """Immutable topic spec; every ``with_*`` returns a new one (Fluvio's shape)."""
+
+    partitions: int = 1
+    replications: int = 1
+    ignore_rack: bool = True
+    retention_time: int | None = None          # seconds
+    segment_size: int | None = None            # bytes
+    max_partition_size: int | None = None      # bytes
+    compression_type: str = "any"
+    min_in_sync_replicas: int | None = None
+
+    @classmethod
+    def create(cls) -> "TopicSpec":
+        return cls()
+
+    @classmethod
+    def new(cls, partitions: int = 1, replication: int = 1, ignore: bool = True) -> "TopicSpec":
+        return cls().with_partitions(partitions).with_replications(replication).with_ignore_rack(ignore)
+
+    def with_partitions(self, n: int) -> "TopicSpec":
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"partitions must be a non-negative integer, got {n!r}")
+        return replace(self, partitions=n)
+
+    def with_replications(self, n: int) -> "TopicSpec":
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"replications must be a non-negative integer, got {n!r}")
+        return replace(self, replications=n)
+
+    def with_ignore_rack(self, ignore: bool = True) -> "TopicSpec":
+        return replace(self, ignore_rack=bool(ignore))
+
+    def with_retention_time(self, t: str | int) -> "TopicSpec":
+        return replace(self, retention_time=int(parse_duration(t)))
+
+    def with_segment_size(self, s: str | int) -> "TopicSpec":
+        return replace(self, segment_size=parse_size(s))
+
+    def with_max_partition_size(self, s: str | int) -> "TopicSpec":
+        return replace(self, max_partition_size=parse_size(s))
+
+    def with_compression(self, c: CompressionType | Compression | str) -> "TopicSpec":
+        if isinstance(c, CompressionType):
+            name = c.value
+        elif isinstance(c, Compression):
+            name = _CODEC_NAMES[c]
+        else:
+            name = str(c).lower()
+        from rillet.ipc.compression import parse_topic_compression
+        return replace(self, compression_type=parse_topic_compression(name))
+
+    def with_min_in_sync_replicas(self, n: int) -> "TopicSpec":
+        return replace(self, min_in_sync_replicas=int(n))
+
+    def build(self) -> m.TopicConfig:
+        return m.TopicConfig(
+            partitions=self.partitions, replication=self.replications, retention_time_s=self.retention_time,
+            segment_size=self.segment_size, max_partition_size=self.max_partition_size,
+            compression_type=self.compression_type, min_in_sync_replicas=self.min_in_sync_replicas,
+        )
+
+
+class MetadataTopicSpec:
+    """A topic as listed; ``name()`` as Fluvio, plus the spec and status."""
+
+    def __init__(self, info: m.TopicInfo) -> None:
+        self.info = info
+
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def spec(self) -> m.TopicConfig:
+        return self.info.config
+
+    @property
+    def status(self) -> str:
+        return self.info.status
+
+    def __repr__(self) -> str:
+        return f"MetadataTopicSpec({self.info.name!r}, partitions={self.info.config.partitions}, status={self.info.status})"
+
+
+class MetadataPartitionSpec:
+    def __init__(self, info: m.PartitionInfo) -> None:
+        self.info = info
+
+    def name(self) -> str:
+        return f"{self.info.topic}-{self.info.partition}"
+
+    def __getattr__(self, item):
+        return getattr(self.info, item)
+
+    def __repr__(self) -> str:
+        i = self.info
+        return f"MetadataPartitionSpec({i.topic}/{i.partition}, leader={i.leader}, status={i.status}, hw={i.hw}, leo={i.leo})"
+
+
+class FluvioAdmin:
+    def __init__(self, paths: ClusterPaths) -> None:
+        from rillet.broker.launcher import admin_connection
+        self.paths = paths
+        self._conn = admin_connection(paths)
+
+    @classmethod
+    def connect(cls, cluster: str | None = None, *, home: str | None = None) -> "FluvioAdmin":
+        return cls(ClusterPaths.for_cluster(cluster, home))
+
+    def _call(self, make):
+        return self._conn.call(make(self._conn.next_cid()), timeout_s=60)
+
+    def create_topic(self, topic: str, spec: TopicSpec | m.TopicConfig | None = None) -> None:
+        validate_name(topic, "topic")
+        if spec is None:
+            config = m.TopicConfig()
+        elif isinstance(spec, TopicSpec):
+            config = spec.build()
+        elif isinstance(spec, m.TopicConfig):
+            config = spec
+        else:
+            raise InvalidArgument(f"create_topic needs a TopicSpec, got {type(spec).__name__}")
+        self._call(lambda cid: m.CreateTopic(cid, topic, config))
+
+    def delete_topic(self, topic: str) -> None:
+        self._call(lambda cid: m.DeleteTopic(cid, topic))
+
+    def all_topics(self) -> list[MetadataTopicSpec]:
+        return self.list_topics([])
+
+    def list_topics(self, filters: list[str] | None = None) -> list[MetadataTopicSpec]:
+        reply = self._call(lambda cid: m.ListTopics(cid, list(filters or [])))
+        return [MetadataTopicSpec(t) for t in reply.topics]
+
+    def list_partitions(self, filters: list[str] | None = None) -> list[MetadataPartitionSpec]:
+        reply = self._call(lambda cid: m.ListPartitions(cid, list(filters or [])))
+        return [MetadataPartitionSpec(p) for p in reply.partitions]
+
+    def list_spus(self) -> list[m.SpuInfo]:
+        return self._call(lambda cid: m.ListSpus(cid)).spus
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "FluvioAdmin":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,236 @@
+"""Length-prefixed frames, sans-IO: bytes in, payloads out, no sockets.
+
+Wire format, one frame::
+
+    pos size field    meaning
+      0    4  length  u32 little-endian, bytes of payload that follow (1 .. max_frame_bytes)
+      4    n  payload a msgpack envelope (framing does not look inside)
+
+The decoder follows h11: the caller feeds whatever the socket gave with
+:meth:`FrameDecoder.receive_data` (``b""`` for end of stream) and then drains
+:meth:`FrameDecoder.next_frame` until it returns :data:`NEED_DATA`. Every input
+either yields frames or raises one error, and a decoder that raised stays failed.
+
+Copy budget. A payload is always a read-only ``memoryview`` over an immutable
+``bytes`` object, so it stays valid forever and nothing the decoder does later
+can change it:
+
+* a frame that lies whole inside one received ``bytes`` chunk is a slice of that
+  chunk: zero copies (the slice keeps the whole chunk alive; ``bytes(payload)``
+  gives a compact copy when a payload is kept for long);
+* a frame split across chunks is joined once into a new ``bytes``;
+* mutable input (``bytearray``, a view of one) is copied once on arrival, since
+  the caller may reuse it (``recv_into``).
+
+Small chunks that arrive behind unconsumed data (a peer dribbling bytes) are
+coalesced into a private run, so a frame sent a byte at a time costs a few
+copies of small data, not one Python object per byte. No buffer is ever
+compacted by moving its tail: every byte is copied a bounded number of times,
+so decoding is O(received) whatever the chunking.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import deque
+from typing import Literal, NoReturn
+
+from .errors import BrokenConnection, FrameTooLarge, InvalidArgument, ProtocolError
+
+FRAME_PREFIX = struct.Struct("<I")
+PREFIX_SIZE = FRAME_PREFIX.size
+assert PREFIX_SIZE == 4, PREFIX_SIZE
+
+# The largest batch (64 MiB, records.DEFAULT_MAX_BATCH_BYTES) plus room for its envelope.
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024 + 64 * 1024
+_MAX_PREFIX_VALUE = 0xFFFFFFFF
+# Chunks below this size that arrive behind pending data are copied into a run
+# instead of being kept as their own view (a view costs ~200 bytes of overhead).
+_COALESCE_BELOW = 2048
+# A run is sealed into an immutable piece once it reaches this size.
+_RUN_SEAL_BYTES = 64 * 1024
+
+
+class _Sentinel(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+NEED_DATA = _Sentinel.NEED_DATA
+"""Returned by :meth:`FrameDecoder.next_frame` when no whole frame is buffered."""
+
+
+def _check_limit(max_frame_bytes: int) -> int:
+    if not isinstance(max_frame_bytes, int) or not 1 <= max_frame_bytes <= _MAX_PREFIX_VALUE:
+        raise InvalidArgument(f"max_frame_bytes={max_frame_bytes!r} must be an int from 1 to {_MAX_PREFIX_VALUE}")
+    return max_frame_bytes
+
+
+def _check_length(n: int, max_frame_bytes: int) -> None:
+    if n > max_frame_bytes:
+        raise FrameTooLarge(f"frame of {n} bytes exceeds max_frame_bytes={max_frame_bytes}")
+    if n <= 0:
+        raise ProtocolError("zero-length frame: every frame carries at least one payload byte")
+
+
+def frame_prefix(n: int, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
+    """The 4-byte prefix of an ``n``-byte payload, for scatter-gather writes.
+
+    Raises FrameTooLarge if ``n`` exceeds ``max_frame_bytes`` and ProtocolError
+    if ``n`` is zero (the decoder rejects empty frames).
+    """
+    if not isinstance(n, int):
+        raise InvalidArgument(f"frame length must be an int, not {type(n).__name__}")
+    _check_length(n, max_frame_bytes)
+    return FRAME_PREFIX.pack(n)
+
+
+def encode_frame(payload, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
+    """Prefix ``payload`` (any bytes-like object) with its length: one copy.
+
+    Same checks as :func:`frame_prefix`. For large payloads prefer
+    ``sendmsg([frame_prefix(n), payload])``, which copies nothing.
+    """
+    with memoryview(payload) as view:
+        n = view.nbytes
+        _check_length(n, max_frame_bytes)
+        return b"".join((FRAME_PREFIX.pack(n), view))
+
+
+def _immutable_view(data) -> memoryview:
+    """A byte-format view of ``data`` that nobody can change under us."""
+    if isinstance(data, bytes):
+        return memoryview(data)
+    if isinstance(data, memoryview) and data.readonly and isinstance(data.obj, bytes) and data.c_contiguous:
+        return data.cast("B")
+    return memoryview(bytes(data))
+
+
+class FrameDecoder:
+    """Turn a byte stream into frame payloads. See the module docstring.
+
+    Drain :meth:`next_frame` after every :meth:`receive_data`: the length check
+    then runs as soon as a prefix is complete, before the body is buffered.
+    """
+
+    __slots__ = ("_max", "_pieces", "_run", "_buffered", "_frame_len", "_eof", "_error")
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self._max = _check_limit(max_frame_bytes)
+        self._pieces: deque[memoryview] = deque()   # unconsumed data, in order, immutable
+        self._run = bytearray()                      # small chunks after the pieces, coalesced
+        self._buffered = 0                           # bytes in pieces + run
+        self._frame_len: int | None = None           # payload length once the prefix is parsed
+        self._eof = False
+        self._error: BaseException | None = None
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._max
+
+    @property
+    def eof(self) -> bool:
+        """True once end of stream was received and every frame was returned."""
+        return self._eof and self._buffered == 0 and self._frame_len is None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received but not yet returned in a frame (a parsed prefix included)."""
+        return self._buffered + (PREFIX_SIZE if self._frame_len is not None else 0)
+
+    def receive_data(self, data) -> None:
+        """Feed bytes from the stream; ``b""`` (any empty input) means end of stream.
+
+        Raises ProtocolError for data after end of stream or after an earlier error.
+        """
+        self._raise_if_failed()
+        n = len(data)
+        if n == 0:
+            self._eof = True
+            return
+        if self._eof:
+            self._fail(ProtocolError(f"received {n} bytes after end of stream"))
+        view = _immutable_view(data)
+        if view.nbytes < _COALESCE_BELOW and self._buffered:
+            self._run += view
+            if len(self._run) >= _RUN_SEAL_BYTES:
+                self._seal_run()
+        else:
+            self._seal_run()
+            self._pieces.append(view)
+        self._buffered += view.nbytes
+
+    def next_frame(self) -> memoryview | Literal[_Sentinel.NEED_DATA]:
+        """Return the next payload, or NEED_DATA when no whole frame is buffered.
+
+        Raises FrameTooLarge as soon as a prefix announces more than
+        ``max_frame_bytes``, ProtocolError for a zero-length frame, and
+        BrokenConnection when the stream ended inside a frame. After end of
+        stream with nothing pending it keeps returning NEED_DATA (see ``eof``).
+        """
+        self._raise_if_failed()
+        if self._frame_len is None:
+            if self._buffered < PREFIX_SIZE:
+                return self._starved(self._buffered, PREFIX_SIZE)
+            (n,) = FRAME_PREFIX.unpack(self._take(PREFIX_SIZE))
+            try:
+                _check_length(n, self._max)
+            except ProtocolError as exc:
+                self._fail(exc)
+            self._frame_len = n
+        n = self._frame_len
+        if self._buffered < n:
+            return self._starved(PREFIX_SIZE + self._buffered, PREFIX_SIZE + n)
+        self._frame_len = None
+        return self._take(n)
+
+    # --- internals ---------------------------------------------------------------
+
+    def _starved(self, have: int, want: int) -> Literal[_Sentinel.NEED_DATA]:
+        if self._eof and have:
+            self._fail(BrokenConnection(f"connection closed mid-frame: {have} of {want} bytes received"))
+        return NEED_DATA
+
+    def _seal_run(self) -> None:
+        if self._run:
+            self._pieces.append(memoryview(bytes(self._run)))
+            self._run.clear()
+
+    def _take(self, n: int) -> memoryview:
+        """Remove and return the next ``n`` buffered bytes (``n <= _buffered``)."""
+        pieces = self._pieces
+        if self._buffered - len(self._run) < n:
+            self._seal_run()
+        self._buffered -= n
+        front = pieces[0]
+        if len(front) >= n:                      # whole inside one piece: a slice, no copy
+            if len(front) == n:
+                pieces.popleft()
+            else:
+                pieces[0] = front[n:]
+            return front[:n]
+        parts = []
+        while n:
+            front = pieces[0]
+            if len(front) <= n:
+                parts.append(pieces.popleft())
+                n -= len(front)
+            else:
+                parts.append(front[:n])
+                pieces[0] = front[n:]
+                n = 0
+        return memoryview(b"".join(parts))
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        self._error = exc
+        self._pieces.clear()
+        self._run = bytearray()
+        self._buffered = 0
+        raise exc
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise ProtocolError(f"frame decoder failed earlier: {self._error}") from self._error
