@@ -48,8 +48,10 @@ def capacity_entries(log_capacity: int, interval_bytes: int) -> int:
 class OffsetIndex:
     """The index of one segment; writable while its segment is active."""
 
-    def __init__(self, path: Path, interval_bytes: int, m: mmap.mmap | None, count: int, writable: bool) -> None:
+    def __init__(self, path: Path, interval_bytes: int, m: mmap.mmap | None, count: int, writable: bool,
+                 torn_bytes: int = 0) -> None:
         self.path = path
+        self._torn_bytes = torn_bytes  # a trailing partial entry: the file is not sound
         self.interval_bytes = interval_bytes
         self._map = m
         self._count = count
@@ -69,9 +71,7 @@ class OffsetIndex:
             return cls(path, interval_bytes, None, 0, writable=False)
         m = _open_map(path, 0, writable=False)
         size = len(m) if m is not None else 0
-        index = cls(path, interval_bytes, m, size // ENTRY_SIZE, writable=False)
-        index._torn = size % ENTRY_SIZE
-        return index
+        return cls(path, interval_bytes, m, size // ENTRY_SIZE, writable=False, torn_bytes=size % ENTRY_SIZE)
 
     @classmethod
     def write_sealed(cls, path: Path, entries: Iterable[tuple[int, int]], *, interval_bytes: int) -> OffsetIndex:
@@ -117,8 +117,8 @@ class OffsetIndex:
         ``base_at(position)`` gives the base offset of a batch header at ``position`` of the
         log, or None when no header is there.
         """
-        if getattr(self, "_torn", 0):
-            return f"{self._count * ENTRY_SIZE + self._torn} bytes is not a whole number of entries"
+        if self._torn_bytes:
+            return f"{self._count * ENTRY_SIZE + self._torn_bytes} bytes is not a whole number of entries"
         previous = (-1, -1)
         for i in range(self._count):
             rel, pos = self.entry(i)

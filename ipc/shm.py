@@ -1,0 +1,335 @@
+"""The metadata table in POSIX shared memory: the only module that touches posix_ipc.
+
+The SC creates one object per cluster (``names.ClusterPaths.shm_name``) with
+:meth:`SharedTable.create` and is its only writer; clients map it read-only with
+:meth:`TableReader.open`. The table's format lives in ``metadata_table.py``.
+
+Creation is exclusive (O_CREAT | O_EXCL) with mode 0600. An object that already
+exists is judged before anything is mapped:
+
+* owned by another uid, or with any group/other permission bit: refused
+  (SharedMemoryRefused), since anyone else able to write it could steer clients
+  to the wrong leader;
+* ours, written by an SC that is still alive: ClusterAlreadyRunning;
+* ours and stale (its SC crashed without unlinking it): unlinked and created
+  afresh, which also resets a seqlock counter a dead writer left odd.
+
+A reader keeps the object it opened; after the SC restarts it must open the new
+one (the old mapping stays valid but frozen, its ``sc_pid`` dead).
+posix_ipc and OS errors are translated here, once, into rillet errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+
+import posix_ipc
+import psutil
+
+from .errors import (
+    Closed,
+    ClusterAlreadyRunning,
+    ClusterNotRunning,
+    MetadataTableError,
+    SharedMemoryRefused,
+)
+from .metadata_table import (
+    HEADER_SIZE,
+    PartitionRow,
+    SpuRow,
+    TableLayout,
+    TableSnapshot,
+    init_table,
+    peek_sc_pid,
+    read_generation,
+    read_header,
+    read_snapshot,
+    write_snapshot,
+)
+from .seqlock import DEFAULT_MAX_RETRIES
+
+_MODE = 0o600
+# A stale object is replaced; if another process keeps recreating it in between, give up.
+_CREATE_ATTEMPTS = 3
+
+
+def _shm_path(name: str) -> str:
+    """Where Linux shows the object, for messages."""
+    return "/dev/shm/" + name.lstrip("/")
+
+
+def _check_owner(name: str, st: os.stat_result) -> None:
+    uid = os.geteuid()
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != uid or mode & 0o077:
+        raise SharedMemoryRefused(
+            f"refusing shared-memory object {name}: owner uid {st.st_uid}, mode {mode:04o}; rillet needs "
+            f"owner uid {uid} and mode {_MODE:04o}. If it is left over, remove {_shm_path(name)}"
+        )
+
+
+def _refused_unreadable(name: str, exc: BaseException) -> SharedMemoryRefused:
+    """An object we may not even open: say whose it is when Linux lets us see."""
+    try:
+        st = os.stat(_shm_path(name))
+        detail = f"owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}"
+    except OSError:
+        detail = "owner and mode unknown"
+    return SharedMemoryRefused(f"refusing shared-memory object {name}: cannot open it ({exc}); {detail}")
+
+
+def _open_existing(name: str, *, read_only: bool) -> posix_ipc.SharedMemory:
+    try:
+        return posix_ipc.SharedMemory(name, 0, read_only=read_only)
+    except posix_ipc.ExistentialError:
+        raise
+    except posix_ipc.PermissionsError as exc:
+        raise _refused_unreadable(name, exc) from exc
+    except (posix_ipc.Error, OSError) as exc:
+        raise MetadataTableError(f"cannot open shared-memory object {name}: {exc}") from exc
+
+
+def _map(shm: posix_ipc.SharedMemory, size: int, *, writable: bool) -> mmap.mmap:
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    try:
+        return mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED, prot=prot)
+    except (OSError, ValueError) as exc:
+        raise MetadataTableError(f"cannot map shared-memory object {shm.name}: {exc}") from exc
+    finally:
+        shm.close_fd()
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:                        # psutil.pid_exists(0) is True on Linux
+        return False
+    try:
+        return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:                # exists but not inspectable (another user's): alive
+        return True
+
+
+def _writer_alive(name: str) -> bool:
+    """Judge an existing object (see the module docstring); True if its SC lives.
+
+    Raises SharedMemoryRefused for a foreign or unsafe object; ExistentialError
+    passes through when it vanished meanwhile.
+    """
+    shm = _open_existing(name, read_only=True)
+    try:
+        st = os.fstat(shm.fd)
+        _check_owner(name, st)
+        if st.st_size < HEADER_SIZE:
+            return False                # never initialised: its creator died first
+        with mmap.mmap(shm.fd, HEADER_SIZE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as header:
+            sc_pid = peek_sc_pid(header)
+    finally:
+        shm.close_fd()
+    return sc_pid is not None and _process_alive(sc_pid)
+
+
+def _create_exclusive(name: str) -> posix_ipc.SharedMemory:
+    """Create an empty object; the caller sizes it (and unlinks it on failure)."""
+    old_umask = os.umask(0o077)         # process-wide, briefly; can only make modes stricter
+    try:
+        return posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=_MODE)
+    except posix_ipc.ExistentialError:
+        raise
+    except posix_ipc.PermissionsError as exc:
+        raise SharedMemoryRefused(f"cannot create shared-memory object {name}: {exc}") from exc
+    except (posix_ipc.Error, OSError, ValueError) as exc:
+        raise MetadataTableError(f"cannot create shared-memory object {name}: {exc}") from exc
+    finally:
+        os.umask(old_umask)
+
+
+def _size(shm: posix_ipc.SharedMemory, size: int) -> None:
+    """Give the object ``size`` bytes of real memory now: with only ftruncate, a
+    full /dev/shm would surface later as SIGBUS on the first write to a page."""
+    try:
+        os.fchmod(shm.fd, _MODE)
+        os.ftruncate(shm.fd, size)
+        try:
+            os.posix_fallocate(shm.fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+    except OSError as exc:
+        raise MetadataTableError(
+            f"cannot size shared-memory object {shm.name} to {size} bytes: {exc.strerror or exc}"
+        ) from exc
+
+
+def unlink_if_exists(name: str) -> bool:
+    """Remove the object ``name``; False if there was none."""
+    try:
+        posix_ipc.unlink_shared_memory(name)
+    except posix_ipc.ExistentialError:
+        return False
+    except (posix_ipc.Error, OSError) as exc:
+        raise MetadataTableError(f"cannot unlink shared-memory object {name}: {exc}") from exc
+    return True
+
+
+class SharedTable:
+    """The SC's writable mapping of the table. Build with :meth:`create`.
+
+    As a context manager it closes and unlinks on exit: the table lives exactly
+    as long as the SC that owns it.
+    """
+
+    def __init__(self, name: str, mapping: mmap.mmap, layout: TableLayout) -> None:
+        self._name = name
+        self._map: mmap.mmap | None = mapping
+        self._layout = layout
+        self._unlinked = False
+
+    @classmethod
+    def create(cls, name: str, layout: TableLayout, sc_pid: int) -> "SharedTable":
+        """Create ``name`` exclusively (mode 0600), size it, map it, format it.
+
+        Raises SharedMemoryRefused (foreign owner or unsafe mode),
+        ClusterAlreadyRunning (its SC is alive), MetadataTableError (OS failure).
+        A stale object from a crashed SC is replaced silently.
+        """
+        for _ in range(_CREATE_ATTEMPTS):
+            try:
+                shm = _create_exclusive(name)
+            except posix_ipc.ExistentialError:
+                try:
+                    if _writer_alive(name):
+                        raise ClusterAlreadyRunning(
+                            f"metadata table {name} belongs to a running SC; stop that cluster first"
+                        ) from None
+                except posix_ipc.ExistentialError:
+                    continue            # vanished meanwhile: try to create again
+                unlink_if_exists(name)
+                continue
+            try:
+                _size(shm, layout.size)
+                mapping = _map(shm, layout.size, writable=True)   # closes the fd
+                init_table(mapping, layout, sc_pid)
+            except BaseException:
+                if shm.fd >= 0:
+                    shm.close_fd()
+                unlink_if_exists(name)
+                raise
+            return cls(name, mapping, layout)
+        raise MetadataTableError(f"shared-memory object {name} kept reappearing while replacing it")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def layout(self) -> TableLayout:
+        return self._layout
+
+    def _mapping(self) -> mmap.mmap:
+        if self._map is None:
+            raise Closed(f"metadata table {self._name} is closed")
+        return self._map
+
+    def write(self, spus: list[SpuRow] | tuple[SpuRow, ...], partitions: list[PartitionRow] | tuple[PartitionRow, ...]) -> int:
+        """Publish a new set of rows (see metadata_table.write_snapshot); returns the generation."""
+        return write_snapshot(self._mapping(), spus, partitions)
+
+    def snapshot(self) -> TableSnapshot:
+        return read_snapshot(self._mapping())
+
+    def close(self) -> None:
+        """Unmap (idempotent). The object stays until :meth:`unlink`."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def unlink(self) -> None:
+        """Remove the object (idempotent: a later SC's object of the same name is never touched)."""
+        if not self._unlinked:
+            self._unlinked = True
+            unlink_if_exists(self._name)
+
+    def __enter__(self) -> "SharedTable":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+        self.unlink()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._map is None else "open"
+        return f"<SharedTable {self._name} {state}>"
+
+
+class TableReader:
+    """A client's read-only mapping of the table. Build with :meth:`open`."""
+
+    def __init__(self, name: str, mapping: mmap.mmap) -> None:
+        self._name = name
+        self._map: mmap.mmap | None = mapping
+
+    @classmethod
+    def open(cls, name: str) -> "TableReader":
+        """Map ``name`` read-only and check its header.
+
+        Raises ClusterNotRunning (no such object, or not initialised yet),
+        SharedMemoryRefused (foreign owner or unsafe mode), MetadataTableError or
+        LayoutVersionMismatch (not a table this rillet reads).
+        """
+        try:
+            shm = _open_existing(name, read_only=True)
+        except posix_ipc.ExistentialError as exc:
+            raise ClusterNotRunning(f"no metadata table {name}: is the cluster running?") from exc
+        try:
+            st = os.fstat(shm.fd)
+            _check_owner(name, st)
+        except BaseException:
+            shm.close_fd()
+            raise
+        if st.st_size < HEADER_SIZE:
+            shm.close_fd()
+            raise ClusterNotRunning(f"metadata table {name} is not initialised yet: is the cluster starting?")
+        mapping = _map(shm, st.st_size, writable=False)
+        try:
+            if mapping[:HEADER_SIZE] == bytes(HEADER_SIZE):
+                raise ClusterNotRunning(f"metadata table {name} is not initialised yet: is the cluster starting?")
+            read_header(mapping)
+        except BaseException:
+            mapping.close()
+            raise
+        return cls(name, mapping)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _mapping(self) -> mmap.mmap:
+        if self._map is None:
+            raise Closed(f"metadata table reader for {self._name} is closed")
+        return self._map
+
+    def snapshot(self, *, max_retries: int = DEFAULT_MAX_RETRIES) -> TableSnapshot:
+        return read_snapshot(self._mapping(), max_retries=max_retries)
+
+    def generation(self, *, max_retries: int = DEFAULT_MAX_RETRIES) -> int:
+        """The table's generation: one cheap read, to decide whether to re-read the snapshot."""
+        return read_generation(self._mapping(), max_retries=max_retries)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def __enter__(self) -> "TableReader":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._map is None else "open"
+        return f"<TableReader {self._name} {state}>"

@@ -1,0 +1,482 @@
+"""records: the batch format as byte vectors, the builder, decoding, and every check
+validate_batch / decode_batch make on damaged input."""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+
+import msgspec
+import pytest
+
+from rillet.ipc.compression import Codec, compress
+from rillet.ipc.errors import CompressionError, CorruptBatch, InvalidArgument, UnknownCodec
+from rillet.ipc.records import (
+    ATTRIBUTES_POS,
+    BATCH_HEADER,
+    CRC_POS,
+    HEADER_SIZE,
+    MAGIC,
+    MAGIC_POS,
+    RECORD_OVERHEAD,
+    BatchBuilder,
+    RawRecord,
+    decode_batch,
+    encode_batch,
+    iter_batches,
+    iter_records,
+    peek_header,
+    stamp_batch,
+    validate_batch,
+)
+
+ALL = list(Codec)
+
+
+def tiny_batch() -> bytes:
+    builder = BatchBuilder()
+    assert builder.append(b"k", b"v", 1000) == 0
+    assert builder.append(None, b"vv", 1005) == 1
+    return builder.build()
+
+
+# The records block of tiny_batch(), written out by hand from the msgpack spec.
+TINY_RECORDS = bytes([
+    0x92,                                   # array of 2 records
+    0x94, 0x00, 0xC4, 0x01, ord("k"), 0xC4, 0x01, ord("v"), 0xC0,             # [0, b"k", b"v", nil]
+    0x94, 0x05, 0xC0, 0xC4, 0x02, ord("v"), ord("v"), 0xC0,                   # [5, nil, b"vv", nil]
+])
+
+
+def recrc(buf: bytearray) -> bytearray:
+    """Rewrite the CRC after a deliberate edit, so a later check is the one tested."""
+    struct.pack_into("<I", buf, CRC_POS, zlib.crc32(bytes(buf[ATTRIBUTES_POS:])))
+    return buf
+
+
+def with_records_block(block: bytes, *, record_count: int = 1, codec: Codec = Codec.NONE) -> bytes:
+    """A batch whose header is right (CRC included) around an arbitrary records block."""
+    buf = bytearray(HEADER_SIZE) + block
+    BATCH_HEADER.pack_into(buf, 0, 0, HEADER_SIZE - 12 + len(block), -1, MAGIC, 0, int(codec),
+                           record_count - 1, 1, 1, -1, -1, -1, record_count)
+    return bytes(recrc(buf))
+
+
+def sample_records(n: int = 5, seed: int = 1) -> list[tuple]:
+    rng = random.Random(seed)
+    keys = [None, b"", b"key", rng.randbytes(300)]
+    values = [b"", b"v", rng.randbytes(70000), b"text " * 50]
+    headers = [None, [(b"trace", b"abc")], [(b"", b""), (b"h2", rng.randbytes(40))]]
+    return [
+        (keys[i % len(keys)], values[i % len(values)], 1_700_000_000_000 + rng.randint(-5000, 5000),
+         headers[i % len(headers)])
+        for i in range(n)
+    ]
+
+
+# --- the header as a byte vector ------------------------------------------------------------
+
+def test_header_layout_constants():
+    assert BATCH_HEADER.size == HEADER_SIZE == 61
+    assert (MAGIC_POS, CRC_POS, ATTRIBUTES_POS) == (16, 17, 21)
+
+
+def test_tiny_batch_every_field_by_position():
+    b = tiny_batch()
+    assert len(b) == 61 + len(TINY_RECORDS) == 79
+    assert struct.unpack_from("<q", b, 0) == (0,)                       # base_offset
+    assert struct.unpack_from("<i", b, 8) == (79 - 12,)                 # batch_length
+    assert struct.unpack_from("<i", b, 12) == (-1,)                     # leader_epoch
+    assert b[16] == 1                                                   # magic
+    assert struct.unpack_from("<I", b, 17) == (zlib.crc32(b[21:]),)     # crc
+    assert struct.unpack_from("<H", b, 21) == (0,)                      # attributes
+    assert struct.unpack_from("<i", b, 23) == (1,)                      # last_offset_delta
+    assert struct.unpack_from("<q", b, 27) == (1000,)                   # first_timestamp
+    assert struct.unpack_from("<q", b, 35) == (1005,)                   # max_timestamp
+    assert struct.unpack_from("<q", b, 43) == (-1,)                     # producer_id
+    assert struct.unpack_from("<h", b, 51) == (-1,)                     # producer_epoch
+    assert struct.unpack_from("<i", b, 53) == (-1,)                     # first_sequence
+    assert struct.unpack_from("<i", b, 57) == (2,)                      # record_count
+    assert b[61:] == TINY_RECORDS
+
+
+def test_tiny_batch_whole_bytes():
+    # The same batch assembled independently, as a last guard against a silent format change.
+    tail = (struct.pack("<H", 0) + struct.pack("<i", 1) + struct.pack("<qqqhii", 1000, 1005, -1, -1, -1, 2)
+            + TINY_RECORDS)
+    expected = struct.pack("<qiiB", 0, 67, -1, 1) + struct.pack("<I", zlib.crc32(tail)) + tail
+    assert tiny_batch() == expected
+
+
+def test_producer_fields_land_in_the_header():
+    builder = BatchBuilder()
+    builder.append(None, b"x", 7)
+    b = builder.build(producer_id=1234567890123, producer_epoch=-7, first_sequence=99)
+    assert struct.unpack_from("<qhi", b, 43) == (1234567890123, -7, 99)
+    validate_batch(b)
+
+
+@pytest.mark.parametrize("codec", ALL)
+def test_attributes_carry_the_codec(codec):
+    b = encode_batch([(b"k", b"v" * 100, 1)], codec)
+    assert struct.unpack_from("<H", b, ATTRIBUTES_POS) == (int(codec),)
+    assert peek_header(b).codec == codec
+    validate_batch(b)
+
+
+def test_compressed_block_is_the_plain_block_compressed():
+    records = [(b"k", b"v", 1000), (None, b"vv", 1005)]
+    for codec in (Codec.GZIP, Codec.ZSTD):
+        b = encode_batch(records, codec)
+        assert struct.unpack_from("<i", b, 8) == (len(b) - 12,)
+        assert b[61:] == compress(codec, TINY_RECORDS)
+
+
+# --- the builder ----------------------------------------------------------------------------
+
+def test_builder_counts_and_indexes():
+    builder = BatchBuilder("LZ4")
+    assert builder.codec is Codec.LZ4 and len(builder) == 0
+    assert [builder.append(None, b"%d" % i, i) for i in range(10)] == list(range(10))
+    assert len(builder) == 10
+
+
+def test_build_is_repeatable():
+    builder = BatchBuilder()
+    builder.append(b"k", b"v", 1)
+    first = builder.build()
+    assert builder.build() == first
+    builder.append(b"k", b"w", 2)
+    assert peek_header(builder.build()).record_count == 2
+
+
+def test_empty_builder_refuses_to_build():
+    with pytest.raises(InvalidArgument, match="no records"):
+        BatchBuilder().build()
+
+
+def test_unknown_codec_is_refused_on_construction():
+    with pytest.raises(UnknownCodec, match="'brotli'"):
+        BatchBuilder("brotli")
+
+
+@pytest.mark.parametrize("codec", ALL)
+def test_estimated_size_bounds_the_plain_batch(codec):
+    builder, plain = BatchBuilder(codec), BatchBuilder()
+    assert builder.estimated_size >= HEADER_SIZE
+    rng = random.Random(3)
+    for i, (key, value, ts, headers) in enumerate(sample_records(40)):
+        before = builder.estimated_size
+        ts += rng.choice([0, 1 << 40])                                   # deltas of 9 bytes too
+        builder.append(key, value, ts, headers)
+        plain.append(key, value, ts, headers)
+        assert builder.estimated_size > before
+        assert builder.estimated_size >= len(plain.build())
+    assert builder.estimated_size - len(plain.build()) <= 40 * RECORD_OVERHEAD + 40 * 25
+
+
+def test_appended_buffers_are_copied():
+    value, key = bytearray(b"before"), bytearray(b"key")
+    builder = BatchBuilder()
+    builder.append(memoryview(key), value, 1)
+    value[:] = b"after!"
+    key[:] = b"KEY"
+    [record] = decode_batch(builder.build())[1]
+    assert (record.key, record.value) == (b"key", b"before")
+
+
+@pytest.mark.parametrize("key, value, timestamp, message", [
+    (None, "text", 1, "record value must be bytes, bytearray or memoryview, not str"),
+    (None, 5, 1, "record value must be bytes, bytearray or memoryview, not int"),  # bytes(5) would be 5 zeros
+    ("k", b"v", 1, "record key must be bytes, bytearray or memoryview, not str"),
+    (None, b"v", 1.5, "record timestamp_ms must be an int, not float"),
+    (None, b"v", True, "record timestamp_ms must be an int, not bool"),
+    (None, b"v", None, "record timestamp_ms must be an int, not NoneType"),
+])
+def test_append_refuses_wrong_types(key, value, timestamp, message):
+    with pytest.raises(InvalidArgument) as info:
+        BatchBuilder().append(key, value, timestamp)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("headers, message", [
+    ([(b"k",)], "record headers must be"),
+    (5, "record headers must be"),
+    ([("k", b"v")], "record header key must be bytes"),
+    ([(b"k", 1)], "record header value must be bytes"),
+])
+def test_append_refuses_bad_headers(headers, message):
+    with pytest.raises(InvalidArgument, match=message):
+        BatchBuilder().append(None, b"v", 1, headers)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("producer_epoch", 1 << 15), ("first_sequence", -(1 << 31) - 1), ("producer_id", 1 << 63),
+])
+def test_build_refuses_header_fields_out_of_range(field, value):
+    builder = BatchBuilder()
+    builder.append(None, b"v", 1)
+    with pytest.raises(InvalidArgument, match=f"^{field} {value} is outside"):
+        builder.build(**{field: value})
+
+
+def test_build_refuses_timestamps_out_of_range():
+    builder = BatchBuilder()
+    builder.append(None, b"v", 0)
+    builder.append(None, b"v", 1 << 63)
+    with pytest.raises(InvalidArgument, match=f"record timestamp_ms {1 << 63} is outside"):
+        builder.build()
+    builder = BatchBuilder()
+    builder.append(None, b"v", (1 << 63) - 1)
+    builder.append(None, b"v", -(1 << 63))                              # delta below msgpack's int64
+    with pytest.raises(InvalidArgument, match="too far apart"):
+        builder.build()
+
+
+def test_int_subclass_timestamp_is_accepted():
+    class Millis(int):
+        pass
+    b = encode_batch([(None, b"v", Millis(42))])
+    assert decode_batch(b)[1][0].timestamp == 42
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("codec", ALL)
+def test_round_trip_every_codec(codec):
+    records = sample_records(12)
+    b = bytearray(encode_batch(records, codec))
+    stamp_batch(b, 0, 500, 3)
+    header, decoded = decode_batch(b)
+    assert (header.base_offset, header.leader_epoch, header.record_count) == (500, 3, 12)
+    assert header.first_timestamp == records[0][2]
+    assert header.max_timestamp == max(r[2] for r in records)
+    assert [r.offset for r in decoded] == list(range(500, 512))
+    for (key, value, ts, headers), record in zip(records, decoded):
+        assert isinstance(record, RawRecord)
+        assert (record.key, record.value, record.timestamp) == (key, value, ts)
+        assert record.headers == (tuple(headers) if headers else None)
+
+
+def test_round_trip_edge_values():
+    records = [
+        (None, b"", 0, None),
+        (b"", b"\x00", -1, []),                                           # empty headers become None
+        (memoryview(b"mv"), bytearray(b"ba"), (1 << 63) - 1 - (1 << 62), {b"a": b"1", b"b": b"2"}),
+    ]
+    _, decoded = decode_batch(encode_batch(records))
+    assert [(r.key, r.value, r.timestamp, r.headers) for r in decoded] == [
+        (None, b"", 0, None),
+        (b"", b"\x00", -1, None),
+        (b"mv", b"ba", (1 << 63) - 1 - (1 << 62), ((b"a", b"1"), (b"b", b"2"))),
+    ]
+
+
+def test_decode_at_a_position_inside_a_larger_buffer():
+    batch = tiny_batch()
+    buf = bytearray(b"\xAA" * 13) + batch + b"\xBB" * 7
+    for source in (buf, bytes(buf), memoryview(buf)):
+        header, records = decode_batch(source, 13)
+        assert header.total_size == len(batch)
+        assert [(r.offset, r.timestamp, r.key, r.value) for r in records] == [(0, 1000, b"k", b"v"), (1, 1005, None, b"vv")]
+    del source
+    buf.extend(b"x")                       # decode_batch left no view of buf behind (it stays resizable)
+
+
+# --- stamping -----------------------------------------------------------------------------------
+
+def test_stamp_batch_keeps_the_crc():
+    buf = bytearray(tiny_batch())
+    crc = struct.unpack_from("<I", buf, CRC_POS)
+    stamp_batch(buf, 0, 1 << 40, 77)
+    assert struct.unpack_from("<I", buf, CRC_POS) == crc
+    header = validate_batch(buf)
+    assert (header.base_offset, header.leader_epoch, header.last_offset, header.next_offset) == (1 << 40, 77, (1 << 40) + 1, (1 << 40) + 2)
+
+
+# --- validate_batch on damage ------------------------------------------------------------------
+
+def test_every_single_bit_flip_outside_the_stamped_fields_is_caught():
+    batch = tiny_batch()
+    stamped = set(range(0, 8)) | set(range(12, 16))          # base_offset, leader_epoch: not covered by design
+    for pos in range(len(batch)):
+        for bit in range(8):
+            damaged = bytearray(batch)
+            damaged[pos] ^= 1 << bit
+            if pos in stamped:
+                validate_batch(damaged)
+            else:
+                with pytest.raises(CorruptBatch):
+                    validate_batch(damaged)
+
+
+def test_flipped_bit_in_records_names_the_crc():
+    damaged = bytearray(tiny_batch())
+    damaged[70] ^= 0x10
+    with pytest.raises(CorruptBatch, match=r"^batch CRC mismatch at position 0: stored 0x[0-9a-f]{8}, computed 0x[0-9a-f]{8}$"):
+        validate_batch(damaged)
+
+
+def test_wrong_magic():
+    damaged = bytearray(tiny_batch())
+    damaged[MAGIC_POS] = 2
+    with pytest.raises(CorruptBatch, match="^batch magic 2, expected 1$"):
+        validate_batch(damaged)
+
+
+def test_truncated_batch_at_every_length():
+    batch = tiny_batch()
+    for cut in range(len(batch)):
+        with pytest.raises(CorruptBatch):
+            validate_batch(batch[:cut])
+    with pytest.raises(CorruptBatch, match="needs 61 bytes, 60 available at position 0"):
+        validate_batch(batch[:60])
+    with pytest.raises(CorruptBatch, match="batch of 79 bytes at position 0 is cut short: 78 bytes present"):
+        validate_batch(batch[:78])
+
+
+@pytest.mark.parametrize("length", [48, 0, -1, -(1 << 31)])
+def test_batch_length_too_small(length):
+    damaged = bytearray(tiny_batch())
+    struct.pack_into("<i", damaged, 8, length)
+    with pytest.raises(CorruptBatch, match=f"batch_length {length} is smaller than the header"):
+        validate_batch(damaged)
+
+
+@pytest.mark.parametrize("count, last_delta", [(3, 1), (0, -1), (2, 2)])
+def test_record_count_mismatch(count, last_delta):
+    damaged = bytearray(tiny_batch())
+    struct.pack_into("<i", damaged, 57, count)
+    struct.pack_into("<i", damaged, 23, last_delta)
+    with pytest.raises(CorruptBatch, match="does not match last_offset_delta"):
+        validate_batch(recrc(damaged))
+
+
+def test_over_max_batch_bytes():
+    batch = tiny_batch()
+    validate_batch(batch, max_batch_bytes=len(batch))
+    with pytest.raises(CorruptBatch, match=f"^batch of 79 bytes exceeds max_batch_bytes=78$"):
+        validate_batch(batch, max_batch_bytes=78)
+    damaged = bytearray(batch)
+    struct.pack_into("<i", damaged, 8, (1 << 31) - 1)          # claims 2 GiB: refused before any read
+    with pytest.raises(CorruptBatch, match="exceeds max_batch_bytes"):
+        validate_batch(damaged)
+
+
+# --- decode_batch on damage (CRC intact: the producer wrote nonsense) ----------------------
+
+def test_records_block_that_is_not_msgpack():
+    b = with_records_block(b"\xc1\xc1\xc1")                      # 0xc1 is never used in msgpack
+    with pytest.raises(CorruptBatch, match="^batch at position 0: records block does not decode") as info:
+        decode_batch(b)
+    assert isinstance(info.value.__cause__, msgspec.DecodeError)
+
+
+@pytest.mark.parametrize("block", [
+    msgspec.msgpack.encode([[0, "str key", b"v", None]]),
+    msgspec.msgpack.encode([[0, None, b"v"]]),
+    msgspec.msgpack.encode([[0.5, None, b"v", None]]),
+    msgspec.msgpack.encode({"not": "an array"}),
+    msgspec.msgpack.encode([[0, None, b"v", [[b"only key"]]]]),
+    msgspec.msgpack.encode([[0, None, b"v", None]]) + b"\x00",  # trailing byte
+    msgspec.msgpack.encode([[0, None, b"v", None]])[:-1],       # cut inside
+    b"\xdd\xff\xff\xff\xff",                                     # claims 4 billion records
+])
+def test_records_of_the_wrong_shape(block):
+    with pytest.raises(CorruptBatch, match="records block does not decode"):
+        decode_batch(with_records_block(block))
+
+
+def test_record_count_disagreeing_with_the_block():
+    block = msgspec.msgpack.encode([[0, None, b"a", None], [1, None, b"b", None]])
+    with pytest.raises(CorruptBatch, match="^batch at position 0 holds 2 records, its header says 3$"):
+        decode_batch(with_records_block(block, record_count=3))
+
+
+def test_later_format_fields_are_ignored():
+    block = msgspec.msgpack.encode([[0, None, b"a", None, "future field"]])
+    assert decode_batch(with_records_block(block))[1][0].value == b"a"
+
+
+def test_codec_id_that_does_not_exist():
+    block = msgspec.msgpack.encode([[0, None, b"a", None]])
+    with pytest.raises(CorruptBatch, match="names codec 5, which does not exist"):
+        decode_batch(with_records_block(block, codec=5))
+
+
+@pytest.mark.parametrize("codec", [c for c in Codec if c is not Codec.NONE])
+def test_compressed_block_that_does_not_decompress(codec):
+    with pytest.raises(CompressionError, match=f"^batch at position 0: {codec.name.lower()} "):
+        decode_batch(with_records_block(b"\x00garbage garbage", codec=codec))
+
+
+@pytest.mark.parametrize("codec", [c for c in Codec if c is not Codec.NONE])
+def test_decompression_bomb_in_a_batch(codec):
+    b = encode_batch([(None, bytes(1 << 20), 1)], codec)
+    assert len(b) < 64 << 10
+    decode_batch(b, max_uncompressed_bytes=(1 << 20) + 64)
+    with pytest.raises(CompressionError, match="max_size=65536"):
+        decode_batch(b, max_uncompressed_bytes=1 << 16)
+
+
+@pytest.mark.parametrize("codec", ALL)
+def test_damaged_batches_raise_only_rillet_errors(codec):
+    # Random edits with the CRC rewritten, so the damage reaches the codec and the decoder.
+    rng = random.Random(1000 + int(codec))
+    batch = encode_batch(sample_records(8, seed=5), codec)
+    for _ in range(120):
+        damaged = bytearray(batch)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(HEADER_SIZE, len(damaged))
+            damaged[pos] ^= 1 << rng.randrange(8)
+        try:
+            decode_batch(recrc(damaged))
+        except (CorruptBatch, CompressionError):
+            pass
+
+
+# --- iterating many batches -------------------------------------------------------------------
+
+def several_batches() -> tuple[bytearray, list[int]]:
+    """Four stamped batches, one per codec but the last, with consecutive offsets."""
+    buf, positions, next_offset = bytearray(), [], 0
+    for i, codec in enumerate([Codec.NONE, Codec.GZIP, Codec.LZ4, Codec.ZSTD]):
+        records = [(b"k%d" % i, b"batch %d record %d" % (i, j), 100 * i + j) for j in range(i + 1)]
+        batch = bytearray(encode_batch(records, codec))
+        stamp_batch(batch, 0, next_offset, 1)
+        positions.append(len(buf))
+        buf += batch
+        next_offset += len(records)
+    return buf, positions
+
+
+def test_iter_batches_over_concatenated_batches():
+    buf, positions = several_batches()
+    assert [pos for pos, _ in iter_batches(buf)] == positions
+    assert [h.base_offset for _, h in iter_batches(buf)] == [0, 1, 3, 6]
+    assert [pos for pos, _ in iter_batches(buf, positions[2])] == positions[2:]
+
+
+def test_iteration_stops_cleanly_at_a_partial_batch_and_a_zero_tail():
+    buf, positions = several_batches()
+    whole = list(iter_records(buf))
+    assert [r.offset for r in whole] == list(range(10))
+    assert [r.value for r in whole[:3]] == [b"batch 0 record 0", b"batch 1 record 0", b"batch 1 record 1"]
+    assert whole[-1].timestamp == 303
+    cut = bytes(buf) + encode_batch([(None, b"partial", 1)])[:-5]   # a fetch cut by max_bytes
+    assert [pos for pos, _ in iter_batches(cut)] == positions
+    assert list(iter_records(cut)) == whole
+    for tail in (bytes(5), bytes(HEADER_SIZE), bytes(4096)):        # preallocated segment space
+        assert list(iter_records(bytes(buf) + tail)) == whole
+    for end in range(positions[1] + 1, positions[2]):               # every cut inside the second batch
+        assert [r.offset for r in iter_records(buf[:end])] == [0]
+
+
+def test_iter_records_raises_on_a_damaged_batch():
+    buf, positions = several_batches()
+    buf[positions[1] + HEADER_SIZE + 2] ^= 0xFF
+    records = iter_records(buf)
+    assert next(records).offset == 0                                # the good batch before it
+    with pytest.raises(CorruptBatch, match=f"CRC mismatch at position {positions[1]}"):
+        next(records)

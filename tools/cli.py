@@ -1,0 +1,473 @@
+"""`rillet`: the command line, in Fluvio's shape.
+
+Each command is a small function taking the parsed arguments and returning an
+exit code. Usage errors are one line on stderr and exit 2; failed operations one
+line and exit 1; never a traceback (set RILLET_DEBUG=1 to see one). Records go to
+stdout one per line; progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+
+from rillet.ipc.errors import InvalidArgument, RilletError
+from rillet.ipc.names import ClusterPaths, validate_name
+from rillet.ipc.units import parse_duration, parse_size
+
+from .output import FORMATS, render
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# --- argument types -------------------------------------------------------------------------
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1, got 0")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration_s(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration_ms(text: str) -> int:
+    # A bare number is milliseconds, as Fluvio's --linger takes it.
+    try:
+        return int(round(parse_duration(text, default_unit="ms") * 1000))
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _codec(text: str) -> str:
+    from rillet.ipc.compression import parse_codec
+    try:
+        parse_codec(text)
+    except RilletError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.lower()
+
+
+def _topic_codec(text: str) -> str:
+    from rillet.ipc.compression import parse_topic_compression
+    try:
+        return parse_topic_compression(text)
+    except RilletError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _name(text: str) -> str:
+    try:
+        return validate_name(text, "topic")
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _paths(args) -> ClusterPaths:
+    return ClusterPaths.for_cluster(args.cluster)
+
+
+def _say(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def _human_duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# --- cluster -------------------------------------------------------------------------------------
+
+def cmd_cluster_start(args) -> int:
+    from rillet.broker import launcher
+    paths = _paths(args)
+    status = launcher.start_cluster(paths, args.spus, timeout_s=args.timeout)
+    print(f"started cluster {paths.cluster!r}: {status.spus_online} SPU(s) online, "
+          f"{status.partitions_online}/{status.partitions_total} partitions online (SC pid {status.sc_pid})")
+    return EXIT_OK
+
+
+def cmd_cluster_status(args) -> int:
+    from rillet.broker import launcher
+    paths = _paths(args)
+    status = launcher.cluster_status(paths)
+    print(f"cluster {status.cluster!r} is running (SC pid {status.sc_pid}): "
+          f"{status.spus_online}/{status.spus_total} SPUs online, {status.topics} topics, "
+          f"{status.partitions_online}/{status.partitions_total} partitions online")
+    return EXIT_OK
+
+
+def cmd_cluster_stop(args) -> int:
+    from rillet.broker import launcher
+    paths = _paths(args)
+    was_running = launcher.stop_cluster(paths)
+    print(f"stopped cluster {paths.cluster!r}" if was_running else f"cluster {paths.cluster!r} was not running")
+    return EXIT_OK
+
+
+def cmd_cluster_delete(args) -> int:
+    from rillet.broker import launcher
+    paths = _paths(args)
+    launcher.delete_cluster(paths)
+    print(f"deleted cluster {paths.cluster!r} and its data ({paths.cluster_dir})")
+    return EXIT_OK
+
+
+def cmd_spu_list(args) -> int:
+    from rillet import FluvioAdmin
+    with FluvioAdmin.connect(args.cluster) as admin:
+        rows = [dict(id=s.id, name=s.name, status=s.status, pid=s.pid, socket=s.socket,
+                     leaders=s.leaders, replicas=s.replicas) for s in admin.list_spus()]
+    print(render(rows, [("ID", "id"), ("NAME", "name"), ("STATUS", "status"), ("PID", "pid"),
+                        ("LEADERS", "leaders"), ("REPLICAS", "replicas"), ("SOCKET", "socket")], args.output))
+    return EXIT_OK
+
+
+# --- topics and partitions --------------------------------------------------------------------
+
+def cmd_topic_create(args) -> int:
+    from rillet import FluvioAdmin, TopicSpec
+    spec = TopicSpec.create().with_partitions(args.partitions).with_replications(args.replication)
+    if args.retention_time is not None:
+        spec = spec.with_retention_time(int(args.retention_time))
+    if args.segment_size is not None:
+        spec = spec.with_segment_size(args.segment_size)
+    if args.max_partition_size is not None:
+        spec = spec.with_max_partition_size(args.max_partition_size)
+    if args.compression_type is not None:
+        spec = spec.with_compression(args.compression_type)
+    with FluvioAdmin.connect(args.cluster) as admin:
+        admin.create_topic(args.name, spec)
+    print(f'topic "{args.name}" created')
+    return EXIT_OK
+
+
+def _topic_row(t) -> dict:
+    c = t.spec
+    return dict(name=t.name(), partitions=c.partitions, replication=c.replication,
+                retention_time_s=c.retention_time_s, segment_size=c.segment_size,
+                max_partition_size=c.max_partition_size, compression_type=c.compression_type,
+                min_in_sync_replicas=c.min_in_sync_replicas, status=t.status)
+
+
+def cmd_topic_list(args) -> int:
+    from rillet import FluvioAdmin
+    with FluvioAdmin.connect(args.cluster) as admin:
+        rows = [_topic_row(t) for t in admin.all_topics()]
+    for r in rows:
+        r["type"] = "computed"
+        r["retention"] = _human_duration(r["retention_time_s"]) if r["retention_time_s"] else "-"
+    print(render(rows if args.output != "table" else rows,
+                 [("NAME", "name"), ("TYPE", "type"), ("PARTITIONS", "partitions"), ("REPLICAS", "replication"),
+                  ("RETENTION TIME", "retention"), ("COMPRESSION", "compression_type"), ("STATUS", "status")],
+                 args.output))
+    return EXIT_OK
+
+
+def cmd_topic_describe(args) -> int:
+    from rillet import FluvioAdmin
+    with FluvioAdmin.connect(args.cluster) as admin:
+        topic = admin.list_topics([args.name])[0]
+    row = _topic_row(topic)
+    if args.output != "table":
+        print(render([row], [], args.output))
+        return EXIT_OK
+    labels = [("Name", "name"), ("Type", None), ("Partition Count", "partitions"),
+              ("Replication Factor", "replication"), ("Min In-Sync Replicas", "min_in_sync_replicas"),
+              ("Retention Time", "retention_time_s"), ("Segment Size", "segment_size"),
+              ("Max Partition Size", "max_partition_size"), ("Compression", "compression_type"), ("Status", "status")]
+    width = max(len(label) for label, _ in labels)
+    for label, key in labels:
+        value = "computed" if key is None else row[key]
+        if key == "retention_time_s":
+            value = _human_duration(value) if value else "-"
+        print(f" {label.ljust(width)}  : {'-' if value is None else value}")
+    return EXIT_OK
+
+
+def cmd_topic_delete(args) -> int:
+    from rillet import FluvioAdmin
+    with FluvioAdmin.connect(args.cluster) as admin:
+        admin.delete_topic(args.name)
+    print(f'topic "{args.name}" deleted')
+    return EXIT_OK
+
+
+def cmd_partition_list(args) -> int:
+    from rillet import FluvioAdmin
+    with FluvioAdmin.connect(args.cluster) as admin:
+        parts = admin.list_partitions(args.topics or [])
+    rows = [dict(topic=p.topic, partition=p.partition, leader=p.leader, leader_epoch=p.leader_epoch,
+                 replicas=list(p.replicas), in_sync=list(p.in_sync), status=p.status, hw=p.hw, leo=p.leo,
+                 log_start=p.log_start, size=p.size_bytes) for p in parts]
+    print(render(rows, [("TOPIC", "topic"), ("PARTITION", "partition"), ("LEADER", "leader"), ("EPOCH", "leader_epoch"),
+                        ("REPLICAS", "replicas"), ("IN-SYNC", "in_sync"), ("RESOLUTION", "status"),
+                        ("SIZE", "size"), ("BASE", "log_start"), ("HW", "hw"), ("LEO", "leo")], args.output))
+    return EXIT_OK
+
+
+# --- produce ------------------------------------------------------------------------------------------
+
+def cmd_produce(args) -> int:
+    from rillet import Compression, DeliverySemantic, Fluvio, Isolation, TopicProducerConfigBuilder
+    builder = TopicProducerConfigBuilder()
+    if args.linger is not None:
+        builder.linger(args.linger)
+    if args.batch_size is not None:
+        builder.batch_size(args.batch_size)
+    if args.compression is not None:
+        builder.compression(Compression.parse(args.compression))
+    if args.delivery_semantic is not None:
+        builder.delivery_semantic(DeliverySemantic.parse(args.delivery_semantic))
+    if args.isolation is not None:
+        builder.isolation(Isolation.parse(args.isolation))
+    if args.partition is not None:
+        builder.set_specific_partitioner(args.partition)
+    source = open(args.file, "rb") if args.file else sys.stdin.buffer
+    bad_lines = 0
+    sep = args.key_separator.encode() if args.key_separator else None
+    fixed_key = args.key.encode() if args.key is not None else None
+    with Fluvio.connect(args.cluster) as fluvio:
+        producer = fluvio.topic_producer_with_config(args.topic, builder.build())
+        try:
+            for number, line in enumerate(source, 1):
+                line = line.rstrip(b"\r\n") if not args.raw else line
+                key = fixed_key
+                if sep is not None:
+                    key, found, value = line.partition(sep)
+                    if not found:
+                        _say(f"line {number}: no key separator {args.key_separator!r}; line skipped")
+                        bad_lines += 1
+                        continue
+                    line = value
+                producer.send(key, line)
+            producer.flush()
+        finally:
+            producer.close()
+            if args.file:
+                source.close()
+    return EXIT_FAILED if bad_lines else EXIT_OK
+
+
+# --- consume ------------------------------------------------------------------------------------------
+
+def _format_record(record, args) -> str:
+    if args.output == "json":
+        def text(b):
+            if b is None:
+                return None
+            try:
+                return b.decode()
+            except UnicodeDecodeError:
+                return "base64:" + base64.b64encode(b).decode()
+        return json.dumps(dict(offset=record.offset(), partition=record.partition(), key=text(record.key()),
+                               value=text(record.value()), timestamp=record.timestamp()))
+    value = record.value().decode(errors="replace")
+    if args.key_value:
+        key = record.key()
+        return f"[{'null' if key is None else key.decode(errors='replace')}] {value}"
+    return value
+
+
+def cmd_consume(args) -> int:
+    from rillet import ConsumerConfig, Fluvio, Isolation, Offset
+    from rillet._consumer import PartitionStream
+    if args.offset is not None:
+        start, where = Offset.absolute(args.offset), f"offset {args.offset}"
+    elif args.tail is not None:
+        start, where = Offset.from_end(args.tail), f"{args.tail} records before the end of log"
+    elif args.beginning:
+        start, where = Offset.beginning(), "the beginning of log"
+    else:
+        start, where = Offset.end(), "the end of log"
+    isolation = Isolation.parse(args.isolation) if args.isolation else Isolation.ReadUncommitted
+    with Fluvio.connect(args.cluster) as fluvio:
+        fluvio.partition_consumer(args.topic, args.partition)   # checks topic and partition
+        _say(f"Consuming records from '{args.topic}' starting from {where}")
+        stream = PartitionStream(fluvio._meta, args.topic, args.partition, start, max_bytes=args.max_bytes,
+                                 isolation=isolation, continuous=not args.disable_continuous,
+                                 end_offset=args.end_offset)
+        out = sys.stdout
+        with stream:
+            for record in stream:
+                out.write(_format_record(record, args) + "\n")
+                if not stream._buffer:
+                    out.flush()
+        out.flush()
+    return EXIT_OK
+
+
+# --- the parser --------------------------------------------------------------------------------------------
+
+def build_parser() -> _Parser:
+    p = _Parser(prog="rillet", description="rillet: a streaming broker for one host (Fluvio's model)")
+    p.add_argument("--cluster", default=None, help="cluster name (default: $RILLET_CLUSTER or 'local')")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    cluster = sub.add_parser("cluster", help="start, stop and inspect the local cluster")
+    csub = cluster.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    start = csub.add_parser("start", help="start the SC and SPUs in the background; returns when all is Online")
+    start.add_argument("--spus", type=_positive, default=None, help="number of SPUs (default 1; kept across restarts)")
+    start.add_argument("--timeout", type=_duration_s, default=30.0, help="how long to wait for readiness (default 30s)")
+    start.set_defaults(func=cmd_cluster_start)
+    csub.add_parser("status", help="is the cluster running?").set_defaults(func=cmd_cluster_status)
+    csub.add_parser("stop", help="stop every process; data is kept").set_defaults(func=cmd_cluster_stop)
+    csub.add_parser("delete", help="stop and delete all data").set_defaults(func=cmd_cluster_delete)
+    spu = csub.add_parser("spu", help="SPUs of the cluster")
+    spu_sub = spu.add_subparsers(dest="spu_action", metavar="ACTION", parser_class=_Parser)
+    spu_sub.required = True
+    _add_spu_list(spu_sub)
+
+    top_spu = sub.add_parser("spu", help="alias of 'cluster spu'")
+    top_spu_sub = top_spu.add_subparsers(dest="spu_action", metavar="ACTION", parser_class=_Parser)
+    top_spu_sub.required = True
+    _add_spu_list(top_spu_sub)
+
+    topic = sub.add_parser("topic", help="create, list, describe and delete topics")
+    tsub = topic.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    tsub.required = True
+    create = tsub.add_parser("create", help="create a topic")
+    create.add_argument("name", type=_name)
+    create.add_argument("-p", "--partitions", type=_positive, default=1)
+    create.add_argument("-r", "--replication", type=_positive, default=1)
+    create.add_argument("--retention-time", type=_duration_s, default=None, help="e.g. 7d, 12h (at least 10s)")
+    create.add_argument("--segment-size", type=_size, default=None, help="e.g. 64MiB (default 64MiB)")
+    create.add_argument("--max-partition-size", type=_size, default=None, help="e.g. 10GiB")
+    create.add_argument("--compression-type", type=_topic_codec, default=None,
+                        help="any (default), none, gzip, snappy, lz4 or zstd")
+    create.set_defaults(func=cmd_topic_create)
+    tlist = tsub.add_parser("list", help="list topics")
+    _add_output(tlist)
+    tlist.set_defaults(func=cmd_topic_list)
+    describe = tsub.add_parser("describe", help="show one topic")
+    describe.add_argument("name", type=_name)
+    _add_output(describe)
+    describe.set_defaults(func=cmd_topic_describe)
+    delete = tsub.add_parser("delete", help="delete a topic and its data")
+    delete.add_argument("name", type=_name)
+    delete.set_defaults(func=cmd_topic_delete)
+
+    partition = sub.add_parser("partition", help="partitions and their leaders")
+    psub = partition.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    psub.required = True
+    plist = psub.add_parser("list", help="list partitions")
+    plist.add_argument("topics", nargs="*", type=_name, help="only these topics")
+    _add_output(plist)
+    plist.set_defaults(func=cmd_partition_list)
+
+    produce = sub.add_parser("produce", help="send stdin (or a file), one record per line")
+    produce.add_argument("topic", type=_name)
+    produce.add_argument("--key-separator", default=None, help="split each line at the first SEP into key and value")
+    produce.add_argument("--key", default=None, help="the same key for every record")
+    produce.add_argument("-f", "--file", default=None, help="read records from FILE, one per line")
+    produce.add_argument("--raw", action="store_true", help="keep line endings in the values")
+    produce.add_argument("--compression", type=_codec, default=None, help="none, gzip, snappy, lz4 or zstd")
+    produce.add_argument("--linger", type=_duration_ms, default=None, help="e.g. 100ms (a bare number is ms)")
+    produce.add_argument("--batch-size", type=_size, default=None, help="bytes per batch, e.g. 16KiB")
+    produce.add_argument("--delivery-semantic", choices=["at-most-once", "at-least-once"], default=None)
+    produce.add_argument("--isolation", choices=["read_uncommitted", "read_committed"], default=None)
+    produce.add_argument("-p", "--partition", type=_non_negative, default=None, help="send every record to partition N")
+    produce.set_defaults(func=cmd_produce)
+
+    consume = sub.add_parser("consume", help="print records, one per line")
+    consume.add_argument("topic", type=_name)
+    consume.add_argument("-p", "--partition", type=_non_negative, default=0)
+    where = consume.add_mutually_exclusive_group()
+    where.add_argument("-B", "--beginning", action="store_true", help="start at the beginning of the log")
+    where.add_argument("-o", "--offset", type=_non_negative, default=None, help="start at this absolute offset")
+    where.add_argument("-T", "--tail", type=_non_negative, default=None, help="start N records before the end")
+    consume.add_argument("-d", "--disable-continuous", action="store_true", help="stop at the end of the log")
+    consume.add_argument("--end-offset", type=_non_negative, default=None, help="stop after this offset")
+    consume.add_argument("-k", "--key-value", action="store_true", help="print [key] value")
+    consume.add_argument("-b", "--max-bytes", type=_size, default=1024 * 1024, help="bytes per fetch (default 1MiB)")
+    consume.add_argument("--isolation", choices=["read_uncommitted", "read_committed"], default=None)
+    consume.add_argument("-O", "--output", choices=["text", "json"], default="text",
+                         help="text: the value; json: one object per record")
+    consume.set_defaults(func=cmd_consume)
+    return p
+
+
+def _add_output(parser) -> None:
+    parser.add_argument("-O", "--output", choices=FORMATS, default="table")
+
+
+def _add_spu_list(sub) -> None:
+    lst = sub.add_parser("list", help="list SPUs")
+    _add_output(lst)
+    lst.set_defaults(func=cmd_spu_list)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except UsageError as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    except RilletError as exc:
+        _say(f"error: {exc}")
+        if os.environ.get("RILLET_DEBUG"):
+            raise
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. `rillet consume ... | head`); not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
+    except OSError as exc:
+        _say(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
