@@ -15,7 +15,7 @@ from collections import deque
 
 from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection
-from rillet.ipc.errors import Closed, InvalidArgument, RilletError, Timeout
+from rillet.ipc.errors import Closed, InvalidArgument, OffsetOutOfRange, RilletError, Timeout
 from rillet.ipc.records import iter_batches, iter_records
 
 from ._enums import Isolation
@@ -68,6 +68,11 @@ class PartitionStream:
         log_start, hw, leo = self._open()
         visible_end = hw if isolation == Isolation.ReadCommitted else leo
         self.next_offset = start.resolve(log_start, hw)
+        if not log_start <= self.next_offset <= leo:
+            self.close()
+            raise OffsetOutOfRange(
+                f"offset {self.next_offset} is outside {topic}/{partition}: valid offsets are {log_start} to {leo}"
+            )
         # disable_continuous: stop at what exists when the stream opens.
         self.stop_at = None if continuous else visible_end
         if end_offset is not None:

@@ -133,8 +133,9 @@ class FrameDecoder:
 
     @property
     def eof(self) -> bool:
-        """True once end of stream was received and every frame was returned."""
-        return self._eof and self._buffered == 0 and self._frame_len is None
+        """True once end of stream was received and every frame was returned
+        (False on a decoder that failed)."""
+        return self._eof and self._error is None and self._buffered == 0 and self._frame_len is None
 
     @property
     def buffered_bytes(self) -> int:

@@ -209,11 +209,14 @@ class SharedTable:
                     continue            # vanished meanwhile: try to create again
                 unlink_if_exists(name)
                 continue
+            mapping = None
             try:
                 _size(shm, layout.size)
                 mapping = _map(shm, layout.size, writable=True)   # closes the fd
                 init_table(mapping, layout, sc_pid)
             except BaseException:
+                if mapping is not None:
+                    mapping.close()
                 if shm.fd >= 0:
                     shm.close_fd()
                 unlink_if_exists(name)

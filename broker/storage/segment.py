@@ -72,8 +72,8 @@ def index_name(base_offset: int) -> str:
     return f"{base_offset:020d}.index"
 
 
-def walk_spans(buf, start: int, limit: int, expected: int) -> Iterator[tuple[int, int, int, int]]:
-    """Yield ``(position, size, leader_epoch, next_offset)`` for sound-looking batches from ``start``.
+def walk_spans(buf, start: int, limit: int, expected: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """Yield ``(position, base_offset, size, leader_epoch, next_offset)`` for sound-looking batches.
 
     Stops at a zero or foreign header, a batch running past ``limit``, or a base offset other
     than ``expected`` (then the previous next offset). No CRC check: for sealed segments,
@@ -86,7 +86,7 @@ def walk_spans(buf, start: int, limit: int, expected: int) -> Iterator[tuple[int
         if magic != MAGIC or base != expected or length < HEADER_SIZE - PREAMBLE_SIZE or pos + size > limit:
             return
         expected = base + delta + 1
-        yield pos, size, epoch, expected
+        yield pos, base, size, epoch, expected
         pos += size
 
 
@@ -181,7 +181,7 @@ class Segment:
             rel, start = index.entry(index.count - 1)
             expected = base_offset + rel
         positions = []
-        for pos, batch_size, _, next_offset in walk_spans(m, start, size, expected) if m is not None else ():
+        for pos, _, batch_size, _, next_offset in walk_spans(m, start, size, expected) if m is not None else ():
             segment.used, segment.next_offset = pos + batch_size, next_offset
             positions.append(pos)
         if problem is not None:
@@ -223,7 +223,7 @@ class Segment:
         """The map itself, for recovery and walks (no export is created)."""
         return self._map
 
-    def spans(self, start: int = 0) -> Iterator[tuple[int, int, int, int]]:
+    def spans(self, start: int = 0) -> Iterator[tuple[int, int, int, int, int]]:
         """``walk_spans`` over this segment's batches."""
         if self._map is None or start >= self.used:
             return iter(())

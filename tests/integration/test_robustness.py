@@ -1,0 +1,89 @@
+"""An SPU survives malformed input on one connection and keeps serving the others."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import msgspec
+import pytest
+
+from rillet import ConsumerConfig, Offset
+from rillet.ipc import messages as m
+from rillet.ipc.connection import Connection
+from rillet.ipc.errors import CorruptBatch, ProtocolError
+
+SPU = 5001
+
+
+def raw_exchange(path, payload: bytes) -> bytes:
+    """Send bytes, return whatever comes back before the SPU closes (or 2 s pass)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    s.connect(str(path))
+    s.sendall(payload)
+    got = b""
+    try:
+        while chunk := s.recv(65536):
+            got += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    return got
+
+
+def decode_frames(data: bytes) -> list:
+    out, dec = [], m.new_decoder()
+    while len(data) >= 4:
+        (n,) = struct.unpack_from("<I", data)
+        out.append(dec.decode(data[4:4 + n]))
+        data = data[4 + n:]
+    return out
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack("<I", len(payload)) + payload
+
+
+HELLO = frame(msgspec.msgpack.encode(m.Hello(1, m.PROTOCOL_VERSION, "test")))
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\xff\xff\xff\xff" + b"x" * 10,                       # frame far over the size limit
+    frame(b"\xc1\xc1\xc1"),                                # not msgpack
+    frame(msgspec.msgpack.encode([999, 1, 2])),            # unknown message tag
+    HELLO + frame(b"\x92\x0a"),                            # truncated produce request
+    frame(msgspec.msgpack.encode(m.FetchRequest(1, "t", 0, 0, 100, 0, 0))),  # no Hello first
+    frame(b""),                                            # zero-length frame
+])
+def test_malformed_input_gets_an_error_and_a_close(cluster, garbage):
+    cluster.create_topic("sturdy") if "sturdy" not in [t.name() for t in cluster.admin().all_topics()] else None
+    reply = raw_exchange(cluster.paths.spu_socket(SPU), garbage)
+    messages = decode_frames(reply)
+    assert messages, "the SPU should answer before closing"
+    assert isinstance(messages[-1], m.ErrorResponse)
+    # ...and the SPU still serves a well-behaved client.
+    fluvio = cluster.fluvio()
+    with fluvio.topic_producer("sturdy") as producer:
+        assert producer.send(None, b"still alive").wait(timeout=10) is not None
+
+
+def test_corrupt_batch_is_refused_and_nothing_is_written(cluster):
+    cluster.create_topic("crc")
+    conn = Connection(cluster.paths.spu_socket(SPU))
+    from rillet.ipc.records import BatchBuilder
+    b = BatchBuilder()
+    b.append(None, b"payload", 0)
+    batch = bytearray(b.build())
+    batch[-1] ^= 0xFF                                       # flip a bit in the records: CRC must catch it
+    with pytest.raises(CorruptBatch):
+        conn.call(m.ProduceRequest(conn.next_cid(), "crc", 0, 0, 1000, memoryview(bytes(batch))))
+    reply = conn.call(m.OffsetsRequest(conn.next_cid(), "crc", 0))
+    assert reply.leo == 0
+    conn.close()
+
+
+def test_unknown_request_type_for_spu_is_refused(cluster):
+    conn = Connection(cluster.paths.spu_socket(SPU))
+    with pytest.raises(ProtocolError):
+        conn.call(m.ListTopics(conn.next_cid(), []))
