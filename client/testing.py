@@ -25,6 +25,10 @@ from rillet.broker import launcher
 from rillet.ipc.names import ClusterPaths
 
 
+# Every cluster made in this process, so a test session can check that none left anything behind.
+CREATED: list["LocalCluster"] = []
+
+
 class LocalCluster:
     def __init__(self, spus: int = 1, *, home: str | os.PathLike | None = None, name: str | None = None) -> None:
         self._own_home = home is None
@@ -33,6 +37,7 @@ class LocalCluster:
         self.spus = spus
         self.paths = ClusterPaths.for_cluster(self.name, self.home)
         self._clients: list = []
+        CREATED.append(self)
 
     @property
     def env(self) -> dict[str, str]:

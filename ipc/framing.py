@@ -41,6 +41,7 @@ from .errors import BrokenConnection, FrameTooLarge, InvalidArgument, ProtocolEr
 FRAME_PREFIX = struct.Struct("<I")
 PREFIX_SIZE = FRAME_PREFIX.size
 assert PREFIX_SIZE == 4, PREFIX_SIZE
+_unpack_prefix = FRAME_PREFIX.unpack_from
 
 # The largest batch (64 MiB, records.DEFAULT_MAX_BATCH_BYTES) plus room for its envelope.
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024 + 64 * 1024
@@ -172,7 +173,21 @@ class FrameDecoder:
         BrokenConnection when the stream ended inside a frame. After end of
         stream with nothing pending it keeps returning NEED_DATA (see ``eof``).
         """
-        self._raise_if_failed()
+        if self._error is not None:
+            self._raise_if_failed()
+        pieces = self._pieces
+        if self._frame_len is None and pieces:
+            # Fast path, the common case: the next frame lies whole in the first piece.
+            front = pieces[0]
+            if len(front) >= PREFIX_SIZE:
+                end = PREFIX_SIZE + _unpack_prefix(front)[0]
+                if PREFIX_SIZE < end <= len(front) and end - PREFIX_SIZE <= self._max:
+                    self._buffered -= end
+                    if end == len(front):
+                        pieces.popleft()
+                    else:
+                        pieces[0] = front[end:]
+                    return front[PREFIX_SIZE:end]
         if self._frame_len is None:
             if self._buffered < PREFIX_SIZE:
                 return self._starved(self._buffered, PREFIX_SIZE)

@@ -302,7 +302,9 @@ def read_header(buf) -> TableHeader:
     expected = (HEADER_SIZE, SPU_ROW_SIZE, PARTITION_ROW_SIZE)
     found = (header.header_size, header.spu_row_size, header.partition_row_size)
     if found != expected:
-        raise MetadataTableError(f"metadata table header, SPU row and partition row sizes are {found}, expected {expected}")
+        raise MetadataTableError(
+            f"metadata table header, SPU row and partition row sizes are {found}, expected {expected}"
+        )
     try:
         size = header.layout.size
     except InvalidArgument as exc:
@@ -370,13 +372,35 @@ def _check_topic(topic: object) -> bytes:
     return topic.encode("ascii")
 
 
-def _replica_ids(row: PartitionRow, what: str, ids: tuple[int, ...]) -> tuple[int, ...]:
+def _replica_ids(row: PartitionRow, what: str, ids: Iterable[int]) -> tuple[int, ...]:
     ids = tuple(ids)
     if len(ids) > MAX_REPLICAS:
         raise InvalidArgument(
             f"partition {row.topic}/{row.partition}: {len(ids)} {what} exceed MAX_REPLICAS={MAX_REPLICAS}"
         )
-    return ids + (0,) * (MAX_REPLICAS - len(ids))
+    return ids
+
+
+def _pack_partition(out: bytearray, i: int, row: PartitionRow) -> None:
+    topic = _check_topic(row.topic)
+    if not isinstance(row.partition, int) or row.partition < 0 or row.leader < -1:
+        raise InvalidArgument(
+            f"partition row {i}: partition {row.partition!r} or leader {row.leader!r} out of range"
+        )
+    replicas = _replica_ids(row, "replicas", row.replicas)
+    in_sync = _replica_ids(row, "in-sync replicas", row.in_sync)
+    try:
+        PARTITION_ROW.pack_into(
+            out, i * PARTITION_ROW_SIZE, topic, row.partition, row.leader, row.leader_epoch,
+            PartitionStatus(row.status), len(replicas), len(in_sync),
+            *replicas, *(0,) * (MAX_REPLICAS - len(replicas)),
+            *in_sync, *(0,) * (MAX_REPLICAS - len(in_sync)),
+            row.hw, row.leo,
+        )
+    except (struct.error, ValueError, TypeError) as exc:
+        raise InvalidArgument(
+            f"partition row {i} ({row.topic}/{row.partition}) does not fit the table: {exc}"
+        ) from exc
 
 
 def _encode_partitions(partitions: tuple[PartitionRow, ...], max_partitions: int) -> bytearray:
@@ -385,23 +409,11 @@ def _encode_partitions(partitions: tuple[PartitionRow, ...], max_partitions: int
     out = bytearray(len(partitions) * PARTITION_ROW_SIZE)
     seen: set[tuple[str, int]] = set()
     for i, row in enumerate(partitions):
-        topic = _check_topic(row.topic)
         key = (row.topic, row.partition)
         if key in seen:
             raise InvalidArgument(f"two rows for partition {row.topic}/{row.partition}")
         seen.add(key)
-        if not isinstance(row.partition, int) or row.partition < 0 or row.leader < -1:
-            raise InvalidArgument(f"partition row {i}: partition {row.partition!r} or leader {row.leader!r} out of range")
-        replicas = _replica_ids(row, "replicas", row.replicas)
-        in_sync = _replica_ids(row, "in-sync replicas", row.in_sync)
-        try:
-            PARTITION_ROW.pack_into(
-                out, i * PARTITION_ROW_SIZE, topic, row.partition, row.leader, row.leader_epoch,
-                PartitionStatus(row.status), len(row.replicas), len(row.in_sync), *replicas, *in_sync,
-                row.hw, row.leo,
-            )
-        except (struct.error, ValueError, TypeError) as exc:
-            raise InvalidArgument(f"partition row {i} ({row.topic}/{row.partition}) does not fit the table: {exc}") from exc
+        _pack_partition(out, i, row)
     return out
 
 

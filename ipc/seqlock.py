@@ -17,9 +17,11 @@ loads. So a reader that sees the even counter ``s`` twice, around its copy, saw
 every store of the write that produced ``s`` and no store of a later write
 (that write makes the counter odd *before* its first data store, and the
 reader's second counter load comes after its data loads). The counter itself is
-one aligned 8-byte access, which x86-64 performs atomically. On weakly ordered
-CPUs (aarch64) this argument fails: there, the counter accesses would need
-acquire/release fences, which pure Python cannot issue; rillet targets x86-64.
+moved by one 8-byte memcpy (struct uses the native routine for "<Q" on a
+little-endian host), a single aligned access, which x86-64 performs atomically.
+On weakly ordered CPUs (aarch64) this argument fails: there, the counter
+accesses would need acquire/release fences, which pure Python cannot issue;
+rillet targets x86-64.
 
 A copy made during a write can be any garbage, so the reader's copy function
 must not trust it: if it raises while the counter moved, the read is retried;

@@ -14,6 +14,10 @@ exists is judged before anything is mapped:
 * ours and stale (its SC crashed without unlinking it): unlinked and created
   afresh, which also resets a seqlock counter a dead writer left odd.
 
+Two SCs of one cluster must never race to create the table (the SC's pid file
+prevents it): the loser could take the winner's object, caught between creation
+and initialisation, for a stale one.
+
 A reader keeps the object it opened; after the SC restarts it must open the new
 one (the old mapping stays valid but frozen, its ``sc_pid`` dead).
 posix_ipc and OS errors are translated here, once, into rillet errors.
@@ -25,6 +29,7 @@ import errno
 import mmap
 import os
 import stat
+from typing import Iterable
 
 import posix_ipc
 import psutil
@@ -123,12 +128,12 @@ def _writer_alive(name: str) -> bool:
     try:
         st = os.fstat(shm.fd)
         _check_owner(name, st)
-        if st.st_size < HEADER_SIZE:
-            return False                # never initialised: its creator died first
-        with mmap.mmap(shm.fd, HEADER_SIZE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as header:
-            sc_pid = peek_sc_pid(header)
+        header = os.pread(shm.fd, HEADER_SIZE, 0) if st.st_size >= HEADER_SIZE else b""
+    except OSError as exc:
+        raise MetadataTableError(f"cannot read shared-memory object {name}: {exc.strerror or exc}") from exc
     finally:
         shm.close_fd()
+    sc_pid = peek_sc_pid(header)        # None: never initialised, its creator died first
     return sc_pid is not None and _process_alive(sc_pid)
 
 
@@ -237,7 +242,7 @@ class SharedTable:
             raise Closed(f"metadata table {self._name} is closed")
         return self._map
 
-    def write(self, spus: list[SpuRow] | tuple[SpuRow, ...], partitions: list[PartitionRow] | tuple[PartitionRow, ...]) -> int:
+    def write(self, spus: Iterable[SpuRow], partitions: Iterable[PartitionRow]) -> int:
         """Publish a new set of rows (see metadata_table.write_snapshot); returns the generation."""
         return write_snapshot(self._mapping(), spus, partitions)
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import psutil
 import pytest
 
 pytest_plugins = ["rillet.testing"]
@@ -27,21 +23,11 @@ def run_cli(cluster, *args: str, input: bytes | None = None, timeout: float = 60
                           env=cluster.env, timeout=timeout)
 
 
-def _our_processes() -> list[str]:
-    out = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        cmd = proc.info["cmdline"] or []
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and any(m in cmd for m in ("rillet.broker.sc", "rillet.broker.spu")):
-            if any("rillet-test" in c or "pytest" in c for c in cmd):
-                out.append(f"{proc.pid} {' '.join(cmd)}")
-    return out
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_leaks_after_the_suite():
-    shm_before = set(os.listdir("/dev/shm"))
+    """After the whole run: no process, socket or shm object of any cluster this run made."""
     yield
-    left_procs = _our_processes()
-    new_shm = [n for n in set(os.listdir("/dev/shm")) - shm_before if "rillet" in n]
-    assert not left_procs, f"test processes left running: {left_procs}"
-    assert not new_shm, f"shared memory left behind: {new_shm}"
+    from rillet.testing import CREATED
+    left = {c.name: c.leftovers() for c in CREATED}
+    left = {name: what for name, what in left.items() if what}
+    assert not left, f"clusters left things behind: {left}"
