@@ -8,114 +8,28 @@ stdout one per line; progress and messages go to stderr.
 
 from __future__ import annotations
 
-import argparse
-import base64
-import json
 import os
 import sys
-import time
 
-from rillet.ipc.errors import InvalidArgument, RilletError
-from rillet.ipc.names import ClusterPaths, validate_name
-from rillet.ipc.units import parse_duration, parse_size
+from rillet.ipc.errors import RilletError
+from rillet.ipc.names import ClusterPaths
 
+from .args import (
+    EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, UsageError, duration_s, name, positive, say, size, topic_codec,
+)
 from .output import FORMATS, render
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line and exits 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
-
-
-# --- argument types -------------------------------------------------------------------------
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be at least 1, got 0")
-    return value
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except InvalidArgument as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration_s(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except InvalidArgument as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration_ms(text: str) -> int:
-    # A bare number is milliseconds, as Fluvio's --linger takes it.
-    try:
-        return int(round(parse_duration(text, default_unit="ms") * 1000))
-    except InvalidArgument as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _codec(text: str) -> str:
-    from rillet.ipc.compression import parse_codec
-    try:
-        parse_codec(text)
-    except RilletError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text.lower()
-
-
-def _topic_codec(text: str) -> str:
-    from rillet.ipc.compression import parse_topic_compression
-    try:
-        return parse_topic_compression(text)
-    except RilletError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _name(text: str) -> str:
-    try:
-        return validate_name(text, "topic")
-    except InvalidArgument as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-# --- helpers -------------------------------------------------------------------------------------
 
 def _paths(args) -> ClusterPaths:
     return ClusterPaths.for_cluster(args.cluster)
 
 
-def _say(*parts) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
 def _human_duration(seconds: int | None) -> str:
     if seconds is None:
         return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds // length}{unit}"
     return f"{seconds}s"
 
 
@@ -249,186 +163,69 @@ def cmd_partition_list(args) -> int:
     return EXIT_OK
 
 
-# --- produce ------------------------------------------------------------------------------------------
-
-def cmd_produce(args) -> int:
-    from rillet import Compression, DeliverySemantic, Fluvio, Isolation, TopicProducerConfigBuilder
-    builder = TopicProducerConfigBuilder()
-    if args.linger is not None:
-        builder.linger(args.linger)
-    if args.batch_size is not None:
-        builder.batch_size(args.batch_size)
-    if args.compression is not None:
-        builder.compression(Compression.parse(args.compression))
-    if args.delivery_semantic is not None:
-        builder.delivery_semantic(DeliverySemantic.parse(args.delivery_semantic))
-    if args.isolation is not None:
-        builder.isolation(Isolation.parse(args.isolation))
-    if args.partition is not None:
-        builder.set_specific_partitioner(args.partition)
-    source = open(args.file, "rb") if args.file else sys.stdin.buffer
-    bad_lines = 0
-    sep = args.key_separator.encode() if args.key_separator else None
-    fixed_key = args.key.encode() if args.key is not None else None
-    with Fluvio.connect(args.cluster) as fluvio:
-        producer = fluvio.topic_producer_with_config(args.topic, builder.build())
-        try:
-            for number, line in enumerate(source, 1):
-                line = line.rstrip(b"\r\n") if not args.raw else line
-                key = fixed_key
-                if sep is not None:
-                    key, found, value = line.partition(sep)
-                    if not found:
-                        _say(f"line {number}: no key separator {args.key_separator!r}; line skipped")
-                        bad_lines += 1
-                        continue
-                    line = value
-                producer.send(key, line)
-            producer.flush()
-        finally:
-            producer.close()
-            if args.file:
-                source.close()
-    return EXIT_FAILED if bad_lines else EXIT_OK
-
-
-# --- consume ------------------------------------------------------------------------------------------
-
-def _format_record(record, args) -> str:
-    if args.output == "json":
-        def text(b):
-            if b is None:
-                return None
-            try:
-                return b.decode()
-            except UnicodeDecodeError:
-                return "base64:" + base64.b64encode(b).decode()
-        return json.dumps(dict(offset=record.offset(), partition=record.partition(), key=text(record.key()),
-                               value=text(record.value()), timestamp=record.timestamp()))
-    value = record.value().decode(errors="replace")
-    if args.key_value:
-        key = record.key()
-        return f"[{'null' if key is None else key.decode(errors='replace')}] {value}"
-    return value
-
-
-def cmd_consume(args) -> int:
-    from rillet import ConsumerConfig, Fluvio, Isolation, Offset
-    from rillet._consumer import PartitionStream
-    if args.offset is not None:
-        start, where = Offset.absolute(args.offset), f"offset {args.offset}"
-    elif args.tail is not None:
-        start, where = Offset.from_end(args.tail), f"{args.tail} records before the end of log"
-    elif args.beginning:
-        start, where = Offset.beginning(), "the beginning of log"
-    else:
-        start, where = Offset.end(), "the end of log"
-    isolation = Isolation.parse(args.isolation) if args.isolation else Isolation.ReadUncommitted
-    with Fluvio.connect(args.cluster) as fluvio:
-        fluvio.partition_consumer(args.topic, args.partition)   # checks topic and partition
-        _say(f"Consuming records from '{args.topic}' starting from {where}")
-        stream = PartitionStream(fluvio._meta, args.topic, args.partition, start, max_bytes=args.max_bytes,
-                                 isolation=isolation, continuous=not args.disable_continuous,
-                                 end_offset=args.end_offset)
-        out = sys.stdout
-        with stream:
-            for record in stream:
-                out.write(_format_record(record, args) + "\n")
-                if not stream._buffer:
-                    out.flush()
-        out.flush()
-    return EXIT_OK
-
-
 # --- the parser --------------------------------------------------------------------------------------------
 
-def build_parser() -> _Parser:
-    p = _Parser(prog="rillet", description="rillet: a streaming broker for one host (Fluvio's model)")
+def build_parser() -> Parser:
+    p = Parser(prog="rillet", description="rillet: a streaming broker for one host (Fluvio's model)")
     p.add_argument("--cluster", default=None, help="cluster name (default: $RILLET_CLUSTER or 'local')")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
     cluster = sub.add_parser("cluster", help="start, stop and inspect the local cluster")
-    csub = cluster.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    csub = cluster.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     csub.required = True
     start = csub.add_parser("start", help="start the SC and SPUs in the background; returns when all is Online")
-    start.add_argument("--spus", type=_positive, default=None, help="number of SPUs (default 1; kept across restarts)")
-    start.add_argument("--timeout", type=_duration_s, default=30.0, help="how long to wait for readiness (default 30s)")
+    start.add_argument("--spus", type=positive, default=None, help="number of SPUs (default 1; kept across restarts)")
+    start.add_argument("--timeout", type=duration_s, default=30.0, help="how long to wait for readiness (default 30s)")
     start.set_defaults(func=cmd_cluster_start)
     csub.add_parser("status", help="is the cluster running?").set_defaults(func=cmd_cluster_status)
     csub.add_parser("stop", help="stop every process; data is kept").set_defaults(func=cmd_cluster_stop)
     csub.add_parser("delete", help="stop and delete all data").set_defaults(func=cmd_cluster_delete)
     spu = csub.add_parser("spu", help="SPUs of the cluster")
-    spu_sub = spu.add_subparsers(dest="spu_action", metavar="ACTION", parser_class=_Parser)
+    spu_sub = spu.add_subparsers(dest="spu_action", metavar="ACTION", parser_class=Parser)
     spu_sub.required = True
     _add_spu_list(spu_sub)
 
     top_spu = sub.add_parser("spu", help="alias of 'cluster spu'")
-    top_spu_sub = top_spu.add_subparsers(dest="spu_action", metavar="ACTION", parser_class=_Parser)
+    top_spu_sub = top_spu.add_subparsers(dest="spu_action", metavar="ACTION", parser_class=Parser)
     top_spu_sub.required = True
     _add_spu_list(top_spu_sub)
 
     topic = sub.add_parser("topic", help="create, list, describe and delete topics")
-    tsub = topic.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    tsub = topic.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     tsub.required = True
     create = tsub.add_parser("create", help="create a topic")
-    create.add_argument("name", type=_name)
-    create.add_argument("-p", "--partitions", type=_positive, default=1)
-    create.add_argument("-r", "--replication", type=_positive, default=1)
-    create.add_argument("--retention-time", type=_duration_s, default=None, help="e.g. 7d, 12h (at least 10s)")
-    create.add_argument("--segment-size", type=_size, default=None, help="e.g. 64MiB (default 64MiB)")
-    create.add_argument("--max-partition-size", type=_size, default=None, help="e.g. 10GiB")
-    create.add_argument("--compression-type", type=_topic_codec, default=None,
+    create.add_argument("name", type=name)
+    create.add_argument("-p", "--partitions", type=positive, default=1)
+    create.add_argument("-r", "--replication", type=positive, default=1)
+    create.add_argument("--retention-time", type=duration_s, default=None, help="e.g. 7d, 12h (at least 10s)")
+    create.add_argument("--segment-size", type=size, default=None, help="e.g. 64MiB (default 64MiB)")
+    create.add_argument("--max-partition-size", type=size, default=None, help="e.g. 10GiB")
+    create.add_argument("--compression-type", type=topic_codec, default=None,
                         help="any (default), none, gzip, snappy, lz4 or zstd")
     create.set_defaults(func=cmd_topic_create)
     tlist = tsub.add_parser("list", help="list topics")
     _add_output(tlist)
     tlist.set_defaults(func=cmd_topic_list)
     describe = tsub.add_parser("describe", help="show one topic")
-    describe.add_argument("name", type=_name)
+    describe.add_argument("name", type=name)
     _add_output(describe)
     describe.set_defaults(func=cmd_topic_describe)
     delete = tsub.add_parser("delete", help="delete a topic and its data")
-    delete.add_argument("name", type=_name)
+    delete.add_argument("name", type=name)
     delete.set_defaults(func=cmd_topic_delete)
 
     partition = sub.add_parser("partition", help="partitions and their leaders")
-    psub = partition.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    psub = partition.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     psub.required = True
     plist = psub.add_parser("list", help="list partitions")
-    plist.add_argument("topics", nargs="*", type=_name, help="only these topics")
+    plist.add_argument("topics", nargs="*", type=name, help="only these topics")
     _add_output(plist)
     plist.set_defaults(func=cmd_partition_list)
 
-    produce = sub.add_parser("produce", help="send stdin (or a file), one record per line")
-    produce.add_argument("topic", type=_name)
-    produce.add_argument("--key-separator", default=None, help="split each line at the first SEP into key and value")
-    produce.add_argument("--key", default=None, help="the same key for every record")
-    produce.add_argument("-f", "--file", default=None, help="read records from FILE, one per line")
-    produce.add_argument("--raw", action="store_true", help="keep line endings in the values")
-    produce.add_argument("--compression", type=_codec, default=None, help="none, gzip, snappy, lz4 or zstd")
-    produce.add_argument("--linger", type=_duration_ms, default=None, help="e.g. 100ms (a bare number is ms)")
-    produce.add_argument("--batch-size", type=_size, default=None, help="bytes per batch, e.g. 16KiB")
-    produce.add_argument("--delivery-semantic", choices=["at-most-once", "at-least-once"], default=None)
-    produce.add_argument("--isolation", choices=["read_uncommitted", "read_committed"], default=None)
-    produce.add_argument("-p", "--partition", type=_non_negative, default=None, help="send every record to partition N")
-    produce.set_defaults(func=cmd_produce)
-
-    consume = sub.add_parser("consume", help="print records, one per line")
-    consume.add_argument("topic", type=_name)
-    consume.add_argument("-p", "--partition", type=_non_negative, default=0)
-    where = consume.add_mutually_exclusive_group()
-    where.add_argument("-B", "--beginning", action="store_true", help="start at the beginning of the log")
-    where.add_argument("-o", "--offset", type=_non_negative, default=None, help="start at this absolute offset")
-    where.add_argument("-T", "--tail", type=_non_negative, default=None, help="start N records before the end")
-    consume.add_argument("-d", "--disable-continuous", action="store_true", help="stop at the end of the log")
-    consume.add_argument("--end-offset", type=_non_negative, default=None, help="stop after this offset")
-    consume.add_argument("-k", "--key-value", action="store_true", help="print [key] value")
-    consume.add_argument("-b", "--max-bytes", type=_size, default=1024 * 1024, help="bytes per fetch (default 1MiB)")
-    consume.add_argument("--isolation", choices=["read_uncommitted", "read_committed"], default=None)
-    consume.add_argument("-O", "--output", choices=["text", "json"], default="text",
-                         help="text: the value; json: one object per record")
-    consume.set_defaults(func=cmd_consume)
+    from .commands import consume, produce
+    produce.register(sub)
+    consume.register(sub)
     return p
 
 
@@ -448,10 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return args.func(args)
     except UsageError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_USAGE
     except RilletError as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         if os.environ.get("RILLET_DEBUG"):
             raise
         return EXIT_FAILED
@@ -465,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return EXIT_OK
     except OSError as exc:
-        _say(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
+        say(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
         return EXIT_FAILED
 
 

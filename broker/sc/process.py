@@ -32,6 +32,7 @@ from rillet.ipc.transport import FramedProtocol, prepare_runtime_dir, start_unix
 
 from . import reconcile
 from .reconcile import SpuObserved
+from .offsets import ConsumerOffsetStore
 from .state import ClusterState, load_state, save_state
 
 SPU_STOP_TIMEOUT_S = 5.0
@@ -88,6 +89,8 @@ class Controller:
             m.ShutdownCluster: self.shutdown_cluster,
             m.StartSpu: self.start_spu,
         }
+        self.offsets = ConsumerOffsetStore(paths.sc_dir / "consumer-offsets.log")
+        self.admin_routes.update(self.offsets.routes())
 
     # --- lifecycle ---
     def ensure_spus(self, count: int | None) -> None:
@@ -219,6 +222,7 @@ class Controller:
         if topic is None:
             raise TopicNotFound(f"topic {msg.name!r} not found")
         save_state(self.paths.metadata_file, self.state)
+        self.offsets.forget_topic(msg.name)
         self.push_assignments({s for p in topic.partitions for s in p.replicas})
         self.publish()
         self.log.info("deleted topic %s", msg.name)
@@ -336,6 +340,7 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger) -> 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        sc.offsets.close()
         sc.table.close()
         sc.table.unlink()
         paths.sc_socket.unlink(missing_ok=True)

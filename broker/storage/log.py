@@ -106,7 +106,11 @@ class PartitionLog:
         return log
 
     def _load(self) -> None:
-        bases = sorted(int(m.group(1)) for p in self.directory.iterdir() if (m := SEGMENT_FILE.match(p.name)))
+        try:
+            names = [p.name for p in self.directory.iterdir()]
+        except OSError as exc:
+            raise storage_error(exc, "list", self.directory) from exc
+        bases = sorted(int(m.group(1)) for name in names if (m := SEGMENT_FILE.match(name)))
         active_epochs: list[tuple[int, int]] = []
         if not bases:
             self._add(Segment.create(self.directory, 0, capacity=self.segment_size,

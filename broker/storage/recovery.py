@@ -27,11 +27,10 @@ from rillet.ipc.errors import CorruptBatch
 from rillet.ipc.records import BATCH_HEADER, HEADER_SIZE, BatchHeader, validate_batch
 
 from .files import write_atomic
-from .segment import Segment
+from .segment import Segment, nonzero_end
 
 assert BATCH_HEADER.size == HEADER_SIZE == 61, BATCH_HEADER.size
 _ZERO_HEADER = bytes(HEADER_SIZE)
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,8 @@ def scan(buf, base_offset: int, on_batch: Callable[[int, BatchHeader], None]) ->
     while True:
         if limit - pos < HEADER_SIZE:
             left = limit - pos
-            return ScanEnd(pos, expected, f"{left} bytes before the end of the file" if left else "end of the file")
+            reason = f"only {left} bytes left before the end of the file" if left else "end of the file"
+            return ScanEnd(pos, expected, reason)
         try:
             header = validate_batch(buf, pos, max_batch_bytes=limit)
         except CorruptBatch as exc:
@@ -71,18 +71,6 @@ def scan(buf, base_offset: int, on_batch: Callable[[int, BatchHeader], None]) ->
         on_batch(pos, header)
         pos += header.total_size
         expected = header.next_offset
-
-
-def data_end(buf, start: int, end: int) -> int:
-    """One past the last non-zero byte of ``buf[start:end]``, or ``start`` if all are zero."""
-    hi = end
-    while hi > start:
-        lo = max(start, hi - _CHUNK)
-        kept = bytes(buf[lo:hi]).rstrip(b"\0")
-        if kept:
-            return lo + len(kept)
-        hi = lo
-    return start
 
 
 def recover_active(segment: Segment, file_size: int,
@@ -105,7 +93,7 @@ def recover_active(segment: Segment, file_size: int,
     limit = min(file_size, segment.capacity)
     with memoryview(segment.buffer) as whole, whole[:limit] as view:
         end = scan(view, base, on_batch)
-        tail_end = data_end(view, end.position, limit)
+        tail_end = nonzero_end(view, end.position, limit)
     segment.used, segment.next_offset = end.position, end.next_offset
     if tail_end == end.position:
         return None, epochs

@@ -90,6 +90,18 @@ def walk_spans(buf, start: int, limit: int, expected: int) -> Iterator[tuple[int
         pos += size
 
 
+def nonzero_end(buf, start: int, end: int) -> int:
+    """One past the last non-zero byte of ``buf[start:end]``, or ``start`` if all are zero."""
+    hi = end
+    while hi > start:
+        lo = max(start, hi - len(_ZERO_CHUNK))
+        kept = bytes(buf[lo:hi]).rstrip(b"\0")
+        if kept:
+            return lo + len(kept)
+        hi = lo
+    return start
+
+
 class Segment:
     """One segment; ``writable`` while it is the active (last) segment of its log."""
 
@@ -170,37 +182,44 @@ class Segment:
                 os.close(fd)
         except OSError as exc:
             raise storage_error(exc, "open segment", log_path) from exc
-        index_path = directory / index_name(base_offset)
-        index = OffsetIndex.open_sealed(index_path, interval_bytes=interval_bytes)
+        index = OffsetIndex.open_sealed(directory / index_name(base_offset), interval_bytes=interval_bytes)
         segment = cls(directory, base_offset, m, None, index)
-        problem = index.first_problem(size, segment._base_at, base_offset)
-        if problem is None and not index_path.exists():
-            problem = "file is missing"
-        start, expected = 0, base_offset
-        if problem is None and index.count:
-            rel, start = index.entry(index.count - 1)
-            expected = base_offset + rel
-        positions = []
-        for pos, _, batch_size, _, next_offset in walk_spans(m, start, size, expected) if m is not None else ():
-            segment.used, segment.next_offset = pos + batch_size, next_offset
-            positions.append(pos)
-        if problem is not None:
-            logger.warning("index %s is unsound (%s); rebuilt from the log", index_path, problem)
-            segment.index.close(trim=False)
-            segment.index = OffsetIndex.write_sealed(index_path, _sparse(segment, positions),
-                                                     interval_bytes=interval_bytes)
-        segment._check_sealed_tail(size)
+        try:
+            segment._load_sealed(size, logger)
+        except BaseException:
+            segment.close(trim=False)
+            raise
         return segment
 
+    def _load_sealed(self, size: int, logger: logging.Logger) -> None:
+        """Find the end of a sealed segment, check what follows it, rebuild its index if unsound."""
+        index = self.index
+        problem = index.first_problem(size, self._base_at, self.base_offset)
+        if problem is None and not index.path.exists():
+            problem = "file is missing"
+        start, expected = 0, self.base_offset
+        if problem is None and index.count:
+            rel, start = index.entry(index.count - 1)
+            expected += rel
+        positions = []
+        for pos, _, batch_size, _, next_offset in walk_spans(self._map, start, size, expected) if size else ():
+            self.used, self.next_offset = pos + batch_size, next_offset
+            positions.append(pos)
+        self._check_sealed_tail(size)
+        if problem is not None:
+            logger.warning("index %s is unsound (%s); rebuilt from the log", index.path, problem)
+            index.close(trim=False)
+            self.index = OffsetIndex.write_sealed(index.path, _sparse(self, positions),
+                                                  interval_bytes=index.interval_bytes)
+
     def _check_sealed_tail(self, size: int) -> None:
-        if self.used < size and self._map is not None:
-            tail = self._map[self.used:size]
-            if tail.count(0) != len(tail):
-                raise StorageError(
-                    f"sealed segment {self.log_path} is damaged: {size - self.used} bytes at position "
-                    f"{self.used} (after offset {self.next_offset - 1}) are not valid batches; "
-                    "the replica must be re-fetched from a healthy leader"
-                )
+        tail_end = nonzero_end(self._map, self.used, size) if self._map is not None else self.used
+        if tail_end > self.used:
+            raise StorageError(
+                f"sealed segment {self.log_path} is damaged: {tail_end - self.used} bytes at position "
+                f"{self.used} (after offset {self.next_offset - 1}) are not valid batches; "
+                "the replica must be re-fetched from a healthy leader"
+            )
 
     def _base_at(self, pos: int) -> int | None:
         if self._map is None or pos + HEADER_SIZE > len(self._map):

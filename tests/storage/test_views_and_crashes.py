@@ -17,7 +17,7 @@ import pytest
 from rillet.broker.storage import PartitionLog
 from rillet.ipc.records import validate_batch
 
-from .batches import base_of, count_of, sized_batch, split, stamped
+from .batches import sized_batch, split, stamped
 from .conftest import LOGGER
 
 SEG = 4096
