@@ -214,6 +214,42 @@ class StartSpu(_Msg, tag=41):
     spu_id: int
 
 
+# --- follower SPU -> leader SPU (replication) ---------------------------------------------
+
+class FollowerFetch(_Msg, tag=70):
+    """A follower asks for batches from its log end offset; that offset also tells
+    the leader how far the follower has got (its LEO)."""
+    cid: int
+    topic: str
+    partition: int
+    follower: int        # SPU id
+    leader_epoch: int    # the epoch the follower believes current; a mismatch is refused
+    offset: int          # the follower's LEO
+    max_bytes: int
+    max_wait_ms: int
+
+
+class FollowerFetchResponse(_Msg, tag=71):
+    cid: int
+    hw: int
+    leo: int
+    batches: memoryview
+
+
+class EpochEndOffset(_Msg, tag=72):
+    """Where does ``epoch`` end in the leader's log? (Kafka's OffsetForLeaderEpoch.)"""
+    cid: int
+    topic: str
+    partition: int
+    leader_epoch: int    # the current epoch as the follower knows it
+    epoch: int           # the follower's last epoch
+
+
+class EpochEndOffsetResponse(_Msg, tag=73):
+    cid: int
+    end_offset: int
+
+
 # --- SPU <-> SC (control plane) -------------------------------------------------------------
 
 class RegisterSpu(_Msg, tag=60):
@@ -232,6 +268,7 @@ class ReplicaSpec(msgspec.Struct, frozen=True):
     segment_size: int
     compression_type: str
     min_in_sync_replicas: int
+    in_sync: list[int] = []      # replicas the SC last knew in sync (a new leader starts from these)
 
 
 class UpdateReplicas(_Msg, tag=61):
@@ -266,6 +303,7 @@ Message = Union[
     CreateTopic, DeleteTopic, ListTopics, TopicList, ListPartitions, PartitionList, ListSpus, SpuList,
     ClusterStatusRequest, ClusterStatus, ShutdownCluster, StartSpu,
     RegisterSpu, UpdateReplicas, StatusReport, Shutdown,
+    FollowerFetch, FollowerFetchResponse, EpochEndOffset, EpochEndOffsetResponse,
 ]
 
 

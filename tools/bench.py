@@ -213,8 +213,8 @@ def _send_chunks(producer, run: Run, values: list[bytes], _deadline_ns: int) -> 
 def _paced(producer, run: Run, values: list[bytes], deadline_ns: int) -> int:
     """Send run.total records one at a time every INTERVAL_NS; return the first measured send's time.
 
-    Sleeps until SPIN_NS before each send time and spins the rest, leaving most of a core to
-    the others; a late send goes out at once and the schedule restarts from it (no bursts).
+    Sleeps until SPIN_NS before a send time, then spins (most of a core stays free); a late
+    send goes out at once and the schedule restarts from it (no catch-up bursts).
     """
     try:  # prctl(PR_SET_TIMERSLACK, 1 ns): short sleeps otherwise overshoot by 50 us
         import ctypes
@@ -248,24 +248,21 @@ def _consume(run: Run, ready, go, deadline_ns: int) -> dict:
                for p in range(run.partitions)]
     seen = itertools.count(1)       # shared by the partitions' threads: next() is atomic under the GIL
     drain = _drain_latency if run.mode == "latency" else _drain_throughput
-    parts = [{"bytes": 0, "lat": array("q"), "t_last_ns": None} for _ in streams]
+    parts = [{"wrong_size": 0, "lat": array("q"), "t_last_ns": None} for _ in streams]
     ready.set()
     cpu0 = _cpu_s()
-    if len(streams) == 1:
-        drain(streams[0], run, seen, parts[0])
-    else:  # a thread per partition; the last record may come on any of them
-        done = threading.Event()
-        for stream, part in zip(streams, parts):
-            threading.Thread(target=_drain_in_thread, args=(drain, stream, run, seen, part, done), daemon=True).start()
-        if not done.wait(_left_s(deadline_ns)):
-            raise TimeoutError("consumer passed the deadline")
-        errors = [p["error"] for p in parts if "error" in p]
-        if errors:
-            raise RuntimeError(errors[0])
+    done = threading.Event()     # a thread per partition; the last record may come on any of them
+    for stream, part in zip(streams, parts):
+        threading.Thread(target=_drain_in_thread, args=(drain, stream, run, seen, part, done), daemon=True).start()
+    if not done.wait(_left_s(deadline_ns)):
+        raise TimeoutError("consumer passed the deadline")
+    errors = [p["error"] for p in parts if "error" in p]
+    if errors:
+        raise RuntimeError(errors[0])
     lat = array("q")
     for p in parts:
         lat.extend(p["lat"])
-    return {"count": next(seen) - 1, "bytes": sum(p["bytes"] for p in parts), "cpu_s": _cpu_s() - cpu0,
+    return {"count": next(seen) - 1, "wrong_size": sum(p["wrong_size"] for p in parts), "cpu_s": _cpu_s() - cpu0,
             "t_last_ns": max((p["t_last_ns"] for p in parts if p["t_last_ns"] is not None), default=None),
             "latency": _percentiles(lat) if run.mode == "latency" else None}
 
@@ -280,24 +277,25 @@ def _drain_in_thread(drain, stream, run: Run, seen, part: dict, done: threading.
 
 
 def _drain_throughput(stream, run: Run, seen, part: dict) -> None:
-    total, nbytes = run.total, 0
+    total, size = run.total, run.size
     for rec in stream:
-        nbytes += len(rec.value())
+        if len(rec.value()) != size:
+            part["wrong_size"] += 1
         if next(seen) >= total:
             part["t_last_ns"] = now_ns()
             break
-    part["bytes"] += nbytes
 
 
 def _drain_latency(stream, run: Run, seen, part: dict) -> None:
-    total, warmup, unpack, lat = run.total, run.warmup, HDR.unpack_from, part["lat"]
+    total, size, warmup, unpack, lat = run.total, run.size, run.warmup, HDR.unpack_from, part["lat"]
     for rec in stream:
         t = now_ns()
         value = rec.value()
         seq, sent = unpack(value)
         if seq >= warmup:
             lat.append(t - sent)
-        part["bytes"] += len(value)
+        if len(value) != size:
+            part["wrong_size"] += 1
         if next(seen) >= total:
             part["t_last_ns"] = t
             break
@@ -336,9 +334,10 @@ def measure(ctx, cluster, run: Run) -> dict:
         ready = {"consumer": ctx.Event(), "producer": ctx.Event()}
         deadline_ns = now_ns() + int((SETUP_TIMEOUT_S + run.timeout_s) * 1e9)
         for role, event in ready.items():
-            procs[role] = ctx.Process(target=_child, args=(role, run, event, go, results, deadline_ns),
-                                      name=f"rillet-bench-{role}", daemon=True)
-            procs[role].start()
+            proc = ctx.Process(target=_child, args=(role, run, event, go, results, deadline_ns),
+                               name=f"rillet-bench-{role}", daemon=True)
+            proc.start()
+            procs[role] = proc
         got: dict = {}
         _collect(lambda: all(e.is_set() for e in ready.values()), results, procs, got, SETUP_TIMEOUT_S, "ready")
         server_cpu = _server_cpu_s(cluster)
@@ -378,9 +377,9 @@ def _collect(cond, results, procs: dict, got: dict, limit_s: float, what: str) -
 
 
 def _figures(run: Run, prod: dict, cons: dict) -> dict:
-    if cons["count"] != run.total or cons["bytes"] != run.total * run.size:
-        raise RuntimeError(f"consumer received {cons['count']} records of {cons['bytes']} bytes, "
-                           f"expected {run.total} of {run.total * run.size}")
+    if cons["count"] != run.total or cons["wrong_size"]:
+        raise RuntimeError(f"consumer received {cons['count']} records ({cons['wrong_size']} not of "
+                           f"{run.size} bytes), expected {run.total}")
     secs = (cons["t_last_ns"] - prod["t_first_ns"]) / 1e9
     fig = {"seconds": round(secs, 6), "records_per_s": round(run.records / secs, 1),
            "mb_per_s": round(run.records * run.size / 1e6 / secs, 3),
@@ -405,15 +404,10 @@ def _server_cpu_s(cluster) -> float:
 
 
 def _kill(proc) -> None:
-    """Reap a finished child; SIGKILL one still running, by its pid."""
-    if proc.pid is None:
-        return
+    """Reap a finished child; SIGKILL one still running, by its pid (not yet reaped, so still ours)."""
     proc.join(0.5)
     if proc.exitcode is None:
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        os.kill(proc.pid, signal.SIGKILL)
         proc.join(5)
 
 

@@ -36,6 +36,9 @@ from .offsets import ConsumerOffsetStore
 from .state import ClusterState, load_state, save_state
 
 SPU_STOP_TIMEOUT_S = 5.0
+# An SPU silent this long (no heartbeat: paused with SIGSTOP, or hung) is treated as dead
+# and its partitions get new leaders. A dead process is noticed at once, from its socket.
+SPU_TIMEOUT_S = 1.5
 
 
 class ScConnection(FramedProtocol):
@@ -49,6 +52,8 @@ class ScConnection(FramedProtocol):
         self.spu_id: int | None = None
 
     def dispatch(self, msg):
+        if self.spu_id is not None:
+            self.sc.heard_from(self.spu_id)
         if isinstance(msg, m.RegisterSpu):
             return self.sc.register_spu(self, msg)
         if isinstance(msg, m.StatusReport):
@@ -163,14 +168,71 @@ class Controller:
             raise InvalidArgument(f"SPU {msg.spu_id} is already registered")
         conn.spu_id = msg.spu_id
         self.sessions[msg.spu_id] = conn
-        self.observed[msg.spu_id] = SpuObserved(msg.spu_id, pid=msg.pid, online=True)
+        self.observed[msg.spu_id] = SpuObserved(msg.spu_id, pid=msg.pid, online=True, last_seen=time.monotonic())
         self.log.info("SPU %d registered (pid %d)", msg.spu_id, msg.pid)
+        self.run_elections()
         self.publish()
         return m.UpdateReplicas(msg.cid, reconcile.replica_specs_for(self.state, msg.spu_id))
 
+    def heard_from(self, spu_id: int) -> None:
+        obs = self.observed.get(spu_id)
+        if obs is None:
+            return
+        obs.last_seen = time.monotonic()
+        if not obs.online and spu_id in self.sessions:
+            # It was silent past the timeout (paused) and is back: it may have been
+            # superseded meanwhile, so it gets its current assignment again.
+            self.log.warning("SPU %d is responsive again", spu_id)
+            obs.online = True
+            self.push_assignments([spu_id])
+            self.run_elections()
+            self.publish()
+
+    async def liveness_loop(self) -> None:
+        """Declare silent SPUs dead (SIGSTOP, a hang): their partitions are re-elected."""
+        while not self.stop.is_set():
+            now = time.monotonic()
+            for spu_id, obs in self.observed.items():
+                if obs.online and spu_id in self.sessions and now - obs.last_seen > SPU_TIMEOUT_S:
+                    self.log.warning("SPU %d silent for %.1f s; treating it as dead", spu_id, now - obs.last_seen)
+                    obs.online = False
+                    obs.replicas = {}
+                    self.run_elections()
+                    self.publish()
+            await asyncio.sleep(0.1)
+
+    def run_elections(self) -> None:
+        """Give every partition whose leader is gone a new leader from its ISR (decide, then act)."""
+        decided = reconcile.elections(self.state, self.observed)
+        if not decided:
+            return
+        touched = set()
+        for e in decided:
+            p = self.state.topics[e.topic].partitions[e.partition]
+            p.leader, p.leader_epoch, p.in_sync = e.leader, p.leader_epoch + 1, list(e.in_sync)
+            touched.update(p.replicas)
+            self.log.warning("elected SPU %d leader of %s/%d at epoch %d (in-sync %s)",
+                             e.leader, e.topic, e.partition, p.leader_epoch, list(e.in_sync))
+        save_state(self.paths.metadata_file, self.state)
+        self.push_assignments(s for s in touched if self.observed.get(s) and self.observed[s].online)
+
     def on_status(self, spu_id: int, msg: m.StatusReport) -> None:
         obs = self.observed[spu_id]
+        if not obs.online:
+            return
         obs.replicas = {(r.topic, r.partition): r for r in msg.replicas}
+        changed = False
+        for r in msg.replicas:
+            topic = self.state.topics.get(r.topic)
+            if topic is None or r.partition >= len(topic.partitions) or not r.is_leader:
+                continue
+            p = topic.partitions[r.partition]
+            if p.leader == spu_id and p.leader_epoch == r.leader_epoch and sorted(r.in_sync) != sorted(p.in_sync):
+                self.log.info("%s/%d in-sync replicas: %s -> %s", r.topic, r.partition, p.in_sync, r.in_sync)
+                p.in_sync = sorted(r.in_sync)
+                changed = True
+        if changed:
+            save_state(self.paths.metadata_file, self.state)
         self.publish()
 
     def spu_disconnected(self, spu_id: int, conn: ScConnection) -> None:
@@ -182,6 +244,7 @@ class Controller:
         obs.replicas = {}
         alive = obs.pid and psutil.pid_exists(obs.pid) and _not_zombie(obs.pid)
         self.log.warning("SPU %d control link closed (process %s)", spu_id, "still alive" if alive else "gone")
+        self.run_elections()
         self.publish()
 
     def push_assignments(self, spu_ids) -> None:
@@ -196,10 +259,6 @@ class Controller:
         if name in self.state.topics:
             raise TopicAlreadyExists(f"topic {name!r} already exists")
         config = reconcile.validate_config(msg.config, len(self.state.spus))
-        if config.replication > 1:
-            raise InvalidArgument(
-                f"replication factor {config.replication}: replication is not available in this rillet version yet; use 1"
-            )
         topic = reconcile.new_topic(self.state, name, config, int(time.time() * 1000))
         self.state.topics[name] = topic
         save_state(self.paths.metadata_file, self.state)
@@ -327,12 +386,14 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger) -> 
         for spu_id in sc.state.spus:
             sc.spawn_spu(spu_id)
         reaper = asyncio.ensure_future(sc.reap_loop())
+        liveness = asyncio.ensure_future(sc.liveness_loop())
         log.info("SC for cluster %s ready on %s", paths.cluster, paths.sc_socket)
         await sc.stop.wait()
         log.info("SC shutting down")
         server.close()
         await sc.stop_spus()
         reaper.cancel()
+        liveness.cancel()
     finally:
         if server is not None:
             server.close()

@@ -28,6 +28,7 @@ class SpuObserved:
     spu_id: int
     pid: int = 0
     online: bool = False
+    last_seen: float = 0.0       # monotonic time of its last message (heartbeats every 250 ms)
     replicas: dict[tuple[str, int], m.ReplicaStatus] = field(default_factory=dict)
 
 
@@ -92,7 +93,8 @@ def place_partitions(state: ClusterState, partitions: int, replication: int) -> 
 
 def new_topic(state: ClusterState, name: str, config: m.TopicConfig, now_ms: int) -> TopicState:
     placement = place_partitions(state, config.partitions, config.replication)
-    parts = [PartitionAssignment(partition=i, replicas=r, leader=r[0], leader_epoch=1) for i, r in enumerate(placement)]
+    parts = [PartitionAssignment(partition=i, replicas=r, leader=r[0], leader_epoch=1, in_sync=list(r))
+             for i, r in enumerate(placement)]
     return TopicState(name=name, config=config, partitions=parts, created_ms=now_ms)
 
 
@@ -107,6 +109,7 @@ def replica_specs_for(state: ClusterState, spu_id: int) -> list[m.ReplicaSpec]:
                     topic=topic.name, partition=p.partition, replicas=list(p.replicas), leader=p.leader,
                     leader_epoch=p.leader_epoch, segment_size=cfg.segment_size or DEFAULT_SEGMENT_SIZE,
                     compression_type=cfg.compression_type, min_in_sync_replicas=cfg.min_in_sync_replicas or 1,
+                    in_sync=list(p.in_sync),
                 ))
     return specs
 
@@ -134,15 +137,51 @@ def table_rows(state: ClusterState, observed: dict[int, SpuObserved]) -> tuple[l
         o = observed.get(spu_id)
         status = SpuStatus.ONLINE if o is not None and o.online else (SpuStatus.OFFLINE if o is not None else SpuStatus.INIT)
         spus.append(SpuRow(spu_id=spu_id, pid=o.pid if o else 0, status=status))
+    # Offsets (hw, leo) are not published: they change with every produce, and each change
+    # of the table makes every client re-read it. `partition list` asks the SC for them.
     rows = []
     for name in sorted(state.topics):
         topic = state.topics[name]
         for p in topic.partitions:
-            report = leader_report(name, p, observed)
-            status = partition_status(name, p, observed)
             rows.append(PartitionRow(
-                topic=name, partition=p.partition, leader=p.leader, leader_epoch=p.leader_epoch, status=status,
-                replicas=tuple(p.replicas), in_sync=tuple(report.in_sync) if report and status == PartitionStatus.ONLINE else (),
-                hw=report.hw if report else -1, leo=report.leo if report else -1,
+                topic=name, partition=p.partition, leader=p.leader, leader_epoch=p.leader_epoch,
+                status=partition_status(name, p, observed), replicas=tuple(p.replicas), in_sync=tuple(p.in_sync),
+                hw=-1, leo=-1,
             ))
     return spus, rows
+
+
+@dataclass(frozen=True)
+class Election:
+    topic: str
+    partition: int
+    leader: int          # the new leader
+    in_sync: tuple[int, ...]
+
+
+def reported_leo(observed: dict[int, SpuObserved], spu: int, topic: str, partition: int) -> int:
+    o = observed.get(spu)
+    report = o.replicas.get((topic, partition)) if o is not None else None
+    return report.leo if report is not None else -1
+
+
+def elections(state: ClusterState, observed: dict[int, SpuObserved]) -> list[Election]:
+    """Partitions whose leader is not online, and who leads them next.
+
+    Only a replica of the last reported in-sync set (ISR) may be elected — it holds
+    every committed record — the one with the most data (highest reported LEO), ties
+    going to the earlier replica in the assignment. With no online ISR member the
+    partition stays without a leader (LeaderOffline) rather than serving a stale copy.
+    """
+    out = []
+    online = {s for s, o in observed.items() if o.online}
+    for name, topic in state.topics.items():
+        for p in topic.partitions:
+            if p.leader in online:
+                continue
+            candidates = [s for s in p.in_sync if s in online and s in p.replicas]
+            if not candidates:
+                continue
+            best = max(candidates, key=lambda s: (reported_leo(observed, s, name, p.partition), -p.replicas.index(s)))
+            out.append(Election(name, p.partition, best, tuple(s for s in p.in_sync if s in online)))
+    return out

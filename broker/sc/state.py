@@ -23,6 +23,7 @@ class PartitionAssignment(msgspec.Struct, kw_only=True):
     replicas: list[int]          # SPU ids; the first is the preferred leader
     leader: int                  # -1: no leader
     leader_epoch: int
+    in_sync: list[int] = []      # as the leader last reported it; elections choose from it
 
 
 class TopicState(msgspec.Struct, kw_only=True):

@@ -44,10 +44,11 @@ async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
         else:
             log.error("could not reach the SC at %s", paths.sc_socket)
             return 1
-        reporter = asyncio.ensure_future(link.report_loop())
+        tasks = [asyncio.ensure_future(link.report_loop()), asyncio.ensure_future(link.expire_loop())]
         log.info("SPU %d serving on %s", spu_id, socket_path)
         await stop.wait()
-        reporter.cancel()
+        for task in tasks:
+            task.cancel()
     finally:
         server.close()
         link.close()

@@ -1,35 +1,50 @@
-"""One replica of one partition inside an SPU: its log plus the offsets clients wait on.
+"""One replica of one partition inside an SPU: its log, its role, and the offsets clients wait on.
 
 The log (broker/storage) assigns offsets; this object adds what the network needs:
-the high watermark (HW), and waiters for long-poll fetches and ReadCommitted
-produces, woken the moment the offset they wait for becomes visible.
 
-HW rule: with one replica the HW is the log end offset (LEO) right after every
-append. With followers it is the smallest LEO among in-sync replicas (see
-reconcile of the replication issue); this class takes it as an input.
+* the role from the SC's spec: leader (serves produce and fetch, tracks followers
+  through ``LeaderState``) or follower (appends what its leader sends);
+* the high watermark (HW): with one replica the log end offset (LEO) after every
+  append; with followers the smallest LEO over the in-sync replicas (broker/spu/isr.py);
+* waiters for long-poll fetches and ReadCommitted produces, woken the moment the
+  offset they wait for becomes visible.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from rillet.ipc import messages as m
 from rillet.ipc.compression import parse_topic_compression
-from rillet.ipc.errors import CompressionError, CorruptBatch, RequestTimedOut
+from rillet.ipc.errors import (
+    CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, RequestTimedOut, StaleLeaderEpoch,
+)
 from rillet.ipc.records import HEADER_SIZE, peek_header
 from rillet.broker.storage.log import PartitionLog
 
+from .isr import LeaderState
+
+_CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+REPLICA_LAG_MAX_S = 2.0      # a follower not caught up for this long leaves the ISR
+
 
 class Replica:
-    def __init__(self, spu_id: int, spec: m.ReplicaSpec, log: PartitionLog, logger: logging.Logger) -> None:
+    def __init__(self, spu_id: int, spec: m.ReplicaSpec, log: PartitionLog, logger: logging.Logger, *,
+                 on_isr_change=lambda replica: None) -> None:
         self.spu_id = spu_id
         self.spec = spec
         self.log = log
         self.logger = logger
-        self.hw = log.leo if len(spec.replicas) == 1 else 0
+        self.on_isr_change = on_isr_change
+        self.hw = log.leo if len(spec.replicas) == 1 else log.read_high_watermark()
+        self._saved_hw = self.hw
+        self._saved_at = 0.0
+        self.leader_state: LeaderState | None = None
         # (bound_is_hw, offset, future): woken once the bound passes offset.
         self._waiters: list[tuple[bool, int, asyncio.Future]] = []
+        self._become(spec)
 
     @property
     def name(self) -> str:
@@ -43,12 +58,42 @@ class Replica:
     def leo(self) -> int:
         return self.log.leo
 
-    def update_spec(self, spec: m.ReplicaSpec) -> None:
-        self.spec = spec
-        if len(spec.replicas) == 1:
-            self._set_hw(self.log.leo)
+    @property
+    def replicated(self) -> bool:
+        return len(self.spec.replicas) > 1
 
-    # --- produce ---
+    # --- role changes ---
+    def update_spec(self, spec: m.ReplicaSpec) -> None:
+        old = self.spec
+        self.spec = spec
+        if (old.leader, old.leader_epoch) != (spec.leader, spec.leader_epoch) or old.replicas != spec.replicas:
+            self._become(spec)
+
+    def _become(self, spec: m.ReplicaSpec) -> None:
+        if spec.leader == self.spu_id:
+            if self.replicated:
+                self.leader_state = LeaderState(self.spu_id, spec.replicas, spec.in_sync,
+                                                lag_max_s=REPLICA_LAG_MAX_S, now=time.monotonic(), hw=self.hw)
+            else:
+                self.leader_state = None
+                self._set_hw(self.log.leo)
+            self.logger.info("%s: leader at epoch %d (leo %d, hw %d)", self.name, spec.leader_epoch, self.leo, self.hw)
+        else:
+            self.leader_state = None
+            self._fail_waiters(NotLeader(f"SPU {self.spu_id} stopped leading {self.name}"))
+            self.logger.info("%s: follower of SPU %d at epoch %d (leo %d)", self.name, spec.leader, spec.leader_epoch, self.leo)
+
+    # --- produce (leader) ---
+    def check_can_append(self, committed: bool) -> None:
+        if not self.is_leader:
+            raise NotLeader(f"SPU {self.spu_id} is not the leader of {self.name} (leader: {self.spec.leader})")
+        if committed and self.leader_state is not None:
+            isr = len(self.leader_state.isr)
+            if isr < self.spec.min_in_sync_replicas:
+                raise NotEnoughReplicas(
+                    f"{self.name}: {isr} in-sync replica(s), min_in_sync_replicas={self.spec.min_in_sync_replicas}"
+                )
+
     def append(self, batches: memoryview) -> int:
         """Append every whole batch in ``batches``; return the first base offset."""
         compression = parse_topic_compression(self.spec.compression_type)
@@ -60,7 +105,7 @@ class Replica:
             header = peek_header(batches, pos)
             if header.total_size > end - pos or header.batch_length <= 0:
                 raise CorruptBatch(f"batch at position {pos} claims {header.total_size} bytes, {end - pos} present")
-            if compression not in ("any",) and header.codec != _CODEC_IDS[compression]:
+            if compression != "any" and header.codec != _CODEC_IDS[compression]:
                 raise CompressionError(
                     f"topic {self.spec.topic} requires compression {compression}, batch uses codec {header.codec}"
                 )
@@ -68,8 +113,7 @@ class Replica:
             if first_base < 0:
                 first_base = base
             pos += header.total_size
-        if len(self.spec.replicas) == 1:
-            self._set_hw(self.log.leo)
+        self._advance_hw()
         self._wake()
         return first_base
 
@@ -85,6 +129,56 @@ class Replica:
             raise RequestTimedOut(
                 f"{self.name}: high watermark {self.hw} did not reach {offset} within timeout_ms={int(timeout_s * 1000)}"
             ) from None
+
+    # --- replication: leader side ---
+    def follower_fetch(self, req: m.FollowerFetch) -> bool:
+        """Record a follower's progress; True if the ISR changed."""
+        if not self.is_leader:
+            raise NotLeader(f"SPU {self.spu_id} is not the leader of {self.name} (leader: {self.spec.leader})")
+        if req.leader_epoch != self.spec.leader_epoch:
+            raise StaleLeaderEpoch(
+                f"{self.name}: follower {req.follower} fetches at epoch {req.leader_epoch}, leader is at {self.spec.leader_epoch}"
+            )
+        if req.offset > self.leo:
+            from rillet.ipc.errors import OffsetOutOfRange
+            raise OffsetOutOfRange(f"{self.name}: follower {req.follower} at offset {req.offset} is past leo {self.leo}")
+        if self.leader_state is None:
+            return False
+        changed = self.leader_state.on_fetch(req.follower, req.offset, self.leo, time.monotonic())
+        self._isr_event(changed)
+        return changed
+
+    def answered_follower(self, follower: int) -> None:
+        if self.leader_state is not None:
+            self.leader_state.on_answer(follower, self.leo)
+
+    def follower_gone(self, follower: int) -> None:
+        if self.leader_state is not None:
+            self._isr_event(self.leader_state.on_disconnect(follower))
+
+    def expire(self, now: float) -> None:
+        if self.leader_state is not None:
+            self._isr_event(self.leader_state.expire(now))
+
+    def _isr_event(self, changed: bool) -> None:
+        if changed:
+            # Tell the SC first (it elects from the ISR), then let the HW move with the new set.
+            self.on_isr_change(self)
+        self._advance_hw()
+        self._wake()
+
+    # --- replication: follower side ---
+    def append_replicated(self, batches: memoryview, leader_hw: int) -> None:
+        if len(batches):
+            self.log.append_replicated(batches)
+        self._set_hw(min(leader_hw, self.log.leo))
+        self._wake()
+
+    def truncate_to(self, offset: int) -> None:
+        if offset < self.log.leo:
+            self.logger.warning("%s: truncating from leo %d to %d (leader epoch end offset)", self.name, self.log.leo, offset)
+            self.log.truncate_to(offset)
+            self.hw = min(self.hw, offset)
 
     # --- fetch ---
     def bound(self, committed: bool) -> int:
@@ -105,9 +199,25 @@ class Replica:
         return self.log.read(offset, max_bytes, self.bound(committed))
 
     # --- internals ---
+    def _advance_hw(self) -> None:
+        if self.leader_state is not None:
+            self._set_hw(self.leader_state.high_watermark(self.log.leo))
+        elif self.is_leader:
+            self._set_hw(self.log.leo)
+
     def _set_hw(self, hw: int) -> None:
         if hw > self.hw:
             self.hw = hw
+
+    def save_hw(self, force: bool = False) -> None:
+        """Checkpoint the HW, at most once a second (it is a hint: a stale one only makes
+        a newly elected leader wait for its followers before its HW moves on)."""
+        now = time.monotonic()
+        if (self.replicated and self.hw != self._saved_hw and not self.log.closed
+                and (force or now - self._saved_at >= 1.0)):
+            self.log.write_high_watermark(self.hw)
+            self._saved_hw, self._saved_at = self.hw, now
+        self._saved_at = 0.0
 
     def _wake(self) -> None:
         if not self._waiters:
@@ -122,11 +232,19 @@ class Replica:
                 keep.append((committed, offset, fut))
         self._waiters = keep
 
+    def _fail_waiters(self, exc: Exception) -> None:
+        for _c, _o, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+        self._waiters = []
+
     def status(self) -> m.ReplicaStatus:
         return m.ReplicaStatus(
             topic=self.spec.topic, partition=self.spec.partition, leader_epoch=self.spec.leader_epoch,
             is_leader=self.is_leader, leo=self.log.leo, hw=self.hw, log_start=self.log.log_start_offset,
-            size_bytes=self.log.size_bytes, in_sync=[self.spu_id] if self.is_leader else [],
+            size_bytes=self.log.size_bytes,
+            in_sync=(self.leader_state.in_sync() if self.leader_state is not None
+                     else [self.spu_id] if self.is_leader else []),
         )
 
     def close(self) -> None:
@@ -134,7 +252,7 @@ class Replica:
             if not fut.done():
                 fut.cancel()
         self._waiters = []
-        self.log.close()
-
-
-_CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+        try:
+            self.save_hw(force=True)
+        finally:
+            self.log.close()

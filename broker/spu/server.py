@@ -27,7 +27,19 @@ class SpuConnection(FramedProtocol):
             m.ProduceRequest: service.produce,
             m.FetchRequest: service.fetch,
             m.OffsetsRequest: service.offsets,
+            m.FollowerFetch: self._follower_fetch,
+            m.EpochEndOffset: service.epoch_end_offset,
         }
+        self._following: dict[int, set[tuple[str, int]]] = {}   # follower SPU -> partitions it fetches here
+
+    def _follower_fetch(self, req: m.FollowerFetch):
+        self._following.setdefault(req.follower, set()).add((req.topic, req.partition))
+        return self.service.follower_fetch(req)
+
+    def on_closed(self) -> None:
+        # A follower's connection closing is the fastest sign that it died: leave the ISR now.
+        for follower, keys in self._following.items():
+            self.service.follower_disconnected(follower, keys)
 
     def dispatch(self, msg):
         route = self._routes.get(type(msg))
@@ -44,7 +56,7 @@ class ControlLink(asyncio.Protocol):
     """
 
     REPORT_INTERVAL_S = 0.05   # coalesce offset changes into one report per interval
-    HEARTBEAT_S = 1.0
+    HEARTBEAT_S = 0.25          # the SC declares an SPU dead after missing heartbeats for SPU_TIMEOUT_S
 
     def __init__(self, service: SpuService, log: logging.Logger, stop: asyncio.Event) -> None:
         self.service = service
@@ -57,6 +69,8 @@ class ControlLink(asyncio.Protocol):
         self._dirty = asyncio.Event()
         self.registered = asyncio.get_event_loop().create_future()
         service.on_change = self._dirty.set
+        service.on_urgent_change = self.report_now
+        self._report_cid = 1000
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -99,18 +113,27 @@ class ControlLink(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(encode_message(self._encoder, msg))
 
+    def report_now(self) -> None:
+        """Send the replicas' state to the SC immediately (an ISR change: the SC elects from it)."""
+        self._report_cid += 1
+        self._send(m.StatusReport(self._report_cid, self.service.statuses()))
+
     async def report_loop(self) -> None:
         """Send offsets when they change (coalesced) and as a heartbeat."""
-        cid = 1000
         while not self.stop.is_set():
             try:
                 await asyncio.wait_for(self._dirty.wait(), self.HEARTBEAT_S)
             except asyncio.TimeoutError:
                 pass
             self._dirty.clear()
-            cid += 1
-            self._send(m.StatusReport(cid, self.service.statuses()))
+            self.report_now()
             await asyncio.sleep(self.REPORT_INTERVAL_S)
+
+    async def expire_loop(self) -> None:
+        """Drop followers that stopped keeping up from the leaders' in-sync sets."""
+        while not self.stop.is_set():
+            self.service.expire()
+            await asyncio.sleep(0.1)
 
     def close(self) -> None:
         if self.transport is not None:

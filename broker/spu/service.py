@@ -1,20 +1,29 @@
-"""The SPU's request handlers: produce, fetch, offsets, and replica assignment.
+"""The SPU's request handlers: produce, fetch, offsets, replication, and replica assignment.
 
 Pure of sockets: handlers take decoded messages and return answers (or awaitables
 for long polls). broker/spu/server.py wires them to connections.
+
+Fencing: before a leader appends or serves a fetch it compares its spec with the
+SC's shared-memory metadata table. A leader whose epoch the SC has superseded (it
+was paused while a new leader was elected) refuses at once, even before the SC's
+new spec reaches it, so no offset is ever given out under a stale epoch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
+import time
 from typing import Awaitable, Callable
 
 from rillet.ipc import messages as m
-from rillet.ipc.errors import InvalidArgument, NotLeader, OffsetOutOfRange
+from rillet.ipc.errors import InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch
 from rillet.ipc.names import ClusterPaths
+from rillet.ipc.shm import TableReader
 from rillet.broker.storage.log import PartitionLog
 
+from .follower import follow
 from .replica import Replica
 
 # A single fetch answer is capped here whatever the client asks (frames stay bounded).
@@ -29,18 +38,23 @@ class SpuService:
         self.paths = paths
         self.log = logger
         self.replicas: dict[tuple[str, int], Replica] = {}
-        # Called whenever offsets change, so the control link can report them to the SC.
+        self._followers: dict[tuple[str, int], asyncio.Task] = {}
+        self._table: TableReader | None = None
+        self._snapshot = None
+        # Called whenever offsets change (coalesced report to the SC) and when an ISR
+        # changes (reported at once: the SC elects from it).
         self.on_change: Callable[[], None] = lambda: None
+        self.on_urgent_change: Callable[[], None] = lambda: None
 
     # --- assignment from the SC ---
     def apply(self, update: m.UpdateReplicas) -> None:
         wanted = {(s.topic, s.partition): s for s in update.replicas}
         for key in list(self.replicas):
             if key not in wanted:
+                self._stop_follower(key)
                 replica = self.replicas.pop(key)
                 replica.close()
-                directory = self.paths.replica_dir(self.spu_id, *key)
-                shutil.rmtree(directory, ignore_errors=True)
+                shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
                 self.log.info("removed replica %s/%d", *key)
         for key, spec in wanted.items():
             replica = self.replicas.get(key)
@@ -49,38 +63,92 @@ class SpuService:
                 plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
                 for cut in plog.recovery_report:
                     self.log.warning("replica %s/%d recovery: %s", spec.topic, spec.partition, cut)
-                self.replicas[key] = Replica(self.spu_id, spec, plog, self.log)
-                self.log.info("opened replica %s/%d leo=%d leader=%d epoch=%d",
-                              spec.topic, spec.partition, plog.leo, spec.leader, spec.leader_epoch)
+                replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log,
+                                                       on_isr_change=lambda r: self.on_urgent_change())
+                self._restart_follower(key)
             else:
+                old = (replica.spec.leader, replica.spec.leader_epoch)
                 replica.update_spec(spec)
+                if old != (spec.leader, spec.leader_epoch):
+                    self._restart_follower(key)
         self.on_change()
 
+    def _restart_follower(self, key) -> None:
+        self._stop_follower(key)
+        replica = self.replicas[key]
+        if not replica.is_leader and replica.spec.leader >= 0:
+            self._followers[key] = asyncio.ensure_future(follow(replica, self.paths, self.log, self.on_change))
+
+    def _stop_follower(self, key) -> None:
+        task = self._followers.pop(key, None)
+        if task is not None:
+            task.cancel()
+
     def statuses(self) -> list[m.ReplicaStatus]:
+        for replica in self.replicas.values():
+            try:
+                replica.save_hw()
+            except RilletError as exc:
+                self.log.warning("%s: cannot checkpoint the high watermark: %s", replica.name, exc)
         return [r.status() for r in self.replicas.values()]
 
+    def expire(self) -> None:
+        now = time.monotonic()
+        for replica in self.replicas.values():
+            replica.expire(now)
+
     def close(self) -> None:
+        for key in list(self._followers):
+            self._stop_follower(key)
         for replica in self.replicas.values():
             try:
                 replica.close()
             except Exception:
                 self.log.exception("closing replica %s failed", replica.name)
         self.replicas.clear()
+        if self._table is not None:
+            self._table.close()
 
-    # --- lookups ---
-    def leader(self, topic: str, partition: int) -> Replica:
+    # --- lookups and fencing ---
+    def _replica(self, topic: str, partition: int) -> Replica:
         replica = self.replicas.get((topic, partition))
-        if replica is None or not replica.is_leader:
-            leader = replica.spec.leader if replica is not None else "unknown to this SPU"
-            raise NotLeader(f"SPU {self.spu_id} is not the leader of {topic}/{partition} (leader: {leader})")
+        if replica is None:
+            raise NotLeader(f"SPU {self.spu_id} holds no replica of {topic}/{partition}")
         return replica
+
+    def leader(self, topic: str, partition: int) -> Replica:
+        replica = self._replica(topic, partition)
+        if not replica.is_leader:
+            raise NotLeader(f"SPU {self.spu_id} is not the leader of {topic}/{partition} (leader: {replica.spec.leader})")
+        self._fence(replica)
+        return replica
+
+    def _fence(self, replica: Replica) -> None:
+        """Refuse if the SC's table names a newer epoch or another leader for this partition."""
+        try:
+            if self._table is None:
+                self._table = TableReader.open(self.paths.shm_name)
+            if self._snapshot is None or self._table.generation() != self._snapshot.generation:
+                self._snapshot = self._table.snapshot()
+        except RilletError as exc:
+            self.log.debug("metadata table unreadable (%s); fencing skipped", exc)
+            return
+        row = self._snapshot.partition(replica.spec.topic, replica.spec.partition)
+        if row is not None and (row.leader_epoch > replica.spec.leader_epoch or
+                                (row.leader_epoch == replica.spec.leader_epoch and row.leader != self.spu_id)):
+            raise StaleLeaderEpoch(
+                f"SPU {self.spu_id} leads {replica.name} at epoch {replica.spec.leader_epoch}, but the cluster moved "
+                f"to epoch {row.leader_epoch} with leader {row.leader}"
+            )
 
     # --- data plane ---
     def produce(self, req: m.ProduceRequest) -> m.Message | Awaitable[m.Message]:
         replica = self.leader(req.topic, req.partition)
+        committed = req.isolation == m.ISOLATION_READ_COMMITTED
+        replica.check_can_append(committed)
         base = replica.append(req.batches)
         self.on_change()
-        if req.isolation == m.ISOLATION_READ_COMMITTED and replica.hw < replica.leo:
+        if committed and replica.hw < replica.leo:
             return self._produce_committed(req.cid, replica, base, replica.leo, req.timeout_ms)
         return m.ProduceResponse(req.cid, base, replica.leo, replica.hw)
 
@@ -119,3 +187,38 @@ class SpuService:
             raise OffsetOutOfRange(
                 f"offset {offset} is outside {replica.name}: valid offsets are {start} to {leo}"
             )
+
+    # --- replication, leader side ---
+    def follower_fetch(self, req: m.FollowerFetch):
+        replica = self._replica(req.topic, req.partition)
+        if replica.is_leader:
+            self._fence(replica)
+        replica.follower_fetch(req)
+        if replica.leo > req.offset or req.max_wait_ms <= 0:
+            return self._follower_answer(req, replica)
+        return self._follower_answer_later(req, replica)
+
+    async def _follower_answer_later(self, req: m.FollowerFetch, replica: Replica) -> m.Message:
+        # Wake for new records; answer anyway at the end of the poll so the follower
+        # learns the high watermark and the leader learns the follower is alive.
+        await replica.wait_for_data(req.offset, False, min(req.max_wait_ms, MAX_WAIT_MS) / 1000)
+        if not replica.is_leader or replica.spec.leader_epoch != req.leader_epoch:
+            raise NotLeader(f"SPU {self.spu_id} stopped leading {replica.name}")
+        return self._follower_answer(req, replica)
+
+    def _follower_answer(self, req: m.FollowerFetch, replica: Replica) -> m.Message:
+        data = replica.log.read(req.offset, min(req.max_bytes, MAX_FETCH_BYTES), replica.leo)
+        replica.answered_follower(req.follower)
+        return m.FollowerFetchResponse(req.cid, replica.hw, replica.leo, data)
+
+    def epoch_end_offset(self, req: m.EpochEndOffset) -> m.Message:
+        replica = self.leader(req.topic, req.partition)
+        if req.leader_epoch != replica.spec.leader_epoch:
+            raise StaleLeaderEpoch(f"{replica.name}: asked at epoch {req.leader_epoch}, leader is at {replica.spec.leader_epoch}")
+        return m.EpochEndOffsetResponse(req.cid, replica.log.epoch_end_offset(req.epoch))
+
+    def follower_disconnected(self, follower: int, keys) -> None:
+        for key in keys:
+            replica = self.replicas.get(key)
+            if replica is not None:
+                replica.follower_gone(follower)

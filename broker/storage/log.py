@@ -208,6 +208,8 @@ class PartitionLog:
         The batch is validated (CorruptBatch), must fit a segment (MessageTooLarge), and is
         stamped with its base offset and ``leader_epoch`` in the segment map; the caller's
         buffer is never modified. ``leader_epoch`` may not be older than ``last_epoch``.
+        StorageError (naming the errno and the file) if a new segment or the epoch cache
+        cannot be written; leo and the files are then unchanged.
         """
         self._check_writable()
         if not 0 <= leader_epoch <= MAX_EPOCH:
@@ -307,10 +309,10 @@ class PartitionLog:
                 self._dir_dirty = True
             self._unsynced = [s for s in self._unsynced if s in self._segments[:i]]
             seg.truncate_at(pos, offset)
+            self._epochs.truncate_from(offset)
         except StorageError as exc:
             self._failure = f"truncation to offset {offset} failed: {exc}"
             raise
-        self._epochs.truncate_from(offset)
         self._logger.info("truncated %s to offset %d (leo was %d)", self.directory, offset, leo)
 
     def flush(self) -> None:

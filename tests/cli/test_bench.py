@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -20,23 +21,21 @@ def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def bench_leftovers() -> list[str]:
-    """Processes of a bench cluster (its home is a rillet-bench-* temp dir) still running."""
-    found = []
+def leftovers(stderr: str) -> list[str]:
+    """What of the run's cluster (named on stderr) still exists: processes, shm objects, its home."""
+    match = re.search(r"cluster (\S+) in (\S+)", stderr)
+    assert match, stderr
+    name, home = match.groups()
+    found = [f"shm {n}" for n in os.listdir("/dev/shm") if name in n]
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmd = proc.info["cmdline"] or []
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and any("rillet-bench-" in c for c in cmd):
-            found.append(f"{proc.info['pid']} {' '.join(cmd)}")
-    return found
-
-
-def rillet_shm() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if "rillet" in name}
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and (name in cmd or home in cmd):
+            found.append(f"process {proc.info['pid']} {cmd}")
+    return found + ([f"home {home}"] if os.path.exists(home) else [])
 
 
 @pytest.mark.parametrize("compression", ["none", "lz4"])
 def test_workloads_print_one_json_line_each(compression):
-    shm_before = rillet_shm()
     result = bench("--workload", "W1,W3", "--records", "2000", "--timeout", "120", "--compression", compression)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -51,8 +50,17 @@ def test_workloads_print_one_json_line_each(compression):
     assert (w1["mode"], w1["linger_ms"], w1["p50_us"]) == ("throughput", 5, None)
     assert (w3["mode"], w3["linger_ms"]) == ("latency", 0)
     assert 0 < w3["p50_us"] <= w3["p99_us"] <= w3["p999_us"]
-    assert not bench_leftovers()
-    assert rillet_shm() <= shm_before
+    assert not leftovers(result.stderr)
+
+
+def test_a_failed_workload_prints_its_error_and_exits_1():
+    # 1 ms is far too short for 20,000 records: the run passes --timeout, the children are killed
+    result = bench("--workload", "W1", "--records", "20000", "--timeout", "0.001")
+    assert result.returncode == 1, result.stderr
+    [line] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert KEYS <= set(line) and "timeout" in line["error"].lower()
+    assert line["seconds"] is None and line["records_per_s"] is None
+    assert not leftovers(result.stderr)
 
 
 @pytest.mark.parametrize("args", [

@@ -297,3 +297,30 @@ def test_untrimmed_sealed_segment_is_accepted(tmp_path, rng):
     assert log.recovery_report == [] and log.segment_count == 3
     assert (log.leo, log.size_bytes, bytes(log.read(0, 1 << 20))) == before
     log.close()
+
+
+def test_failed_side_file_write_leaves_the_segment_untouched(tmp_path, rng, monkeypatch):
+    """The cut bytes are zeroed only after they are safely in the side file."""
+    import rillet.broker.storage.recovery as recovery
+
+    d = tmp_path / "p0"
+    log = PartitionLog.open(d, segment_size=SEG, logger=LOGGER)
+    log.append(sized_batch(200, rng), leader_epoch=0)
+    log.close()
+    segment = d / "00000000000000000000.log"
+    with open(segment, "ab") as f:
+        f.write(b"torn bytes")
+    damaged = segment.read_bytes()
+
+    def no_space(path, data):
+        raise StorageError(f"cannot write {path}: No space left on device (ENOSPC)")
+
+    monkeypatch.setattr(recovery, "write_atomic", no_space)
+    with pytest.raises(StorageError, match="ENOSPC"):
+        PartitionLog.open(d, segment_size=SEG, logger=LOGGER)
+    assert segment.read_bytes()[:len(damaged)] == damaged
+    assert not list(d.glob("*.cut-*"))
+    monkeypatch.undo()
+    log = PartitionLog.open(d, segment_size=SEG, logger=LOGGER)
+    assert log.leo == 1 and log.recovery_report[0].bytes_cut == len(b"torn bytes")
+    log.close()
