@@ -247,7 +247,8 @@ class EpochEndOffset(_Msg, tag=72):
 
 class EpochEndOffsetResponse(_Msg, tag=73):
     cid: int
-    end_offset: int
+    epoch: int           # the largest epoch <= the one asked that the leader knows (-1: none)
+    end_offset: int      # where that epoch ends in the leader's log
 
 
 # --- SPU <-> SC (control plane) -------------------------------------------------------------
@@ -297,6 +298,58 @@ class Shutdown(_Msg, tag=63):
     cid: int
 
 
+# --- client <-> SC (consumer offsets) ----------------------------------------------------------
+
+class TopicPartitionOffset(msgspec.Struct, frozen=True, array_like=True):
+    topic: str
+    partition: int
+    offset: int          # the last offset the consumer has seen (it resumes at offset + 1)
+
+
+class ConsumerOffsetInfo(msgspec.Struct, frozen=True):
+    consumer: str
+    topic: str
+    partition: int
+    offset: int          # the last offset the consumer has seen
+    modified_ms: int     # when it was stored, ms since the epoch (SC clock)
+
+
+class CommitConsumerOffsets(_Msg, tag=80):
+    """Store offsets of a named consumer; Ok once they are fsynced by the SC."""
+    cid: int
+    consumer: str
+    offsets: list[TopicPartitionOffset]
+
+
+class FetchConsumerOffsets(_Msg, tag=81):
+    """A consumer's stored offsets on one topic; answered with ConsumerOffsetList."""
+    cid: int
+    consumer: str
+    topic: str
+
+
+class ListConsumerOffsets(_Msg, tag=82):
+    cid: int
+
+
+class ConsumerOffsetList(_Msg, tag=83):
+    cid: int
+    offsets: list[ConsumerOffsetInfo]
+
+
+class DeleteConsumerOffsets(_Msg, tag=84):
+    """Delete a consumer's offsets (all, one topic's, or one partition's); none -> ConsumerOffsetNotFound."""
+    cid: int
+    consumer: str
+    topic: str | None = None
+    partition: int | None = None
+
+
+class ConsumerOffsetsDeleted(_Msg, tag=85):
+    cid: int
+    deleted: list[ConsumerOffsetInfo]
+
+
 Message = Union[
     Hello, HelloOk, ErrorResponse, Ok,
     ProduceRequest, ProduceResponse, FetchRequest, FetchResponse, OffsetsRequest, OffsetsResponse,
@@ -304,6 +357,8 @@ Message = Union[
     ClusterStatusRequest, ClusterStatus, ShutdownCluster, StartSpu,
     RegisterSpu, UpdateReplicas, StatusReport, Shutdown,
     FollowerFetch, FollowerFetchResponse, EpochEndOffset, EpochEndOffsetResponse,
+    CommitConsumerOffsets, FetchConsumerOffsets, ListConsumerOffsets, ConsumerOffsetList,
+    DeleteConsumerOffsets, ConsumerOffsetsDeleted,
 ]
 
 

@@ -62,10 +62,13 @@ async def _truncate_by_epoch(conn: AsyncConnection, replica: Replica, spec: m.Re
     if last_epoch < 0 or replica.leo == 0:
         return
     reply = await conn.call(lambda cid: m.EpochEndOffset(cid, spec.topic, spec.partition, spec.leader_epoch, last_epoch))
-    end = reply.end_offset
-    if end < 0:
+    if reply.epoch < 0:
         # The leader knows no epoch as old as ours (Kafka's UNDEFINED_OFFSET): keep only
         # what we know was committed.
         end = replica.hw
-    if end < replica.leo:
+    else:
+        # KIP-279: the leader answered for the largest epoch it has up to ours; our own
+        # log may end that epoch earlier, and the point must be a boundary in our log.
+        end = min(reply.end_offset, replica.log.epoch_end_offset(reply.epoch))
+    if 0 <= end < replica.leo:
         replica.truncate_to(end)

@@ -215,7 +215,10 @@ class SpuService:
         replica = self.leader(req.topic, req.partition)
         if req.leader_epoch != replica.spec.leader_epoch:
             raise StaleLeaderEpoch(f"{replica.name}: asked at epoch {req.leader_epoch}, leader is at {replica.spec.leader_epoch}")
-        return m.EpochEndOffsetResponse(req.cid, replica.log.epoch_end_offset(req.epoch))
+        known = [e for e, _start in replica.log.epochs if e <= req.epoch]
+        if not known:
+            return m.EpochEndOffsetResponse(req.cid, -1, -1)
+        return m.EpochEndOffsetResponse(req.cid, known[-1], replica.log.epoch_end_offset(known[-1]))
 
     def follower_disconnected(self, follower: int, keys) -> None:
         for key in keys:
