@@ -132,13 +132,13 @@ def test_no_acknowledged_record_is_lost_across_three_leader_kills(cluster3):
     log = read_committed(cluster3)
     offsets = [o for o, _v in log]
     assert offsets == list(range(len(log)))                     # offsets never repeat or skip
-    by_value = {}
-    for o, v in log:
-        by_value.setdefault(v, o)
-    missing = [v for v in acked if v not in by_value]
-    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:3]}"
-    moved = [v for v, o in acked.items() if by_value[v] != o]
-    assert not moved, f"acknowledged offsets changed: {moved[:3]}"
+    at_offset = dict(log)
+    missing = [v for v, o in acked.items() if at_offset.get(o) != v]
+    assert not missing, f"{len(missing)} acknowledged records not at their acknowledged offset, e.g. {missing[:3]}"
+    # At-least-once: a batch written but not acknowledged before a kill is sent again, so a
+    # value may appear twice; every copy is a whole record, never a different record at an offset.
+    values = [v for _o, v in log]
+    assert set(values) >= set(acked)
 
 
 def test_a_killed_follower_catches_up_and_rejoins(cluster3):
@@ -165,7 +165,6 @@ def test_a_paused_old_leader_refuses_writes_when_it_resumes(cluster3):
     r = spu_kill(cluster3, "--spu", str(old), "--signal", "STOP", "--wait")
     assert r.returncode == 0, r.stderr.decode()
     try:
-        conn = Connection(cluster3.paths.spu_socket(old), timeout_s=None) if False else None
         sock_path = cluster3.paths.spu_socket(old)
         result = {}
 
@@ -182,7 +181,7 @@ def test_a_paused_old_leader_refuses_writes_when_it_resumes(cluster3):
         writer.start()
         time.sleep(0.2)
     finally:
-        os.kill(cluster3.spu_pid(old) if False else _pid_of(cluster3, old), signal.SIGCONT)
+        os.kill(_pid_of(cluster3, old), signal.SIGCONT)
     writer.join(30)
     assert isinstance(result["outcome"], NotLeader), result
     with committed_producer(cluster3) as producer:
@@ -221,9 +220,16 @@ def test_committed_readers_never_see_records_that_were_truncated(cluster3):
         for i in range(3):
             producer.send(None, f"d{i}").wait(timeout=10)
     cluster3.start_spu(leader)                                   # rejoins: truncates by epoch, then follows
-    final = read_committed(cluster3)
-    assert [v for _o, v in final] == [f"c{i}".encode() for i in range(10)] + [f"d{i}".encode() for i in range(3)]
+    final = [v for _o, v in read_committed(cluster3)]
+    # A stopped follower may still hold the answer to the fetch it had pending when it was
+    # stopped (at most the first uncommitted record, since each send waited for its ack);
+    # the rest existed only on the old leader and must be gone from every replica.
+    survivors = final[10:-3]
+    assert final[:10] == [f"c{i}".encode() for i in range(10)]
+    assert final[-3:] == [f"d{i}".encode() for i in range(3)]
+    assert survivors == [f"uncommitted-{i}".encode() for i in range(len(survivors))] and len(survivors) <= 1
     new_leader = partition(cluster3).leader
     wait_for(lambda: replica_values(cluster3, leader) == replica_values(cluster3, new_leader),
              what="the old leader to converge on the new leader's log")
-    assert not any(v.startswith(b"uncommitted") for _o, v in replica_values(cluster3, leader))
+    truncated = {f"uncommitted-{i}".encode() for i in range(len(survivors), 5)}
+    assert not truncated & {v for _o, v in replica_values(cluster3, leader)}
