@@ -81,6 +81,7 @@ class Controller:
         self.procs: dict[int, subprocess.Popen] = {}
         self.table: SharedTable | None = None
         self.stop = asyncio.Event()
+        self.stopping = False            # SPUs leave because we asked: no elections, no ISR changes
         self._changed = asyncio.Event()
         self._last_rows = None
         self._cids = iter(range(1, 1 << 62))
@@ -94,7 +95,7 @@ class Controller:
             m.ShutdownCluster: self.shutdown_cluster,
             m.StartSpu: self.start_spu,
         }
-        self.offsets = ConsumerOffsetStore(paths.sc_dir / "consumer-offsets.log")
+        self.offsets = ConsumerOffsetStore(paths.sc_dir / "consumer-offsets.log", topic_partitions=lambda t: len(self.state.topics[t].partitions) if t in self.state.topics else None)
         self.admin_routes.update(self.offsets.routes())
 
     # --- lifecycle ---
@@ -193,6 +194,8 @@ class Controller:
         while not self.stop.is_set():
             now = time.monotonic()
             for spu_id, obs in self.observed.items():
+                if self.stopping:
+                    break
                 if obs.online and spu_id in self.sessions and now - obs.last_seen > SPU_TIMEOUT_S:
                     self.log.warning("SPU %d silent for %.1f s; treating it as dead", spu_id, now - obs.last_seen)
                     obs.online = False
@@ -218,7 +221,7 @@ class Controller:
 
     def on_status(self, spu_id: int, msg: m.StatusReport) -> None:
         obs = self.observed[spu_id]
-        if not obs.online:
+        if not obs.online or self.stopping:
             return
         obs.replicas = {(r.topic, r.partition): r for r in msg.replicas}
         changed = False
@@ -243,8 +246,11 @@ class Controller:
         obs.online = False
         obs.replicas = {}
         alive = obs.pid and psutil.pid_exists(obs.pid) and _not_zombie(obs.pid)
-        self.log.warning("SPU %d control link closed (process %s)", spu_id, "still alive" if alive else "gone")
-        self.run_elections()
+        if self.stopping:
+            self.log.info("SPU %d stopped", spu_id)
+        else:
+            self.log.warning("SPU %d control link closed (process %s)", spu_id, "still alive" if alive else "gone")
+            self.run_elections()
         self.publish()
 
     def push_assignments(self, spu_ids) -> None:
@@ -350,6 +356,7 @@ class Controller:
 
     # --- shutdown ---
     async def stop_spus(self) -> None:
+        self.stopping = True
         for conn in list(self.sessions.values()):
             conn.send(m.Shutdown(next(self._cids)))
         deadline = time.monotonic() + SPU_STOP_TIMEOUT_S
