@@ -53,10 +53,18 @@ def peer_uid(sock: socket.socket) -> int:
     return uid
 
 
+# Bounds on what one peer can hold (DESIGN, security and hygiene). The frame deadline
+# closes a connection that sent part of a frame and then went quiet (slowloris); it can
+# be shortened with RILLET_FRAME_DEADLINE_S, which the tests use.
+MAX_CONNECTIONS = 1024
+FRAME_DEADLINE_S = float(os.environ.get("RILLET_FRAME_DEADLINE_S", "30"))
+
+
 class FramedProtocol(asyncio.Protocol):
     """One server-side connection. Subclasses implement :meth:`dispatch`."""
 
     server_name = "server"
+    open_connections = 0      # per process: SC and SPU each run one listener
 
     def __init__(self, log: logging.Logger, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.log = log
@@ -66,11 +74,21 @@ class FramedProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._greeted = False
         self._tasks: set[asyncio.Task] = set()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._counted = False
         self.closed = asyncio.get_event_loop().create_future()
 
     # --- asyncio callbacks ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if FramedProtocol.open_connections >= MAX_CONNECTIONS:
+            self.log.warning("refused a connection: %d open, max_connections=%d", FramedProtocol.open_connections, MAX_CONNECTIONS)
+            self.send(m.ErrorResponse(0, InternalError.code,
+                                      f"too many connections: max_connections={MAX_CONNECTIONS}"))
+            transport.close()
+            return
+        FramedProtocol.open_connections += 1
+        self._counted = True
         sock = transport.get_extra_info("socket")
         try:
             if sock is not None and peer_uid(sock) != os.getuid():
@@ -79,7 +97,28 @@ class FramedProtocol(asyncio.Protocol):
         except OSError:
             pass
 
+    def _frame_overdue(self) -> None:
+        self.log.warning("closing a connection that left a frame half sent for %.0f s", FRAME_DEADLINE_S)
+        self.send(m.ErrorResponse(0, ProtocolError.code, f"frame not completed within {FRAME_DEADLINE_S} s"))
+        self.close()
+
+    def _arm_deadline(self) -> None:
+        """Start the frame deadline while a partial frame is buffered; stop it when none is."""
+        partial = self._decoder.buffered_bytes > 0
+        if partial and self._deadline is None:
+            self._deadline = asyncio.get_event_loop().call_later(FRAME_DEADLINE_S, self._frame_overdue)
+        elif not partial and self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
     def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        finally:
+            if self.transport is not None:
+                self._arm_deadline()
+
+    def _receive(self, data: bytes) -> None:
         try:
             self._decoder.receive_data(data)
             while True:
@@ -103,6 +142,12 @@ class FramedProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._counted:
+            FramedProtocol.open_connections -= 1
+            self._counted = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         for task in list(self._tasks):
             task.cancel()
         if not self.closed.done():

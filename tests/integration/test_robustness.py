@@ -87,3 +87,34 @@ def test_unknown_request_type_for_spu_is_refused(cluster):
     conn = Connection(cluster.paths.spu_socket(SPU))
     with pytest.raises(ProtocolError):
         conn.call(m.ListTopics(conn.next_cid(), []))
+
+
+def test_a_half_sent_frame_is_cut_off_after_the_deadline(tmp_path, monkeypatch):
+    from rillet.testing import LocalCluster
+    monkeypatch.setenv("RILLET_FRAME_DEADLINE_S", "0.5")
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(str(cluster.paths.spu_socket(SPU)))
+        s.sendall(HELLO + struct.pack("<I", 1000) + b"only part")   # announces 1000 bytes, sends 9
+        got = b""
+        while chunk := s.recv(65536):                               # the SPU closes: recv returns b""
+            got += chunk
+        s.close()
+        messages = decode_frames(got)
+        assert isinstance(messages[-1], m.ErrorResponse) and "not completed" in messages[-1].message
+
+
+def test_many_connections_leave_the_spu_serving(cluster):
+    cluster.create_topic("crowd")
+    socks = []
+    try:
+        for _ in range(300):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(cluster.paths.spu_socket(SPU)))
+            socks.append(s)
+        with cluster.fluvio().topic_producer("crowd") as producer:
+            assert producer.send(None, b"busy but fine").wait(timeout=10) is not None
+    finally:
+        for s in socks:
+            s.close()
