@@ -82,12 +82,20 @@ def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float
     with open(paths.sc_log_file, "ab") as logf:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
+    try:
+        return _wait_ready(paths, proc, timeout_s)
+    except BaseException:
+        # Not ready, or Ctrl-C: a cluster half started is stopped, never left behind.
+        stop_cluster(paths)
+        raise
+
+
+def _wait_ready(paths: ClusterPaths, proc: subprocess.Popen, timeout_s: float) -> m.ClusterStatus:
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
-            clean_leftovers(paths)
             raise RilletError(f"the SC exited with code {code} while starting; see {paths.sc_log_file}: {_last_line(paths.sc_log_file)}")
         try:
             status = cluster_status(paths)
@@ -96,7 +104,6 @@ def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float
         except RilletError as exc:
             last_error = exc
         time.sleep(0.05)
-    stop_cluster(paths)
     raise RilletError(f"cluster {paths.cluster!r} did not become ready within {timeout_s} s ({last_error}); see {paths.log_dir}")
 
 

@@ -116,3 +116,25 @@ def test_delete_topic(cluster):
     ok(run_cli(cluster, "topic", "delete", "cli-gone"))
     assert "cli-gone" not in ok(run_cli(cluster, "topic", "list"))
     assert not cluster.paths.replica_dir(5001, "cli-gone", 0).exists()
+
+
+def test_ctrl_c_during_cluster_start_leaves_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from rillet.broker import launcher
+    from rillet.ipc.names import ClusterPaths
+    env = {**os.environ, "RILLET_HOME": str(tmp_path), "RILLET_CLUSTER": "interrupted"}
+    proc = subprocess.Popen([sys.executable, "-m", "rillet.tools.cli", "cluster", "start", "--spus", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    paths = ClusterPaths.for_cluster("interrupted", tmp_path)
+    deadline = time.monotonic() + 20
+    while not launcher.cluster_processes(paths) and time.monotonic() < deadline:
+        time.sleep(0.01)                                  # wait until the SC is up, then interrupt
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+    assert launcher.cluster_processes(paths) == []
+    assert not os.path.exists("/dev/shm" + paths.shm_name)
+    assert not paths.runtime_dir.exists()
