@@ -12,6 +12,8 @@ import sys
 import psutil
 import pytest
 
+from rillet.tools import bench as bench_tool
+
 KEYS = {"peer", "workload", "mode", "records", "size", "seconds", "records_per_s", "mb_per_s", "p50_us", "p99_us",
         "p999_us", "durable", "compression", "batch_size", "linger_ms"}
 
@@ -71,6 +73,9 @@ def test_a_failed_workload_prints_its_error_and_exits_1():
     ["--workload", "W3", "--size", "8"],
     ["--timeout", "-1"],
     ["--no-such-flag"],
+    ["--workload", "FAILOVER", "--kills", "0"],
+    ["--workload", "FAILOVER", "--kill-interval", "soon"],
+    ["--workload", "FAILOVER", "--kill-interval", "0"],
 ])
 def test_invalid_flags_exit_2_with_one_line(args):
     result = bench(*args, timeout=30)
@@ -78,3 +83,55 @@ def test_invalid_flags_exit_2_with_one_line(args):
     err = result.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert result.stdout == ""
+
+
+FAILOVER_KEYS = {"peer", "workload", "kills", "records_acked", "lost", "duplicates", "time_to_new_leader_ms",
+                 "time_to_first_ack_ms", "per_kill"}
+
+
+def test_failover_kills_the_leader_and_loses_no_acknowledged_record():
+    result = bench("--workload", "FAILOVER", "--kills", "3", "--kill-interval", "300ms", "--timeout", "60",
+                   timeout=120)
+    assert result.returncode == 0, result.stderr
+    [line] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert FAILOVER_KEYS <= set(line), FAILOVER_KEYS - set(line)
+    assert "error" not in line, line["error"]
+    assert (line["peer"], line["workload"], line["kills"], line["lost"]) == ("rillet", "FAILOVER", 3, 0)
+    assert line["records_acked"] > 0 and line["duplicates"] >= 0 and line["send_failures"] == 0
+    for figure in ("time_to_new_leader_ms", "time_to_first_ack_ms"):
+        stats = line[figure]
+        assert set(stats) >= {"p50", "p99", "max"} and 0 < stats["p50"] <= stats["p99"] <= stats["max"], stats
+    assert line["time_to_new_leader_ms"]["max"] < 5000
+    epochs = [(k["epoch"], k["new_epoch"]) for k in line["per_kill"]]
+    assert all(new > old for old, new in epochs) and all(k["spu"] != k["new_leader"] for k in line["per_kill"])
+    assert not leftovers(result.stderr)
+
+
+def test_failover_figures_find_lost_records_and_the_new_leaders_first_ack():
+    # Offsets 0-3 written at epoch 1, 4-6 at epoch 2 (offset 4 holds seq 3 again: a retried
+    # duplicate). The kill of the epoch-1 leader happens at t=100; the ack at t=101 (offset 3)
+    # was the old leader's, still in the socket; the new leader's first is at t=150 (t in ms).
+    seq, MS = bench_tool.SEQ.pack, 1_000_000
+    log = [(0, seq(0)), (1, seq(1)), (2, seq(2)), (3, seq(3)), (4, seq(3)), (5, seq(4)), (6, seq(5))]
+    acked = {"seq": [0, 1, 2, 3, 4, 5], "offset": [0, 1, 2, 3, 5, 6],
+             "t_ns": [t * MS for t in (10, 20, 30, 101, 150, 160)]}
+    prod = {**{k: bench_tool.array("q", v).tobytes() for k, v in acked.items()}, "sent": 6, "failed": 0,
+            "first_failure": None}
+    kill = {"spu": 5001, "epoch": 1, "in_sync": 3, "t_kill_ns": 100 * MS, "t_leader_ns": 120 * MS, "new_leader": 5002,
+            "new_epoch": 2, "restart_ms": 1.0}
+    epochs = ([0, 4], [1, 2])
+    fig = bench_tool._failover_figures([kill], prod, log, epochs)
+    assert (fig["lost"], fig["duplicates"], fig["offset_gaps"], fig["records_acked"]) == (0, 1, 0, 6)
+    [k] = fig["per_kill"]
+    assert (k["old_leader_acks"], k["first_ack_ms"], k["new_leader_ms"]) == (1, 50.0, 20.0)
+    # A record acknowledged at an offset that now holds something else is lost.
+    fig = bench_tool._failover_figures([kill], prod, log[:5] + [(5, seq(9)), (6, seq(5))], epochs)
+    assert fig["lost"] == 1
+
+
+def test_failover_is_not_in_the_default_set():
+    runs, keep = bench_tool.parse_args([])
+    assert [r.workload for r in runs] == ["W1", "W2", "W3"] and not keep
+    [run] = bench_tool.parse_runs(bench_tool.build_parser().parse_args(["--workload", "failover", "--records", "5"]))
+    assert (run.mode, run.spus, run.kills, run.kill_interval_s, run.partitions, run.linger_ms) == \
+        ("failover", 3, 20, 1.0, 1, 0)
