@@ -93,7 +93,7 @@ def recover_active(segment: Segment, file_size: int,
     limit = min(file_size, segment.capacity)
     with memoryview(segment.buffer) as whole, whole[:limit] as view:
         end = scan(view, base, on_batch)
-        tail_end = nonzero_end(view, end.position, limit)
+        tail_end = nonzero_end(view, end.position, limit, segment.fd)
     segment.used, segment.next_offset = end.position, end.next_offset
     if tail_end == end.position:
         return None, epochs

@@ -27,6 +27,7 @@ fails, never a shorter valid batch.
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
@@ -90,16 +91,44 @@ def walk_spans(buf, start: int, limit: int, expected: int) -> Iterator[tuple[int
         pos += size
 
 
-def nonzero_end(buf, start: int, end: int) -> int:
-    """One past the last non-zero byte of ``buf[start:end]``, or ``start`` if all are zero."""
-    hi = end
-    while hi > start:
-        lo = max(start, hi - len(_ZERO_CHUNK))
-        kept = bytes(buf[lo:hi]).rstrip(b"\0")
-        if kept:
-            return lo + len(kept)
-        hi = lo
+def nonzero_end(buf, start: int, end: int, fd: int | None = None) -> int:
+    """One past the last non-zero byte of ``buf[start:end]``, or ``start`` if all are zero.
+
+    With the file's ``fd``, only the ranges the kernel reports as data are read: space
+    that posix_fallocate reserved and nothing wrote is a hole to SEEK_DATA, so a crashed
+    64 MiB segment holding a few KiB costs a few KiB to check, not a read of 64 MiB.
+    """
+    for lo, hi in reversed(_data_ranges(fd, start, end)):
+        while hi > lo:
+            chunk_lo = max(lo, hi - len(_ZERO_CHUNK))
+            kept = bytes(buf[chunk_lo:hi]).rstrip(b"\0")
+            if kept:
+                return chunk_lo + len(kept)
+            hi = chunk_lo
     return start
+
+
+def _data_ranges(fd: int | None, start: int, end: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of ``[start, end)`` that may hold data (all of it if unknown)."""
+    if fd is None or start >= end:
+        return [(start, end)]
+    ranges, pos = [], start
+    try:
+        while pos < end:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:       # no data after pos
+                    break
+                raise
+            if data >= end:
+                break
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+            ranges.append((data, min(hole, end)))
+            pos = hole
+    except OSError:
+        return [(start, end)]                      # SEEK_DATA unsupported here: read it all
+    return ranges
 
 
 class Segment:
@@ -213,7 +242,7 @@ class Segment:
                                                   interval_bytes=index.interval_bytes)
 
     def _check_sealed_tail(self, size: int) -> None:
-        tail_end = nonzero_end(self._map, self.used, size) if self._map is not None else self.used
+        tail_end = nonzero_end(self._map, self.used, size, self._fd) if self._map is not None else self.used
         if tail_end > self.used:
             raise StorageError(
                 f"sealed segment {self.log_path} is damaged: {tail_end - self.used} bytes at position "
@@ -241,6 +270,10 @@ class Segment:
     def buffer(self) -> mmap.mmap | None:
         """The map itself, for recovery and walks (no export is created)."""
         return self._map
+
+    @property
+    def fd(self) -> int | None:
+        return self._fd
 
     def spans(self, start: int = 0) -> Iterator[tuple[int, int, int, int, int]]:
         """``walk_spans`` over this segment's batches."""
