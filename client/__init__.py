@@ -6,14 +6,19 @@ records have key None; errors are typed).
 """
 
 from rillet.ipc.errors import (
-    BrokenConnection, Closed, ClusterNotRunning, InvalidArgument, NotLeader, OffsetOutOfRange,
-    PartitionNotFound, PartitionOffline, RilletError, Timeout, TopicAlreadyExists, TopicNotFound,
+    BrokenConnection, Closed, ClusterNotRunning, ConsumerOffsetNotFound, InvalidArgument, InvalidName, NotLeader,
+    OffsetOutOfRange, PartitionNotFound, PartitionOffline, RilletError, Timeout, TopicAlreadyExists, TopicNotFound,
 )
 
 from ._admin import FluvioAdmin, MetadataPartitionSpec, MetadataTopicSpec, TopicSpec
-from ._consumer import ConsumerConfig, PartitionConsumer
+from ._consumer import (
+    ConsumerConfig, MultiPartitionStream, MultiplePartitionConsumer, PartitionConsumer, PartitionSelectionStrategy,
+    PartitionStream,
+)
+from ._consumer_iterator import ConsumerIterator
 from ._enums import Compression, CompressionType, DeliverySemantic, Isolation, OffsetManagementStrategy
 from ._fluvio import Fluvio
+from ._offsets import ConsumerConfigExt, ConsumerConfigExtBuilder, ConsumerOffset
 from ._producer import ProduceOutput, RecordMetadata, TopicProducer, TopicProducerConfig, TopicProducerConfigBuilder
 from ._record import Offset, Record
 from ._retry import RetryPolicy, RetryStrategy
@@ -26,8 +31,10 @@ __all__ = [
     "Fluvio", "FluvioAdmin", "TopicSpec", "CompressionType", "Compression", "Isolation", "DeliverySemantic",
     "OffsetManagementStrategy", "Offset", "Record", "RecordMetadata", "ProduceOutput", "TopicProducer",
     "TopicProducerConfig", "TopicProducerConfigBuilder", "ConsumerConfig", "PartitionConsumer",
+    "MultiplePartitionConsumer", "PartitionSelectionStrategy", "ConsumerConfigExt", "ConsumerConfigExtBuilder",
+    "ConsumerIterator", "ConsumerOffset", "PartitionStream", "MultiPartitionStream",
     "MetadataTopicSpec", "MetadataPartitionSpec", "RetryPolicy", "RetryStrategy",
     "FluvioError", "FluviorError", "RilletError", "ClusterNotRunning", "TopicNotFound", "TopicAlreadyExists",
     "PartitionNotFound", "PartitionOffline", "NotLeader", "OffsetOutOfRange", "InvalidArgument", "Timeout",
-    "Closed", "BrokenConnection",
+    "Closed", "BrokenConnection", "ConsumerOffsetNotFound", "InvalidName",
 ]

@@ -1,58 +1,83 @@
-"""Consumers: a stream of records from one partition, fetched with long polls.
+"""Consumers: streams of records from partitions, fetched with long polls.
 
-A stream keeps one fetch request in flight while the caller works through the
-previous answer: the next offset is known from the batch headers, so the request
+A partition stream keeps one fetch request in flight while the caller works through
+the previous answer: the next offset is known from the batch headers, so the request
 goes out before the records are decoded. Records before the requested offset (a
 batch may start earlier) are skipped; a partial trailing batch never arrives (the
 SPU sends whole batches). On a leader change or a broken connection the stream
 re-reads the metadata table and resumes at the next offset it has not delivered.
+
+Waiting costs nothing and wakes at once: the SPU holds a fetch until a record is
+there (long poll), and a reader of several partitions waits on all their sockets
+with one ``poll()`` call. No client sleeps to wait for data.
+
+Start positions (``Offset``) resolve when a stream opens, by :func:`start_position`:
+relative forms clamp to the log's available range (records removed by retention are
+skipped); ``absolute(n)`` outside the log is OffsetOutOfRange naming the valid range.
 """
 
 from __future__ import annotations
 
+import asyncio
+import select
+import threading
 import time
 from collections import deque
+from typing import Iterable
 
 from rillet.ipc import messages as m
-from rillet.ipc.connection import Connection
+from rillet.ipc.connection import Connection, raise_for_error
 from rillet.ipc.errors import Closed, InvalidArgument, OffsetOutOfRange, RilletError, Timeout
+from rillet.ipc.names import validate_name
 from rillet.ipc.records import iter_batches, iter_records
 
 from ._enums import Isolation
 from ._metadata import MetadataView
+from ._offsets import DEFAULT_MAX_BYTES, start_position
 from ._record import Offset, Record
 
-DEFAULT_MAX_BYTES = 1024 * 1024      # Fluvio's default fetch size
 LONG_POLL_MS = 1000                  # one fetch waits at most this long for new records
+REPLY_GRACE_S = 10.0                 # a fetch unanswered this long past its long poll: the SPU is stuck
 FAILOVER_WINDOW_S = 30.0             # how long a stream keeps looking for a new leader
+WAIT_SLICE_S = 1.0                   # a multi-partition wait re-checks for stuck fetches this often
+ASYNC_SLICE_S = 0.25                 # async waits run in worker threads in slices this long, so
+                                     # cancellation and loop shutdown never wait on an idle stream
 
 
 class ConsumerConfig:
-    """Options of ``stream_with_config`` (Fluvio's setters return None: call one per line)."""
+    """Options of ``stream_with_config`` (Fluvio's setters return None; these return
+    the config, so chaining works too)."""
 
     def __init__(self) -> None:
         self._disable_continuous = False
         self._max_bytes = DEFAULT_MAX_BYTES
         self._isolation = Isolation.ReadUncommitted
 
-    def disable_continuous(self, val: bool = True) -> None:
+    def disable_continuous(self, val: bool = True) -> "ConsumerConfig":
         self._disable_continuous = bool(val)
+        return self
 
-    def max_bytes(self, max_bytes: int) -> None:
+    def max_bytes(self, max_bytes: int) -> "ConsumerConfig":
         if max_bytes <= 0:
             raise InvalidArgument(f"max_bytes must be positive, got {max_bytes}")
         self._max_bytes = int(max_bytes)
+        return self
 
-    def isolation(self, isolation: Isolation | str) -> None:
+    def isolation(self, isolation: Isolation | str) -> "ConsumerConfig":
         self._isolation = Isolation.parse(isolation)
+        return self
 
 
 class PartitionStream:
-    """Iterator of :class:`Record` from one partition."""
+    """Iterator of :class:`Record` from one partition.
+
+    ``stored_offset`` is a named consumer's last seen offset: relative start offsets
+    then count from the record after it. ``end_offset`` (inclusive) ends the stream.
+    """
 
     def __init__(self, meta: MetadataView, topic: str, partition: int, start: Offset, *,
                  max_bytes: int = DEFAULT_MAX_BYTES, isolation: Isolation = Isolation.ReadUncommitted,
-                 continuous: bool = True, end_offset: int | None = None) -> None:
+                 continuous: bool = True, end_offset: int | None = None, stored_offset: int | None = None) -> None:
         if not isinstance(start, Offset):
             raise InvalidArgument(f"stream needs an Offset, got {type(start).__name__}")
         self.meta = meta
@@ -63,16 +88,19 @@ class PartitionStream:
         self.continuous = continuous
         self._conn: Connection | None = None
         self._pending: int | None = None       # cid of the fetch in flight
+        self._sent_at = 0.0
         self._buffer: deque[Record] = deque()
         self._closed = False
         log_start, hw, leo = self._open()
         visible_end = hw if isolation == Isolation.ReadCommitted else leo
-        self.next_offset = start.resolve(log_start, hw)
-        if not log_start <= self.next_offset <= leo:
+        try:
+            self.next_offset = start_position(start, log_start, hw, visible_end, stored_offset, where=f"{topic}/{partition}")
+            if self.next_offset > leo:
+                raise OffsetOutOfRange(
+                    f"offset {self.next_offset} is outside {topic}/{partition}: valid offsets are {log_start} to {leo}")
+        except OffsetOutOfRange:
             self.close()
-            raise OffsetOutOfRange(
-                f"offset {self.next_offset} is outside {topic}/{partition}: valid offsets are {log_start} to {leo}"
-            )
+            raise
         # disable_continuous: stop at what exists when the stream opens.
         self.stop_at = None if continuous else visible_end
         if end_offset is not None:
@@ -84,13 +112,25 @@ class PartitionStream:
 
     def __next__(self) -> Record:
         while not self._buffer:
-            if self._closed:
+            if self._at_end():
                 raise StopIteration
-            if self.stop_at is not None and self.next_offset >= self.stop_at:
-                self.close()
-                raise StopIteration
-            self._fetch_more()
+            self._step(block=True)
         return self._buffer.popleft()
+
+    def next_batch(self) -> list[Record]:
+        """The records of one fetch (waiting for one if none is buffered); [] at the end."""
+        while not self._buffer:
+            if self._at_end():
+                return []
+            self._step(block=True)
+        batch = list(self._buffer)
+        self._buffer.clear()
+        return batch
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will come: closed, or past the end offset with nothing buffered."""
+        return not self._buffer and (self._closed or (self.stop_at is not None and self.next_offset >= self.stop_at))
 
     def close(self) -> None:
         self._closed = True
@@ -104,15 +144,52 @@ class PartitionStream:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # --- internals ---
+    # --- stepping (used by the merged stream too) ---
+    def _at_end(self) -> bool:
+        if self.finished:
+            self.close()
+            return True
+        return False
+
+    def fileno(self) -> int:
+        """The socket a waiter should watch, or -1 when not connected."""
+        conn = self._conn
+        return conn.fileno() if conn is not None and not conn.closed else -1
+
+    def _step(self, block: bool) -> bool:
+        """Send a fetch if none is in flight, then take its answer: waiting for it when
+        ``block``, else only if it has already arrived. True when an answer was absorbed."""
+        reply = self._with_failover(lambda conn: self._receive(conn, block))
+        if reply is None:
+            return False
+        self._absorb(reply)
+        return True
+
+    def _receive(self, conn: Connection, block: bool):
+        if self._pending is None:
+            self._pending = self._request(conn)
+        while True:
+            if block:
+                reply = conn.recv(timeout_s=LONG_POLL_MS / 1000 + REPLY_GRACE_S)
+            else:
+                reply = conn.poll()
+                if reply is None:
+                    if time.monotonic() - self._sent_at > LONG_POLL_MS / 1000 + REPLY_GRACE_S:
+                        raise Timeout(f"no answer to a fetch of {self.topic}/{self.partition} from {conn.path}")
+                    return None
+            if reply.cid == self._pending:
+                self._pending = None
+                return raise_for_error(reply)
+
     def _open(self) -> tuple[int, int, int]:
         reply = self._with_failover(lambda conn: conn.call(m.OffsetsRequest(conn.next_cid(), self.topic, self.partition)))
         return reply.log_start, reply.hw, reply.leo
 
     def _connection(self, refresh: bool) -> Connection:
-        if self._conn is None:
+        if self._conn is None or self._conn.closed:
             row = self.meta.leader(self.topic, self.partition, refresh=refresh)
             self._conn = Connection(self.meta.spu_socket(row.leader), client_id="rillet-consumer")
+            self._pending = None
         return self._conn
 
     def _with_failover(self, fn):
@@ -132,28 +209,17 @@ class PartitionStream:
                     self._conn = None
                 self._pending = None
                 refresh = True
-                time.sleep(0.01)
+                time.sleep(0.01)   # a leader is being elected; not a wait for data
 
     def _request(self, conn: Connection) -> int:
-        wait = LONG_POLL_MS if self.stop_at is None else 0
+        wait = LONG_POLL_MS if self.continuous else 0
         cid = conn.next_cid()
         conn.send(m.FetchRequest(cid, self.topic, self.partition, self.next_offset, self.max_bytes,
                                  int(self.isolation), wait))
+        self._sent_at = time.monotonic()
         return cid
 
-    def _fetch_more(self) -> None:
-        def round_trip(conn: Connection):
-            if self._pending is None:
-                self._pending = self._request(conn)
-            while True:
-                reply = conn.recv(timeout_s=LONG_POLL_MS / 1000 + 10)
-                if reply.cid == self._pending:
-                    self._pending = None
-                    if isinstance(reply, m.ErrorResponse):
-                        from rillet.ipc.connection import raise_for_error
-                        raise_for_error(reply)
-                    return reply
-        reply = self._with_failover(round_trip)
+    def _absorb(self, reply: m.FetchResponse) -> None:
         data = reply.batches
         start = self.next_offset
         end = start
@@ -162,7 +228,7 @@ class PartitionStream:
         if end > start:
             self.next_offset = end
             more = self.stop_at is None or end < self.stop_at
-            if more and self._conn is not None:
+            if more and self._conn is not None and not self._conn.closed:
                 try:
                     self._pending = self._request(self._conn)   # pipeline: next fetch before decoding
                 except RilletError:
@@ -172,6 +238,122 @@ class PartitionStream:
             if rec.offset < start or (limit is not None and rec.offset >= limit):
                 continue
             self._buffer.append(Record(rec.offset, self.partition, rec.key, rec.value, rec.timestamp))
+
+
+def _wait_readable(fds: list[int], timeout_s: float) -> None:
+    """Block until one of ``fds`` is readable or ``timeout_s`` passes (Ctrl-C interrupts)."""
+    poller = select.poll()
+    for fd in fds:
+        if fd >= 0:
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    poller.poll(max(0, int(timeout_s * 1000)))
+
+
+class MultiPartitionStream:
+    """Records of several partition streams as they arrive: each partition in order,
+    no order across partitions (as Fluvio's ``select_all``). Iterate it, ask for
+    ``next_batch()``, or ``async for`` over it."""
+
+    def __init__(self, streams: Iterable[PartitionStream]) -> None:
+        self._streams = list(streams)
+        self._turn = 0
+        self._ready: deque[Record] = deque()
+        self._lock = threading.Lock()      # one waiter at a time (async waits run in threads)
+        self._closed = False
+
+    def __iter__(self) -> "MultiPartitionStream":
+        return self
+
+    def __next__(self) -> Record:
+        while not self._ready:
+            batch = self._fill(None)
+            if batch is None:
+                self.close()
+                raise StopIteration
+            self._ready.extend(batch)
+        return self._ready.popleft()
+
+    def next_batch(self) -> list[Record]:
+        """The records of one fetch of one partition (waiting if needed); [] at the end."""
+        if self._ready:
+            batch = list(self._ready)
+            self._ready.clear()
+            return batch
+        while True:
+            batch = self._fill(None)
+            if batch is None:
+                self.close()
+                return []
+            if batch:
+                return batch
+
+    def __aiter__(self) -> "MultiPartitionStream":
+        return self
+
+    async def __anext__(self) -> Record:
+        while not self._ready:
+            batch = await asyncio.to_thread(self._fill, ASYNC_SLICE_S)
+            if batch is None:
+                self.close()
+                raise StopAsyncIteration
+            self._ready.extend(batch)
+        return self._ready.popleft()
+
+    @property
+    def finished(self) -> bool:
+        return not self._ready and all(s.finished for s in self._streams)
+
+    def close(self) -> None:
+        self._closed = True
+        for s in self._streams:
+            s.close()
+
+    def __enter__(self) -> "MultiPartitionStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "MultiPartitionStream":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    # --- internals ---
+    def _take(self) -> list[Record]:
+        """One stream's buffered records, taking streams in turn; [] when none has any."""
+        n = len(self._streams)
+        for i in range(n):
+            stream = self._streams[(self._turn + i) % n]
+            if stream._buffer:
+                self._turn = (self._turn + i + 1) % n
+                batch = list(stream._buffer)
+                stream._buffer.clear()
+                return batch
+        return []
+
+    def _fill(self, max_wait_s: float | None) -> list[Record] | None:
+        """A batch of records; [] if ``max_wait_s`` passed first; None when every stream ended."""
+        with self._lock:
+            deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
+            while True:
+                if self._closed:
+                    return None
+                batch = self._take()
+                if batch:
+                    return batch
+                live = [s for s in self._streams if not s._at_end()]
+                if not live:
+                    return None
+                if any([s._step(block=False) for s in live]):
+                    continue
+                timeout = WAIT_SLICE_S
+                if deadline is not None:
+                    timeout = min(timeout, deadline - time.monotonic())
+                    if timeout <= 0:
+                        return []
+                _wait_readable([s.fileno() for s in live], timeout)
 
 
 class PartitionConsumer:
@@ -190,30 +372,91 @@ class PartitionConsumer:
         return PartitionStream(self._meta, self.topic, self.partition, offset, max_bytes=config._max_bytes,
                                isolation=config._isolation, continuous=not config._disable_continuous)
 
-    async def async_stream(self, offset: Offset):
-        return _AsyncStream(self.stream(offset))
+    async def async_stream(self, offset: Offset) -> MultiPartitionStream:
+        return MultiPartitionStream([await asyncio.to_thread(self.stream, offset)])
 
-    async def async_stream_with_config(self, offset: Offset, config: ConsumerConfig):
-        return _AsyncStream(self.stream_with_config(offset, config))
-
-
-class _AsyncStream:
-    """``async for`` over a stream; each blocking fetch runs in a worker thread."""
-
-    def __init__(self, stream: PartitionStream) -> None:
-        self._stream = stream
-
-    def __aiter__(self) -> "_AsyncStream":
-        return self
-
-    async def __anext__(self) -> Record:
-        import asyncio
-        if self._stream._buffer:
-            return self._stream._buffer.popleft()
-        record = await asyncio.to_thread(next, self._stream, None)
-        if record is None:
-            raise StopAsyncIteration
-        return record
+    async def async_stream_with_config(self, offset: Offset, config: ConsumerConfig) -> MultiPartitionStream:
+        return MultiPartitionStream([await asyncio.to_thread(self.stream_with_config, offset, config)])
 
 
-__all__ = ["ConsumerConfig", "PartitionConsumer", "PartitionStream", "Timeout"]
+class PartitionSelectionStrategy:
+    """Which partitions a MultiplePartitionConsumer reads: every partition of a topic,
+    or a list of (topic, partition) pairs."""
+
+    def __init__(self, topic: str | None, selections: list[tuple[str, int]] | None) -> None:
+        self.topic = topic
+        self.selections = selections
+
+    @classmethod
+    def with_all(cls, topic: str) -> "PartitionSelectionStrategy":
+        return cls(validate_name(topic, "topic"), None)
+
+    @classmethod
+    def with_multiple(cls, topic: list[tuple[str, int]]) -> "PartitionSelectionStrategy":
+        pairs = []
+        for item in topic:
+            try:
+                name, partition = item
+            except (TypeError, ValueError):
+                raise InvalidArgument(f"expected (topic, partition) pairs, got {item!r}") from None
+            if not isinstance(partition, int) or partition < 0:
+                raise InvalidArgument(f"partition must be a non-negative integer, got {partition!r}")
+            pairs.append((validate_name(name, "topic"), partition))
+        if not pairs:
+            raise InvalidArgument("with_multiple needs at least one (topic, partition) pair")
+        return cls(None, pairs)
+
+    def resolve(self, meta: MetadataView) -> list[tuple[str, int]]:
+        """The (topic, partition) pairs, checked against the metadata table."""
+        if self.topic is not None:
+            return [(self.topic, p) for p in range(meta.partition_count(self.topic))]
+        for name, partition in self.selections:
+            meta.partition(name, partition)
+        return list(self.selections)
+
+
+class MultiplePartitionConsumer:
+    """Reads several partitions, of one topic or many, merged (Fluvio's legacy API)."""
+
+    def __init__(self, meta: MetadataView, strategy: PartitionSelectionStrategy) -> None:
+        self._meta = meta
+        self.strategy = strategy
+        self.partitions = strategy.resolve(meta)
+
+    def stream(self, offset: Offset) -> MultiPartitionStream:
+        return self._open(offset, ConsumerConfig())
+
+    def stream_with_config(self, offset: Offset, config: ConsumerConfig) -> MultiPartitionStream:
+        return self._open(offset, config)
+
+    async def async_stream(self, offset: Offset) -> MultiPartitionStream:
+        return await asyncio.to_thread(self.stream, offset)
+
+    async def async_stream_with_config(self, offset: Offset, config: ConsumerConfig) -> MultiPartitionStream:
+        return await asyncio.to_thread(self.stream_with_config, offset, config)
+
+    def _open(self, offset: Offset, config: ConsumerConfig) -> MultiPartitionStream:
+        return MultiPartitionStream(open_streams(
+            self._meta, self.partitions, offset, max_bytes=config._max_bytes, isolation=config._isolation,
+            continuous=not config._disable_continuous))
+
+
+def open_streams(meta: MetadataView, partitions: list[tuple[str, int]], start: Offset, *,
+                 stored: dict[tuple[str, int], int] | None = None, **options) -> list[PartitionStream]:
+    """One PartitionStream per (topic, partition); if one fails to open, the others are closed."""
+    streams: list[PartitionStream] = []
+    try:
+        for topic, partition in partitions:
+            stored_offset = (stored or {}).get((topic, partition))
+            streams.append(PartitionStream(meta, topic, partition, start, stored_offset=stored_offset, **options))
+    except BaseException:
+        for s in streams:
+            s.close()
+        raise
+    return streams
+
+
+__all__ = [
+    "ConsumerConfig", "PartitionConsumer", "PartitionStream", "MultiPartitionStream", "MultiplePartitionConsumer",
+    "PartitionSelectionStrategy", "open_streams", "Timeout",
+]

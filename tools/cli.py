@@ -224,8 +224,10 @@ def build_parser() -> Parser:
     plist.set_defaults(func=cmd_partition_list)
 
     from .commands import consume, produce
+    from .commands import consumer
     produce.register(sub)
     consume.register(sub)
+    consumer.register(sub)
     return p
 
 

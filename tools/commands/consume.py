@@ -1,12 +1,23 @@
-"""`rillet consume`: print records, one per line."""
+"""`rillet consume`: print records, one per line.
+
+Every form goes through ``Fluvio.consumer_with_config``: one partition (``-p``, default
+0) or all of them (``-A``); with ``-c NAME`` the position is kept under NAME with the
+AUTO strategy (flushed every 2 s as Fluvio's CLI does, and on exit, Ctrl-C included),
+so running the same command again prints only the records NAME has not seen.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import signal
 import sys
 
 from rillet.tools.args import EXIT_OK, name, non_negative, say, size
+
+from .consumer import consumer_name
+
+CLI_OFFSET_FLUSH_MS = 2000     # Fluvio's CLI flush period for -c
 
 
 def _format_record(record, args) -> str:
@@ -27,29 +38,49 @@ def _format_record(record, args) -> str:
     return value
 
 
-def cmd_consume(args) -> int:
-    from rillet import Fluvio, Isolation, Offset
-    from rillet._consumer import PartitionStream
+def _start(args):
+    from rillet import Offset
     if args.offset is not None:
-        start, where = Offset.absolute(args.offset), f"offset {args.offset}"
-    elif args.tail is not None:
-        start, where = Offset.from_end(args.tail), f"{args.tail} records before the end of log"
-    elif args.beginning:
-        start, where = Offset.beginning(), "the beginning of log"
-    else:
-        start, where = Offset.end(), "the end of log"
-    isolation = Isolation.parse(args.isolation) if args.isolation else Isolation.ReadUncommitted
+        return Offset.absolute(args.offset), f"offset {args.offset}"
+    if args.tail is not None:
+        return Offset.from_end(args.tail), f"{args.tail} records before the end of log"
+    if args.beginning:
+        return Offset.beginning(), "the beginning of log"
+    return Offset.end(), "the end of log"
+
+
+def _config(args, start):
+    from rillet import ConsumerConfigExtBuilder, Isolation, OffsetManagementStrategy
+    builder = (ConsumerConfigExtBuilder(args.topic).offset_start(start).max_bytes(args.max_bytes)
+               .disable_continuous(args.disable_continuous))
+    if args.isolation:
+        builder.isolation(Isolation.parse(args.isolation))
+    if not args.all_partitions:
+        builder.partition(0 if args.partition is None else args.partition)
+    if args.consumer:
+        builder.offset_consumer(args.consumer).offset_strategy(OffsetManagementStrategy.AUTO)
+        builder.offset_flush(CLI_OFFSET_FLUSH_MS)
+    return builder.build()
+
+
+def _raise_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)      # unwinds through `with`, so a named consumer flushes
+
+
+def cmd_consume(args) -> int:
+    from rillet import Fluvio
+    start, where = _start(args)
+    config = _config(args, start)
+    if args.consumer:
+        signal.signal(signal.SIGTERM, _raise_on_sigterm)
     with Fluvio.connect(args.cluster) as fluvio:
-        fluvio.partition_consumer(args.topic, args.partition)   # checks topic and partition
+        stream = fluvio._consumer_with_config(config, end_offset=args.end_offset)
         say(f"Consuming records from '{args.topic}' starting from {where}")
-        stream = PartitionStream(fluvio._meta, args.topic, args.partition, start, max_bytes=args.max_bytes,
-                                 isolation=isolation, continuous=not args.disable_continuous,
-                                 end_offset=args.end_offset)
         out = sys.stdout
         with stream:
             for record in stream:
                 out.write(_format_record(record, args) + "\n")
-                if not stream._buffer:
+                if not stream._ready:
                     out.flush()
         out.flush()
     return EXIT_OK
@@ -58,11 +89,15 @@ def cmd_consume(args) -> int:
 def register(sub) -> None:
     consume = sub.add_parser("consume", help="print records, one per line")
     consume.add_argument("topic", type=name)
-    consume.add_argument("-p", "--partition", type=non_negative, default=0)
+    which = consume.add_mutually_exclusive_group()
+    which.add_argument("-p", "--partition", type=non_negative, default=None, help="read partition N (default 0)")
+    which.add_argument("-A", "--all-partitions", action="store_true", help="read every partition of the topic")
     where = consume.add_mutually_exclusive_group()
     where.add_argument("-B", "--beginning", action="store_true", help="start at the beginning of the log")
     where.add_argument("-o", "--offset", type=non_negative, default=None, help="start at this absolute offset")
     where.add_argument("-T", "--tail", type=non_negative, default=None, help="start N records before the end")
+    consume.add_argument("-c", "--consumer", type=consumer_name, default=None,
+                         help="keep the position under this consumer name (resumes after the last record it saw)")
     consume.add_argument("-d", "--disable-continuous", action="store_true", help="stop at the end of the log")
     consume.add_argument("--end-offset", type=non_negative, default=None, help="stop after this offset")
     consume.add_argument("-k", "--key-value", action="store_true", help="print [key] value")
