@@ -233,3 +233,37 @@ def test_committed_readers_never_see_records_that_were_truncated(cluster3):
              what="the old leader to converge on the new leader's log")
     truncated = {f"uncommitted-{i}".encode() for i in range(len(survivors), 5)}
     assert not truncated & {v for _o, v in replica_values(cluster3, leader)}
+
+
+def test_a_continuous_consumer_rides_through_a_leader_kill(cluster3):
+    with committed_producer(cluster3) as producer:
+        for i in range(100):
+            producer.send(None, f"r{i}").wait(timeout=10)
+        config = ConsumerConfig()
+        config.isolation(Isolation.ReadCommitted)
+        stream = cluster3.fluvio().partition_consumer("t", 0).stream_with_config(Offset.beginning(), config)
+        seen = []
+        reader = threading.Thread(target=lambda: seen.extend((r.offset(), r.value()) for _, r in zip(range(300), stream)))
+        reader.start()
+        wait_for(lambda: len(seen) >= 100, what="the first 100 records")
+        assert spu_kill(cluster3, "--leader", "t/0", "--wait").returncode == 0
+        for i in range(100, 300):
+            producer.send(None, f"r{i}").wait(timeout=10)
+        reader.join(30)
+        stream.close()
+    assert [o for o, _v in seen] == list(range(300))            # no offset skipped or delivered twice
+    assert [v for _o, v in seen] == [f"r{i}".encode() for i in range(300)]
+
+
+def test_statuses_when_no_replica_is_left(tmp_path):
+    with LocalCluster(spus=2, home=tmp_path) as cluster:
+        cluster.create_topic("solo", partitions=1, replication=1)
+        leader = partition(cluster, "solo").leader
+        cluster.kill_spu(leader)
+        wait_for(lambda: partition(cluster, "solo").status == "LeaderOffline", what="LeaderOffline")
+        with cluster.admin() as admin:
+            assert {s.id: s.status for s in admin.list_spus()}[leader] == "Offline"
+        r = spu_kill(cluster, "--leader", "solo/0")
+        assert r.returncode == 1 and "no online leader" in r.stderr.decode()
+        cluster.start_spu(leader)
+        wait_for(lambda: partition(cluster, "solo").status == "Online", what="Online again")
