@@ -8,6 +8,7 @@ records have key None; errors are typed).
 from rillet.ipc.errors import (
     BrokenConnection, Closed, ClusterNotRunning, ConsumerOffsetNotFound, InvalidArgument, InvalidName, NotLeader,
     OffsetOutOfRange, PartitionNotFound, PartitionOffline, RilletError, Timeout, TopicAlreadyExists, TopicNotFound,
+    CompressionError, MessageTooLarge, RequestTimedOut,
 )
 
 from ._admin import FluvioAdmin, MetadataPartitionSpec, MetadataTopicSpec, TopicSpec
@@ -20,6 +21,7 @@ from ._enums import Compression, CompressionType, DeliverySemantic, Isolation, O
 from ._fluvio import Fluvio
 from ._offsets import ConsumerConfigExt, ConsumerConfigExtBuilder, ConsumerOffset
 from ._producer import ProduceOutput, RecordMetadata, TopicProducer, TopicProducerConfig, TopicProducerConfigBuilder
+from ._producer import ProducerStatistics
 from ._record import Offset, Record
 from ._retry import RetryPolicy, RetryStrategy
 
@@ -37,4 +39,5 @@ __all__ = [
     "FluvioError", "FluviorError", "RilletError", "ClusterNotRunning", "TopicNotFound", "TopicAlreadyExists",
     "PartitionNotFound", "PartitionOffline", "NotLeader", "OffsetOutOfRange", "InvalidArgument", "Timeout",
     "Closed", "BrokenConnection", "ConsumerOffsetNotFound", "InvalidName",
+    "CompressionError", "MessageTooLarge", "RequestTimedOut", "ProducerStatistics",
 ]

@@ -6,8 +6,10 @@ which is the slice's length as 8 little-endian bytes followed by the bytes; the
 process, so it is never used. Results are cached per key: producers tend to send
 the same keys again and again, and the pure-Python hash costs a few microseconds.
 
-Keyless records: round-robin, one partition per batch (sticky until the batch is
-sent), which keeps batches full.
+Keyless records: round-robin over the partitions whose leader is online, one
+partition per batch (sticky until its batch is sealed), which keeps batches full.
+With ``linger(0)`` every record is its own batch, so keyless records go strictly
+round-robin, as in Fluvio.
 """
 
 from __future__ import annotations
@@ -60,9 +62,16 @@ def key_hash(key: bytes) -> int:
 
 
 class Partitioner:
+    """Key -> partition (cached hash), and the sticky keyless partition.
+
+    Not thread-safe on its own: the producer calls it under its lock.
+    """
+
+    __slots__ = ("_cache", "_keyless")
+
     def __init__(self) -> None:
         self._cache: dict[bytes, int] = {}
-        self._next = 0
+        self._keyless = 0
 
     def for_key(self, key: bytes, partition_count: int) -> int:
         h = self._cache.get(key)
@@ -70,13 +79,25 @@ class Partitioner:
             h = key_hash(key)
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            self._cache[key] = h
+            self._cache[bytes(key)] = h
         return h % partition_count
 
-    def next_keyless(self, partition_count: int) -> int:
-        """Advance round-robin (called when a keyless batch is sent)."""
-        self._next = (self._next + 1) % partition_count
-        return self._next
-
     def current_keyless(self, partition_count: int) -> int:
-        return self._next % partition_count
+        """The partition keyless records go to now (sticky until its batch is sealed)."""
+        return self._keyless % partition_count
+
+    def next_keyless(self, partition_count: int, online: "frozenset[int] | None" = None) -> int:
+        """Move keyless records to the next partition (called when the sticky batch is sealed).
+
+        With ``online`` given, partitions not in it are skipped (their leader is
+        down), as Fluvio does; when none is online, plain round-robin.
+        """
+        nxt = (self._keyless + 1) % partition_count
+        if online:
+            for step in range(partition_count):
+                candidate = (nxt + step) % partition_count
+                if candidate in online:
+                    nxt = candidate
+                    break
+        self._keyless = nxt
+        return nxt

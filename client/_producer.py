@@ -1,72 +1,105 @@
-"""The producer: per-partition batching, a sender thread, pipelined acks.
+"""The producer: per-partition batching, a sender thread, pipelined acks, retries.
 
 Threads and ownership:
 
 * the caller's thread runs ``send``: choose the partition, append the record to
-  that partition's open batch (a records.BatchBuilder), seal it when it reaches
-  ``batch_size``. No I/O happens here.
+  that partition's open batch (a records.BatchBuilder), seal the batch when it is
+  full (or at once with ``linger(0)``). No I/O happens here.
 * one sender thread seals batches whose ``linger`` expired, encodes them (and
-  compresses), finds the leader in the shared-memory table and writes produce
-  requests, several in flight per SPU connection.
-* one receiver thread per SPU connection reads answers and resolves each batch's
-  result; a retriable failure puts the batch back for the sender after the retry
-  policy's delay (at-least-once), re-reading the table first.
+  compresses), finds the leader in the shared-memory table and hands the request
+  to that SPU's link (client/_spu_link.py), several in flight per SPU.
+* one thread per SPU link writes requests, reads answers and enforces the
+  request deadline; it resolves each batch, or hands a failure back here.
 
-``send`` blocks (backpressure) while a partition already has ``batch_queue_size``
-sealed batches waiting. The public ``TopicProducer`` is a thin shell over
-``_ProducerCore`` so that garbage-collecting it flushes and stops the threads
-(the threads hold the core, never the shell).
+Backpressure. A partition holds at most ``batch_queue_size`` sealed batches that
+have no answer yet; a full batch waits open (taking no more records) until one is
+answered, and ``send`` waits (at most 30 s, then Timeout) only when the open batch
+is full too. So memory per partition is bounded by ``batch_queue_size + 1``
+batches, and ``send`` never waits while there is room in the open batch.
+
+Delivery. AtMostOnce sends each batch once; its outputs still report the answer
+or the error. AtLeastOnce retries a batch that failed with a *retriable* error
+(the error's flag, never its text) on the retry policy's schedule, re-reading the
+metadata table first. A retried batch goes back in front of the partition's
+unsent batches and the partition pauses for the delay, so batches not yet sent
+never overtake it. What can still reorder: batches already in flight behind the
+failed one that the SPU accepted (a per-request error such as NotLeader or a
+ReadCommitted timeout, not a broken connection, which fails them all), and
+duplicates: a batch the SPU stored whose answer was lost is stored again.
+
+The public ``TopicProducer`` is a thin shell over ``_ProducerCore`` so that
+garbage-collecting it flushes and stops the threads (the threads hold the core,
+never the shell).
 """
 
 from __future__ import annotations
 
 import atexit
-import heapq
 import itertools
+import logging
 import threading
 import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from rillet.ipc import messages as m
-from rillet.ipc.connection import Connection
 from rillet.ipc.errors import (
-    BrokenConnection, Closed, InvalidArgument, MessageTooLarge, RilletError, Timeout, error_from_code,
+    BrokenConnection, Closed, CompressionError, InternalError, InvalidArgument, MessageTooLarge, ProtocolError,
+    RilletError, Timeout, error_from_code,
 )
-from rillet.ipc.records import HEADER_SIZE, BatchBuilder
+from rillet.ipc.metadata_table import PartitionStatus
+from rillet.ipc.records import DEFAULT_MAX_BATCH_BYTES, RECORD_OVERHEAD, BatchBuilder
 
 from ._enums import Compression, DeliverySemantic, Isolation
 from ._metadata import MetadataView
 from ._partitioner import Partitioner
+from ._produce_output import ProduceOutput, RecordMetadata, _BatchResult
 from ._retry import RetryPolicy, RetryStrategy
+from ._spu_link import SpuLink
 
-_RECORD_OVERHEAD = 16           # msgpack framing per record, for the batch-full estimate
-_QUEUE_WAIT_S = 30.0            # Fluvio's BatchQueueWaitTimeout
-_MAX_IN_FLIGHT = 32             # produce requests per SPU connection
+__all__ = ["TopicProducer", "TopicProducerConfig", "TopicProducerConfigBuilder", "ProducerStatistics",
+           "ProduceOutput", "RecordMetadata"]
+
+log = logging.getLogger("rillet.producer")
+
+_EMPTY_BATCH = BatchBuilder().estimated_size   # header plus the records block's array header
+_QUEUE_WAIT_S = 30.0            # Fluvio's BatchQueueWaitTimeout: longest wait of send() for room
+_DEADLINE_MARGIN_S = 1.0        # request deadline = timeout_ms + this (queueing and scheduling slack)
+_EXIT_FLUSH_S = 5.0             # bounded flush of open producers at interpreter exit
 
 
 @dataclass(frozen=True, kw_only=True)
 class TopicProducerConfig:
     batch_size: int = 16_384                 # bytes of records per batch (Fluvio's default)
-    linger_ms: int = 100                     # the seeds' default; linger(0) sends at once
-    max_request_size: int = 1_048_576        # largest batch a single record may make (Fluvio's default)
-    batch_queue_size: int = 100              # sealed batches per partition before send() waits
-    compression: Compression = Compression.None_
-    timeout_ms: int = 1_500                  # how long the SPU waits for the HW (ReadCommitted)
-    isolation: Isolation = Isolation.ReadUncommitted
-    delivery_semantic: DeliverySemantic = DeliverySemantic.AtLeastOnce
+    linger_ms: int = 100                     # Fluvio's documented default; linger(0) sends at once
+    max_request_size: int = 1_048_576        # largest batch, so largest record (Fluvio's default)
+    batch_queue_size: int = 100              # unanswered batches per partition before sending waits (Fluvio's)
+    compression: Compression = Compression.None_   # the topic's compression_type must allow it
+    timeout_ms: int = 1_500                  # SPU's wait for the HW (ReadCommitted); base of the request deadline
+    isolation: Isolation = Isolation.ReadUncommitted   # Fluvio's default: ack once the leader stored it
+    delivery_semantic: DeliverySemantic = DeliverySemantic.AtLeastOnce   # Fluvio's default
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
-    partition: int | None = None             # set_specific_partitioner
+    partition: int | None = None             # set_specific_partitioner: every record to this partition
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_request_size", "batch_queue_size", "timeout_ms"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_request_size > DEFAULT_MAX_BATCH_BYTES:
+            raise InvalidArgument(f"max_request_size={self.max_request_size} exceeds the largest batch an SPU "
+                                  f"accepts ({DEFAULT_MAX_BATCH_BYTES} bytes)")
+        if self.max_request_size <= _EMPTY_BATCH + RECORD_OVERHEAD:
+            raise InvalidArgument(f"max_request_size={self.max_request_size} leaves no room for a record")
         if self.linger_ms < 0:
             raise InvalidArgument(f"linger must not be negative, got {self.linger_ms}")
         if self.partition is not None and self.partition < 0:
             raise InvalidArgument(f"partition must not be negative, got {self.partition}")
+        for name, kind in (("compression", Compression), ("isolation", Isolation),
+                           ("delivery_semantic", DeliverySemantic), ("retry_policy", RetryPolicy)):
+            if not isinstance(getattr(self, name), kind):
+                raise InvalidArgument(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
 
 
 class TopicProducerConfigBuilder:
@@ -89,140 +122,50 @@ class TopicProducerConfigBuilder:
     def delivery_semantic(self, d: DeliverySemantic | str): return self._set(delivery_semantic=DeliverySemantic.parse(d))
     def set_specific_partitioner(self, partition: int): return self._set(partition=int(partition))
 
-    def retry_policy(self, *, max_retries: int | None = None, initial_delay_ms: int | None = None,
-                     max_delay_ms: int | None = None, timeout_ms: int | None = None,
+    def retry_policy(self, policy: RetryPolicy | None = None, *, max_retries: int | None = None,
+                     initial_delay_ms: int | None = None, max_delay_ms: int | None = None,
+                     timeout_ms: int | None = None,
                      strategy: RetryStrategy | str | None = None) -> "TopicProducerConfigBuilder":
-        base = self._fields.get("retry_policy", RetryPolicy())
+        """Set the at-least-once retry policy: a RetryPolicy, or fields changed on the current one."""
+        base = policy or self._fields.get("retry_policy", RetryPolicy())
         changes = {k: v for k, v in dict(max_retries=max_retries, initial_delay_ms=initial_delay_ms,
                                          max_delay_ms=max_delay_ms, timeout_ms=timeout_ms,
-                                         strategy=RetryStrategy(strategy) if strategy is not None else None).items()
-                   if v is not None}
+                                         strategy=strategy).items() if v is not None}
         return self._set(retry_policy=replace(base, **changes))
 
     def build(self) -> TopicProducerConfig:
         return TopicProducerConfig(**self._fields)
 
 
-class RecordMetadata:
-    __slots__ = ("_offset", "_partition")
+class _Batch:
+    """One batch from its first record to its answer: open, then sealed (queued,
+    in flight, maybe retried), then finished."""
 
-    def __init__(self, offset: int, partition: int) -> None:
-        self._offset, self._partition = offset, partition
+    __slots__ = ("partition", "builder", "result", "deadline", "size", "attempt", "first_sent", "payload",
+                 "finished")
 
-    def offset(self) -> int:
-        return self._offset
-
-    def partition_id(self) -> int:
-        return self._partition
-
-    def __repr__(self) -> str:
-        return f"RecordMetadata(partition={self._partition}, offset={self._offset})"
-
-
-class _BatchResult:
-    """Completion of one batch: its base offset, or the error that ended it."""
-
-    __slots__ = ("_event", "base_offset", "error", "_callbacks")
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.base_offset = -1
-        self.error: RilletError | None = None
-        self._callbacks: list = []
-
-    def resolve(self, base_offset: int = -1, error: RilletError | None = None) -> None:
-        if self._event.is_set():
-            return
-        self.base_offset, self.error = base_offset, error
-        self._event.set()
-        for cb in self._callbacks:
-            cb()
-
-    def wait(self, timeout_s: float | None = None) -> None:
-        if not self._event.wait(timeout_s):
-            raise Timeout(f"record not acknowledged within {timeout_s} s")
-        if self.error is not None:
-            raise self.error
-
-    @property
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    def add_done_callback(self, cb) -> None:
-        self._callbacks.append(cb)
-        if self._event.is_set():
-            cb()
-
-
-class ProduceOutput:
-    """What ``send`` returns. ``wait()`` gives the record's metadata once, then None."""
-
-    __slots__ = ("_result", "_index", "_partition", "_taken")
-
-    def __init__(self, result: _BatchResult, index: int, partition: int) -> None:
-        self._result, self._index, self._partition = result, index, partition
-        self._taken = False
-
-    def wait(self, timeout: float | None = None) -> RecordMetadata | None:
-        if self._taken:
-            return None
-        self._result.wait(timeout)
-        self._taken = True
-        return RecordMetadata(self._result.base_offset + self._index, self._partition)
-
-    async def async_wait(self) -> RecordMetadata | None:
-        import asyncio
-        if self._taken:
-            return None
-        if not self._result.done:
-            loop = asyncio.get_running_loop()
-            fut = loop.create_future()
-            self._result.add_done_callback(lambda: loop.call_soon_threadsafe(_set_if_pending, fut))
-            await fut
-        return self.wait()
-
-    def is_done(self) -> bool:
-        return self._result.done
-
-
-def _set_if_pending(fut) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class _OpenBatch:
-    __slots__ = ("partition", "builder", "result", "deadline", "size")
-
-    def __init__(self, partition: int, codec: int, linger_s: float) -> None:
+    def __init__(self, partition: int, codec: int, deadline: float, where: str) -> None:
         self.partition = partition
         self.builder = BatchBuilder(codec)
-        self.result = _BatchResult()
-        self.deadline = time.monotonic() + linger_s
-        self.size = HEADER_SIZE
+        self.result = _BatchResult(where)
+        self.deadline = deadline         # linger expiry (monotonic)
+        self.size = _EMPTY_BATCH         # uncompressed estimate, bytes
+        self.attempt = 0                 # retries made
+        self.first_sent = 0.0
+        self.payload: bytes | None = None
+        self.finished = False
 
 
-@dataclass(eq=False)
-class _Sealed:
-    partition: int
-    builder: BatchBuilder
-    result: _BatchResult
-    attempt: int = 0
-    first_sent: float = 0.0
-    payload: bytes | None = None
+@dataclass(frozen=True)
+class ProducerStatistics:
+    """Counts since the producer was made (``TopicProducer.statistics()``)."""
 
-
-class _SpuLink:
-    """One connection to one SPU and its receiver thread."""
-
-    def __init__(self, core: "_ProducerCore", spu_id: int, path: str) -> None:
-        self.spu_id = spu_id
-        self.conn = Connection(path, client_id="rillet-producer", timeout_s=None)
-        self.in_flight: dict[int, _Sealed] = {}
-        self.slots = threading.BoundedSemaphore(_MAX_IN_FLIGHT)
-        self.broken = False
-        self.thread = threading.Thread(target=core.receive_loop, args=(self,), daemon=True,
-                                       name=f"rillet-producer-recv-{spu_id}")
-        self.thread.start()
+    records_sent: int        # acknowledged by the leader
+    records_failed: int      # ended with an error (their outputs raise it)
+    records_pending: int     # buffered or awaiting an answer
+    batches_sent: int
+    retries: int
+    first_error: str | None  # the first failure, for a one-line report
 
 
 class _ProducerCore:
@@ -230,97 +173,151 @@ class _ProducerCore:
         self.meta = meta
         self.topic = topic
         self.config = config
-        self.partition_count = meta.partition_count(topic)
-        if config.partition is not None and config.partition >= self.partition_count:
-            raise InvalidArgument(f"partition {config.partition} does not exist: topic {topic!r} has {self.partition_count}")
+        n = self.partition_count = meta.partition_count(topic)
+        if config.partition is not None and config.partition >= n:
+            raise InvalidArgument(f"partition {config.partition} does not exist: topic {topic!r} has {n}")
+        self.fixed = config.partition
         self.partitioner = Partitioner()
+        self.batch_limit = min(config.batch_size, config.max_request_size)
+        self.max_record = config.max_request_size - _EMPTY_BATCH
+        self.queue_limit = config.batch_queue_size
+        self.codec = int(config.compression)
+        self.linger_s = config.linger_ms / 1000
+        self.linger0 = config.linger_ms == 0
+        self.at_least_once = config.delivery_semantic == DeliverySemantic.AtLeastOnce
+        self.policy = config.retry_policy
+        self.request_timeout_s = config.timeout_ms / 1000 + _DEADLINE_MARGIN_S
+        self.where = [f"{topic}/{p}" for p in range(n)]
         self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
-        self.open: dict[int, _OpenBatch] = {}
-        self.ready: deque[_Sealed] = deque()
-        self.retries: list[tuple[float, int, _Sealed]] = []      # heap of (due, seq, batch)
-        self.queued = [0] * self.partition_count                  # sealed, not yet answered, per partition
+        self.work = threading.Condition(self.lock)      # the sender thread waits here
+        self.room = threading.Condition(self.lock)      # send() waits here for queue room
+        self.open: dict[int, _Batch] = {}
+        self.ready: list[deque[_Batch]] = [deque() for _ in range(n)]   # sealed, to send, in seal order
+        self.ready_parts: set[int] = set()
+        self.paused_until = [0.0] * n                   # retry backoff per partition (monotonic)
+        self.queued = [0] * n                           # sealed and not yet answered, per partition
         self.unresolved: set[_BatchResult] = set()
-        self.links: dict[int, _SpuLink] = {}
+        self.unreported: list[_BatchResult] = []        # failed since the last flush
+        self.links: dict[int, SpuLink] = {}
         self.closing = False
         self.closed = False
         self._seq = itertools.count()
-        self.linger_s = config.linger_ms / 1000
+        self._online_cache: tuple[object, frozenset[int] | None] = (None, None)
+        self.stats = {"records_sent": 0, "records_failed": 0, "batches_sent": 0, "retries": 0}
+        self.first_error: RilletError | None = None
         self.sender = threading.Thread(target=self.send_loop, daemon=True, name=f"rillet-producer-{topic}")
         self.sender.start()
 
     # --- caller side -------------------------------------------------------------------
-    def send(self, key: bytes | None, value: bytes, partition: int | None) -> ProduceOutput:
-        record_size = len(value) + (len(key) if key is not None else 0) + _RECORD_OVERHEAD
-        if record_size + HEADER_SIZE > self.config.max_request_size:
-            raise MessageTooLarge(
-                f"record of {record_size} bytes exceeds max_request_size={self.config.max_request_size}"
-            )
+    def send(self, key: bytes | None, value: bytes, partition: int | None, block: bool = True) -> ProduceOutput | None:
+        """Append one record; None only when ``block`` is False and send would wait."""
+        size = len(value) + RECORD_OVERHEAD if key is None else len(key) + len(value) + RECORD_OVERHEAD
+        if size > self.max_record:
+            raise MessageTooLarge(f"record of {size} bytes for topic {self.topic!r} exceeds max_request_size="
+                                  f"{self.config.max_request_size} (with {_EMPTY_BATCH} bytes of batch header); "
+                                  f"records are never split")
         ts = time.time_ns() // 1_000_000
         with self.lock:
             if self.closing:
                 raise Closed(f"producer for topic {self.topic!r} is closed")
+            keyless = False
             if partition is None:
-                partition = self._choose(key)
+                if self.fixed is not None:
+                    partition = self.fixed
+                elif key is not None:
+                    partition = self.partitioner.for_key(key, self.partition_count)
+                else:
+                    keyless = True
+                    partition = self.partitioner.current_keyless(self.partition_count)
             batch = self.open.get(partition)
-            if batch is not None and batch.size + record_size > self.config.batch_size:
-                self._seal(batch)
-                batch = None
-            if batch is None:
-                batch = self.open[partition] = _OpenBatch(partition, int(self.config.compression), self.linger_s)
-                self.cond.notify()
+            if batch is None or batch.size + size > self.batch_limit:
+                batch = self._batch_for(partition, size, keyless, block)
+                if batch is None:
+                    return None
+                partition = batch.partition
             index = batch.builder.append(key, value, ts)
-            batch.size += record_size
-            if batch.size >= self.config.batch_size or self.linger_s == 0:
+            batch.size += size
+            if (self.linger0 or batch.size >= self.batch_limit) and self.queued[partition] < self.queue_limit:
                 self._seal(batch)
         return ProduceOutput(batch.result, index, partition)
 
-    def _choose(self, key: bytes | None) -> int:
-        if self.config.partition is not None:
-            return self.config.partition
-        if key is not None:
-            return self.partitioner.for_key(key, self.partition_count)
-        return self.partitioner.current_keyless(self.partition_count)
+    def _batch_for(self, partition: int, size: int, keyless: bool, block: bool) -> _Batch | None:
+        """The open batch that takes a record of ``size`` bytes (lock held); waits for room."""
+        deadline = None
+        while True:
+            batch = self.open.get(partition)
+            if batch is None:
+                batch = self.open[partition] = _Batch(partition, self.codec, time.monotonic() + self.linger_s,
+                                                      self.where[partition])
+                self.work.notify()
+                return batch
+            if batch.size + size <= self.batch_limit:
+                return batch
+            if self.queued[partition] < self.queue_limit:
+                self._seal(batch)
+            elif not block:
+                return None
+            else:
+                now = time.monotonic()
+                deadline = deadline or now + _QUEUE_WAIT_S
+                if now >= deadline:
+                    raise Timeout(f"send to {self.where[partition]} waited {_QUEUE_WAIT_S:g} s for room: "
+                                  f"batch_queue_size={self.queue_limit} batches still unanswered")
+                self.room.wait(deadline - now)
+                if self.closing:
+                    raise Closed(f"producer for topic {self.topic!r} closed while send waited for room")
+            if keyless:
+                partition = self.partitioner.current_keyless(self.partition_count)
 
-    def _seal(self, batch: _OpenBatch, wait: bool = True) -> None:
-        """Move an open batch to the ready queue (lock held).
-
-        Callers' threads wait while the partition's queue is full (backpressure);
-        the sender thread passes ``wait=False``, since it is the one that drains it.
-        """
-        del self.open[batch.partition]
-        if self.config.partition is None:
-            self.partitioner.next_keyless(self.partition_count)
-        deadline = time.monotonic() + _QUEUE_WAIT_S
-        while wait and self.queued[batch.partition] >= self.config.batch_queue_size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.closed:
-                batch.result.resolve(error=Timeout(
-                    f"{self.topic}/{batch.partition}: batch queue stayed full ({self.config.batch_queue_size} batches) for {_QUEUE_WAIT_S} s"))
-                return
-            self.cond.wait(remaining)
-        self.queued[batch.partition] += 1
+    def _seal(self, batch: _Batch) -> None:
+        """Move an open batch to its partition's send queue (lock held)."""
+        p = batch.partition
+        del self.open[p]
+        batch.result.records = len(batch.builder)
+        batch.result.seq = next(self._seq)
+        self.queued[p] += 1
         self.unresolved.add(batch.result)
-        self.ready.append(_Sealed(batch.partition, batch.builder, batch.result))
-        self.cond.notify_all()
+        self.ready[p].append(batch)
+        self.ready_parts.add(p)
+        if self.fixed is None and p == self.partitioner.current_keyless(self.partition_count):
+            self.partitioner.next_keyless(self.partition_count, self._online())
+        self.work.notify()
+
+    def _online(self) -> frozenset[int] | None:
+        """Partitions with an online leader, cached per metadata snapshot; None if unknown."""
+        try:
+            snap = self.meta.snapshot()
+            if self._online_cache[0] is not snap:
+                rows = snap.partitions_of(self.topic)
+                self._online_cache = (snap, frozenset(r.partition for r in rows
+                                                      if r.status == PartitionStatus.ONLINE and r.leader >= 0))
+        except RilletError:
+            return None
+        return self._online_cache[1]
 
     def flush(self, timeout_s: float | None = None) -> None:
+        """Seal every open batch and wait for all answers.
+
+        Raises if any record failed since the previous flush (also records whose
+        failure came before this call), naming how many and the first cause.
+        """
         with self.lock:
             for batch in list(self.open.values()):
-                self._seal(batch)
-            pending = list(self.unresolved)
-        first_error = None
+                self._seal(batch)        # may pass batch_queue_size by one batch per partition
+            pending = sorted(self.unresolved, key=lambda r: r.seq)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for result in pending:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                result.wait(remaining)
-            except Timeout:
-                raise Timeout(f"flush of topic {self.topic!r} did not finish within {timeout_s} s") from None
-            except RilletError as exc:
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
+            if not result.wait_done(remaining):
+                left = sum(r.records for r in pending if not r.done)
+                raise Timeout(f"flush of topic {self.topic!r} did not finish within timeout={timeout_s} s: "
+                              f"{_records(left)} still unanswered")
+        with self.lock:
+            failed, self.unreported = self.unreported, []
+        if failed:
+            first = min(failed, key=lambda r: r.seq).error
+            count = sum(r.records for r in failed)
+            raise type(first)(f"{_records(count)} failed since the last flush; first: {first}") from first
 
     def close(self, timeout_s: float | None = 30.0) -> None:
         if self.closed:
@@ -328,112 +325,190 @@ class _ProducerCore:
         try:
             self.flush(timeout_s)
         finally:
-            with self.lock:
-                self.closing = True
-                self.closed = True
-                self.cond.notify_all()
-            for link in list(self.links.values()):
-                link.conn.close()
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closing = self.closed = True
+            left = [b for q in self.ready for b in q]
+            for q in self.ready:
+                q.clear()
+            for batch in self.open.values():     # never sealed: count it like a sealed batch
+                batch.result.records = len(batch.builder)
+                self.queued[batch.partition] += 1
+                left.append(batch)
+            self.open.clear()
+            links = list(self.links.values())
+            self.work.notify_all()
+            self.room.notify_all()
+        for batch in left:
+            self._finish(batch, error=Closed(f"producer for {batch.result.where} closed before the batch was sent"))
+        for link in links:
+            link.close()
+
+    def statistics(self) -> ProducerStatistics:
+        with self.lock:
+            pending = sum(r.records for r in self.unresolved) + sum(len(b.builder) for b in self.open.values())
+            return ProducerStatistics(records_pending=pending, first_error=None if self.first_error is None
+                                      else str(self.first_error), **self.stats)
 
     # --- sender thread ---------------------------------------------------------------------
     def send_loop(self) -> None:
         while True:
             with self.lock:
                 batches = self._collect()
-                if batches is None:
-                    return
-            for sealed in batches:
-                self._dispatch(sealed)
+            if batches is None:
+                return
+            for batch in batches:
+                if self.paused_until[batch.partition] > time.monotonic():
+                    self._hold(batch)        # an earlier batch of its partition failed meanwhile
+                else:
+                    self._dispatch(batch)
 
-    def _collect(self) -> list[_Sealed] | None:
-        """Wait (lock held) for batches to send; None when the producer is closed."""
-        while True:
-            if self.closed and not self.ready:
-                return None
+    def _collect(self) -> list[_Batch] | None:
+        """Wait (lock held) for batches to send; None once the producer is closed."""
+        while not self.closed:
             now = time.monotonic()
-            for batch in [b for b in self.open.values() if b.deadline <= now]:
-                self._seal(batch, wait=False)
-            while self.retries and self.retries[0][0] <= now:
-                self.ready.append(heapq.heappop(self.retries)[2])
-            if self.ready:
-                out = list(self.ready)
-                self.ready.clear()
+            wake_at = None
+            for batch in list(self.open.values()):
+                if batch.deadline > now:
+                    wake_at = batch.deadline if wake_at is None else min(wake_at, batch.deadline)
+                elif self.queued[batch.partition] < self.queue_limit:
+                    self._seal(batch)
+                # else: linger expired but the queue is full; an answer will notify us
+            out: list[_Batch] = []
+            for p in list(self.ready_parts):
+                if self.paused_until[p] > now:
+                    wake_at = self.paused_until[p] if wake_at is None else min(wake_at, self.paused_until[p])
+                    continue
+                out.extend(self.ready[p])
+                self.ready[p].clear()
+                self.ready_parts.discard(p)
+            if out:
                 return out
-            waits = [b.deadline for b in self.open.values()] + [r[0] for r in self.retries[:1]]
-            self.cond.wait(max(0.0, min(waits) - now) if waits else None)
+            self.work.wait(None if wake_at is None else wake_at - now)
+        return None
 
-    def _dispatch(self, sealed: _Sealed) -> None:
-        if sealed.payload is None:
-            sealed.payload = sealed.builder.build()
-            sealed.first_sent = time.monotonic()
+    def _dispatch(self, batch: _Batch) -> None:
         try:
-            row = self.meta.leader(self.topic, sealed.partition, refresh=sealed.attempt > 0)
-            link = self._link(row.leader)
-            link.slots.acquire()
-            cid = link.conn.next_cid()
-            link.in_flight[cid] = sealed
-            link.conn.send(m.ProduceRequest(
-                cid, self.topic, sealed.partition, int(self.config.isolation), self.config.timeout_ms,
-                memoryview(sealed.payload)))
+            if batch.payload is None:
+                batch.payload = batch.builder.build()
+                batch.first_sent = time.monotonic()
+            row = self.meta.leader(self.topic, batch.partition, refresh=batch.attempt > 0)
+            make = partial(self._request, batch)
+            link = self.links.get(row.leader)
+            if link is None or not link.submit(batch, make):
+                if not self._new_link(row.leader).submit(batch, make):
+                    raise BrokenConnection(f"cannot reach SPU {row.leader}: its connection failed at once")
         except RilletError as exc:
-            self.failed(sealed, exc)
+            self._failed(batch, exc)
+        except Exception as exc:      # a bug must fail the batch, not kill the sender thread
+            log.exception("sending a batch to %s failed", batch.result.where)
+            self._finish(batch, error=InternalError(f"produce to {batch.result.where} failed: {exc!r}"))
 
-    def _link(self, spu_id: int) -> _SpuLink:
-        link = self.links.get(spu_id)
-        if link is None or link.broken:
-            link = self.links[spu_id] = _SpuLink(self, spu_id, self.meta.spu_socket(spu_id))
+    def _request(self, batch: _Batch, cid: int) -> m.ProduceRequest:
+        return m.ProduceRequest(cid, self.topic, batch.partition, int(self.config.isolation),
+                                self.config.timeout_ms, memoryview(batch.payload))
+
+    def _new_link(self, spu_id: int) -> SpuLink:
+        link = SpuLink(spu_id, self.meta.spu_socket(spu_id), request_timeout_s=self.request_timeout_s,
+                       timeout_note=f"timeout_ms={self.config.timeout_ms} plus a {_DEADLINE_MARGIN_S:g} s margin",
+                       on_answer=self._on_answer, on_error=self._failed)
+        with self.lock:
+            if self.closed:
+                link.close()
+                raise Closed(f"producer for topic {self.topic!r} is closed")
+            old = self.links.get(spu_id)
+            self.links[spu_id] = link
+        if old is not None:
+            old.close()
         return link
 
-    # --- receiver threads ---------------------------------------------------------------------
-    def receive_loop(self, link: _SpuLink) -> None:
-        while True:
-            try:
-                reply = link.conn.recv(timeout_s=None)
-            except RilletError as exc:
-                link.broken = True
-                pending = list(link.in_flight.values())
-                link.in_flight.clear()
-                if not self.closed:
-                    for sealed in pending:
-                        self.failed(sealed, exc if isinstance(exc, BrokenConnection) else BrokenConnection(str(exc)))
-                else:
-                    for sealed in pending:
-                        self._finish(sealed, error=Closed("producer closed before the answer arrived"))
-                return
-            sealed = link.in_flight.pop(reply.cid, None)
-            if sealed is None:
-                continue
-            link.slots.release()
-            if isinstance(reply, m.ProduceResponse):
-                self._finish(sealed, base_offset=reply.base_offset)
-            elif isinstance(reply, m.ErrorResponse):
-                self.failed(sealed, error_from_code(reply.code, reply.message))
+    # --- answers (link threads) -------------------------------------------------------------
+    def _on_answer(self, batch: _Batch, reply: m.Message) -> None:
+        if isinstance(reply, m.ProduceResponse):
+            self._finish(batch, base_offset=reply.base_offset)
+        elif isinstance(reply, m.ErrorResponse):
+            self._failed(batch, error_from_code(reply.code, reply.message))
+        else:
+            self._failed(batch, ProtocolError(f"unexpected {type(reply).__name__} answering a produce request"))
 
-    def failed(self, sealed: _Sealed, exc: RilletError) -> None:
+    def _failed(self, batch: _Batch, exc: RilletError) -> None:
         """Retry a retriable failure under the policy (at-least-once), else end the batch."""
-        policy = self.config.retry_policy
-        delays = policy.delays_ms()
-        elapsed_ms = (time.monotonic() - sealed.first_sent) * 1000
-        if (self.config.delivery_semantic == DeliverySemantic.AtLeastOnce and exc.retriable and not self.closed
-                and sealed.attempt < len(delays) and elapsed_ms + delays[sealed.attempt] <= policy.timeout_ms):
-            due = time.monotonic() + delays[sealed.attempt] / 1000
-            sealed.attempt += 1
-            with self.lock:
-                heapq.heappush(self.retries, (due, next(self._seq), sealed))
-                self.cond.notify_all()
-            return
-        msg = f"produce to {self.topic}/{sealed.partition} failed"
-        if sealed.attempt:
-            msg += f" after {sealed.attempt} retries"
-        error = type(exc)(f"{msg}: {exc}")
-        self._finish(sealed, error=error)
+        if self.at_least_once and exc.retriable and not self.closed:
+            elapsed_ms = (time.monotonic() - batch.first_sent) * 1000
+            delay_ms = self.policy.next_delay_ms(batch.attempt, elapsed_ms)
+            if delay_ms is not None:
+                with self.lock:
+                    if not self.closed:
+                        self._requeue(batch, time.monotonic() + delay_ms / 1000)
+                        return
+        self._finish(batch, error=self._describe(batch, exc))
 
-    def _finish(self, sealed: _Sealed, base_offset: int = -1, error: RilletError | None = None) -> None:
-        sealed.result.resolve(base_offset, error)
+    def _requeue(self, batch: _Batch, due: float) -> None:
+        """Put a failed batch back in seal order in front of later ones; pause the partition (lock held)."""
+        batch.attempt += 1
+        self.stats["retries"] += 1
+        self.paused_until[batch.partition] = max(self.paused_until[batch.partition], due)
+        self._enqueue(batch)
+
+    def _hold(self, batch: _Batch) -> None:
+        """Send ``batch`` after the retry its partition waits for (not an attempt of its own)."""
         with self.lock:
-            self.queued[sealed.partition] -= 1
-            self.unresolved.discard(sealed.result)
-            self.cond.notify_all()
+            if not self.closed:
+                self._enqueue(batch)
+                return
+        self._finish(batch, error=Closed(f"producer for {batch.result.where} closed before the batch was sent"))
+
+    def _enqueue(self, batch: _Batch) -> None:
+        p = batch.partition
+        queue = self.ready[p]
+        at = next((i for i, b in enumerate(queue) if b.result.seq > batch.result.seq), len(queue))
+        queue.insert(at, batch)
+        self.ready_parts.add(p)
+        self.work.notify()
+
+    def _describe(self, batch: _Batch, exc: RilletError) -> RilletError:
+        msg = f"produce to {batch.result.where} failed"
+        if batch.attempt:
+            msg += f" after {batch.attempt} retries"
+        msg += f": {exc}"
+        if isinstance(exc, CompressionError):
+            msg += f" (this producer compresses with {Compression(self.codec).name.rstrip('_').lower()})"
+        error = type(exc)(msg)
+        error.__cause__ = exc
+        return error
+
+    def _finish(self, batch: _Batch, base_offset: int = -1, error: RilletError | None = None) -> None:
+        """End a batch exactly once: free its queue slot and resolve its outputs."""
+        result = batch.result
+        with self.lock:
+            if batch.finished:
+                return
+            batch.finished = True
+            p = batch.partition
+            was_full = self.queued[p] >= self.queue_limit
+            self.queued[p] -= 1
+            self.unresolved.discard(result)
+            if error is None:
+                self.stats["records_sent"] += result.records
+                self.stats["batches_sent"] += 1
+            else:
+                self.stats["records_failed"] += result.records
+                self.first_error = self.first_error or error
+                result.error = error             # set before flush may read it
+                self.unreported.append(result)
+            if was_full:
+                self.room.notify_all()
+                self.work.notify()
+        batch.builder = batch.payload = None
+        result.resolve(base_offset, error)
+
+
+def _records(n: int) -> str:
+    return f"{n} record" if n == 1 else f"{n} records"
 
 
 _LIVE_PRODUCERS: "weakref.WeakSet[TopicProducer]" = weakref.WeakSet()
@@ -441,10 +516,16 @@ _LIVE_PRODUCERS: "weakref.WeakSet[TopicProducer]" = weakref.WeakSet()
 
 @atexit.register
 def _flush_at_exit() -> None:
-    """On a normal interpreter exit, open producers send what they hold (bounded wait)."""
+    """On a normal interpreter exit, open producers send what they hold (bounded wait).
+
+    Nothing runs on SIGKILL or os._exit: records still buffered or unanswered then
+    are lost, and at-most-once records in flight may or may not have been stored.
+    """
     for producer in list(_LIVE_PRODUCERS):
         try:
-            producer.close(timeout=5.0)
+            producer.close(timeout=_EXIT_FLUSH_S)
+        except RilletError as exc:
+            log.warning("producer for topic %r at exit: %s", producer.topic, exc)
         except Exception:
             pass
 
@@ -471,14 +552,17 @@ class TopicProducer:
         _LIVE_PRODUCERS.add(self)
 
     def send(self, key: bytes | str | None, value: bytes | str) -> ProduceOutput:
-        k = None if key is None else _to_bytes(key, "key")
-        return self._core.send(k, _to_bytes(value, "value"), None)
+        """Queue one record (key None: keyless). Returns at once unless the partition's
+        batch queue is full (backpressure; Timeout after 30 s). MessageTooLarge if the
+        record cannot fit in ``max_request_size``."""
+        return self._core.send(None if key is None else _to_bytes(key, "key"), _to_bytes(value, "value"), None)
 
     def send_string(self, value: str) -> ProduceOutput:
         """Send a keyless record with a str value (Fluvio sends an empty key; rillet sends none)."""
         return self._core.send(None, _to_bytes(value, "value"), None)
 
     def send_to_partition(self, partition: int, key: bytes | str | None, value: bytes | str) -> ProduceOutput:
+        """Send one record to ``partition``, whatever its key."""
         if not 0 <= partition < self._core.partition_count:
             raise InvalidArgument(f"partition {partition} does not exist: topic {self.topic!r} has {self._core.partition_count}")
         k = None if key is None else _to_bytes(key, "key")
@@ -489,21 +573,32 @@ class TopicProducer:
         return [send(None if k is None else _to_bytes(k, "key"), _to_bytes(v, "value"), None) for k, v in records]
 
     def flush(self, timeout: float | None = None) -> None:
-        """Send every buffered record and wait for the answers; raises the first failure."""
+        """Send every buffered record and wait for the answers; raises if any failed
+        (the error names how many records failed and the first cause)."""
         self._core.flush(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
+        """Flush (at most ``timeout`` seconds), then stop; unsent records fail with Closed."""
         self._core.close(timeout)
 
-    # asyncio flavour: the same core, awaited without blocking the event loop
+    def statistics(self) -> ProducerStatistics:
+        return self._core.statistics()
+
+    # asyncio flavour: the same core. A send that would wait for room waits in a worker
+    # thread, so the event loop never blocks on backpressure.
     async def async_send(self, key, value) -> ProduceOutput:
-        return self.send(key, value)
+        k, v = None if key is None else _to_bytes(key, "key"), _to_bytes(value, "value")
+        out = self._core.send(k, v, None, block=False)
+        if out is None:
+            import asyncio
+            out = await asyncio.to_thread(self._core.send, k, v, None)
+        return out
 
     async def async_send_string(self, value: str) -> ProduceOutput:
-        return self.send_string(value)
+        return await self.async_send(None, value)
 
     async def async_send_all(self, records) -> list[ProduceOutput]:
-        return self.send_all(records)
+        return [await self.async_send(k, v) for k, v in records]
 
     async def async_flush(self) -> None:
         import asyncio
@@ -512,11 +607,17 @@ class TopicProducer:
     def __enter__(self) -> "TopicProducer":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:                      # do not hide the exception that ended the block
+            self.close()
+        except RilletError as close_error:
+            log.warning("closing the producer for topic %r: %s", self.topic, close_error)
 
     def __del__(self) -> None:
         try:
-            self._core.close(timeout_s=5.0)
+            self._core.close(timeout_s=_EXIT_FLUSH_S)
         except Exception:
             pass

@@ -1,0 +1,234 @@
+"""The producer's connection to one SPU: a non-blocking socket served by one thread.
+
+Why not ``ipc.connection.Connection``: that class is blocking and keeps one
+timeout per socket, so a thread blocked writing to a stopped SPU (SIGSTOP, full
+socket buffer) would hold the producer's sender thread forever, and a reader's
+timeout would change the writer's. Here nobody ever blocks on the socket:
+
+* ``submit`` (the producer's sender thread) encodes the request and writes what
+  the socket takes at once; the rest waits in an out-buffer for this link's thread.
+* the link thread polls the socket (and a wake-up pipe), writes the out-buffer,
+  reads answers and hands each to ``on_answer``; a transport failure fails every
+  pending request with BrokenConnection through ``on_error``.
+* request deadline: every request must be answered within ``request_timeout_s``
+  of its submission (the producer passes its ``timeout_ms`` plus a margin, since
+  a ReadCommitted produce may legitimately wait ``timeout_ms`` on the SPU). When
+  the oldest pending request passes it, the link gives up on the SPU: that request
+  fails with Timeout, the others with BrokenConnection (both retriable), and the
+  connection is closed. The poll never sleeps longer than ``request_timeout_s``,
+  so a deadline is checked late by at most the poll granularity.
+
+Answers are matched by correlation id. A link that failed is ``broken`` for good;
+the producer opens a new one (after re-reading the metadata table).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+import msgspec
+
+from rillet.ipc import messages as m
+from rillet.ipc.errors import BrokenConnection, Closed, ProtocolError, RilletError, Timeout, error_from_code
+from rillet.ipc.framing import NEED_DATA, FrameDecoder
+from rillet.ipc.transport import encode_message
+
+_RECV_CHUNK = 256 * 1024
+_CONNECT_TIMEOUT_S = 5.0           # a Unix-socket connect is instant unless the backlog is full
+_HELLO = object()                  # the pending entry of the handshake
+
+
+class SpuLink:
+    def __init__(self, spu_id: int, path: str, *, request_timeout_s: float, timeout_note: str,
+                 on_answer: Callable[[object, m.Message], None],
+                 on_error: Callable[[object, RilletError], None],
+                 client_id: str = "rillet-producer") -> None:
+        self.spu_id = spu_id
+        self.path = path
+        self.request_timeout_s = request_timeout_s
+        self._timeout_note = timeout_note
+        self._on_answer, self._on_error = on_answer, on_error
+        self._lock = threading.Lock()
+        self._cids = itertools.count(1)
+        self._encoder = m.new_encoder()
+        # cid -> (token, deadline); insertion order is submission order, so the
+        # first entry always holds the earliest deadline.
+        self._pending: dict[int, tuple[object, float]] = {}
+        self._out: deque[memoryview] = deque()
+        self._sock: socket.socket | None = None
+        self._timed_out = False
+        self.broken = False
+        self._closing = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        hello = m.Hello(next(self._cids), m.PROTOCOL_VERSION, client_id)
+        self._pending[hello.cid] = (_HELLO, time.monotonic() + request_timeout_s)
+        self._out.append(memoryview(encode_message(self._encoder, hello)))
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"rillet-producer-spu-{spu_id}")
+        self._thread.start()
+
+    # --- producer side ---------------------------------------------------------------------
+    def submit(self, token: object, make: Callable[[int], m.Message]) -> bool:
+        """Queue the request ``make(cid)`` for ``token``; False if this link is broken.
+
+        Never blocks on the socket. The answer or the failure comes back through
+        ``on_answer`` / ``on_error``, from the link thread, exactly once.
+        """
+        with self._lock:
+            if self.broken or self._closing:
+                return False
+            cid = next(self._cids)
+            frame = memoryview(encode_message(self._encoder, make(cid)))
+            self._pending[cid] = (token, time.monotonic() + self.request_timeout_s)
+            if self._out or self._sock is None:
+                self._out.append(frame)
+                return True
+            try:
+                sent = self._sock.send(frame)
+            except OSError:       # would block, or broken: the link thread sorts it out
+                sent = 0
+            if sent < len(frame):
+                self._out.append(frame[sent:])
+                self._wake_locked()
+            return True
+
+    def close(self) -> None:
+        """Stop the link; requests still pending fail with Closed."""
+        with self._lock:
+            self._closing = True
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        if self.broken:
+            return           # the pipe is closed (its number may already be reused)
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass             # a full pipe wakes the thread anyway
+
+    # --- link thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            error = self._serve(self._connect())
+        except RilletError as exc:
+            error = exc
+        except Exception as exc:   # a bug here must still fail every request, never hang them
+            error = BrokenConnection(f"link to SPU {self.spu_id} failed: {type(exc).__name__}: {exc}")
+        with self._lock:
+            self.broken = True
+            pending = list(self._pending.values())
+            self._pending.clear()
+            self._out.clear()
+            if self._sock is not None:
+                self._sock.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        now = time.monotonic()
+        timeout = Timeout(f"SPU {self.spu_id} did not answer within {self.request_timeout_s:g} s "
+                          f"({self._timeout_note}); connection closed")
+        for token, deadline in pending:
+            if token is not _HELLO:
+                self._on_error(token, timeout if self._timed_out and deadline <= now else error)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(_CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise BrokenConnection(f"cannot connect to SPU {self.spu_id} at {self.path}: {exc.strerror or exc}") from exc
+        sock.setblocking(False)
+        with self._lock:
+            self._sock = sock
+        return sock
+
+    def _serve(self, sock: socket.socket) -> RilletError:
+        """Poll until the link fails or closes; return the error that ends it."""
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        poller.register(sock, select.POLLIN)
+        frames, decoder = FrameDecoder(), m.new_decoder()
+        writing = False
+        while True:
+            with self._lock:
+                if self._closing:
+                    return Closed(f"producer closed before SPU {self.spu_id} answered")
+                if not self._write_locked(sock):
+                    return BrokenConnection(f"connection to SPU {self.spu_id} broken while sending")
+                first = next(iter(self._pending.values()), None)
+                want_write = bool(self._out)
+            now = time.monotonic()
+            if first is not None and first[1] <= now:
+                self._timed_out = True
+                return BrokenConnection(f"connection to SPU {self.spu_id} closed: an earlier request timed out")
+            if want_write != writing:
+                poller.modify(sock, select.POLLIN | (select.POLLOUT if want_write else 0))
+                writing = want_write
+            wait_s = self.request_timeout_s if first is None else first[1] - now
+            for fd, events in poller.poll(wait_s * 1000 + 1):
+                if fd == self._wake_r:
+                    _drain(self._wake_r)
+                elif events & ~select.POLLOUT and not self._read(sock, frames, decoder):
+                    return BrokenConnection(f"connection to SPU {self.spu_id} closed by the peer")
+
+    def _write_locked(self, sock: socket.socket) -> bool:
+        out = self._out
+        while out:
+            try:
+                sent = sock.send(out[0])
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False
+            if sent < len(out[0]):
+                out[0] = out[0][sent:]
+                return True
+            out.popleft()
+        return True
+
+    def _read(self, sock: socket.socket, frames: FrameDecoder, decoder) -> bool:
+        try:
+            data = sock.recv(_RECV_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        frames.receive_data(data)
+        while (frame := frames.next_frame()) is not NEED_DATA:
+            try:
+                reply = decoder.decode(frame)
+            except msgspec.DecodeError as exc:
+                raise ProtocolError(f"malformed answer from SPU {self.spu_id}: {exc}") from exc
+            self._deliver(reply)
+        return True
+
+    def _deliver(self, reply: m.Message) -> None:
+        cid = getattr(reply, "cid", 0)
+        if cid == 0 and isinstance(reply, m.ErrorResponse):
+            raise error_from_code(reply.code, f"SPU {self.spu_id} closed the connection: {reply.message}")
+        with self._lock:
+            entry = self._pending.pop(cid, None)
+        if entry is None:
+            return
+        if entry[0] is _HELLO:
+            if isinstance(reply, m.ErrorResponse):
+                raise error_from_code(reply.code, f"SPU {self.spu_id} refused the handshake: {reply.message}")
+            return
+        self._on_answer(entry[0], reply)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
