@@ -234,6 +234,7 @@ class FollowerFetchResponse(_Msg, tag=71):
     hw: int
     leo: int
     batches: memoryview
+    log_start: int = 0   # a follower whose log ends before this starts over here (retention)
 
 
 class EpochEndOffset(_Msg, tag=72):
@@ -270,6 +271,8 @@ class ReplicaSpec(msgspec.Struct, frozen=True):
     compression_type: str
     min_in_sync_replicas: int
     in_sync: list[int] = []      # replicas the SC last knew in sync (a new leader starts from these)
+    retention_time_s: int | None = None      # delete sealed segments whose newest record is older
+    max_partition_size: int | None = None    # delete the oldest sealed segments while larger
 
 
 class UpdateReplicas(_Msg, tag=61):

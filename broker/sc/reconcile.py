@@ -109,7 +109,8 @@ def replica_specs_for(state: ClusterState, spu_id: int) -> list[m.ReplicaSpec]:
                     topic=topic.name, partition=p.partition, replicas=list(p.replicas), leader=p.leader,
                     leader_epoch=p.leader_epoch, segment_size=cfg.segment_size or DEFAULT_SEGMENT_SIZE,
                     compression_type=cfg.compression_type, min_in_sync_replicas=cfg.min_in_sync_replicas or 1,
-                    in_sync=list(p.in_sync),
+                    in_sync=list(p.in_sync), retention_time_s=cfg.retention_time_s,
+                    max_partition_size=cfg.max_partition_size,
                 ))
     return specs
 

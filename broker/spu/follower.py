@@ -42,6 +42,7 @@ async def follow(replica: Replica, paths: ClusterPaths, log: logging.Logger, on_
                     cid, spec.topic, spec.partition, me, spec.leader_epoch, leo, FETCH_MAX_BYTES, FETCH_WAIT_MS),
                     timeout_s=FETCH_WAIT_MS / 1000 + 10)
                 before = (replica.leo, replica.hw)
+                replica.catch_up_to_log_start(reply.log_start)
                 replica.append_replicated(reply.batches, reply.hw)
                 if (replica.leo, replica.hw) != before:
                     on_progress()

@@ -174,6 +174,35 @@ class Replica:
         self._set_hw(min(leader_hw, self.log.leo))
         self._wake()
 
+    def catch_up_to_log_start(self, leader_log_start: int) -> None:
+        """The leader deleted what this follower still needs: start over at its log start."""
+        if self.log.leo < leader_log_start:
+            self.log.reset_to(leader_log_start)
+            self.hw = max(self.hw, leader_log_start)
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete sealed segments past the topic's retention time or size; returns how many.
+
+        Only records below the high watermark go: nothing a consumer may still be owed as
+        uncommitted, and nothing a follower has not had the chance to copy while in sync.
+        """
+        spec = self.spec
+        if spec.retention_time_s is None and spec.max_partition_size is None:
+            return 0
+        sealed = self.log.sealed_segments()
+        size = self.log.size_bytes
+        count = 0
+        for _base, next_offset, seg_size, max_ts in sealed:
+            too_old = spec.retention_time_s is not None and max_ts < now_ms - spec.retention_time_s * 1000
+            too_big = spec.max_partition_size is not None and size > spec.max_partition_size
+            if not (too_old or too_big) or next_offset > self.hw:
+                break
+            size -= seg_size
+            count += 1
+        if count:
+            self.log.delete_oldest_segments(count)
+        return count
+
     def truncate_to(self, offset: int) -> None:
         if offset < self.log.leo:
             self.logger.warning("%s: truncating from leo %d to %d (leader epoch end offset)", self.name, self.log.leo, offset)

@@ -16,6 +16,10 @@ from rillet.ipc.transport import FramedProtocol, encode_message
 from .service import SpuService
 
 
+# How often replicas look for segments past their topic's retention (Fluvio: every 10 s).
+RETENTION_CHECK_S = float(os.environ.get("RILLET_RETENTION_CHECK_S", "10"))
+
+
 class SpuConnection(FramedProtocol):
     """A client (producer, consumer, CLI) talking to this SPU."""
 
@@ -130,9 +134,14 @@ class ControlLink(asyncio.Protocol):
             await asyncio.sleep(self.REPORT_INTERVAL_S)
 
     async def expire_loop(self) -> None:
-        """Drop followers that stopped keeping up from the leaders' in-sync sets."""
+        """Drop followers that stopped keeping up from the leaders' in-sync sets; apply retention."""
+        next_retention = 0.0
+        loop = asyncio.get_running_loop()
         while not self.stop.is_set():
             self.service.expire()
+            if loop.time() >= next_retention:
+                self.service.apply_retention()
+                next_retention = loop.time() + RETENTION_CHECK_S
             await asyncio.sleep(0.1)
 
     def close(self) -> None:

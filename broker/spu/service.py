@@ -97,6 +97,15 @@ class SpuService:
         for replica in self.replicas.values():
             replica.expire(now)
 
+    def apply_retention(self) -> None:
+        now_ms = int(time.time() * 1000)
+        for replica in self.replicas.values():
+            try:
+                if replica.apply_retention(now_ms):
+                    self.on_change()
+            except RilletError as exc:
+                self.log.warning("%s: retention failed: %s", replica.name, exc)
+
     def close(self) -> None:
         for key in list(self._followers):
             self._stop_follower(key)
@@ -207,9 +216,13 @@ class SpuService:
         return self._follower_answer(req, replica)
 
     def _follower_answer(self, req: m.FollowerFetch, replica: Replica) -> m.Message:
-        data = replica.log.read(req.offset, min(req.max_bytes, MAX_FETCH_BYTES), replica.leo)
+        start = replica.log.log_start_offset
+        if req.offset < start:      # retention deleted what it needs: it starts over at our log start
+            data = memoryview(b"")
+        else:
+            data = replica.log.read(req.offset, min(req.max_bytes, MAX_FETCH_BYTES), replica.leo)
         replica.answered_follower(req.follower)
-        return m.FollowerFetchResponse(req.cid, replica.hw, replica.leo, data)
+        return m.FollowerFetchResponse(req.cid, replica.hw, replica.leo, data, start)
 
     def epoch_end_offset(self, req: m.EpochEndOffset) -> m.Message:
         replica = self.leader(req.topic, req.partition)

@@ -38,7 +38,7 @@ import re
 from pathlib import Path
 
 from rillet.ipc.errors import Closed, CorruptBatch, InvalidArgument, MessageTooLarge, OffsetOutOfRange, StorageError
-from rillet.ipc.records import BatchHeader, validate_batch
+from rillet.ipc.records import BatchHeader, iter_batches, validate_batch
 
 from .checkpoint import MAX_EPOCH, LeaderEpochCache, read_checkpoint, write_checkpoint
 from .files import fsync_directory, storage_error
@@ -77,6 +77,7 @@ class PartitionLog:
         self._epochs: LeaderEpochCache | None = None
         self._failure: str | None = None
         self._closed = False
+        self._max_timestamps: dict[int, int] = {}   # sealed segment base -> newest record timestamp
 
     @classmethod
     def open(cls, directory: Path, *, segment_size: int = DEFAULT_SEGMENT_SIZE,
@@ -280,6 +281,54 @@ class PartitionLog:
         self._dir_dirty = True
         self._logger.debug("rolled %s at offset %d", new.log_path, new.base_offset)
         return new
+
+    # --- retention -------------------------------------------------------------
+
+    def sealed_segments(self) -> list[tuple[int, int, int, int]]:
+        """``(base_offset, next_offset, size_bytes, max_timestamp)`` of each sealed segment, oldest
+        first (the active segment is never listed: retention never deletes it)."""
+        out = []
+        for seg in self._segments[:-1]:
+            stamp = self._max_timestamps.get(seg.base_offset)
+            if stamp is None:
+                with memoryview(seg.buffer) as whole, whole[:seg.used] as view:
+                    stamp = max((h.max_timestamp for _p, h in iter_batches(view)), default=-1)
+                self._max_timestamps[seg.base_offset] = stamp      # a sealed segment never changes
+            out.append((seg.base_offset, seg.next_offset, seg.used, stamp))
+        return out
+
+    def delete_oldest_segments(self, count: int) -> int:
+        """Delete the ``count`` oldest sealed segments; returns the new log start offset.
+
+        Offsets are never reused: the log start moves up, the log end stays.
+        """
+        self._check_writable()
+        count = min(count, len(self._segments) - 1)
+        for _ in range(max(count, 0)):
+            seg = self._segments.pop(0)
+            self._bases.pop(0)
+            self._max_timestamps.pop(seg.base_offset, None)
+            if seg in self._unsynced:
+                self._unsynced.remove(seg)
+            seg.remove()
+            self._dir_dirty = True
+            self._logger.info("retention deleted %s (offsets %d to %d)", seg.log_path, seg.base_offset,
+                              seg.next_offset - 1)
+        return self.log_start_offset
+
+    def reset_to(self, offset: int) -> None:
+        """Drop every segment and continue empty at ``offset`` (a follower whose log ends
+        before its leader's log start: what it holds cannot be continued)."""
+        self._check_writable()
+        for seg in self._segments:
+            seg.remove()
+        self._segments, self._bases, self._unsynced = [], [], []
+        self._max_timestamps.clear()
+        self._add(Segment.create(self.directory, offset, capacity=self.segment_size,
+                                 interval_bytes=self.index_interval_bytes))
+        self._dir_dirty = True
+        self._epochs.truncate_from(0)
+        self._logger.warning("reset %s to start empty at offset %d", self.directory, offset)
 
     def truncate_to(self, offset: int) -> None:
         """Remove every batch with base_offset >= ``offset`` (a batch boundary, or leo: no-op).
