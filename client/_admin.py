@@ -27,6 +27,8 @@ class TopicSpec:
     max_partition_size: int | None = None      # bytes
     compression_type: str = "any"
     min_in_sync_replicas: int | None = None
+    flush: str = "none"                        # none | interval | every-batch
+    flush_interval_ms: int = 1000
 
     @classmethod
     def create(cls) -> "TopicSpec":
@@ -71,11 +73,19 @@ class TopicSpec:
     def with_min_in_sync_replicas(self, n: int) -> "TopicSpec":
         return replace(self, min_in_sync_replicas=int(n))
 
+    def with_flush(self, policy: str, interval: str | int | None = None) -> "TopicSpec":
+        """When the SPUs fsync: ``"none"`` (the page cache only: survives any process crash, not
+        power loss), ``"every-batch"`` (before acknowledging, on every replica), or
+        ``"interval"`` (every ``interval``, a duration or milliseconds)."""
+        interval_ms = self.flush_interval_ms if interval is None else int(round(parse_duration(interval, default_unit="ms") * 1000))
+        return replace(self, flush=str(policy), flush_interval_ms=interval_ms)
+
     def build(self) -> m.TopicConfig:
         return m.TopicConfig(
             partitions=self.partitions, replication=self.replications, retention_time_s=self.retention_time,
             segment_size=self.segment_size, max_partition_size=self.max_partition_size,
             compression_type=self.compression_type, min_in_sync_replicas=self.min_in_sync_replicas,
+            flush=self.flush, flush_interval_ms=self.flush_interval_ms,
         )
 
 

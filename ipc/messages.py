@@ -117,6 +117,8 @@ class TopicConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_partition_size: int | None = None
     compression_type: str = "any"
     min_in_sync_replicas: int | None = None
+    flush: str = "none"              # none | interval | every-batch: fsync before the ack, or every interval
+    flush_interval_ms: int = 1000
 
 
 class CreateTopic(_Msg, tag=30):
@@ -164,6 +166,7 @@ class PartitionInfo(msgspec.Struct, frozen=True):
     leo: int
     log_start: int
     size_bytes: int
+    flushes: int = 0          # fsyncs of this partition's log on its leader since the SPU started
 
 
 class PartitionList(_Msg, tag=35):
@@ -273,6 +276,8 @@ class ReplicaSpec(msgspec.Struct, frozen=True):
     in_sync: list[int] = []      # replicas the SC last knew in sync (a new leader starts from these)
     retention_time_s: int | None = None      # delete sealed segments whose newest record is older
     max_partition_size: int | None = None    # delete the oldest sealed segments while larger
+    flush: str = "none"
+    flush_interval_ms: int = 1000
 
 
 class UpdateReplicas(_Msg, tag=61):
@@ -290,6 +295,7 @@ class ReplicaStatus(msgspec.Struct, frozen=True):
     log_start: int
     size_bytes: int
     in_sync: list[int]
+    flushes: int = 0
 
 
 class StatusReport(_Msg, tag=62):

@@ -15,7 +15,8 @@ from rillet.ipc.errors import RilletError
 from rillet.ipc.names import ClusterPaths
 
 from .args import (
-    EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, UsageError, duration_s, name, positive, say, size, topic_codec,
+    EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, UsageError, duration_ms, duration_s, name, positive, say, size,
+    topic_codec,
 )
 from .output import FORMATS, render
 
@@ -93,6 +94,10 @@ def cmd_topic_create(args) -> int:
         spec = spec.with_max_partition_size(args.max_partition_size)
     if args.compression_type is not None:
         spec = spec.with_compression(args.compression_type)
+    if args.min_in_sync_replicas is not None:
+        spec = spec.with_min_in_sync_replicas(args.min_in_sync_replicas)
+    if args.flush is not None or args.flush_interval is not None:
+        spec = spec.with_flush(args.flush or "interval", args.flush_interval)
     with FluvioAdmin.connect(args.cluster) as admin:
         admin.create_topic(args.name, spec)
     print(f'topic "{args.name}" created')
@@ -104,7 +109,8 @@ def _topic_row(t) -> dict:
     return dict(name=t.name(), partitions=c.partitions, replication=c.replication,
                 retention_time_s=c.retention_time_s, segment_size=c.segment_size,
                 max_partition_size=c.max_partition_size, compression_type=c.compression_type,
-                min_in_sync_replicas=c.min_in_sync_replicas, status=t.status)
+                min_in_sync_replicas=c.min_in_sync_replicas, flush=c.flush, flush_interval_ms=c.flush_interval_ms,
+                status=t.status)
 
 
 def cmd_topic_list(args) -> int:
@@ -156,7 +162,7 @@ def cmd_partition_list(args) -> int:
         parts = admin.list_partitions(args.topics or [])
     rows = [dict(topic=p.topic, partition=p.partition, leader=p.leader, leader_epoch=p.leader_epoch,
                  replicas=list(p.replicas), in_sync=list(p.in_sync), status=p.status, hw=p.hw, leo=p.leo,
-                 log_start=p.log_start, size=p.size_bytes) for p in parts]
+                 log_start=p.log_start, size=p.size_bytes, flushes=p.flushes) for p in parts]
     print(render(rows, [("TOPIC", "topic"), ("PARTITION", "partition"), ("LEADER", "leader"), ("EPOCH", "leader_epoch"),
                         ("REPLICAS", "replicas"), ("IN-SYNC", "in_sync"), ("RESOLUTION", "status"),
                         ("SIZE", "size"), ("BASE", "log_start"), ("HW", "hw"), ("LEO", "leo")], args.output))
@@ -203,6 +209,13 @@ def build_parser() -> Parser:
     create.add_argument("--max-partition-size", type=size, default=None, help="e.g. 10GiB")
     create.add_argument("--compression-type", type=topic_codec, default=None,
                         help="any (default), none, gzip, snappy, lz4 or zstd")
+    create.add_argument("--min-in-sync-replicas", type=positive, default=None,
+                        help="ReadCommitted produces need this many in-sync replicas (default 1 for -r 1, else 2)")
+    create.add_argument("--flush", choices=["none", "interval", "every-batch"], default=None,
+                        help="fsync policy: none (default; survives process crashes, not power loss), "
+                             "every-batch (before each ack), interval")
+    create.add_argument("--flush-interval", type=duration_ms, default=None, metavar="DUR",
+                        help="with --flush interval: how often (default 1s)")
     create.set_defaults(func=cmd_topic_create)
     tlist = tsub.add_parser("list", help="list topics")
     _add_output(tlist)

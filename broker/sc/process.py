@@ -320,6 +320,7 @@ class Controller:
                     replicas=list(p.replicas), in_sync=list(report.in_sync) if report else [],
                     status=status.label, hw=report.hw if report else -1, leo=report.leo if report else -1,
                     log_start=report.log_start if report else -1, size_bytes=report.size_bytes if report else -1,
+                    flushes=report.flushes if report else 0,
                 ))
         return m.PartitionList(msg.cid, out)
 

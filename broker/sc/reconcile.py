@@ -20,6 +20,7 @@ MIN_SEGMENT_SIZE = 1024
 MAX_SEGMENT_SIZE = 2 ** 31     # index positions are u32; keep a margin
 MAX_PARTITIONS = 1024          # per topic
 MAX_REPLICATION = 8            # metadata table row limit (MAX_REPLICAS)
+FLUSH_POLICIES = ("none", "interval", "every-batch")
 
 
 @dataclass
@@ -58,10 +59,15 @@ def validate_config(config: m.TopicConfig, spu_count: int) -> m.TopicConfig:
         min_isr = 1 if config.replication == 1 else 2
     if not 1 <= min_isr <= config.replication:
         raise InvalidArgument(f"min in-sync replicas must be between 1 and {config.replication}, got {min_isr}")
+    if config.flush not in FLUSH_POLICIES:
+        raise InvalidArgument(f"unknown flush policy {config.flush!r} (expected one of {', '.join(FLUSH_POLICIES)})")
+    if config.flush_interval_ms < 1:
+        raise InvalidArgument(f"flush interval must be at least 1 ms, got {config.flush_interval_ms}")
     return m.TopicConfig(
         partitions=config.partitions, replication=config.replication, retention_time_s=config.retention_time_s,
         segment_size=segment_size, max_partition_size=config.max_partition_size,
-        compression_type=compression, min_in_sync_replicas=min_isr,
+        compression_type=compression, min_in_sync_replicas=min_isr, flush=config.flush,
+        flush_interval_ms=config.flush_interval_ms,
     )
 
 
@@ -110,7 +116,8 @@ def replica_specs_for(state: ClusterState, spu_id: int) -> list[m.ReplicaSpec]:
                     leader_epoch=p.leader_epoch, segment_size=cfg.segment_size or DEFAULT_SEGMENT_SIZE,
                     compression_type=cfg.compression_type, min_in_sync_replicas=cfg.min_in_sync_replicas or 1,
                     in_sync=list(p.in_sync), retention_time_s=cfg.retention_time_s,
-                    max_partition_size=cfg.max_partition_size,
+                    max_partition_size=cfg.max_partition_size, flush=cfg.flush,
+                    flush_interval_ms=cfg.flush_interval_ms,
                 ))
     return specs
 

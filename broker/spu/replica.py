@@ -41,6 +41,9 @@ class Replica:
         self.hw = log.leo if len(spec.replicas) == 1 else log.read_high_watermark()
         self._saved_hw = self.hw
         self._saved_at = 0.0
+        self.flushes = 0                 # fsyncs of the log (flush policy), reported to the SC
+        self._unflushed = False
+        self._flushed_at = time.monotonic()
         self.leader_state: LeaderState | None = None
         # (bound_is_hw, offset, future): woken once the bound passes offset.
         self._waiters: list[tuple[bool, int, asyncio.Future]] = []
@@ -113,9 +116,29 @@ class Replica:
             if first_base < 0:
                 first_base = base
             pos += header.total_size
+        self._written()
         self._advance_hw()
         self._wake()
         return first_base
+
+    # --- flush policy: what survives power loss ---
+    def _written(self) -> None:
+        self._unflushed = True
+        if self.spec.flush == "every-batch":
+            self.flush()
+
+    def flush(self) -> None:
+        """msync + fsync the log. An error is fatal for this replica's writes (StorageError
+        from then on): after a failed fsync the kernel may have dropped the pages."""
+        self.log.flush()
+        self.flushes += 1
+        self._unflushed = False
+        self._flushed_at = time.monotonic()
+
+    def flush_if_due(self, now: float) -> None:
+        if (self.spec.flush == "interval" and self._unflushed
+                and now - self._flushed_at >= self.spec.flush_interval_ms / 1000):
+            self.flush()
 
     async def wait_committed(self, offset: int, timeout_s: float) -> None:
         """Wait until the HW reaches ``offset`` (ReadCommitted produce)."""
@@ -171,6 +194,7 @@ class Replica:
     def append_replicated(self, batches: memoryview, leader_hw: int) -> None:
         if len(batches):
             self.log.append_replicated(batches)
+            self._written()
         self._set_hw(min(leader_hw, self.log.leo))
         self._wake()
 
@@ -274,6 +298,7 @@ class Replica:
             size_bytes=self.log.size_bytes,
             in_sync=(self.leader_state.in_sync() if self.leader_state is not None
                      else [self.spu_id] if self.is_leader else []),
+            flushes=self.flushes,
         )
 
     def close(self) -> None:

@@ -96,6 +96,10 @@ class SpuService:
         now = time.monotonic()
         for replica in self.replicas.values():
             replica.expire(now)
+            try:
+                replica.flush_if_due(now)
+            except RilletError as exc:
+                self.log.error("%s: flush failed: %s", replica.name, exc)
 
     def apply_retention(self) -> None:
         now_ms = int(time.time() * 1000)
