@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from rillet.tools import bench as bench_tool
+from rillet.tools import bench_failover
 
 KEYS = {"peer", "workload", "mode", "records", "size", "seconds", "records_per_s", "mb_per_s", "p50_us", "p99_us",
         "p999_us", "durable", "compression", "batch_size", "linger_ms"}
@@ -120,12 +121,12 @@ def test_failover_figures_find_lost_records_and_the_new_leaders_first_ack():
     kill = {"spu": 5001, "epoch": 1, "in_sync": 3, "t_kill_ns": 100 * MS, "t_leader_ns": 120 * MS, "new_leader": 5002,
             "new_epoch": 2, "restart_ms": 1.0}
     epochs = ([0, 4], [1, 2])
-    fig = bench_tool._failover_figures([kill], prod, log, epochs)
+    fig = bench_failover._failover_figures([kill], prod, log, epochs)
     assert (fig["lost"], fig["duplicates"], fig["offset_gaps"], fig["records_acked"]) == (0, 1, 0, 6)
     [k] = fig["per_kill"]
     assert (k["old_leader_acks"], k["first_ack_ms"], k["new_leader_ms"]) == (1, 50.0, 20.0)
     # A record acknowledged at an offset that now holds something else is lost.
-    fig = bench_tool._failover_figures([kill], prod, log[:5] + [(5, seq(9)), (6, seq(5))], epochs)
+    fig = bench_failover._failover_figures([kill], prod, log[:5] + [(5, seq(9)), (6, seq(5))], epochs)
     assert fig["lost"] == 1
 
 
