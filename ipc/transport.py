@@ -57,6 +57,7 @@ def peer_uid(sock: socket.socket) -> int:
 # closes a connection that sent part of a frame and then went quiet (slowloris); it can
 # be shortened with RILLET_FRAME_DEADLINE_S, which the tests use.
 MAX_CONNECTIONS = 1024
+MAX_IN_FLIGHT = 256           # requests one connection may have waiting (long polls, ReadCommitted acks)
 FRAME_DEADLINE_S = float(os.environ.get("RILLET_FRAME_DEADLINE_S", "30"))
 
 
@@ -190,6 +191,12 @@ class FramedProtocol(asyncio.Protocol):
             self.send(m.ErrorResponse(cid, InternalError.code, f"internal error: {type(exc).__name__}: {exc}"))
             return
         if inspect.isawaitable(result):
+            if len(self._tasks) >= MAX_IN_FLIGHT:
+                if inspect.iscoroutine(result):
+                    result.close()
+                self.send(m.ErrorResponse(cid, InternalError.code,
+                                          f"too many requests in flight on this connection: max_in_flight={MAX_IN_FLIGHT}"))
+                return
             task = asyncio.ensure_future(self._finish(cid, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

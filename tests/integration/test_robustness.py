@@ -118,3 +118,16 @@ def test_many_connections_leave_the_spu_serving(cluster):
     finally:
         for s in socks:
             s.close()
+
+
+def test_in_flight_requests_per_connection_are_bounded(cluster):
+    from rillet.ipc.transport import MAX_IN_FLIGHT
+    cluster.create_topic("polls")
+    conn = Connection(cluster.paths.spu_socket(SPU))
+    for _ in range(MAX_IN_FLIGHT + 5):          # long polls on an empty partition: each one waits
+        conn.send(m.FetchRequest(conn.next_cid(), "polls", 0, 0, 1024, 0, 5000))
+    refused = conn.recv(timeout_s=5)
+    assert isinstance(refused, m.ErrorResponse) and "max_in_flight" in refused.message
+    conn.close()
+    with cluster.fluvio().topic_producer("polls") as producer:   # the SPU still serves others
+        assert producer.send(None, b"ok").wait(timeout=10) is not None
