@@ -267,3 +267,31 @@ def test_statuses_when_no_replica_is_left(tmp_path):
         assert r.returncode == 1 and "no online leader" in r.stderr.decode()
         cluster.start_spu(leader)
         wait_for(lambda: partition(cluster, "solo").status == "Online", what="Online again")
+
+
+def test_isolation_levels_differ_while_followers_lag(cluster3):
+    with committed_producer(cluster3) as producer:
+        for i in range(5):
+            producer.send(None, f"c{i}").wait(timeout=10)
+    p = partition(cluster3)
+    followers = [s for s in p.replicas if s != p.leader]
+    pids = [_pid_of(cluster3, s) for s in followers]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        fast = TopicProducerConfigBuilder().linger(0).delivery_semantic(DeliverySemantic.AtMostOnce).build()
+        with cluster3.fluvio().topic_producer_with_config("t", fast) as producer:
+            for i in range(3):
+                producer.send(None, f"u{i}").wait(timeout=5)        # acked by the leader alone
+        uncommitted = ConsumerConfig()
+        uncommitted.disable_continuous()
+        uncommitted.isolation(Isolation.ReadUncommitted)
+        stream = cluster3.fluvio().partition_consumer("t", 0).stream_with_config(Offset.beginning(), uncommitted)
+        everything = [r.value() for r in stream]
+        committed = [v for _o, v in read_committed(cluster3)]
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert committed == [f"c{i}".encode() for i in range(5)]
+    assert everything == committed + [f"u{i}".encode() for i in range(3)]
+    wait_for(lambda: len(read_committed(cluster3)) == 8, what="the followers to catch up and commit")
