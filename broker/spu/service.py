@@ -60,7 +60,13 @@ class SpuService:
             replica = self.replicas.get(key)
             if replica is None:
                 directory = self.paths.replica_dir(self.spu_id, spec.topic, spec.partition)
-                plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
+                try:
+                    plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
+                except RilletError as exc:
+                    # One damaged replica must not take the SPU's other replicas down with it: this
+                    # one stays unopened (its partition is not Online here) and the log says why.
+                    self.log.error("replica %s/%d cannot be opened: %s", spec.topic, spec.partition, exc)
+                    continue
                 for cut in plog.recovery_report:
                     self.log.warning("replica %s/%d recovery: %s", spec.topic, spec.partition, cut)
                 replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log,

@@ -84,3 +84,42 @@ def test_killed_spu_restarts_and_cuts_a_torn_tail(tmp_path):
         with cluster.fluvio().topic_producer_with_config("torn", config) as producer:
             meta = producer.send(None, "after").wait(timeout=10)
         assert meta.offset() == 20
+
+
+def test_a_damaged_replica_does_not_take_the_spu_down(tmp_path):
+    import subprocess
+    import sys
+    from rillet.broker import launcher
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("healthy")
+        cluster.create_topic("damaged", segment_size=1024)
+        config = TopicProducerConfigBuilder().linger(0).build()
+        with cluster.fluvio().topic_producer_with_config("damaged", config) as producer:
+            for i in range(10):
+                producer.send(None, b"x" * 300).wait(timeout=10)      # several sealed segments
+        with cluster.fluvio().topic_producer("healthy") as producer:
+            producer.send(None, "fine").wait(timeout=10)
+        cluster.stop()
+        sealed = sorted(cluster.paths.replica_dir(SPU, "damaged", 0).glob("*.log"))[0]
+        sealed.write_bytes(sealed.read_bytes()[:-10])      # a sealed segment cut short: the log is damaged
+        # Start the SC directly: `cluster start` would (rightly) refuse to call a cluster ready.
+        sc = subprocess.Popen([sys.executable, "-m", "rillet.broker.sc", "--cluster", cluster.name,
+                               "--home", str(cluster.home)], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    if launcher.cluster_status(cluster.paths).partitions_online == 1:
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.05)
+            with cluster.admin() as admin:
+                status = {p.topic: p.status for p in admin.list_partitions([])}
+            assert status == {"healthy": "Online", "damaged": "Offline"}
+            assert read_values(cluster.fluvio(), "healthy") == [(0, b"fine")]
+            assert "cannot be opened" in cluster.paths.spu_log_file(SPU).read_text()
+        finally:
+            launcher.stop_cluster(cluster.paths)
+            sc.wait(10)
