@@ -29,21 +29,26 @@ class CompressionType(str, Enum):
     ZSTD = "zstd"
 
 
+def _parse_member(cls, value, spellings: tuple[str, ...], what: str):
+    """``value`` as a member of ``cls``: the member itself, or a spelling such as
+    "read_committed", "read-committed" or "ReadCommitted" (case, "-" and "_" ignored)."""
+    if isinstance(value, cls):
+        return value
+    key = str(value).replace("-", "").replace("_", "").lower()
+    for member in cls:
+        if member.name.lower() == key:
+            return member
+    from rillet.ipc.errors import InvalidArgument
+    raise InvalidArgument(f"unknown {what} {value!r} (expected {' or '.join(spellings)})")
+
+
 class Isolation(IntEnum):
     ReadUncommitted = 0
     ReadCommitted = 1
 
     @classmethod
     def parse(cls, value: "Isolation | str") -> "Isolation":
-        if isinstance(value, Isolation):
-            return value
-        key = str(value).replace("-", "_").lower()
-        names = {"read_uncommitted": cls.ReadUncommitted, "readuncommitted": cls.ReadUncommitted,
-                 "read_committed": cls.ReadCommitted, "readcommitted": cls.ReadCommitted}
-        if key not in names:
-            from rillet.ipc.errors import InvalidArgument
-            raise InvalidArgument(f"unknown isolation {value!r} (expected read_uncommitted or read_committed)")
-        return names[key]
+        return _parse_member(cls, value, ("read_uncommitted", "read_committed"), "isolation")
 
 
 class DeliverySemantic(IntEnum):
@@ -52,15 +57,7 @@ class DeliverySemantic(IntEnum):
 
     @classmethod
     def parse(cls, value: "DeliverySemantic | str") -> "DeliverySemantic":
-        if isinstance(value, DeliverySemantic):
-            return value
-        key = str(value).replace("_", "-").lower()
-        names = {"at-most-once": cls.AtMostOnce, "atmostonce": cls.AtMostOnce,
-                 "at-least-once": cls.AtLeastOnce, "atleastonce": cls.AtLeastOnce}
-        if key not in names:
-            from rillet.ipc.errors import InvalidArgument
-            raise InvalidArgument(f"unknown delivery semantic {value!r} (expected at-most-once or at-least-once)")
-        return names[key]
+        return _parse_member(cls, value, ("at-most-once", "at-least-once"), "delivery semantic")
 
 
 class OffsetManagementStrategy(IntEnum):
