@@ -6,6 +6,11 @@ time (``next``) or a fetch at a time (``next_batch``); each hand-out marks its r
 seen. AUTO commits what was seen before each hand-out, flushes every ``offset_flush``
 period (the wait for records wakes up for it; there is no background thread), and
 commits and flushes when the stream ends, is closed, or is garbage collected.
+
+``next`` does no bookkeeping of its own: a buffered batch comes from one partition in
+offset order, so how far the caller got in it is the position of its list iterator,
+and ``_settle`` turns that into the tracker's seen / committed state (exactly what a
+commit-then-see per record would have left) before anything reads or changes it.
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from typing import Iterator
 
 from rillet.ipc.errors import InvalidArgument, RilletError
 
-from ._consumer import ASYNC_SLICE_S, MultiPartitionStream, open_streams
+from ._consumer import ASYNC_SLICE_S, MultiPartitionStream, RecordBuffer, chained, open_streams
 from ._enums import OffsetManagementStrategy
 from ._metadata import MetadataView
 from ._offsets import ConsumerConfigExt, OffsetClient, OffsetTracker
@@ -38,7 +43,8 @@ class ConsumerIterator:
         self._strategy = OffsetManagementStrategy(config.offset_strategy)
         self._offsets = offsets
         self._tracker = OffsetTracker()
-        self._ready: deque[Record] = deque()
+        self._buffer = RecordBuffer()          # one batch: one partition, in offset order
+        self._settled = 0                      # records of it already given to the tracker
         self._closed = False
         self._ended = False
         self._flush_period_s = config.offset_flush_ms / 1000
@@ -58,46 +64,68 @@ class ConsumerIterator:
             continuous=not config.disable_continuous, end_offset=end_offset))
 
     # --- reading ---
-    def __iter__(self) -> "ConsumerIterator":
-        return self
+    def __iter__(self) -> Iterator[Record]:
+        return chained(self._refill)
+
+    @property
+    def _ready(self) -> int:
+        """Records buffered and not handed out yet (the CLI flushes its output at 0)."""
+        return len(self._buffer)
 
     def __next__(self) -> Record:
-        if not self._ready:
-            batch = self._wait_batch(None)
-            if batch is None:
-                self._end()
-                raise StopIteration
-            self._ready.extend(batch)
-        record = self._ready.popleft()
-        self._hand_out((record,))
-        return record
+        for record in self._buffer.it:
+            return record
+        if self._refill() is None:
+            raise StopIteration
+        return next(self._buffer.it)
+
+    def _refill(self) -> Iterator[Record] | None:
+        """Settle the used-up batch, wait for the next; its iterator, or None at the end."""
+        if len(self._buffer):
+            return self._buffer.it
+        self._settle()
+        self._buffer.clear()
+        batch = self._wait_batch(None)
+        if batch is None:
+            self._end()
+            return None
+        self._put(batch)
+        return self._buffer.it
 
     def next_batch(self) -> list[Record]:
         """The records of one fetch (waiting for one if none is buffered); [] at the end."""
-        if self._ready:
-            batch = list(self._ready)
-            self._ready.clear()
+        self._settle()
+        if len(self._buffer):
+            batch = self._buffer.take()
         else:
+            self._buffer.clear()
             batch = self._wait_batch(None)
             if batch is None:
                 self._end()
                 return []
-        self._hand_out(batch)
+        self._settled = 0
+        if self._strategy == OffsetManagementStrategy.AUTO:
+            self._tracker.commit()          # reading the next records commits the previous ones
+        last = batch[-1]
+        self._tracker.saw(last.partition(), last.offset())
         return batch
 
     def __aiter__(self) -> "ConsumerIterator":
         return self
 
     async def __anext__(self) -> Record:
-        while not self._ready:
+        for record in self._buffer.it:
+            return record
+        self._settle()
+        self._buffer.clear()
+        while True:
             batch = await asyncio.to_thread(self._wait_batch, ASYNC_SLICE_S)
             if batch is None:
                 await asyncio.to_thread(self._end)
                 raise StopAsyncIteration
-            self._ready.extend(batch)
-        record = self._ready.popleft()
-        self._hand_out((record,))
-        return record
+            if batch:
+                self._put(batch)
+                return next(self._buffer.it)
 
     def _wait_batch(self, max_wait_s: float | None) -> list[Record] | None:
         """A batch; [] when ``max_wait_s`` passed; None at the end. Flushes when AUTO's period is due."""
@@ -116,16 +144,37 @@ class ConsumerIterator:
             if batch is None or batch or (deadline is not None and time.monotonic() >= deadline):
                 return batch
 
-    def _hand_out(self, records) -> None:
+    def _put(self, batch: list[Record]) -> None:
+        """Buffer a new batch (the previous one is settled and cleared)."""
+        self._buffer.put(batch)
+        self._settled = 0
+
+    def _settle(self) -> None:
+        """Bring the tracker up to the records ``next`` handed out from the buffered batch.
+
+        Handing out r1..rn one at a time, AUTO commits before each: seen ends at rn,
+        committed at r(n-1). The batch is one partition in offset order, so the last
+        records stand for all before them.
+        """
+        buffer = self._buffer
+        handed = buffer.handed_out()
+        if handed <= self._settled:
+            return
+        tracker, records = self._tracker, buffer.records
         if self._strategy == OffsetManagementStrategy.AUTO:
-            self._tracker.commit()          # reading the next record commits the previous one
-        for record in records:
-            self._tracker.saw(record.partition(), record.offset())
+            if handed - 1 > self._settled:
+                before = records[handed - 2]
+                tracker.saw(before.partition(), before.offset())
+            tracker.commit()
+        last = records[handed - 1]
+        tracker.saw(last.partition(), last.offset())
+        self._settled = handed
 
     # --- offsets ---
     def offset_commit(self) -> None:
         """Mark every record handed out so far as consumed (local; offset_flush stores it)."""
         self._require_strategy("offset_commit")
+        self._settle()
         self._tracker.commit()
 
     def offset_flush(self) -> None:
@@ -134,6 +183,7 @@ class ConsumerIterator:
         self._flush()
 
     def _flush(self, wait: bool = True) -> None:
+        self._settle()
         pending = self._tracker.pending()
         if pending:
             self._offsets.commit(self.config.offset_consumer, self.config.topic, pending, wait=wait)
@@ -162,6 +212,7 @@ class ConsumerIterator:
         """End of stream: AUTO commits and flushes what was read."""
         if not self._ended:
             self._ended = True
+            self._settle()
             if self._strategy == OffsetManagementStrategy.AUTO:
                 self._tracker.commit()
                 self._flush(wait)

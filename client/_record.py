@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from rillet.ipc.errors import InvalidArgument, RilletError
+from rillet.ipc.records import DecodedRecord
 
 
-class Record:
+class Record(DecodedRecord):
     """One consumed record. ``key()`` is None for a keyless record (Fluvio returns
-    b"No key", which cannot be told apart from a real key; rillet does not copy that)."""
+    b"No key", which cannot be told apart from a real key; rillet does not copy that).
 
-    __slots__ = ("_offset", "_partition", "_key", "_value", "_timestamp")
-
-    def __init__(self, offset: int, partition: int, key: bytes | None, value: bytes, timestamp: int) -> None:
-        self._offset, self._partition, self._key, self._value, self._timestamp = offset, partition, key, value, timestamp
+    Built by the stream straight from the fetched bytes (see records.decode_records):
+    it holds the record's offset, timestamp delta, key, value and headers, and shares
+    its batch's ``(partition, first_timestamp)`` tuple. Like Fluvio's, it is not meant
+    to be constructed by user code.
+    """
 
     def offset(self) -> int:
         return self._offset
 
     def partition(self) -> int:
-        return self._partition
+        return self._batch[0]
 
     def value(self) -> bytes:
         return self._value
@@ -43,10 +45,11 @@ class Record:
 
     def timestamp(self) -> int:
         """Milliseconds since the Unix epoch, set by the producer."""
-        return self._timestamp
+        return self._batch[1] + self._timestamp_delta
 
     def __repr__(self) -> str:
-        return f"Record(partition={self._partition}, offset={self._offset}, key={self._key!r}, value={self._value[:40]!r})"
+        return (f"Record(partition={self.partition()}, offset={self._offset}, key={self._key!r}, "
+                f"value={self._value[:40]!r})")
 
 
 class Offset:

@@ -5,6 +5,11 @@ One request at a time with :meth:`call`, or pipelined with :meth:`send` and
 OS errors are translated here, once: a refused or missing socket and a broken
 pipe become BrokenConnection (retriable, re-read metadata), a silent peer becomes
 Timeout naming the wait.
+
+Reads: small chunks while no frame is known; once a large frame's prefix is in
+(a fetch answer), the rest goes with ``recv_into`` straight into the frame
+decoder's buffer for it (FrameDecoder.body_buffer): one copy from the kernel, no
+chunks to join. The socket's timeout is only changed when the wait changes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from .errors import BrokenConnection, ProtocolError, RilletError, Timeout, error
 from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
 from .transport import encode_message
 
-RECV_CHUNK = 256 * 1024
+# Reads while no large frame is under way: answers are small, and the start of a large one
+# read this way is copied once more into its own buffer (FrameDecoder.body_buffer).
+RECV_CHUNK = 64 * 1024
 
 
 class Connection:
@@ -34,6 +41,7 @@ class Connection:
         self._encoder = m.new_encoder()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout_s)
+        self._sock_timeout: float | None = timeout_s    # what the socket is set to now
         try:
             self._sock.connect(self.path)
         except OSError as exc:
@@ -58,6 +66,7 @@ class Connection:
 
     def send_raw(self, frame: bytes | bytearray | memoryview) -> None:
         try:
+            self._set_timeout(self.timeout_s)
             self._sock.sendall(frame)
         except socket.timeout as exc:
             raise Timeout(f"sending to {self.path} took longer than {self.timeout_s} s") from exc
@@ -80,25 +89,10 @@ class Connection:
     def poll(self) -> m.Message | None:
         """A message if one is already buffered or readable without waiting, else None."""
         frame = self._frames.next_frame()
-        if frame is NEED_DATA:
-            try:
-                self._sock.setblocking(False)
-                try:
-                    data = self._sock.recv(RECV_CHUNK)
-                except (BlockingIOError, InterruptedError):
-                    return None
-                finally:
-                    self._sock.settimeout(self.timeout_s)
-            except OSError as exc:
-                self.close()
-                raise BrokenConnection(f"connection to {self.path} broken: {exc.strerror or exc}") from exc
-            self._frames.receive_data(data)
-            if not data:
-                self.close()
-                raise BrokenConnection(f"connection to {self.path} closed by the peer")
-            frame = self._frames.next_frame()
-            if frame is NEED_DATA:
+        while frame is NEED_DATA:
+            if not self._read(0.0):
                 return None
+            frame = self._frames.next_frame()
         try:
             return self._decoder.decode(frame)
         except msgspec.DecodeError as exc:
@@ -114,24 +108,45 @@ class Connection:
                 return raise_for_error(reply)
 
     def _fill(self, timeout_s: float | None) -> None:
+        self._read(self.timeout_s if timeout_s is None else timeout_s)
+
+    def _read(self, wait: float) -> bool:
+        """Read what the socket has into the frame decoder, waiting up to ``wait``
+        seconds for it (0: not at all). False if nothing was there (``wait`` 0 only)."""
         if self.closed:
             raise BrokenConnection(f"connection to {self.path} is closed")
-        wait = self.timeout_s if timeout_s is None else timeout_s
+        frames = self._frames
         try:
-            self._sock.settimeout(wait)
-            data = self._sock.recv(RECV_CHUNK)
+            self._set_timeout(wait)
+            body = frames.body_buffer()
+            if body is not None:
+                with body:
+                    n = self._sock.recv_into(body)
+            else:
+                data = self._sock.recv(RECV_CHUNK)
+                n = len(data)
+        except (BlockingIOError, InterruptedError):
+            return False
         except socket.timeout as exc:
+            if not wait:
+                return False
             raise Timeout(f"no answer from {self.path} within {wait} s") from exc
         except OSError as exc:
             self.close()
             raise BrokenConnection(f"connection to {self.path} broken: {exc.strerror or exc}") from exc
-        finally:
-            if not self.closed:
-                self._sock.settimeout(self.timeout_s)
-        if not data:
+        if not n:
             self.close()
             raise BrokenConnection(f"connection to {self.path} closed by the peer")
-        self._frames.receive_data(data)
+        if body is not None:
+            frames.body_received(n)
+        else:
+            frames.receive_data(data)
+        return True
+
+    def _set_timeout(self, timeout_s: float) -> None:
+        if timeout_s != self._sock_timeout:
+            self._sock.settimeout(timeout_s)
+            self._sock_timeout = timeout_s
 
     def close(self) -> None:
         if not self.closed:

@@ -11,16 +11,25 @@ The decoder follows h11: the caller feeds whatever the socket gave with
 :meth:`FrameDecoder.next_frame` until it returns :data:`NEED_DATA`. Every input
 either yields frames or raises one error, and a decoder that raised stays failed.
 
-Copy budget. A payload is always a read-only ``memoryview`` over an immutable
-``bytes`` object, so it stays valid forever and nothing the decoder does later
-can change it:
+Copy budget. A payload is always a read-only ``memoryview`` that stays valid
+forever and that nothing the decoder does later can change: a view over an
+immutable ``bytes`` object, or over a body buffer of the decoder's own (below)
+that nobody else can write:
 
 * a frame that lies whole inside one received ``bytes`` chunk is a slice of that
   chunk: zero copies (the slice keeps the whole chunk alive; ``bytes(payload)``
   gives a compact copy when a payload is kept for long);
 * a frame split across chunks is joined once into a new ``bytes``;
 * mutable input (``bytearray``, a view of one) is copied once on arrival, since
-  the caller may reuse it (``recv_into``).
+  the caller may reuse it;
+* a large frame can skip the chunks: once its prefix is parsed, a socket shell
+  asks :meth:`FrameDecoder.body_buffer` where the rest goes, ``recv_into`` it and
+  reports the count with :meth:`FrameDecoder.body_received`. The frame then
+  lands in one buffer of its own size (the bytes that came with the prefix are
+  copied there once), and no join follows. That buffer is reused for a later
+  large frame only when its reference count shows that no view of the earlier
+  payload is left, so a 1 MiB fetch answer after another costs no allocation,
+  no zero-filling and no page faults.
 
 Small chunks that arrive behind unconsumed data (a peer dribbling bytes) are
 coalesced into a private run, so a frame sent a byte at a time costs a few
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import sys
 from collections import deque
 from typing import Literal, NoReturn
 
@@ -51,6 +61,11 @@ _MAX_PREFIX_VALUE = 0xFFFFFFFF
 _COALESCE_BELOW = 2048
 # A run is sealed into an immutable piece once it reaches this size.
 _RUN_SEAL_BYTES = 64 * 1024
+# body_buffer serves frames at least this long (smaller ones cost one chunk or two anyway).
+DIRECT_BODY_BYTES = 64 * 1024
+# A body buffer up to this size is kept for the next large frame; a larger one (a rare
+# 32 MiB fetch) is left to the garbage collector with its payload.
+_KEEP_BODY_BYTES = 4 * 1024 * 1024
 
 
 class _Sentinel(enum.Enum):
@@ -117,7 +132,8 @@ class FrameDecoder:
     then runs as soon as a prefix is complete, before the body is buffered.
     """
 
-    __slots__ = ("_max", "_pieces", "_run", "_buffered", "_frame_len", "_eof", "_error")
+    __slots__ = ("_max", "_pieces", "_run", "_buffered", "_frame_len", "_eof", "_error", "_body", "_filled",
+                 "_spare")
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self._max = _check_limit(max_frame_bytes)
@@ -127,6 +143,9 @@ class FrameDecoder:
         self._frame_len: int | None = None           # payload length once the prefix is parsed
         self._eof = False
         self._error: BaseException | None = None
+        self._body: memoryview | None = None         # the current frame's own buffer (body_buffer)
+        self._filled = 0                             # bytes of it received
+        self._spare: bytearray | None = None         # last body buffer, reused once unreferenced
 
     @property
     def max_frame_bytes(self) -> int:
@@ -141,7 +160,7 @@ class FrameDecoder:
     @property
     def buffered_bytes(self) -> int:
         """Bytes received but not yet returned in a frame (a parsed prefix included)."""
-        return self._buffered + (PREFIX_SIZE if self._frame_len is not None else 0)
+        return self._buffered + self._filled + (PREFIX_SIZE if self._frame_len is not None else 0)
 
     def receive_data(self, data) -> None:
         """Feed bytes from the stream; ``b""`` (any empty input) means end of stream.
@@ -155,6 +174,14 @@ class FrameDecoder:
             return
         if self._eof:
             self._fail(ProtocolError(f"received {n} bytes after end of stream"))
+        if self._body is not None:                   # a body buffer is being filled: top it up first
+            view = memoryview(data).cast("B")
+            take = min(view.nbytes, len(self._body) - self._filled)
+            self._body[self._filled:self._filled + take] = view[:take]
+            self._filled += take
+            if take == view.nbytes:
+                return
+            data = view[take:]
         view = _immutable_view(data)
         if view.nbytes < _COALESCE_BELOW and self._buffered:
             self._run += view
@@ -175,6 +202,8 @@ class FrameDecoder:
         """
         if self._error is not None:
             self._raise_if_failed()
+        if self._body is not None:
+            return self._body_frame()
         pieces = self._pieces
         if self._frame_len is None and pieces:
             # Fast path, the common case: the next frame lies whole in the first piece.
@@ -203,7 +232,68 @@ class FrameDecoder:
         self._frame_len = None
         return self._take(n)
 
+    def body_buffer(self, min_bytes: int = DIRECT_BODY_BYTES) -> memoryview | None:
+        """Where to ``recv_into`` the rest of the current frame, or None.
+
+        A writable view of exactly the bytes the frame still lacks, when its prefix
+        is parsed (``next_frame`` returned NEED_DATA with at least 4 bytes in), it
+        announces at least ``min_bytes`` and it is not complete; else None, and the
+        caller feeds ``receive_data`` as usual. Report what was written at the
+        start of the view with :meth:`body_received`; ask again for the rest.
+        """
+        n = self._frame_len
+        if n is None or n < min_bytes or self._error is not None:
+            return None
+        if self._body is None:
+            if self._buffered >= n:
+                return None                          # already whole: next_frame returns it
+            self._start_body(n)
+        elif self._filled == n:
+            return None
+        return self._body[self._filled:]
+
+    def body_received(self, n: int) -> None:
+        """``n`` bytes were written at the start of the last :meth:`body_buffer`
+        view; 0 means end of stream (as ``receive_data(b"")``)."""
+        self._raise_if_failed()
+        if self._body is None:
+            raise InvalidArgument("body_received without a body_buffer in use")
+        if n == 0:
+            self._eof = True
+            return
+        missing = len(self._body) - self._filled
+        if not 0 < n <= missing:
+            raise InvalidArgument(f"body_received({n}): the frame lacks {missing} bytes")
+        self._filled += n
+
     # --- internals ---------------------------------------------------------------
+
+    def _start_body(self, n: int) -> None:
+        """Move the frame's buffered bytes into a buffer of its own, reusing the spare
+        one when it is large enough and no view of it is left."""
+        spare = self._spare
+        # References to an unused spare: self._spare, the local and getrefcount's argument.
+        if spare is None or len(spare) < n or sys.getrefcount(spare) > 3:
+            spare = bytearray(n)
+            self._spare = spare if n <= _KEEP_BODY_BYTES else None
+        body = memoryview(spare)[:n]
+        self._seal_run()
+        filled = 0
+        for piece in self._pieces:
+            body[filled:filled + len(piece)] = piece
+            filled += len(piece)
+        self._pieces.clear()
+        self._buffered = 0
+        self._body, self._filled = body, filled
+
+    def _body_frame(self) -> memoryview | Literal[_Sentinel.NEED_DATA]:
+        body, n = self._body, self._frame_len
+        if self._filled < n:
+            return self._starved(PREFIX_SIZE + self._filled, PREFIX_SIZE + n)
+        self._body, self._filled, self._frame_len = None, 0, None
+        frame = body.toreadonly()
+        body.release()
+        return frame
 
     def _starved(self, have: int, want: int) -> Literal[_Sentinel.NEED_DATA]:
         if self._eof and have:
@@ -245,6 +335,7 @@ class FrameDecoder:
         self._pieces.clear()
         self._run = bytearray()
         self._buffered = 0
+        self._body, self._filled, self._spare = None, 0, None
         raise exc
 
     def _raise_if_failed(self) -> None:

@@ -31,6 +31,10 @@ Producer side, :class:`BatchBuilder` keeps appended records as tuples already in
 wire shape and encodes them with one msgspec call in ``build``; nothing is packed
 per record. Consumer side, :func:`decode_batch` checks the batch (validate_batch),
 expands the block and decodes it in one msgspec call into :class:`RawRecord`.
+Consumers use :func:`decode_records`: the same checks, but each record is decoded
+straight into its final object (a :class:`DecodedRecord` subclass, the client's
+``Record``) and only the offset and a per-batch tuple are set afterwards, so a
+record costs one object and two attribute stores in Python.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from __future__ import annotations
 import struct
 import zlib
 from operator import itemgetter
-from typing import Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import msgspec
 
@@ -384,18 +388,15 @@ def decode_batch(
     position) when the block does not decompress or expands past max_uncompressed_bytes.
     """
     header = validate_batch(buf, pos, max_batch_bytes=max_batch_bytes)
-    wire = _decode_block(buf, pos, header, max_uncompressed_bytes)
-    if len(wire) != header.record_count:
-        raise CorruptBatch(
-            f"batch at position {pos} holds {len(wire)} records, its header says {header.record_count}"
-        )
+    wire = _decode_block(buf, pos, header, max_uncompressed_bytes, _DECODER)
     base, first = header.base_offset, header.first_timestamp
     return header, [
         RawRecord(base + i, first + r.timestamp_delta, r.key, r.value, r.headers) for i, r in enumerate(wire)
     ]
 
 
-def _decode_block(buf, pos: int, header: BatchHeader, max_uncompressed_bytes: int) -> list[_WireRecord]:
+def _decode_block(buf, pos: int, header: BatchHeader, max_uncompressed_bytes: int, decoder) -> list:
+    """The records block of a validated batch, decoded by ``decoder`` and counted."""
     codec = header.codec
     if codec > _LAST_CODEC:
         raise CorruptBatch(f"batch at position {pos} names codec {codec}, which does not exist")
@@ -404,11 +405,103 @@ def _decode_block(buf, pos: int, header: BatchHeader, max_uncompressed_bytes: in
         try:
             if codec != Codec.NONE:
                 block = decompress(codec, block, max_size=max_uncompressed_bytes)
-            return _DECODER.decode(block)
+            records = decoder.decode(block)
         except CompressionError as exc:
             raise CompressionError(f"batch at position {pos}: {exc.message}") from exc
         except msgspec.DecodeError as exc:  # ValidationError included: a record of the wrong shape
             raise CorruptBatch(f"batch at position {pos}: records block does not decode: {exc}") from exc
+        finally:
+            del block                       # no view of buf outlives the call (buf stays resizable)
+    if len(records) != header.record_count:
+        raise CorruptBatch(
+            f"batch at position {pos} holds {len(records)} records, its header says {header.record_count}"
+        )
+    return records
+
+
+class DecodedRecord(msgspec.Struct, array_like=True, gc=False, eq=False, kw_only=True):
+    """A record decoded in one step from its wire array by :func:`decode_records`.
+
+    The first four fields are the wire record ``[timestamp_delta, key, value,
+    headers]``, so msgspec builds the final object directly; ``decode_records``
+    then sets ``_offset`` and ``_batch``, the ``(partition, first_timestamp)``
+    tuple shared by every record of a batch (one store per record instead of a
+    partition and a timestamp each). Fields are private because the client's
+    ``Record`` subclass exposes them as Fluvio's methods (``offset()``, ...).
+
+    ``gc=False``: a record holds only bytes, ints and tuples of bytes, never a
+    cycle, so a million of them cost the garbage collector nothing. ``eq=False``
+    keeps identity equality and hashing. ``kw_only``: positional construction
+    fails loudly instead of filling fields in wire order.
+    """
+
+    _timestamp_delta: int
+    _key: bytes | None
+    _value: bytes
+    _headers: tuple[tuple[bytes, bytes], ...] | None
+    # Not on the wire. Typed Any because array_like puts trailing wire elements here:
+    # a field a later format version appends is accepted, then overwritten.
+    _offset: Any = -1
+    _batch: Any = None
+
+
+_RECORD_DECODERS: dict[type, msgspec.msgpack.Decoder] = {}
+
+
+def _record_decoder(record_type: type) -> msgspec.msgpack.Decoder:
+    decoder = _RECORD_DECODERS.get(record_type)
+    if decoder is None:
+        if not (isinstance(record_type, type) and issubclass(record_type, DecodedRecord)):
+            raise InvalidArgument(f"record_type must be a DecodedRecord subclass, got {record_type!r}")
+        decoder = _RECORD_DECODERS[record_type] = msgspec.msgpack.Decoder(list[record_type])
+    return decoder
+
+
+def decode_records(
+    buf,
+    partition: int,
+    *,
+    record_type: type[DecodedRecord] = DecodedRecord,
+    first_offset: int | None = None,
+    end_offset: int | None = None,
+    out: list | None = None,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
+) -> list:
+    """The records of every whole batch in ``buf`` as ``record_type`` objects, in order.
+
+    Only offsets in [``first_offset``, ``end_offset``) are kept (None: no bound). The
+    bounds are applied per batch, from its header: a batch is checked as decode_batch
+    checks it (raising as it does), decoded only if it holds a kept offset, and the
+    batches from ``end_offset`` on are not looked at. Records are appended to ``out``
+    (a new list by default), which is returned; on an error it holds the records of
+    the batches before the bad one. Stops where iter_batches stops (a partial
+    trailing batch, a zeroed tail).
+    """
+    decoder = _record_decoder(record_type)
+    if out is None:
+        out = []
+    for pos, header in iter_batches(buf):
+        if end_offset is not None and header.base_offset >= end_offset:
+            break
+        header = validate_batch(buf, pos, max_batch_bytes=max_batch_bytes)
+        base, count = header.base_offset, header.record_count
+        skip = 0 if first_offset is None else first_offset - base
+        if skip >= count:                   # the count is CRC-checked: never skip on a damaged one
+            continue
+        records = _decode_block(buf, pos, header, max_uncompressed_bytes, decoder)
+        keep = count if end_offset is None else min(count, end_offset - base)
+        if skip > 0 or keep < count:
+            skip = max(skip, 0)
+            records = records[skip:keep]
+            base += skip
+        shared = (partition, header.first_timestamp)
+        for record in records:              # the only per-record Python: two stores
+            record._offset = base
+            record._batch = shared
+            base += 1
+        out += records
+    return out
 
 
 def iter_records(

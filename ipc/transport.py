@@ -57,6 +57,9 @@ def peer_uid(sock: socket.socket) -> int:
 # closes a connection that sent part of a frame and then went quiet (slowloris); it can
 # be shortened with RILLET_FRAME_DEADLINE_S, which the tests use.
 MAX_CONNECTIONS = 1024
+# SO_SNDBUF of server sockets (the kernel caps it at net.core.wmem_max and doubles it):
+# a 1 MiB fetch answer then goes out in one send() instead of through asyncio's buffer.
+SEND_BUFFER_BYTES = 4 * 1024 * 1024
 MAX_IN_FLIGHT = 256           # requests one connection may have waiting (long polls, ReadCommitted acks)
 FRAME_DEADLINE_S = float(os.environ.get("RILLET_FRAME_DEADLINE_S", "30"))
 
@@ -91,6 +94,11 @@ class FramedProtocol(asyncio.Protocol):
         FramedProtocol.open_connections += 1
         self._counted = True
         sock = transport.get_extra_info("socket")
+        try:  # room for a whole fetch answer: asyncio then copies none of it into its own buffer
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except OSError:
+            pass
         try:
             if sock is not None and peer_uid(sock) != os.getuid():
                 self.log.warning("refused a peer running as another uid")
@@ -158,7 +166,8 @@ class FramedProtocol(asyncio.Protocol):
     # --- helpers for subclasses ---
     def send(self, msg: m.Message) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode_message(self._encoder, msg))
+            # A memoryview: when the socket takes part of it, asyncio slices the rest without a copy.
+            self.transport.write(memoryview(encode_message(self._encoder, msg)))
 
     def close(self) -> None:
         if self.transport is not None:

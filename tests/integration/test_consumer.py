@@ -310,3 +310,29 @@ def test_closing_the_fluvio_handle_flushes_auto_consumers(cluster):
 
 def vars_of(o):
     return (o.consumer_id, o.topic, o.partition, o.offset, o.modified_time)
+
+
+def test_large_fetches_read_every_way_agree(cluster):
+    # 1 MiB answers (read straight into their own buffer), start and end inside batches, and
+    # next(), for, next_batch() and a second iterator mixed on one stream.
+    cluster.create_topic("c-large")
+    fluvio = cluster.fluvio()
+    n = 30_000
+    with fluvio.topic_producer_with_config("c-large", TopicProducerConfigBuilder().batch_size(16 * 1024).linger(5)
+                                           .build()) as producer:
+        producer.send_all((None, b"%06d" % i + bytes(94)) for i in range(n))
+        producer.flush()
+    cfg = ConsumerConfig().disable_continuous().max_bytes(1 << 20)
+    assert [r.offset() for r in fluvio.partition_consumer("c-large", 0).stream_with_config(Offset.beginning(), cfg)] \
+        == list(range(n))
+    stream = fluvio.partition_consumer("c-large", 0).stream_with_config(Offset.absolute(1234), cfg)
+    got, loop = [next(stream)], iter(stream)
+    while len(got) < 20_000:
+        got += [next(loop), next(stream)]
+        if len(got) % 3001 < 2:
+            got += stream.next_batch()
+    got += list(loop)
+    assert [r.offset() for r in got] == list(range(1234, n))
+    assert all(r.value()[:6] == b"%06d" % r.offset() and r.partition() == 0 for r in got)
+    with fluvio._consumer_with_config(config("c-large", start=Offset.absolute(777)), end_offset=25_001) as s:
+        assert [r.offset() for r in s] == list(range(777, 25_002))

@@ -230,3 +230,102 @@ def test_random_splits_of_200_random_frames():
         assert frames == payloads, f"seed={SEED} trial={trial}"
         assert decoder.eof
 
+
+
+# --- body_buffer: a large frame read straight into a buffer of its own --------------------------
+
+def fill_body(decoder: FrameDecoder, wire: bytes, pos: int, step: int) -> int:
+    """recv_into-style feeding of the body from ``wire[pos:]``, ``step`` bytes a call."""
+    while (view := decoder.body_buffer()) is not None:
+        n = min(step, len(view), len(wire) - pos)
+        view[:n] = wire[pos:pos + n]
+        view.release()
+        decoder.body_received(n)
+        pos += n
+    return pos
+
+
+def test_large_frame_lands_in_one_buffer_with_the_bytes_that_came_first():
+    payload = random.Random(SEED).randbytes(300_000)
+    wire = encode_frame(payload) + encode_frame(b"next")
+    decoder = FrameDecoder()
+    decoder.receive_data(wire[:1000])                     # prefix and the start of the body
+    assert decoder.body_buffer() is None                  # the prefix is not parsed yet
+    assert decoder.next_frame() is NEED_DATA
+    assert len(decoder.body_buffer()) == len(payload) - 996
+    assert decoder.buffered_bytes == 1000
+    pos = fill_body(decoder, wire, 1000, 70_000)
+    assert pos == 4 + len(payload) and decoder.body_buffer() is None
+    frame = decoder.next_frame()
+    assert frame == payload and frame.readonly
+    decoder.receive_data(wire[pos:])
+    assert drain(decoder) == [b"next"]
+    assert decoder.buffered_bytes == 0
+
+
+def test_small_frames_never_get_a_body_buffer():
+    decoder = FrameDecoder()
+    decoder.receive_data(encode_frame(b"x" * 1000)[:10])
+    assert decoder.next_frame() is NEED_DATA
+    assert decoder.body_buffer() is None
+    assert decoder.body_buffer(min_bytes=100) is not None
+
+
+def test_body_buffer_is_reused_only_once_no_view_of_it_is_left():
+    a, b, c = (encode_frame(bytes([i]) * 100_000) for i in (1, 2, 3))
+    decoder = FrameDecoder()
+
+    def read(wire):
+        decoder.receive_data(wire[:8])
+        assert decoder.next_frame() is NEED_DATA
+        fill_body(decoder, wire, 8, 1 << 20)
+        return decoder.next_frame()
+    first = read(a)
+    kept = first[10:20]                                   # a view of a view still pins the buffer
+    del first
+    second = read(b)
+    assert bytes(kept) == bytes([1]) * 10 and second.obj is not kept.obj
+    del kept
+    spare = id(second.obj)                                # holding .obj itself would pin it too
+    del second
+    third = read(c)
+    assert id(third.obj) == spare and third == bytes([3]) * 100_000
+
+
+def test_receive_data_tops_up_a_body_in_use_and_keeps_the_rest():
+    payload = bytes(range(256)) * 400
+    wire = encode_frame(payload) + encode_frame(b"after")
+    decoder = FrameDecoder()
+    decoder.receive_data(wire[:100])
+    assert decoder.next_frame() is NEED_DATA
+    view = decoder.body_buffer()
+    view[:50_000] = wire[100:50_100]
+    view.release()
+    decoder.body_received(50_000)
+    decoder.receive_data(bytearray(wire[50_100:]))        # mutable input, running past the frame
+    assert drain(decoder) == [payload, b"after"]
+
+
+def test_eof_inside_a_body_buffer():
+    wire = encode_frame(b"z" * 100_000)
+    decoder = FrameDecoder()
+    decoder.receive_data(wire[:10])
+    assert decoder.next_frame() is NEED_DATA
+    view = decoder.body_buffer()
+    view[:90] = wire[10:100]
+    view.release()
+    decoder.body_received(90)
+    decoder.body_received(0)                              # end of stream
+    with pytest.raises(BrokenConnection, match=r"^connection closed mid-frame: 100 of 100004 bytes received$"):
+        decoder.next_frame()
+
+
+def test_body_received_checks_its_count():
+    decoder = FrameDecoder()
+    with pytest.raises(InvalidArgument, match="without a body_buffer"):
+        decoder.body_received(5)
+    decoder.receive_data(FRAME_PREFIX.pack(100_000))
+    assert decoder.next_frame() is NEED_DATA
+    assert len(decoder.body_buffer()) == 100_000
+    with pytest.raises(InvalidArgument, match="lacks 100000 bytes"):
+        decoder.body_received(100_001)

@@ -21,8 +21,10 @@ from rillet.ipc.records import (
     MAGIC_POS,
     RECORD_OVERHEAD,
     BatchBuilder,
+    DecodedRecord,
     RawRecord,
     decode_batch,
+    decode_records,
     encode_batch,
     iter_batches,
     iter_records,
@@ -480,3 +482,100 @@ def test_iter_records_raises_on_a_damaged_batch():
     assert next(records).offset == 0                                # the good batch before it
     with pytest.raises(CorruptBatch, match=f"CRC mismatch at position {positions[1]}"):
         next(records)
+
+
+# --- decode_records: straight into the consumer's record objects --------------------------------
+
+def as_tuples(records) -> list[tuple]:
+    return [(r._offset, r._batch[0], r._key, r._value, r._batch[1] + r._timestamp_delta, r._headers)
+            for r in records]
+
+
+def raw_tuples(raw, partition: int) -> list[tuple]:
+    return [(r.offset, partition, r.key, r.value, r.timestamp, r.headers) for r in raw]
+
+
+@pytest.mark.parametrize("codec", ALL)
+def test_decode_records_agrees_with_decode_batch(codec):
+    b = bytearray(encode_batch(sample_records(12), codec))
+    stamp_batch(b, 0, 500, 3)
+    records = decode_records(b, 7)
+    assert all(type(r) is DecodedRecord for r in records)
+    assert as_tuples(records) == raw_tuples(decode_batch(b)[1], 7)
+
+
+def test_decode_records_over_several_batches_and_a_partial_tail():
+    buf, _positions = several_batches()
+    whole = raw_tuples(iter_records(buf), 2)
+    assert as_tuples(decode_records(buf, 2)) == whole
+    cut = bytes(buf) + encode_batch([(None, b"partial", 1)])[:-5]
+    assert as_tuples(decode_records(cut, 2)) == whole
+    assert decode_records(b"", 0) == []
+
+
+def test_decode_records_keeps_only_the_offset_range():
+    buf, _positions = several_batches()                              # offsets 0 | 1 2 | 3 4 5 | 6 7 8 9
+    offsets = lambda **bounds: [r._offset for r in decode_records(buf, 0, **bounds)]  # noqa: E731
+    assert offsets(first_offset=4) == [4, 5, 6, 7, 8, 9]             # a batch may start earlier
+    assert offsets(first_offset=3, end_offset=6) == [3, 4, 5]
+    assert offsets(first_offset=2, end_offset=8) == [2, 3, 4, 5, 6, 7]
+    assert offsets(end_offset=1) == [0]
+    assert offsets(first_offset=10) == []
+    assert offsets(first_offset=5, end_offset=5) == []
+    for first in range(11):
+        for end in range(first, 11):
+            assert offsets(first_offset=first, end_offset=end) == list(range(first, end))
+
+
+def test_decode_records_stops_before_end_offset_but_checks_what_it_skips():
+    buf, positions = several_batches()
+    buf[positions[3] + HEADER_SIZE + 2] ^= 0xFF                      # damage batch 3 (offsets 6-9)
+    assert [r._offset for r in decode_records(buf, 0, first_offset=1, end_offset=6)] == [1, 2, 3, 4, 5]
+    with pytest.raises(CorruptBatch):
+        decode_records(buf, 0, first_offset=1)
+    buf, positions = several_batches()
+    struct.pack_into("<i", buf, positions[1] + 57, 1)                # batch 1 (offsets 1-2) now claims 1 record
+    with pytest.raises(CorruptBatch):                                # so it seems to end before 2: still checked
+        decode_records(buf, 0, first_offset=2)
+
+
+def test_decode_records_on_damage_keeps_the_batches_before_it():
+    buf, positions = several_batches()
+    buf[positions[2] + HEADER_SIZE + 2] ^= 0xFF
+    out: list = []
+    with pytest.raises(CorruptBatch, match=f"CRC mismatch at position {positions[2]}"):
+        decode_records(buf, 0, out=out)
+    assert [r._offset for r in out] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("block", [
+    msgspec.msgpack.encode([[0, None, b"v"]]),                       # a field missing
+    msgspec.msgpack.encode([[0, "str key", b"v", None]]),
+    msgspec.msgpack.encode([[0, None, b"v", None]]) + b"\x00",
+])
+def test_decode_records_refuses_records_of_the_wrong_shape(block):
+    with pytest.raises(CorruptBatch, match="records block does not decode"):
+        decode_records(with_records_block(block), 0)
+
+
+def test_decode_records_ignores_fields_of_a_later_format():
+    # Trailing elements land in the fields the wire does not carry; both are overwritten.
+    block = msgspec.msgpack.encode([[0, None, b"a", None, "future", {"more": 1}, 3]])
+    [record] = decode_records(with_records_block(block), 4)
+    assert (record._offset, record._batch, record._value) == (0, (4, 1), b"a")
+
+
+def test_decoded_records_share_their_batch_tuple_and_cost_the_gc_nothing():
+    import gc
+    records = decode_records(encode_batch([(None, b"a", 10), (b"k", b"b", 12)]), 1)
+    assert records[0]._batch is records[1]._batch == (1, 10)
+    assert not any(gc.is_tracked(r) for r in records)
+    assert records[0] != records[1] and records[0] == records[0]     # identity, as a plain object
+    assert len({records[0], records[1]}) == 2
+    with pytest.raises(TypeError):
+        DecodedRecord(0, None, b"v", None)                           # positional: refused, not misfilled
+
+
+def test_decode_records_needs_a_decoded_record_type():
+    with pytest.raises(InvalidArgument, match="record_type must be a DecodedRecord subclass"):
+        decode_records(tiny_batch(), 0, record_type=RawRecord)
