@@ -4,14 +4,27 @@
 All records of a batch share one ``_BatchResult``, resolved exactly once by the
 producer (from a link thread) with the batch's base offset or the error that
 ended it; a record's offset is the base offset plus its index in the batch.
-``wait`` blocks on a threading.Event; ``async_wait`` registers a callback that
-wakes the event loop with ``call_soon_threadsafe``, so it never blocks the loop.
+
+Costs, since the producer makes one ``ProduceOutput`` per record and one
+``_BatchResult`` per batch (with ``linger(0)``, per record too):
+
+* ``ProduceOutput`` is a msgspec Struct: ``send_all`` makes a run of them with one
+  ``map`` call in C (about 60 ns each, a Python class costs 200 ns or more).
+  ``gc=False``: it holds a result, two ints and a flag, so the collector never
+  needs to see it; the one cycle it could close (an ``async_wait`` pending on the
+  result's callback list) is cut when the result resolves, which always happens.
+* ``_BatchResult`` waits on a latch, a lock taken at creation and released once
+  by ``resolve`` (0.4 us to make, a threading.Event 5 us); each waiter takes it and
+  hands it on at once. ``async_wait`` registers a callback that wakes the event loop
+  with ``call_soon_threadsafe``, so it never blocks the loop.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from _thread import allocate_lock
+
+import msgspec
 
 from rillet.ipc.errors import RilletError, Timeout
 
@@ -37,62 +50,74 @@ class RecordMetadata:
 class _BatchResult:
     """Completion of one batch: its base offset, or the error that ended it."""
 
-    __slots__ = ("_event", "base_offset", "error", "_callbacks", "where", "records", "seq")
+    __slots__ = ("_latch", "_done", "base_offset", "error", "_callbacks", "partition", "where", "records", "seq")
 
-    def __init__(self, where: str) -> None:
-        self._event = threading.Event()
+    def __init__(self, partition: int, where: str) -> None:
+        self._latch = allocate_lock()
+        self._latch.acquire()            # released once, by resolve
+        self._done = False
         self.base_offset = -1
         self.error: RilletError | None = None
-        self._callbacks: list = []
+        self._callbacks: list | None = []
+        self.partition = partition
         self.where = where           # "topic/partition", for messages
         self.records = 0             # set when sealed
         self.seq = -1                # seal order within the producer
 
     def resolve(self, base_offset: int = -1, error: RilletError | None = None) -> None:
+        """Record the outcome and wake every waiter; the producer calls it exactly once."""
         self.base_offset, self.error = base_offset, error
-        self._event.set()
-        for cb in self._callbacks:
+        self._done = True
+        self._latch.release()
+        callbacks, self._callbacks = self._callbacks, None   # run once, then drop (no cycle outlives this)
+        for cb in callbacks:
             try:
                 cb()
             except Exception:        # e.g. an event loop closed meanwhile; never kill a link thread
                 log.debug("produce completion callback failed", exc_info=True)
 
     def wait(self, timeout_s: float | None = None) -> None:
-        if not self._event.wait(timeout_s):
+        if not self.wait_done(timeout_s):
             raise Timeout(f"record for {self.where} not acknowledged within timeout={timeout_s} s")
         if self.error is not None:
             raise self.error
 
     def wait_done(self, timeout_s: float | None = None) -> bool:
         """Wait for the answer without raising; False if ``timeout_s`` passed first."""
-        return self._event.wait(timeout_s)
+        if self._done:
+            return True
+        if not self._latch.acquire(True, -1 if timeout_s is None else max(0.0, timeout_s)):
+            return False
+        self._latch.release()        # hand it on to the next waiter
+        return True
 
     @property
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._done
 
     def add_done_callback(self, cb) -> None:
-        self._callbacks.append(cb)
-        if self._event.is_set():
+        """Call ``cb()`` once resolved (at once if it already is; rarely twice, so make it idempotent)."""
+        callbacks = self._callbacks
+        if callbacks is not None:
+            callbacks.append(cb)
+        if self._done:
             cb()
 
 
-class ProduceOutput:
+class ProduceOutput(msgspec.Struct, gc=False, eq=False):
     """What ``send`` returns. ``wait()`` gives the record's metadata once, then None;
     a failed record raises its error (typed, naming topic, partition and cause)."""
 
-    __slots__ = ("_result", "_index", "_partition", "_taken")
-
-    def __init__(self, result: _BatchResult, index: int, partition: int) -> None:
-        self._result, self._index, self._partition = result, index, partition
-        self._taken = False
+    _result: _BatchResult
+    _index: int                      # the record's index in its batch: offset = base offset + index
+    _taken: bool = False
 
     def wait(self, timeout: float | None = None) -> RecordMetadata | None:
         if self._taken:
             return None
         self._result.wait(timeout)
         self._taken = True
-        return RecordMetadata(self._result.base_offset + self._index, self._partition)
+        return RecordMetadata(self._result.base_offset + self._index, self._result.partition)
 
     async def async_wait(self) -> RecordMetadata | None:
         import asyncio
@@ -110,7 +135,10 @@ class ProduceOutput:
 
     def partition_id(self) -> int:
         """The partition the record went to (known at once, before the answer)."""
-        return self._partition
+        return self._result.partition
+
+    def __repr__(self) -> str:
+        return f"ProduceOutput(partition={self._result.partition}, index={self._index}, done={self._result.done})"
 
 
 def _set_if_pending(fut) -> None:

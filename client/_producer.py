@@ -2,12 +2,14 @@
 
 Threads and ownership:
 
-* the caller's thread runs ``send``: choose the partition, append the record to
-  that partition's open batch (a records.BatchBuilder), seal the batch when it is
-  full (or at once with ``linger(0)``). No I/O happens here.
-* one sender thread seals batches whose ``linger`` expired, encodes them (and
-  compresses), finds the leader in the shared-memory table and hands the request
-  to that SPU's link (client/_spu_link.py), several in flight per SPU.
+* the caller's thread runs ``send`` / ``send_all``: choose the partition, append
+  the record to that partition's open batch (a records.BatchBuilder), seal the
+  batch when it is full (or at once with ``linger(0)``). A batch it seals usually
+  leaves from this thread too (the fast path below).
+* one sender thread seals batches whose ``linger`` expired and sends every batch
+  the fast path did not: it encodes it (and compresses), finds the leader in the
+  shared-memory table, opens links and hands the request to that SPU's link
+  (client/_spu_link.py), several in flight per SPU; retries go through it.
 * one thread per SPU link writes requests, reads answers and enforces the
   request deadline; it resolves each batch, or hands a failure back here.
 
@@ -27,6 +29,25 @@ failed one that the SPU accepted (a per-request error such as NotLeader or a
 ReadCommitted timeout, not a broken connection, which fails them all), and
 duplicates: a batch the SPU stored whose answer was lost is stored again.
 
+Cost per record. ``send_all`` takes records in chunks: the lock, the clock and
+the config are read once per chunk, the partition once per run of records that
+share a batch (keyed records: one cached hash lookup each), a run's fit in the
+batch is one bisect over cumulative sizes, and its outputs are made by one ``map``.
+What is left per record is BatchBuilder.append and a ProduceOutput.
+
+Fast path. Handing a sealed batch to the sender thread costs thread wake-ups and,
+under the GIL, often a wait for the switch interval (5 ms); with ``linger(0)`` that
+capped the producer at about 5,000 records/s. So when the caller seals a batch
+(full, or linger 0) and its partition has no sealed batch waiting for the sender
+thread (``unsent``: in its queue, in its hands, or back for a retry), the caller
+encodes it and queues its frame on the leader's link under the producer lock (so
+concurrent callers keep seal order), then writes it once the lock is released
+(``SpuLink.write_out``; the link orders frames as queued). Every batch of the
+partition sealed before it was already on a link, so the order is the sender
+thread's; the link thread completes it as usual. No open link yet, a broken
+link, a paused partition, a build error: the batch goes to the sender thread,
+which handles and reports it.
+
 The public ``TopicProducer`` is a thin shell over ``_ProducerCore`` so that
 garbage-collecting it flushes and stops the threads (the threads hold the core,
 never the shell).
@@ -37,12 +58,16 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import math
 import threading
 import time
 import weakref
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import accumulate, islice, repeat
+from operator import add, itemgetter, sub
 
 from rillet.ipc import messages as m
 from rillet.ipc.errors import (
@@ -68,6 +93,10 @@ _EMPTY_BATCH = BatchBuilder().estimated_size   # header plus the records block's
 _QUEUE_WAIT_S = 30.0            # Fluvio's BatchQueueWaitTimeout: longest wait of send() for room
 _DEADLINE_MARGIN_S = 1.0        # request deadline = timeout_ms + this (queueing and scheduling slack)
 _EXIT_FLUSH_S = 5.0             # bounded flush of open producers at interpreter exit
+_SEND_ALL_CHUNK = 1024          # send_all holds the lock for this many records at most (~0.5 ms)
+# The fast path trusts a partition's leader link this long before reading the table again
+# (a read costs 3-8 us); a leader change inside it fails the batch as it would any: retried.
+_ROUTE_TTL_S = 0.005
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +176,7 @@ class _Batch:
     def __init__(self, partition: int, codec: int, deadline: float, where: str) -> None:
         self.partition = partition
         self.builder = BatchBuilder(codec)
-        self.result = _BatchResult(where)
+        self.result = _BatchResult(partition, where)
         self.deadline = deadline         # linger expiry (monotonic)
         self.size = _EMPTY_BATCH         # uncompressed estimate, bytes
         self.attempt = 0                 # retries made
@@ -187,6 +216,7 @@ class _ProducerCore:
         self.at_least_once = config.delivery_semantic == DeliverySemantic.AtLeastOnce
         self.policy = config.retry_policy
         self.request_timeout_s = config.timeout_ms / 1000 + _DEADLINE_MARGIN_S
+        self.isolation, self.timeout_ms = int(config.isolation), config.timeout_ms
         self.where = [f"{topic}/{p}" for p in range(n)]
         self.lock = threading.Lock()
         self.work = threading.Condition(self.lock)      # the sender thread waits here
@@ -196,6 +226,10 @@ class _ProducerCore:
         self.ready_parts: set[int] = set()
         self.paused_until = [0.0] * n                   # retry backoff per partition (monotonic)
         self.queued = [0] * n                           # sealed and not yet answered, per partition
+        self.unsent = [0] * n                           # sealed, not yet handed to a link by the sender thread
+        self.sender_wake_at = 0.0                       # when the sleeping sender thread wakes (0.0: it is awake)
+        self.to_write: list[SpuLink] = []               # links the fast path queued frames on, to write out
+        self.routes: list[tuple[SpuLink, float] | None] = [None] * n   # fast path: (leader's link, valid until)
         self.unresolved: set[_BatchResult] = set()
         self.unreported: list[_BatchResult] = []        # failed since the last flush
         self.links: dict[int, SpuLink] = {}
@@ -213,33 +247,142 @@ class _ProducerCore:
         """Append one record; None only when ``block`` is False and send would wait."""
         size = len(value) + RECORD_OVERHEAD if key is None else len(key) + len(value) + RECORD_OVERHEAD
         if size > self.max_record:
-            raise MessageTooLarge(f"record of {size} bytes for topic {self.topic!r} exceeds max_request_size="
-                                  f"{self.config.max_request_size} (with {_EMPTY_BATCH} bytes of batch header); "
-                                  f"records are never split")
+            raise self._too_large(size)
         ts = time.time_ns() // 1_000_000
-        with self.lock:
-            if self.closing:
-                raise Closed(f"producer for topic {self.topic!r} is closed")
-            keyless = False
-            if partition is None:
-                if self.fixed is not None:
-                    partition = self.fixed
-                elif key is not None:
-                    partition = self.partitioner.for_key(key, self.partition_count)
-                else:
-                    keyless = True
-                    partition = self.partitioner.current_keyless(self.partition_count)
+        links = ()
+        try:
+            with self.lock:
+                try:
+                    if self.closing:
+                        raise Closed(f"producer for topic {self.topic!r} is closed")
+                    keyless = False
+                    if partition is None:
+                        if self.fixed is not None:
+                            partition = self.fixed
+                        elif key is not None:
+                            partition = self.partitioner.for_key(key, self.partition_count)
+                        else:
+                            keyless = True
+                            partition = self.partitioner.keyless
+                    batch = self.open.get(partition)
+                    if batch is None or batch.size + size > self.batch_limit:
+                        batch = self._batch_for(partition, size, keyless, block)
+                        if batch is None:
+                            return None
+                        partition = batch.partition
+                    index = batch.builder.append(key, value, ts)
+                    batch.size += size
+                    if (self.linger0 or batch.size >= self.batch_limit) and self.queued[partition] < self.queue_limit:
+                        self._seal(batch, direct=True)
+                    return ProduceOutput(batch.result, index)
+                finally:
+                    if self.to_write:
+                        links, self.to_write = self.to_write, []
+        finally:
+            for link in links:          # the fast path's frames, written once the lock is released
+                link.write_out()
+
+    def send_many(self, keys: list | None, values: list) -> list[ProduceOutput]:
+        """Append records in order, as ``send`` one by one would (``keys`` None: all keyless).
+
+        Records of one partition keep their order; a record too large fails as in
+        ``send``, after the records before it were queued (their outputs are lost
+        with the raise, as with a loop of ``send``).
+        """
+        lens = map(len, values)
+        if keys is not None:
+            lens = map(add, lens, [0 if k is None else len(k) for k in keys])
+        cum = list(accumulate(map(add, lens, repeat(RECORD_OVERHEAD))))   # bytes up to each record
+        too_large = None
+        if cum[-1] > self.max_record:            # some record may be too large: find the first
+            first = next((i for i, size in enumerate(map(sub, cum, [0, *cum[:-1]])) if size > self.max_record), None)
+            if first is not None:
+                too_large = self._too_large(cum[first] - (cum[first - 1] if first else 0))
+                keys, values, cum = None if keys is None else keys[:first], values[:first], cum[:first]
+        outputs: list[ProduceOutput] = []
+        links = ()
+        try:
+            if values:
+                ts = time.time_ns() // 1_000_000
+                with self.lock:
+                    if self.closing:
+                        raise Closed(f"producer for topic {self.topic!r} is closed")
+                    try:
+                        outputs = self._append_routed(keys, values, cum, ts)
+                    finally:
+                        links = self._take_writes()
+        finally:
+            for link in links:
+                link.write_out()
+        if too_large is not None:
+            raise too_large
+        return outputs
+
+    def _append_routed(self, keys, values, cum: list[int], ts: int) -> list[ProduceOutput]:
+        """Split records into per-partition runs, in order, and append each (lock held)."""
+        if self.fixed is not None:
+            return self._append_run(self.fixed, False, keys, values, cum, ts)
+        if keys is None:
+            return self._append_run(0, True, None, values, cum, ts)
+        n, count = len(values), self.partition_count
+        keyless = keys.count(None)
+        if keyless:
+            keyed = [i for i, k in enumerate(keys) if k is not None]
+            parts = [-1] * n
+            for i, p in zip(keyed, self.partitioner.for_keys([keys[i] for i in keyed], count)):
+                parts[i] = p
+        else:
+            parts = self.partitioner.for_keys(keys, count)
+        if parts.count(parts[0]) == n:
+            return self._append_run(parts[0], keyless == n, keys, values, cum, ts)
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(parts):
+            groups.setdefault(p, []).append(i)
+        sizes = list(map(sub, cum, [0, *cum[:-1]]))
+        outputs: list = [None] * n
+        for p, picked in groups.items():
+            run = self._append_run(p, p < 0, [keys[i] for i in picked], [values[i] for i in picked],
+                                   list(accumulate(sizes[i] for i in picked)), ts)
+            for i, out in zip(picked, run):
+                outputs[i] = out
+        return outputs
+
+    def _append_run(self, partition: int, keyless: bool, keys, values, cum: list[int], ts: int) -> list[ProduceOutput]:
+        """Append records of one partition (or keyless ones) batch by batch (lock held).
+
+        ``cum``: the records' sizes (RECORD_OVERHEAD included), accumulated. Each batch
+        takes the longest prefix that fits (a bisect), then is sealed or waited for
+        as in ``send``.
+        """
+        limit, n, j, before = self.batch_limit, len(values), 0, 0
+        outputs: list[ProduceOutput] = []
+        while j < n:
+            if keyless:
+                partition = self.partitioner.keyless
             batch = self.open.get(partition)
-            if batch is None or batch.size + size > self.batch_limit:
-                batch = self._batch_for(partition, size, keyless, block)
-                if batch is None:
-                    return None
+            if batch is None or batch.size + cum[j] - before > limit:
+                batch = self._batch_for(partition, cum[j] - before, keyless, True)
                 partition = batch.partition
-            index = batch.builder.append(key, value, ts)
-            batch.size += size
-            if (self.linger0 or batch.size >= self.batch_limit) and self.queued[partition] < self.queue_limit:
-                self._seal(batch)
-        return ProduceOutput(batch.result, index, partition)
+            end = bisect_right(cum, before + limit - batch.size, j + 1)
+            builder = batch.builder
+            index, append = len(builder), builder.append
+            if keys is None:
+                for value in values[j:end]:
+                    append(None, value, ts)
+            else:
+                for key, value in zip(keys[j:end], values[j:end]):
+                    append(key, value, ts)
+            outputs += map(ProduceOutput, repeat(batch.result), range(index, index + end - j))
+            batch.size += cum[end - 1] - before
+            before, j = cum[end - 1], end
+            if batch.size >= limit and self.queued[partition] < self.queue_limit:
+                self._seal(batch, direct=True)
+        return outputs
+
+    def _too_large(self, size: int) -> MessageTooLarge:
+        return MessageTooLarge(f"record of {size} bytes for topic {self.topic!r} exceeds max_request_size="
+                               f"{self.config.max_request_size} (with {_EMPTY_BATCH} bytes of batch header); "
+                               f"records are never split")
 
     def _batch_for(self, partition: int, size: int, keyless: bool, block: bool) -> _Batch | None:
         """The open batch that takes a record of ``size`` bytes (lock held); waits for room."""
@@ -247,14 +390,15 @@ class _ProducerCore:
         while True:
             batch = self.open.get(partition)
             if batch is None:
-                batch = self.open[partition] = _Batch(partition, self.codec, time.monotonic() + self.linger_s,
-                                                      self.where[partition])
-                self.work.notify()
+                deadline = time.monotonic() + self.linger_s
+                batch = self.open[partition] = _Batch(partition, self.codec, deadline, self.where[partition])
+                if deadline < self.sender_wake_at and not self.linger0:
+                    self.work.notify()   # the sender thread sleeps past this batch's linger
                 return batch
             if batch.size + size <= self.batch_limit:
                 return batch
             if self.queued[partition] < self.queue_limit:
-                self._seal(batch)
+                self._seal(batch, direct=True)
             elif not block:
                 return None
             else:
@@ -263,25 +407,73 @@ class _ProducerCore:
                 if now >= deadline:
                     raise Timeout(f"send to {self.where[partition]} waited {_QUEUE_WAIT_S:g} s for room: "
                                   f"batch_queue_size={self.queue_limit} batches still unanswered")
+                for link in self._take_writes():     # nothing queued by this call may wait with it
+                    link.write_out()
                 self.room.wait(deadline - now)
                 if self.closing:
                     raise Closed(f"producer for topic {self.topic!r} closed while send waited for room")
             if keyless:
-                partition = self.partitioner.current_keyless(self.partition_count)
+                partition = self.partitioner.keyless
 
-    def _seal(self, batch: _Batch) -> None:
-        """Move an open batch to its partition's send queue (lock held)."""
+    def _seal(self, batch: _Batch, direct: bool = False) -> None:
+        """Move an open batch to its partition's send queue (lock held); with ``direct``,
+        write it on its link from this thread when nothing of its partition waits."""
         p = batch.partition
         del self.open[p]
         batch.result.records = len(batch.builder)
         batch.result.seq = next(self._seq)
         self.queued[p] += 1
         self.unresolved.add(batch.result)
+        if self.fixed is None and self.partition_count > 1 and p == self.partitioner.keyless:
+            self.partitioner.next_keyless(self.partition_count, self._online())
+        if direct and not self.unsent[p] and self._submit_now(batch):     # the fast path
+            return
+        self.unsent[p] += 1
         self.ready[p].append(batch)
         self.ready_parts.add(p)
-        if self.fixed is None and p == self.partitioner.current_keyless(self.partition_count):
-            self.partitioner.next_keyless(self.partition_count, self._online())
         self.work.notify()
+
+    def _submit_now(self, batch: _Batch) -> bool:
+        """The fast path (lock held): encode ``batch`` and queue it on its leader's open
+        link, for the caller to write out; False (nothing queued) when that needs the
+        sender thread."""
+        p, now = batch.partition, time.monotonic()
+        if self.paused_until[p] > now:
+            return False
+        try:
+            link = self._route(p, now)
+            if link is None:
+                return False
+            batch.payload = batch.builder.build()
+            batch.first_sent = now
+            if not link.submit(batch, partial(self._request, batch), write=False):
+                return False
+        except Exception:        # no leader, a build error, ...: the sender thread retries and reports
+            return False
+        self.to_write.append(link)       # written by the caller once it released the lock
+        return True
+
+    def _route(self, p: int, now: float) -> SpuLink | None:
+        """The open link to ``p``'s leader, for the fast path (lock held). The table is
+        read again after _ROUTE_TTL_S, and at once after any failure of the partition."""
+        route = self.routes[p]
+        if route is not None and now < route[1] and not route[0].broken:
+            return route[0]
+        link = self.links.get(self.meta.leader(self.topic, p).leader)
+        if link is None or link.broken:
+            self.routes[p] = None
+            return None
+        self.routes[p] = (link, now + _ROUTE_TTL_S)
+        return link
+
+    def _take_writes(self) -> list[SpuLink] | tuple:
+        """Links with frames the fast path queued (lock held); the caller calls write_out on
+        each after releasing the lock, so no socket call happens under it."""
+        links = self.to_write
+        if not links:
+            return ()
+        self.to_write = []
+        return links
 
     def _online(self) -> frozenset[int] | None:
         """Partitions with an online leader, cached per metadata snapshot; None if unknown."""
@@ -366,6 +558,9 @@ class _ProducerCore:
                     self._hold(batch)        # an earlier batch of its partition failed meanwhile
                 else:
                     self._dispatch(batch)
+            with self.lock:              # handed on (or back in a queue, counted again)
+                for batch in batches:
+                    self.unsent[batch.partition] -= 1
 
     def _collect(self) -> list[_Batch] | None:
         """Wait (lock held) for batches to send; None once the producer is closed."""
@@ -388,7 +583,9 @@ class _ProducerCore:
                 self.ready_parts.discard(p)
             if out:
                 return out
+            self.sender_wake_at = math.inf if wake_at is None else wake_at
             self.work.wait(None if wake_at is None else wake_at - now)
+            self.sender_wake_at = 0.0        # awake: it looks at every open batch before sleeping again
         return None
 
     def _dispatch(self, batch: _Batch) -> None:
@@ -409,8 +606,8 @@ class _ProducerCore:
             self._finish(batch, error=InternalError(f"produce to {batch.result.where} failed: {exc!r}"))
 
     def _request(self, batch: _Batch, cid: int) -> m.ProduceRequest:
-        return m.ProduceRequest(cid, self.topic, batch.partition, int(self.config.isolation),
-                                self.config.timeout_ms, memoryview(batch.payload))
+        return m.ProduceRequest(cid, self.topic, batch.partition, self.isolation, self.timeout_ms,
+                                memoryview(batch.payload))
 
     def _new_link(self, spu_id: int) -> SpuLink:
         link = SpuLink(spu_id, self.meta.spu_socket(spu_id), request_timeout_s=self.request_timeout_s,
@@ -437,6 +634,7 @@ class _ProducerCore:
 
     def _failed(self, batch: _Batch, exc: RilletError) -> None:
         """Retry a retriable failure under the policy (at-least-once), else end the batch."""
+        self.routes[batch.partition] = None      # the fast path reads the table again
         if self.at_least_once and exc.retriable and not self.closed:
             elapsed_ms = (time.monotonic() - batch.first_sent) * 1000
             delay_ms = self.policy.next_delay_ms(batch.attempt, elapsed_ms)
@@ -467,6 +665,7 @@ class _ProducerCore:
         queue = self.ready[p]
         at = next((i for i, b in enumerate(queue) if b.result.seq > batch.result.seq), len(queue))
         queue.insert(at, batch)
+        self.unsent[p] += 1
         self.ready_parts.add(p)
         self.work.notify()
 
@@ -542,6 +741,48 @@ def _to_bytes(value, what: str) -> bytes:
     raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
 
 
+_KEY_TYPES = frozenset((bytes, type(None)))
+_VALUE_TYPES = frozenset((bytes,))
+_PAIR = frozenset((2,))
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
+def _split_pairs(chunk: list) -> tuple[list | None, list, Exception | None]:
+    """Keys (None when all are None) and values of (key, value) pairs, as bytes.
+
+    When a pair is bad (not a pair, a type ``_to_bytes`` refuses), the pairs before
+    it and its error, for the caller to send and then raise. The common case (bytes
+    values, None or bytes keys) costs a few C-level passes over the chunk.
+    """
+    try:
+        if not _PAIR.issuperset(map(len, chunk)):
+            return _split_slowly(chunk)
+        keys, values = list(map(_FIRST, chunk)), list(map(_SECOND, chunk))
+    except (TypeError, LookupError):       # not a sequence, a mapping, ...: as ``for k, v in`` would say
+        return _split_slowly(chunk)
+    if not _VALUE_TYPES.issuperset(map(type, values)):
+        return _split_slowly(chunk)
+    if keys.count(None) == len(keys):
+        return None, values, None
+    if not _KEY_TYPES.issuperset(map(type, keys)):
+        return _split_slowly(chunk)
+    return keys, values, None
+
+
+def _split_slowly(chunk: list) -> tuple[list | None, list, Exception | None]:
+    keys: list = []
+    values: list = []
+    error = None
+    try:
+        for k, v in chunk:
+            key, value = None if k is None else _to_bytes(k, "key"), _to_bytes(v, "value")
+            keys.append(key)
+            values.append(value)
+    except Exception as exc:      # what a loop of send would have raised at this record
+        error = exc
+    return None if keys.count(None) == len(keys) else keys, values, error
+
+
 class TopicProducer:
     """Sends records to one topic. Thread-safe; close() (or a with block) flushes."""
 
@@ -555,7 +796,11 @@ class TopicProducer:
         """Queue one record (key None: keyless). Returns at once unless the partition's
         batch queue is full (backpressure; Timeout after 30 s). MessageTooLarge if the
         record cannot fit in ``max_request_size``."""
-        return self._core.send(None if key is None else _to_bytes(key, "key"), _to_bytes(value, "value"), None)
+        if key is not None and key.__class__ is not bytes:
+            key = _to_bytes(key, "key")
+        if value.__class__ is not bytes:
+            value = _to_bytes(value, "value")
+        return self._core.send(key, value, None)
 
     def send_string(self, value: str) -> ProduceOutput:
         """Send a keyless record with a str value (Fluvio sends an empty key; rillet sends none)."""
@@ -569,8 +814,22 @@ class TopicProducer:
         return self._core.send(k, _to_bytes(value, "value"), partition)
 
     def send_all(self, records) -> list[ProduceOutput]:
-        send = self._core.send
-        return [send(None if k is None else _to_bytes(k, "key"), _to_bytes(v, "value"), None) for k, v in records]
+        """Send (key, value) pairs in order, as a loop of ``send`` would, at a fraction of
+        the cost per record; returns their outputs. A bad record (wrong type, too large)
+        raises after the records before it were queued."""
+        core = self._core
+        if core.linger0:          # every record is its own batch: send's fast path
+            send = core.send
+            return [send(None if k is None else _to_bytes(k, "key"), _to_bytes(v, "value"), None) for k, v in records]
+        outputs: list[ProduceOutput] = []
+        it = iter(records)
+        while chunk := list(islice(it, _SEND_ALL_CHUNK)):
+            keys, values, error = _split_pairs(chunk)
+            if values:
+                outputs += core.send_many(keys, values)
+            if error is not None:
+                raise error
+        return outputs
 
     def flush(self, timeout: float | None = None) -> None:
         """Send every buffered record and wait for the answers; raises if any failed

@@ -7,6 +7,11 @@ timeout would change the writer's. Here nobody ever blocks on the socket:
 
 * ``submit`` (the producer's sender thread) encodes the request and writes what
   the socket takes at once; the rest waits in an out-buffer for this link's thread.
+  A caller that must not write while holding its own lock (the producer's fast
+  path, from the thread that called send) submits with ``write=False``, which
+  only queues the frame behind the ones before it, and calls ``write_out`` once
+  its lock is released. While the socket is full (``_stalled``) only the link
+  thread writes, when poll says the socket takes more.
 * the link thread polls the socket (and a wake-up pipe), writes the out-buffer,
   reads answers and hands each to ``on_answer``; a transport failure fails every
   pending request with BrokenConnection through ``on_error``.
@@ -63,6 +68,7 @@ class SpuLink:
         self._pending: dict[int, tuple[object, float]] = {}
         self._out: deque[memoryview] = deque()
         self._sock: socket.socket | None = None
+        self._stalled = False           # the socket took less than offered: the link thread writes the rest
         self._timed_out = False
         self.broken = False
         self._closing = False
@@ -74,11 +80,13 @@ class SpuLink:
         self._thread.start()
 
     # --- producer side ---------------------------------------------------------------------
-    def submit(self, token: object, make: Callable[[int], m.Message]) -> bool:
+    def submit(self, token: object, make: Callable[[int], m.Message], *, write: bool = True) -> bool:
         """Queue the request ``make(cid)`` for ``token``; False if this link is broken.
 
-        Never blocks on the socket. The answer or the failure comes back through
-        ``on_answer`` / ``on_error``, from the link thread, exactly once.
+        Never blocks on the socket. With ``write`` False the frame is only queued
+        (after every frame queued before it); ``write_out`` then writes it. The
+        answer or the failure comes back through ``on_answer`` / ``on_error``,
+        from the link thread, exactly once.
         """
         with self._lock:
             if self.broken or self._closing:
@@ -86,17 +94,21 @@ class SpuLink:
             cid = next(self._cids)
             frame = memoryview(encode_message(self._encoder, make(cid)))
             self._pending[cid] = (token, time.monotonic() + self.request_timeout_s)
-            if self._out or self._sock is None:
-                self._out.append(frame)
-                return True
-            try:
-                sent = self._sock.send(frame)
-            except OSError:       # would block, or broken: the link thread sorts it out
-                sent = 0
-            if sent < len(frame):
-                self._out.append(frame[sent:])
-                self._wake_locked()
+            self._out.append(frame)
+            if write:
+                self._write_out_locked()
             return True
+
+    def write_out(self) -> None:
+        """Write queued frames now, as far as the socket takes them without waiting."""
+        with self._lock:
+            self._write_out_locked()
+
+    def _write_out_locked(self) -> None:
+        if self._stalled or self._sock is None or self.broken or not self._out:
+            return           # the link thread writes (when poll says so, or once connected)
+        if not self._write_locked(self._sock) or self._out:
+            self._wake_locked()   # broken, or full: the link thread takes over
 
     def close(self) -> None:
         """Stop the link; requests still pending fail with Closed."""
@@ -179,18 +191,22 @@ class SpuLink:
                     return BrokenConnection(f"connection to SPU {self.spu_id} closed by the peer")
 
     def _write_locked(self, sock: socket.socket) -> bool:
+        """Write the out-buffer until the socket is full; False if the socket is broken."""
         out = self._out
         while out:
             try:
                 sent = sock.send(out[0])
             except (BlockingIOError, InterruptedError):
+                self._stalled = True
                 return True
             except OSError:
                 return False
             if sent < len(out[0]):
                 out[0] = out[0][sent:]
+                self._stalled = True
                 return True
             out.popleft()
+        self._stalled = False
         return True
 
     def _read(self, sock: socket.socket, frames: FrameDecoder, decoder) -> bool:
