@@ -192,6 +192,12 @@ class ConsumerOffsetNotFound(RilletError):
     code = 53
 
 
+class Busy(RilletError):
+    """The broker refused work it cannot take on now (too many requests in flight); retry."""
+    code = 54
+    retriable = True
+
+
 class InternalError(RilletError):
     """A bug or an unexpected OS error inside a broker; details are in its log."""
     code = 99

@@ -33,7 +33,7 @@ from typing import Any, Awaitable
 import msgspec
 
 from . import messages as m
-from .errors import InternalError, ProtocolError, RilletError, UnsupportedVersion
+from .errors import Busy, InternalError, ProtocolError, RilletError, UnsupportedVersion
 from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
 
 _PEERCRED = struct.Struct("3i")
@@ -60,7 +60,9 @@ MAX_CONNECTIONS = 1024
 # SO_SNDBUF of server sockets (the kernel caps it at net.core.wmem_max and doubles it):
 # a 1 MiB fetch answer then goes out in one send() instead of through asyncio's buffer.
 SEND_BUFFER_BYTES = 4 * 1024 * 1024
-MAX_IN_FLIGHT = 256           # requests one connection may have waiting (long polls, ReadCommitted acks)
+# Requests one connection may have waiting (long polls, ReadCommitted acks). A producer keeps
+# up to batch_queue_size (100) per partition in flight, so this leaves room for dozens of partitions.
+MAX_IN_FLIGHT = 4096
 FRAME_DEADLINE_S = float(os.environ.get("RILLET_FRAME_DEADLINE_S", "30"))
 
 
@@ -203,7 +205,7 @@ class FramedProtocol(asyncio.Protocol):
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 if inspect.iscoroutine(result):
                     result.close()
-                self.send(m.ErrorResponse(cid, InternalError.code,
+                self.send(m.ErrorResponse(cid, Busy.code,
                                           f"too many requests in flight on this connection: max_in_flight={MAX_IN_FLIGHT}"))
                 return
             task = asyncio.ensure_future(self._finish(cid, result))
