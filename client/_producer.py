@@ -364,14 +364,8 @@ class _ProducerCore:
                 batch = self._batch_for(partition, cum[j] - before, keyless, True)
                 partition = batch.partition
             end = bisect_right(cum, before + limit - batch.size, j + 1)
-            builder = batch.builder
-            index, append = len(builder), builder.append
-            if keys is None:
-                for value in values[j:end]:
-                    append(None, value, ts)
-            else:
-                for key, value in zip(keys[j:end], values[j:end]):
-                    append(key, value, ts)
+            index = batch.builder.extend(None if keys is None else keys[j:end], values[j:end], ts,
+                                         cum[end - 1] - before)
             outputs += map(ProduceOutput, repeat(batch.result), range(index, index + end - j))
             batch.size += cum[end - 1] - before
             before, j = cum[end - 1], end

@@ -40,6 +40,7 @@ record costs one object and two attribute stores in Python.
 from __future__ import annotations
 
 import struct
+from itertools import repeat
 import zlib
 from operator import itemgetter
 from typing import Any, Iterable, Iterator, NamedTuple
@@ -235,6 +236,22 @@ class BatchBuilder:
         if not index:
             self._first_timestamp = timestamp_ms
         records.append((timestamp_ms - self._first_timestamp, key, value, headers))
+        self._size += size
+        return index
+
+    def extend(self, keys, values, timestamp_ms: int, size: int) -> int:
+        """Add records that share one timestamp, in bulk; return the first one's index.
+
+        The producer's ``send_all`` path, so nothing is checked per record: the caller has made
+        ``values`` bytes and ``keys`` bytes or None (``keys`` None: every record keyless), and
+        ``size`` is what ``append`` would have added to ``estimated_size`` for them.
+        """
+        records = self._records
+        index = len(records)
+        if not index:
+            self._first_timestamp = timestamp_ms
+        delta = timestamp_ms - self._first_timestamp
+        records.extend(zip(repeat(delta), repeat(None) if keys is None else keys, values, repeat(None)))
         self._size += size
         return index
 

@@ -579,3 +579,22 @@ def test_decoded_records_share_their_batch_tuple_and_cost_the_gc_nothing():
 def test_decode_records_needs_a_decoded_record_type():
     with pytest.raises(InvalidArgument, match="record_type must be a DecodedRecord subclass"):
         decode_records(tiny_batch(), 0, record_type=RawRecord)
+
+
+def test_extend_builds_the_same_batch_as_appends():
+    from rillet.ipc.records import RECORD_OVERHEAD, BatchBuilder
+    keys = [b"k1", None, b"", b"key-3"]
+    values = [b"v1", b"value-2", b"", b"x" * 300]
+    one, bulk = BatchBuilder(), BatchBuilder()
+    one.append(b"first", b"v0", 1_000)
+    bulk.append(b"first", b"v0", 1_000)
+    for k, v in zip(keys, values):
+        one.append(k, v, 1_007)
+    size = sum(len(v) + (len(k) if k is not None else 0) + RECORD_OVERHEAD for k, v in zip(keys, values))
+    assert bulk.extend(keys, values, 1_007, size) == 1
+    assert bulk.extend(None, [b"a", b"b"], 1_009, 2 + 2 * RECORD_OVERHEAD) == 5
+    one.append(None, b"a", 1_009)
+    one.append(None, b"b", 1_009)
+    assert len(bulk) == len(one) == 7
+    assert bulk.estimated_size == one.estimated_size
+    assert bulk.build() == one.build()
