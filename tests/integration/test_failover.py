@@ -297,3 +297,15 @@ def test_isolation_levels_differ_while_followers_lag(cluster3):
     assert committed == [f"c{i}".encode() for i in range(5)]
     assert everything == committed + [f"u{i}".encode() for i in range(3)]
     wait_for(lambda: len(read_committed(cluster3)) == 8, what="the followers to catch up and commit")
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "python").exists(), reason="needs the checkout's .venv (as CI makes)")
+def test_the_drill_runs_as_tools_spu_kill_from_outside_the_venv(cluster3):
+    import shutil
+    env = {k: v for k, v in cluster3.env.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    python = shutil.which("python3", path=env["PATH"])
+    r = subprocess.run([python, str(REPO / "tools" / "spu-kill"), "--leader", "t/0", "--wait"],
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    assert "new leader SPU" in r.stdout.decode()
