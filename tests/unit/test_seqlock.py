@@ -17,20 +17,23 @@ ROW_AT = 8
 FIELDS = 64                                  # a long row: many separate stores per write
 _FIELD = struct.Struct("<Q")
 _ROW = struct.Struct(f"<{FIELDS}Q")
+STOP_AT = ROW_AT + _ROW.size                 # one byte the reader sets to stop the writer
+BUF_SIZE = STOP_AT + 8
 RUN_S = 1.0
+MAX_RUN_S = 20.0       # on a loaded machine the writer may get little CPU: read on until enough writes
 
 
 def _write_rows_forever(buf: mmap.mmap, deadline: float) -> None:
     """Child: write rows whose fields all equal a counter, field by field, until the deadline."""
     lock = SeqLock(buf, SEQ_AT)
     value = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not buf[STOP_AT]:
         value += 1
         with lock.write():
             for i in range(FIELDS):
                 _FIELD.pack_into(buf, ROW_AT + 8 * i, value)
-        for _ in range(20):                  # a short quiet period, as between SC writes
-            pass
+        time.sleep(0.0001)                   # a quiet period, as between SC writes (a writer that
+                                             # never pauses can starve readers: seqlocks assume rare writes)
 
 
 def _fork_writer(buf: mmap.mmap, deadline: float) -> int:
@@ -51,9 +54,9 @@ def _join(pid: int) -> None:
 
 
 def test_reader_process_never_sees_a_torn_row():
-    buf = mmap.mmap(-1, ROW_AT + _ROW.size)  # anonymous MAP_SHARED: shared with the forked child
+    buf = mmap.mmap(-1, BUF_SIZE)  # anonymous MAP_SHARED: shared with the forked child
     lock = SeqLock(buf, SEQ_AT)
-    pid = _fork_writer(buf, time.monotonic() + RUN_S)
+    pid = _fork_writer(buf, time.monotonic() + MAX_RUN_S)
     reads, copies, values = 0, 0, set()
 
     def copy():
@@ -62,13 +65,16 @@ def test_reader_process_never_sees_a_torn_row():
         return _ROW.unpack_from(buf, ROW_AT)
 
     try:
-        deadline = time.monotonic() + RUN_S
-        while time.monotonic() < deadline:
+        start = time.monotonic()
+        # At least RUN_S, and on until the writer has been seen to make progress (a loaded
+        # machine may give it little CPU), at most MAX_RUN_S; then the writer is told to stop.
+        while time.monotonic() - start < RUN_S or (len(values) <= 10 and time.monotonic() - start < MAX_RUN_S):
             row = lock.read(copy)
             assert len(set(row)) == 1, f"torn row: {sorted(set(row))[:5]}"
             reads += 1
             values.add(row[0])
     finally:
+        buf[STOP_AT] = 1
         _join(pid)
     assert lock.sequence % 2 == 0
     assert reads > 100 and len(values) > 10, (reads, len(values))
@@ -80,7 +86,7 @@ def test_reading_without_the_lock_does_tear():
     # The control for the test above: the same writer, read with no seqlock.
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs to overlap reader and writer reliably")
-    buf = mmap.mmap(-1, ROW_AT + _ROW.size)
+    buf = mmap.mmap(-1, BUF_SIZE)
     pid = _fork_writer(buf, time.monotonic() + RUN_S)
     torn = 0
     try:
