@@ -131,6 +131,18 @@ def _data_ranges(fd: int | None, start: int, end: int) -> list[tuple[int, int]]:
     return ranges
 
 
+def _map_writable(directory: Path, base_offset: int, fd: int, capacity: int,
+                  interval_bytes: int) -> tuple[mmap.mmap, OffsetIndex]:
+    """Preallocate the active segment's file to ``capacity``, map it and open its index."""
+    log_path = directory / log_name(base_offset)
+    preallocate(fd, capacity, log_path)
+    m = map_file(fd, capacity, log_path, writable=True)
+    index = OffsetIndex.open_writable(directory / index_name(base_offset),
+                                      capacity=capacity_entries(capacity, interval_bytes),
+                                      interval_bytes=interval_bytes)
+    return m, index
+
+
 class Segment:
     """One segment; ``writable`` while it is the active (last) segment of its log."""
 
@@ -156,11 +168,7 @@ class Segment:
         except OSError as exc:
             raise storage_error(exc, "create segment", log_path) from exc
         try:
-            preallocate(fd, capacity, log_path)
-            m = map_file(fd, capacity, log_path, writable=True)
-            index = OffsetIndex.open_writable(directory / index_name(base_offset),
-                                              capacity=capacity_entries(capacity, interval_bytes),
-                                              interval_bytes=interval_bytes)
+            m, index = _map_writable(directory, base_offset, fd, capacity, interval_bytes)
         except BaseException:
             os.close(fd)
             for name in (log_name(base_offset), index_name(base_offset)):
@@ -182,12 +190,7 @@ class Segment:
         except OSError as exc:
             raise storage_error(exc, "open segment", log_path) from exc
         try:
-            capacity = max(capacity, data_end)
-            preallocate(fd, capacity, log_path)
-            m = map_file(fd, capacity, log_path, writable=True)
-            index = OffsetIndex.open_writable(directory / index_name(base_offset),
-                                              capacity=capacity_entries(capacity, interval_bytes),
-                                              interval_bytes=interval_bytes)
+            m, index = _map_writable(directory, base_offset, fd, max(capacity, data_end), interval_bytes)
         except BaseException:
             os.close(fd)
             raise
