@@ -1,0 +1,27 @@
+"""rillet-chaos: a short run of real faults ends with a clean check, and bad flags are usage errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CHAOS = [sys.executable, "-m", "rillet.tools.chaos"]
+
+
+def test_a_short_chaos_run_loses_nothing():
+    done = subprocess.run([*CHAOS, "--faults", "6", "--interval", "200ms", "--seed", "11"],
+                          capture_output=True, timeout=240)
+    line = json.loads(done.stdout.splitlines()[-1])
+    assert "error" not in line, line
+    assert line["faults"] == 6
+    assert line["records_acked"] > 0 and line["consumed"] > 0
+    for kind in ("lost", "reordered", "divergent", "offset_gaps", "skips", "repeats", "phantoms"):
+        assert line[kind] == 0, (kind, line["examples"])
+    assert b"seed 11" in done.stderr
+
+
+def test_bad_flags_are_one_line_and_exit_2():
+    done = subprocess.run([*CHAOS, "--faults", "-3"], capture_output=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().count("\n") == 0 and "--faults" in done.stderr.decode()
