@@ -75,11 +75,12 @@ def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float
         raise ClusterAlreadyRunning(f"cluster {paths.cluster!r} is already running (SC pid {pid})")
     clean_leftovers(paths)
     for d in (paths.sc_dir, paths.log_dir, paths.data_dir):
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "rillet.broker.sc", "--cluster", paths.cluster, "--home", str(paths.home)]
     if spus is not None:
         cmd += ["--spus", str(spus)]
-    with open(paths.sc_log_file, "ab") as logf:
+    # Private from the first byte: logs name topics and consumers (the daemons run under umask 077).
+    with open(os.open(paths.sc_log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as logf:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     try:

@@ -43,6 +43,7 @@ import msgspec
 from rillet.ipc import messages as m
 from rillet.ipc.errors import BrokenConnection, Closed, ProtocolError, RilletError, Timeout, error_from_code
 from rillet.ipc.framing import NEED_DATA, FrameDecoder
+from rillet.ipc.peercred import require_own_user
 from rillet.ipc.transport import encode_message
 
 _RECV_CHUNK = 256 * 1024
@@ -156,6 +157,11 @@ class SpuLink:
         except OSError as exc:
             sock.close()
             raise BrokenConnection(f"cannot connect to SPU {self.spu_id} at {self.path}: {exc.strerror or exc}") from exc
+        try:
+            require_own_user(sock, self.path)
+        except BaseException:
+            sock.close()
+            raise
         sock.setblocking(False)
         with self._lock:
             self._sock = sock

@@ -23,6 +23,7 @@ import msgspec
 from . import messages as m
 from .errors import BrokenConnection, ProtocolError, RilletError, Timeout, error_from_code
 from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
+from .peercred import require_own_user
 from .transport import encode_message
 
 # Reads while no large frame is under way: answers are small, and the start of a large one
@@ -47,6 +48,11 @@ class Connection:
         except OSError as exc:
             self._sock.close()
             raise BrokenConnection(f"cannot connect to {self.path}: {exc.strerror or exc}") from exc
+        try:
+            require_own_user(self._sock, self.path)
+        except BaseException:
+            self._sock.close()
+            raise
         self.closed = False
         try:
             hello = self.call(m.Hello(self.next_cid(), m.PROTOCOL_VERSION, client_id))

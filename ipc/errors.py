@@ -198,6 +198,11 @@ class Busy(RilletError):
     retriable = True
 
 
+class ForeignPeer(RilletError):
+    """The process at the other end of a socket runs as another user: refused, never retried."""
+    code = 90
+
+
 class InternalError(RilletError):
     """A bug or an unexpected OS error inside a broker; details are in its log."""
     code = 99

@@ -35,8 +35,8 @@ import msgspec
 from . import messages as m
 from .errors import Busy, InternalError, ProtocolError, RilletError, UnsupportedVersion
 from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
+from .peercred import peer_uid, require_own_user
 
-_PEERCRED = struct.Struct("3i")
 _PREFIX = struct.Struct("<I")
 
 
@@ -46,11 +46,6 @@ def encode_message(encoder: msgspec.msgpack.Encoder, msg: m.Message) -> bytearra
     encoder.encode_into(msg, buf, 4)
     _PREFIX.pack_into(buf, 0, len(buf) - 4)
     return buf
-
-
-def peer_uid(sock: socket.socket) -> int:
-    _pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-    return uid
 
 
 # Bounds on what one peer can hold (DESIGN, security and hygiene). The frame deadline
@@ -231,12 +226,29 @@ class FramedProtocol(asyncio.Protocol):
 
 
 def prepare_runtime_dir(path: Path) -> None:
-    """Create the socket directory with mode 0700; refuse one that others can enter."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.mkdir(mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
-        raise RilletError(f"runtime directory {path} must be owned by uid {os.getuid()} with mode 0700")
+    """Create the socket directory (and its parent, /tmp/rillet-<uid>) with mode 0700.
+
+    Both must be real directories owned by us: another local user who created
+    /tmp/rillet-<uid> first (or planted a symlink there) could otherwise rename our
+    cluster directory away and put their own sockets in its place. A parent of ours
+    with a loose mode is tightened; anything else is refused with the reason.
+    """
+    for d in (path.parent, path):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(d)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise RilletError(f"runtime directory {d} is not a directory (a symlink or a file): "
+                              f"remove it and start again")
+        if st.st_uid != os.getuid():
+            raise RilletError(f"runtime directory {d} belongs to uid {st.st_uid}, not to this user "
+                              f"(uid {os.getuid()}): remove it (as its owner or root) and start again")
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            if d == path:
+                raise RilletError(f"runtime directory {d} has mode {stat.S_IMODE(st.st_mode):o}; it must be 0700")
+            os.chmod(d, 0o700)
 
 
 def remove_stale_socket(path: Path) -> None:
@@ -284,6 +296,11 @@ class AsyncConnection:
         except OSError as exc:
             from .errors import BrokenConnection
             raise BrokenConnection(f"cannot connect to {path}: {exc.strerror or exc}") from exc
+        try:
+            require_own_user(writer.get_extra_info("socket"), str(path))
+        except BaseException:
+            writer.close()
+            raise
         conn = cls(reader, writer, str(path))
         await conn.call(lambda cid: m.Hello(cid, m.PROTOCOL_VERSION, client_id))
         return conn

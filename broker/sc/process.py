@@ -430,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     parser.add_argument("--spus", type=int, default=None)
     args = parser.parse_args(argv)
+    os.umask(0o077)     # logs, pid file, data and checkpoints: this user's only
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s sc %(levelname)s %(message)s")
     paths = ClusterPaths.for_cluster(args.cluster, args.home)
     paths.sc_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     parser.add_argument("--spu-id", type=int, required=True)
     args = parser.parse_args(argv)
+    os.umask(0o077)     # logs, pid file, data and checkpoints: this user's only
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     paths = ClusterPaths.for_cluster(args.cluster, args.home)
