@@ -43,7 +43,7 @@ import msgspec
 from rillet.ipc import messages as m
 from rillet.ipc.errors import BrokenConnection, Closed, ProtocolError, RilletError, Timeout, error_from_code
 from rillet.ipc.framing import NEED_DATA, FrameDecoder
-from rillet.ipc.peercred import require_own_user
+from rillet.ipc.unix_socket import connect_unix
 from rillet.ipc.transport import encode_message
 
 _RECV_CHUNK = 256 * 1024
@@ -150,18 +150,10 @@ class SpuLink:
                 self._on_error(token, timeout if self._timed_out and deadline <= now else error)
 
     def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(_CONNECT_TIMEOUT_S)
         try:
-            sock.connect(self.path)
+            sock = connect_unix(self.path, _CONNECT_TIMEOUT_S)
         except OSError as exc:
-            sock.close()
             raise BrokenConnection(f"cannot connect to SPU {self.spu_id} at {self.path}: {exc.strerror or exc}") from exc
-        try:
-            require_own_user(sock, self.path)
-        except BaseException:
-            sock.close()
-            raise
         sock.setblocking(False)
         with self._lock:
             self._sock = sock

@@ -23,7 +23,7 @@ import msgspec
 from . import messages as m
 from .errors import BrokenConnection, ProtocolError, RilletError, Timeout, error_from_code
 from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
-from .peercred import require_own_user
+from .unix_socket import connect_unix
 from .transport import encode_message
 
 # Reads while no large frame is under way: answers are small, and the start of a large one
@@ -40,19 +40,11 @@ class Connection:
         self._frames = FrameDecoder(max_frame_bytes)
         self._decoder = m.new_decoder()
         self._encoder = m.new_encoder()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout_s)
-        self._sock_timeout: float | None = timeout_s    # what the socket is set to now
         try:
-            self._sock.connect(self.path)
+            self._sock = connect_unix(self.path, timeout_s)
         except OSError as exc:
-            self._sock.close()
             raise BrokenConnection(f"cannot connect to {self.path}: {exc.strerror or exc}") from exc
-        try:
-            require_own_user(self._sock, self.path)
-        except BaseException:
-            self._sock.close()
-            raise
+        self._sock_timeout: float | None = timeout_s    # what the socket is set to now
         self.closed = False
         try:
             hello = self.call(m.Hello(self.next_cid(), m.PROTOCOL_VERSION, client_id))

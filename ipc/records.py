@@ -412,6 +412,19 @@ def decode_batch(
     ]
 
 
+def check_readable(buf, pos: int, header: BatchHeader, *,
+                   max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES) -> None:
+    """Raise unless every consumer can read the (CRC-checked) batch at ``pos``.
+
+    The SPU's last check before it stores a batch: the codec exists, the block decompresses
+    within ``max_uncompressed_bytes``, and it decodes to exactly ``record_count`` records of
+    the wire shape, so a batch with a valid CRC over garbage is refused instead of making
+    its partition unreadable. It decodes into the consumer's own type and drops the result:
+    the broker still stores and serves the bytes exactly as they came.
+    """
+    _decode_block(buf, pos, header, max_uncompressed_bytes, _DECODER)
+
+
 def _decode_block(buf, pos: int, header: BatchHeader, max_uncompressed_bytes: int, decoder) -> list:
     """The records block of a validated batch, decoded by ``decoder`` and counted."""
     codec = header.codec

@@ -27,6 +27,7 @@ import os
 import socket
 import stat
 import struct
+import time
 from pathlib import Path
 from typing import Any, Awaitable
 
@@ -35,7 +36,7 @@ import msgspec
 from . import messages as m
 from .errors import Busy, InternalError, ProtocolError, RilletError, UnsupportedVersion
 from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
-from .peercred import peer_uid, require_own_user
+from .unix_socket import peer_credentials, require_own_user
 
 _PREFIX = struct.Struct("<I")
 
@@ -51,7 +52,27 @@ def encode_message(encoder: msgspec.msgpack.Encoder, msg: m.Message) -> bytearra
 # Bounds on what one peer can hold (DESIGN, security and hygiene). The frame deadline
 # closes a connection that sent part of a frame and then went quiet (slowloris); it can
 # be shortened with RILLET_FRAME_DEADLINE_S, which the tests use.
-MAX_CONNECTIONS = 1024
+#
+# Connection slots. Clients (producers, consumers) may hold MAX_CONNECTIONS; RESERVED_CONNECTIONS
+# more are kept for the cluster's own links (SPU control links, followers, the admin CLI), known by
+# their Hello, so a crowd of idle clients can never lock the cluster out of itself. One process may
+# hold at most MAX_CONNECTIONS_PER_PEER (SO_PEERCRED pid). A connection must greet within
+# HELLO_DEADLINE_S. The RILLET_* variables exist for tests. Once the clients' slots are three quarters full, a new connection first closes
+# client connections that have been idle (nothing received, nothing in flight) for IDLE_AFTER_S.
+MAX_CONNECTIONS = int(os.environ.get("RILLET_MAX_CONNECTIONS", "1024"))
+RESERVED_CONNECTIONS = 64
+MAX_CONNECTIONS_PER_PEER = int(os.environ.get("RILLET_MAX_CONNECTIONS_PER_PEER", "512"))
+HELLO_DEADLINE_S = float(os.environ.get("RILLET_HELLO_DEADLINE_S", "10"))
+IDLE_AFTER_S = float(os.environ.get("RILLET_IDLE_AFTER_S", "30"))
+PRIVILEGED_CLIENTS = ("spu-", "rillet-admin")       # Hello client_id prefixes of the cluster's own links
+LISTEN_BACKLOG = 4096                               # the kernel caps it at net.core.somaxconn
+# Memory. Bytes of requests buffered but not yet whole, over all connections of the process: a
+# connection that would take the total past it is refused with Busy and closed, so memory follows
+# real requests, never a length prefix's promise. Answers waiting for a slow reader: past
+# WRITE_BUFFER_HIGH the connection's requests are not read until the buffer drains.
+MAX_BUFFERED_REQUEST_BYTES = int(os.environ.get("RILLET_MAX_BUFFERED_REQUEST_BYTES", str(256 << 20)))
+WRITE_BUFFER_HIGH = 8 << 20
+TRIM_AFTER_BYTES = 32 << 20         # a connection that held this much returns memory to the OS when it closes
 # SO_SNDBUF of server sockets (the kernel caps it at net.core.wmem_max and doubles it):
 # a 1 MiB fetch answer then goes out in one send() instead of through asyncio's buffer.
 SEND_BUFFER_BYTES = 4 * 1024 * 1024
@@ -61,11 +82,30 @@ MAX_IN_FLIGHT = 4096
 FRAME_DEADLINE_S = float(os.environ.get("RILLET_FRAME_DEADLINE_S", "30"))
 
 
+class _Slots:
+    """The process's connection accounting (one listener per SC or SPU process)."""
+
+    def __init__(self) -> None:
+        self.open: set["FramedProtocol"] = set()
+        self.clients = 0                        # greeted, not privileged
+        self.per_peer: dict[int, int] = {}
+        self.buffered_request_bytes = 0
+
+
+def _trim_heap() -> None:
+    """Give freed heap back to the kernel (glibc keeps large freed blocks otherwise)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class FramedProtocol(asyncio.Protocol):
     """One server-side connection. Subclasses implement :meth:`dispatch`."""
 
     server_name = "server"
-    open_connections = 0      # per process: SC and SPU each run one listener
+    slots = _Slots()          # per process: SC and SPU each run one listener
 
     def __init__(self, log: logging.Logger, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.log = log
@@ -74,34 +114,91 @@ class FramedProtocol(asyncio.Protocol):
         self._encoder = m.new_encoder()
         self.transport: asyncio.Transport | None = None
         self._greeted = False
+        self._privileged = False
+        self._peer_pid = 0
         self._tasks: set[asyncio.Task] = set()
         self._deadline: asyncio.TimerHandle | None = None
         self._counted = False
+        self._write_paused = False
+        self._held_bytes = 0            # this connection's share of slots.buffered_request_bytes
+        self._peak_bytes = 0
+        self.last_active = time.monotonic()
         self.closed = asyncio.get_event_loop().create_future()
+
+    @classmethod
+    def open_connections(cls) -> int:
+        return len(cls.slots.open)
 
     # --- asyncio callbacks ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if FramedProtocol.open_connections >= MAX_CONNECTIONS:
-            self.log.warning("refused a connection: %d open, max_connections=%d", FramedProtocol.open_connections, MAX_CONNECTIONS)
-            self.send(m.ErrorResponse(0, InternalError.code,
-                                      f"too many connections: max_connections={MAX_CONNECTIONS}"))
+        sock = transport.get_extra_info("socket")
+        try:
+            pid, uid, _gid = peer_credentials(sock) if sock is not None else (0, os.getuid(), 0)
+        except OSError:
+            pid, uid = 0, os.getuid()
+        if uid != os.getuid():
+            self.log.warning("refused a peer running as uid %d (pid %d)", uid, pid)
             transport.close()
             return
-        FramedProtocol.open_connections += 1
-        self._counted = True
-        sock = transport.get_extra_info("socket")
+        refusal = self._admit(pid)
+        if refusal:
+            self.log.warning("refused a connection from pid %d: %s", pid, refusal)
+            self.send(m.ErrorResponse(0, Busy.code, refusal))
+            transport.close()
+            return
+        self._counted, self._peer_pid = True, pid
+        self.slots.open.add(self)
+        self.slots.per_peer[pid] = self.slots.per_peer.get(pid, 0) + 1
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)  # type: ignore[attr-defined]
+        self._deadline = asyncio.get_event_loop().call_later(HELLO_DEADLINE_S, self._hello_overdue)
         try:  # room for a whole fetch answer: asyncio then copies none of it into its own buffer
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         except OSError:
             pass
-        try:
-            if sock is not None and peer_uid(sock) != os.getuid():
-                self.log.warning("refused a peer running as another uid")
-                transport.close()
-        except OSError:
-            pass
+
+    def _admit(self, pid: int) -> str | None:
+        """Why a new connection from ``pid`` is refused, or None to take it."""
+        slots = self.slots
+        if slots.per_peer.get(pid, 0) >= MAX_CONNECTIONS_PER_PEER:
+            return f"too many connections from pid {pid}: max_connections_per_peer={MAX_CONNECTIONS_PER_PEER}"
+        if len(slots.open) >= (MAX_CONNECTIONS + RESERVED_CONNECTIONS) * 3 // 4:
+            self._close_idle()
+        if len(slots.open) >= MAX_CONNECTIONS + RESERVED_CONNECTIONS:
+            return f"too many connections: max_connections={MAX_CONNECTIONS} (+{RESERVED_CONNECTIONS} reserved)"
+        return None
+
+    def _close_idle(self) -> None:
+        """Close client connections idle for IDLE_AFTER_S, so idle crowds make room."""
+        cutoff = time.monotonic() - IDLE_AFTER_S
+        idle = [c for c in self.slots.open if not c._privileged and not c._tasks and c.last_active < cutoff
+                and c._decoder.buffered_bytes == 0 and c is not self]
+        for conn in idle:
+            conn.send(m.ErrorResponse(0, Busy.code, f"closed after {IDLE_AFTER_S:g} s idle: the server is near its connection limit"))
+            conn.close()
+        if idle:
+            self.log.warning("closed %d connections idle for %g s (near the connection limit)", len(idle), IDLE_AFTER_S)
+
+    def _hello_overdue(self) -> None:
+        self._deadline = None
+        if not self._greeted:
+            self.log.warning("closing a connection that sent no Hello within %g s", HELLO_DEADLINE_S)
+            self.send(m.ErrorResponse(0, ProtocolError.code, f"no Hello within {HELLO_DEADLINE_S:g} s"))
+            self.close()
+
+    def pause_writing(self) -> None:
+        """Answers are piling up unread: stop reading this peer's requests until they drain."""
+        self._write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._serve_frames()
+            self._account()
 
     def _frame_overdue(self) -> None:
         self.log.warning("closing a connection that left a frame half sent for %.0f s", FRAME_DEADLINE_S)
@@ -110,6 +207,8 @@ class FramedProtocol(asyncio.Protocol):
 
     def _arm_deadline(self) -> None:
         """Start the frame deadline while a partial frame is buffered; stop it when none is."""
+        if not self._greeted:
+            return                      # the Hello deadline is running
         partial = self._decoder.buffered_bytes > 0
         if partial and self._deadline is None:
             self._deadline = asyncio.get_event_loop().call_later(FRAME_DEADLINE_S, self._frame_overdue)
@@ -118,16 +217,47 @@ class FramedProtocol(asyncio.Protocol):
             self._deadline = None
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         try:
             self._receive(data)
         finally:
             if self.transport is not None:
+                self._account()
                 self._arm_deadline()
+
+    def _account(self) -> None:
+        """Charge this connection's buffered request bytes to the process budget; refuse past it."""
+        held = self._decoder.buffered_bytes
+        slots = self.slots
+        slots.buffered_request_bytes += held - self._held_bytes
+        self._held_bytes = held
+        self._peak_bytes = max(self._peak_bytes, held)
+        if held and slots.buffered_request_bytes > MAX_BUFFERED_REQUEST_BYTES:
+            self.log.warning("closing a connection holding %d bytes of unfinished requests: %d buffered in all, "
+                             "max_buffered_request_bytes=%d", held, slots.buffered_request_bytes,
+                             MAX_BUFFERED_REQUEST_BYTES)
+            self.send(m.ErrorResponse(0, Busy.code, f"server busy: {slots.buffered_request_bytes} bytes of requests "
+                                                    f"buffered, max_buffered_request_bytes={MAX_BUFFERED_REQUEST_BYTES}"))
+            self._release()
+            self.close()
+
+    def _release(self) -> None:
+        self.slots.buffered_request_bytes -= self._held_bytes
+        self._held_bytes = 0
+        self._decoder = FrameDecoder(self._decoder.max_frame_bytes)     # drop what it held, now
 
     def _receive(self, data: bytes) -> None:
         try:
             self._decoder.receive_data(data)
-            while True:
+        except RilletError as exc:
+            self._protocol_error(exc)
+            return
+        self._serve_frames()
+
+    def _serve_frames(self) -> None:
+        """Handle the whole frames buffered, unless answers are piling up (then resume_writing does)."""
+        try:
+            while not self._write_paused:
                 frame = self._decoder.next_frame()
                 if frame is NEED_DATA:
                     return
@@ -139,9 +269,12 @@ class FramedProtocol(asyncio.Protocol):
                 if self.transport is None or self.transport.is_closing():
                     return
         except RilletError as exc:
-            self.log.warning("closing connection after protocol error: %s", exc)
-            self.send(m.ErrorResponse(0, exc.code, str(exc)))
-            self.close()
+            self._protocol_error(exc)
+
+    def _protocol_error(self, exc: RilletError) -> None:
+        self.log.warning("closing connection after protocol error: %s", exc)
+        self.send(m.ErrorResponse(0, exc.code, str(exc)))
+        self.close()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -149,8 +282,17 @@ class FramedProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if self._counted:
-            FramedProtocol.open_connections -= 1
+            slots = self.slots
+            slots.open.discard(self)
+            if self._greeted and not self._privileged:
+                slots.clients -= 1
+            left = slots.per_peer.pop(self._peer_pid, 1) - 1
+            if left:
+                slots.per_peer[self._peer_pid] = left
+            self._release()
             self._counted = False
+            if self._peak_bytes >= TRIM_AFTER_BYTES:
+                _trim_heap()
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -184,7 +326,9 @@ class FramedProtocol(asyncio.Protocol):
                 raise ProtocolError(f"expected Hello first, got {type(msg).__name__}")
             if msg.version != m.PROTOCOL_VERSION:
                 raise UnsupportedVersion(f"protocol version {msg.version} not supported (speaking {m.PROTOCOL_VERSION})")
-            self._greeted = True
+            self._greet(msg.client_id)
+            if self.transport is None or self.transport.is_closing():
+                return
             self.send(m.HelloOk(cid, m.PROTOCOL_VERSION, self.server_name))
             return
         try:
@@ -208,6 +352,23 @@ class FramedProtocol(asyncio.Protocol):
             task.add_done_callback(self._tasks.discard)
         elif result is not None:
             self.send(result)
+
+    def _greet(self, client_id: str) -> None:
+        """Take the Hello: the cluster's own links use the reserved slots, clients their own."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._privileged = str(client_id).startswith(PRIVILEGED_CLIENTS)
+        if not self._privileged:
+            if self.slots.clients >= MAX_CONNECTIONS * 3 // 4:
+                self._close_idle()
+            if self.slots.clients >= MAX_CONNECTIONS:
+                self.log.warning("refused client %r: max_connections=%d", client_id, MAX_CONNECTIONS)
+                self.send(m.ErrorResponse(0, Busy.code, f"too many connections: max_connections={MAX_CONNECTIONS}"))
+                self.close()
+                return
+            self.slots.clients += 1
+        self._greeted = True
 
     async def _finish(self, cid: int, pending: Awaitable) -> None:
         try:
@@ -274,7 +435,7 @@ async def start_unix_server(factory, path: Path) -> asyncio.AbstractServer:
     remove_stale_socket(path)
     old = os.umask(0o077)
     try:
-        return await asyncio.get_running_loop().create_unix_server(factory, str(path), backlog=128)
+        return await asyncio.get_running_loop().create_unix_server(factory, str(path), backlog=LISTEN_BACKLOG)
     finally:
         os.umask(old)
 

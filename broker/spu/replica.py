@@ -21,7 +21,7 @@ from rillet.ipc.compression import parse_topic_compression
 from rillet.ipc.errors import (
     CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, RequestTimedOut, StaleLeaderEpoch,
 )
-from rillet.ipc.records import HEADER_SIZE, peek_header
+from rillet.ipc.records import HEADER_SIZE, check_readable, peek_header
 from rillet.broker.storage.log import PartitionLog
 
 from .isr import LeaderState
@@ -112,6 +112,9 @@ class Replica:
                 raise CompressionError(
                     f"topic {self.spec.topic} requires compression {compression}, batch uses codec {header.codec}"
                 )
+            # Storage never decodes records; the SPU checks once that every consumer will be able
+            # to (codec, decompression bound, record shape and count) so no poison batch is stored.
+            check_readable(batches, pos, header)
             base, _leo = self.log.append(batches[pos:pos + header.total_size], leader_epoch=self.spec.leader_epoch)
             if first_base < 0:
                 first_base = base

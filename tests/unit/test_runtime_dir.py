@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
 import tempfile
+import time
 import stat
 
 import pytest
@@ -99,3 +101,53 @@ def test_a_client_refuses_a_server_of_another_user(tmp_path):
         os.close(ready_r)
         os.close(got_r)
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_connect_waits_out_a_full_backlog(tmp_path):
+    """A server whose backlog is full is busy, not gone: the client retries until it is accepted."""
+    import threading
+    from rillet.ipc.unix_socket import connect_unix
+    path = str(tmp_path / "busy.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(0)
+    fillers = []
+    with pytest.raises(OSError) as full:            # fill the backlog until the kernel says EAGAIN
+        for _ in range(16):
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            fillers.append(s)
+            s.connect(path)
+    assert full.value.errno == errno.EAGAIN
+    accepted = []
+    drain = threading.Timer(0.3, lambda: [accepted.append(server.accept()[0]) for _ in range(len(fillers))])
+    drain.start()
+    t0 = time.monotonic()
+    client = connect_unix(path, timeout_s=5)
+    assert 0.2 < time.monotonic() - t0 < 4
+    drain.join()
+    for s in [client, server, *fillers, *accepted]:
+        s.close()
+
+
+def test_connect_gives_up_on_a_full_backlog_at_its_deadline(tmp_path):
+    from rillet.ipc.unix_socket import connect_unix
+    path = str(tmp_path / "stuck.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(0)
+    fillers = []
+    try:
+        with pytest.raises(OSError):
+            for _ in range(16):
+                s = socket.socket(socket.AF_UNIX)
+                s.setblocking(False)
+                fillers.append(s)
+                s.connect(path)
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as exc:
+            connect_unix(path, timeout_s=0.3)
+        assert exc.value.errno == errno.EAGAIN and time.monotonic() - t0 < 2
+    finally:
+        for s in [server, *fillers]:
+            s.close()
