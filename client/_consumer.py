@@ -6,6 +6,10 @@ goes out before the records are decoded. Records before the requested offset (a
 batch may start earlier) are skipped; a partial trailing batch never arrives (the
 SPU sends whole batches). On a leader change or a broken connection the stream
 re-reads the metadata table and resumes at the next offset it has not delivered.
+The same holds across a cluster restart (the metadata view maps the new table): a
+following stream waits for as long as the cluster is away, retrying with a backoff
+capped at 1 s (client/_outage.py); a ``disable_continuous`` stream gives up after
+FAILOVER_WINDOW_S with one error.
 
 The hot path: one fetch answer is decoded in one call into a list of final
 ``Record`` objects (records.decode_records; the offset bounds apply per batch, not per
@@ -26,6 +30,7 @@ skipped); ``absolute(n)`` outside the log is OffsetOutOfRange naming the valid r
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 import threading
 import time
@@ -41,14 +46,18 @@ from rillet.ipc.records import decode_records, iter_batches
 from ._enums import Isolation
 from ._metadata import MetadataView
 from ._offsets import DEFAULT_MAX_BYTES, start_position
+from ._outage import Outage
 from ._record import Offset, Record
 
 LONG_POLL_MS = 1000                  # one fetch waits at most this long for new records
 REPLY_GRACE_S = 10.0                 # a fetch unanswered this long past its long poll: the SPU is stuck
-FAILOVER_WINDOW_S = 30.0             # how long a stream keeps looking for a new leader
+FAILOVER_WINDOW_S = 30.0             # how long a disable_continuous stream looks for a leader (or the
+                                     # cluster); a following stream looks for as long as it takes
 WAIT_SLICE_S = 1.0                   # a multi-partition wait re-checks for stuck fetches this often
 ASYNC_SLICE_S = 0.25                 # async waits run in worker threads in slices this long, so
                                      # cancellation and loop shutdown never wait on an idle stream
+
+_log = logging.getLogger("rillet.consumer")
 
 
 class RecordBuffer:
@@ -182,6 +191,7 @@ class PartitionStream:
         self._sent_at = 0.0
         self._buffer = RecordBuffer()
         self._closed = False
+        self._outage: Outage | None = None     # failures since the last answer
         log_start, hw, leo = self._open()
         visible_end = hw if isolation == Isolation.ReadCommitted else leo
         try:
@@ -258,8 +268,9 @@ class PartitionStream:
 
     def _step(self, block: bool) -> bool:
         """Send a fetch if none is in flight, then take its answer: waiting for it when
-        ``block``, else only if it has already arrived. True when an answer was absorbed."""
-        reply = self._with_failover(lambda conn: self._receive(conn, block))
+        ``block``, else only if it has already arrived (and, in an outage, trying again
+        only once its backoff delay is over). True when an answer was absorbed."""
+        reply = self._with_failover(lambda conn: self._receive(conn, block), block)
         if reply is None:
             return False
         self._absorb(reply)
@@ -292,24 +303,67 @@ class PartitionStream:
             self._pending = None
         return self._conn
 
-    def _with_failover(self, fn):
-        """Run ``fn(connection)``; on a retriable error, find the leader again and retry."""
-        deadline = time.monotonic() + FAILOVER_WINDOW_S
-        refresh = False
+    def _with_failover(self, fn, block: bool = True):
+        """Run ``fn(connection)``; on a retriable error, find the leader again and retry.
+
+        Retries back off (10 ms doubling to 1 s). A following stream retries for as
+        long as it takes (a cluster restart included); a disable_continuous one
+        raises once the outage is FAILOVER_WINDOW_S old. Without ``block``, a stream
+        whose next try is not due returns None at once (a merged reader waits on its
+        other partitions meanwhile; see ``retry_wait_s``). The outage ends with the
+        first answer, not with a send that merely did not fail.
+        """
         while True:
             if self._closed:
                 raise Closed("stream is closed")
+            outage = self._outage
+            if outage is not None:
+                wait = outage.wait_s(time.monotonic())
+                if wait > 0:
+                    if not block:
+                        return None
+                    time.sleep(wait)     # a leader or the cluster is coming back; not a wait for data
+                    continue
             try:
-                return fn(self._connection(refresh))
+                result = fn(self._connection(refresh=outage is not None))
             except RilletError as exc:
-                if not exc.retriable or time.monotonic() > deadline:
+                if not exc.retriable:
                     raise
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-                self._pending = None
-                refresh = True
-                time.sleep(0.01)   # a leader is being elected; not a wait for data
+                self._failed(exc)
+                continue
+            if outage is not None and result is not None:
+                self._recovered(outage)
+            return result
+
+    def _failed(self, exc: RilletError) -> None:
+        """Drop the connection and count the failure in the outage (raises when it is over)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._pending = None
+        now = time.monotonic()
+        if self._outage is None:
+            where = f"{self.topic}/{self.partition}"
+            self._outage = Outage(where, now, None if self.continuous else FAILOVER_WINDOW_S)
+        try:
+            log_it = self._outage.failed(exc, now)
+        except RilletError:
+            self._outage = None
+            raise
+        if log_it:
+            _log.warning("%s/%d unreachable (%s); retrying at least once a second from offset %d",
+                         self.topic, self.partition, exc, self.next_offset)
+
+    def _recovered(self, outage: Outage) -> None:
+        self._outage = None
+        if outage.logged:
+            _log.info("%s/%d reachable again after %.1f s; resuming at offset %d", self.topic, self.partition,
+                      time.monotonic() - outage.since, self.next_offset)
+
+    def retry_wait_s(self) -> float:
+        """Seconds until this stream's next try in an outage; 0 when not in one."""
+        outage = self._outage
+        return 0.0 if outage is None else outage.wait_s(time.monotonic())
 
     def _request(self, conn: Connection) -> int:
         wait = LONG_POLL_MS if self.continuous else 0
@@ -460,7 +514,8 @@ class MultiPartitionStream:
                     return None
                 if any([s._step(block=False) for s in live]):
                     continue
-                timeout = WAIT_SLICE_S
+                # a stream in an outage has no socket to watch: wake when its next try is due
+                timeout = min([WAIT_SLICE_S, *(s.retry_wait_s() for s in live if s.fileno() < 0)])
                 if deadline is not None:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:
