@@ -87,6 +87,9 @@ class MetadataView:
 
     def partitions(self, topic: str, refresh: bool = False) -> list[PartitionRow]:
         rows = self.snapshot(refresh).partitions_of(topic)
+        if not rows and not refresh:
+            # Not found is the slow path: a table replaced by a restart may know the topic.
+            rows = self.snapshot(True).partitions_of(topic)
         if not rows:
             raise TopicNotFound(f"topic {topic!r} not found")
         return rows
@@ -96,6 +99,8 @@ class MetadataView:
 
     def partition(self, topic: str, partition: int, refresh: bool = False) -> PartitionRow:
         row = self.snapshot(refresh).partition(topic, partition)
+        if row is None and not refresh:
+            row = self.snapshot(True).partition(topic, partition)
         if row is None:
             count = len(self.partitions(topic))
             raise PartitionNotFound(f"partition {partition} of topic {topic!r} not found (it has {count})")

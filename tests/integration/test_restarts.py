@@ -194,7 +194,7 @@ def test_stream_that_does_not_follow_fails_once_its_window_is_over(cluster, monk
 
 def test_cli_consumer_follows_across_stop_and_start(cluster):
     produce(cluster, ["c0", "c1"])
-    proc = subprocess.Popen([sys.executable, "-m", "rillet.tools.cli", "consume", "t", "-p", "0", "-B"],
+    proc = subprocess.Popen([sys.executable, "-m", "rillet.tools.cli", "consume", "t", "-p", "0", "-B", "-c", "tail"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cluster.env, text=True)
     lines = Collector()
 
@@ -221,6 +221,8 @@ def test_cli_consumer_follows_across_stop_and_start(cluster):
     assert "Traceback" not in err, err
     # the outage is said once, not once per retry
     assert err.count("waiting for it to come back") == 1, err
+    with connect(cluster) as fluvio:           # SIGTERM flushed the position to the new SC
+        assert [(o.consumer_id, o.offset) for o in fluvio.consumer_offsets()] == [("tail", 2)]
 
 
 def test_cli_consume_d_against_a_stopped_cluster_fails_with_one_line(cluster):
@@ -238,3 +240,32 @@ def test_cli_consume_d_against_a_stopped_cluster_fails_with_one_line(cluster):
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "not running" in err, err
     assert elapsed < _consumer.FAILOVER_WINDOW_S, elapsed
+
+
+def test_a_merged_reader_keeps_reading_while_one_partition_has_no_leader(tmp_path):
+    with LocalCluster(spus=2, home=tmp_path) as cluster:
+        cluster.create_topic("t", partitions=2)          # replication 1: one partition per SPU
+        with cluster.admin() as admin:
+            leaders = {p.partition: p.leader for p in admin.list_partitions(["t"])}
+        assert len(set(leaders.values())) == 2, leaders
+        fluvio = connect(cluster)
+        merged = fluvio.multi_partition_consumer("t").stream(Offset.beginning())
+        seen = Collector()
+        reader = threading.Thread(target=follow, args=(seen, merged), daemon=True)
+        reader.start()
+        try:
+            cluster.kill_spu(leaders[0])                  # partition 0 cannot fail over
+            time.sleep(0.3)
+            started = time.monotonic()
+            produce(cluster, ["p1-a"], partition=1)
+            assert seen.wait_for(1) == [(1, 0, "p1-a")]
+            assert time.monotonic() - started < 2.5       # not stuck behind partition 0's outage
+            cluster.start_spu(leaders[0])
+            produce(cluster, ["p0-a"], partition=0)
+            assert sorted(seen.wait_for(2)) == [(0, 0, "p0-a"), (1, 0, "p1-a")]
+        finally:
+            merged.close()
+            fluvio.close()
+            reader.join(5)
+        assert not reader.is_alive()
+    assert not cluster.leftovers()

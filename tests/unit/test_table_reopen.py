@@ -98,3 +98,20 @@ def test_view_checks_at_most_every_liveness_period(paths, monkeypatch):
         assert error.retriable and not isinstance(error, PartitionOffline)
     finally:
         view.close()
+
+
+def test_a_topic_created_after_a_restart_is_found_without_an_error_first(paths, monkeypatch):
+    monkeypatch.setattr(_metadata, "LIVENESS_CHECK_S", 0.0)
+    first = new_sc(paths)
+    publish(first, 5001)
+    view = MetadataView(paths)
+    try:
+        stop(first)
+        second = new_sc(paths)
+        second.write([SpuRow(5001, 1234, SpuStatus.ONLINE)],
+                     [PartitionRow("u", 0, 5001, 1, PartitionStatus.ONLINE, (5001,), (5001,), 0, 0)])
+        assert view.partition_count("u") == 1          # not in the old table: the lookup refreshes
+        assert view.leader("u", 0).leader == 5001
+        stop(second)
+    finally:
+        view.close()
