@@ -5,6 +5,8 @@ within their retry policy, a stream that does not follow fails with one error.""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ from rillet import (
     OffsetManagementStrategy, TopicProducerConfigBuilder,
 )
 from rillet import _consumer
+from rillet.broker import launcher
 from rillet.ipc.errors import ClusterUnavailable
 from rillet.testing import LocalCluster
 
@@ -269,3 +272,30 @@ def test_a_merged_reader_keeps_reading_while_one_partition_has_no_leader(tmp_pat
             reader.join(5)
         assert not reader.is_alive()
     assert not cluster.leftovers()
+
+
+def test_a_following_consumer_rides_through_the_sigkill_of_the_sc(cluster):
+    """The SC dies without unlinking its table: the object stays, frozen, until an SC
+    (`cluster start`, or one that restarts itself) replaces it with a new one."""
+    produce(cluster, ["k0"])
+    fluvio = connect(cluster)
+    stream = fluvio.partition_consumer("t", 0).stream(Offset.beginning())
+    seen = Collector()
+    reader = threading.Thread(target=follow, args=(seen, stream), daemon=True)
+    reader.start()
+    try:
+        seen.wait_for(1)
+        sc = launcher.sc_pid(cluster.paths)
+        os.kill(sc, signal.SIGKILL)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline and launcher.sc_pid(cluster.paths) in (None, sc):
+            time.sleep(0.05)
+        if launcher.sc_pid(cluster.paths) in (None, sc):    # nothing brought the SC back: start it
+            cluster.start()
+        produce(cluster, ["k1"])
+        assert [(o, v) for _p, o, v in seen.wait_for(2)] == [(0, "k0"), (1, "k1")]
+    finally:
+        stream.close()
+        fluvio.close()
+        reader.join(5)
+    assert not reader.is_alive()
