@@ -30,7 +30,6 @@ skipped); ``absolute(n)`` outside the log is OffsetOutOfRange naming the valid r
 from __future__ import annotations
 
 import asyncio
-import logging
 import select
 import threading
 import time
@@ -46,7 +45,7 @@ from rillet.ipc.records import decode_records, iter_batches
 from ._enums import Isolation
 from ._metadata import MetadataView
 from ._offsets import DEFAULT_MAX_BYTES, start_position
-from ._outage import Outage
+from ._outage import Failover
 from ._record import Offset, Record
 
 LONG_POLL_MS = 1000                  # one fetch waits at most this long for new records
@@ -56,8 +55,6 @@ FAILOVER_WINDOW_S = 30.0             # how long a disable_continuous stream look
 WAIT_SLICE_S = 1.0                   # a multi-partition wait re-checks for stuck fetches this often
 ASYNC_SLICE_S = 0.25                 # async waits run in worker threads in slices this long, so
                                      # cancellation and loop shutdown never wait on an idle stream
-
-_log = logging.getLogger("rillet.consumer")
 
 
 class RecordBuffer:
@@ -191,7 +188,8 @@ class PartitionStream:
         self._sent_at = 0.0
         self._buffer = RecordBuffer()
         self._closed = False
-        self._outage: Outage | None = None     # failures since the last answer
+        self._failover = Failover(f"{topic}/{partition}", None if continuous else FAILOVER_WINDOW_S)
+        self.next_offset: int | None = None    # known once the log's range is
         log_start, hw, leo = self._open()
         visible_end = hw if isolation == Isolation.ReadCommitted else leo
         try:
@@ -310,60 +308,33 @@ class PartitionStream:
         long as it takes (a cluster restart included); a disable_continuous one
         raises once the outage is FAILOVER_WINDOW_S old. Without ``block``, a stream
         whose next try is not due returns None at once (a merged reader waits on its
-        other partitions meanwhile; see ``retry_wait_s``). The outage ends with the
-        first answer, not with a send that merely did not fail.
+        other partitions meanwhile). The outage ends with the first answer, not with
+        a send that merely did not fail.
         """
+        failover = self._failover
         while True:
             if self._closed:
                 raise Closed("stream is closed")
-            outage = self._outage
-            if outage is not None:
-                wait = outage.wait_s(time.monotonic())
-                if wait > 0:
-                    if not block:
-                        return None
-                    time.sleep(wait)     # a leader or the cluster is coming back; not a wait for data
-                    continue
+            wait = failover.wait_s()
+            if wait > 0:
+                if not block:
+                    return None
+                time.sleep(wait)         # a leader or the cluster is coming back; not a wait for data
+                continue
             try:
-                result = fn(self._connection(refresh=outage is not None))
+                result = fn(self._connection(refresh=failover.active))
             except RilletError as exc:
                 if not exc.retriable:
                     raise
-                self._failed(exc)
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                self._pending = None
+                failover.failed(exc, self.next_offset)
                 continue
-            if outage is not None and result is not None:
-                self._recovered(outage)
+            if result is not None and failover.active:
+                failover.recovered(self.next_offset)
             return result
-
-    def _failed(self, exc: RilletError) -> None:
-        """Drop the connection and count the failure in the outage (raises when it is over)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        self._pending = None
-        now = time.monotonic()
-        if self._outage is None:
-            where = f"{self.topic}/{self.partition}"
-            self._outage = Outage(where, now, None if self.continuous else FAILOVER_WINDOW_S)
-        try:
-            log_it = self._outage.failed(exc, now)
-        except RilletError:
-            self._outage = None
-            raise
-        if log_it:
-            _log.warning("%s/%d unreachable (%s); retrying at least once a second from offset %d",
-                         self.topic, self.partition, exc, self.next_offset)
-
-    def _recovered(self, outage: Outage) -> None:
-        self._outage = None
-        if outage.logged:
-            _log.info("%s/%d reachable again after %.1f s; resuming at offset %d", self.topic, self.partition,
-                      time.monotonic() - outage.since, self.next_offset)
-
-    def retry_wait_s(self) -> float:
-        """Seconds until this stream's next try in an outage; 0 when not in one."""
-        outage = self._outage
-        return 0.0 if outage is None else outage.wait_s(time.monotonic())
 
     def _request(self, conn: Connection) -> int:
         wait = LONG_POLL_MS if self.continuous else 0
@@ -515,7 +486,7 @@ class MultiPartitionStream:
                 if any([s._step(block=False) for s in live]):
                     continue
                 # a stream in an outage has no socket to watch: wake when its next try is due
-                timeout = min([WAIT_SLICE_S, *(s.retry_wait_s() for s in live if s.fileno() < 0)])
+                timeout = min([WAIT_SLICE_S, *(s._failover.wait_s() for s in live if s.fileno() < 0)])
                 if deadline is not None:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:

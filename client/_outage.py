@@ -1,6 +1,7 @@
 """One outage of a consumer's path to its partition, as pure bookkeeping (the clock
 is passed in): when it began, when to try next, whether it was logged, and when a
-stream that must not wait forever gives up.
+stream that must not wait forever gives up. ``Failover`` is the thin shell a stream
+holds: the real clock, and the log line.
 
 A leader change lasts milliseconds, a cluster restart seconds, a dead SPU with no
 other replica as long as it stays dead. So retries back off from FIRST_DELAY_S,
@@ -12,11 +13,16 @@ leader change is not worth a line), or at once when the cluster itself is away
 
 from __future__ import annotations
 
+import logging
+import time
+
 from rillet.ipc.errors import ClusterUnavailable, RilletError
 
 FIRST_DELAY_S = 0.01      # a leader election takes a few ms
 CAP_DELAY_S = 1.0         # bounded backoff: a returning cluster is noticed within about a second
 LOG_AFTER_S = 1.0         # shorter outages (leader changes) are not logged
+
+_log = logging.getLogger("rillet.consumer")
 
 
 class Outage:
@@ -64,4 +70,45 @@ class Outage:
         return max(0.0, self.retry_at - now)
 
 
-__all__ = ["Outage", "FIRST_DELAY_S", "CAP_DELAY_S", "LOG_AFTER_S"]
+class Failover:
+    """A stream's outages, one at a time, on the real clock: what the stream's retry
+    loop asks (``wait_s``, ``active``) and tells (``failed``, ``recovered``)."""
+
+    __slots__ = ("where", "window_s", "outage")
+
+    def __init__(self, where: str, window_s: float | None) -> None:
+        self.where = where
+        self.window_s = window_s
+        self.outage: Outage | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.outage is not None
+
+    def wait_s(self) -> float:
+        """Seconds until the next try is due (0: now, or no outage)."""
+        outage = self.outage
+        return 0.0 if outage is None else outage.wait_s(time.monotonic())
+
+    def failed(self, exc: RilletError, position: int | None) -> None:
+        """Count a retriable failure; raises when the window is over (see Outage.failed)."""
+        now = time.monotonic()
+        if self.outage is None:
+            self.outage = Outage(self.where, now, self.window_s)
+        try:
+            log_it = self.outage.failed(exc, now)
+        except RilletError:
+            self.outage = None
+            raise
+        if log_it:
+            _log.warning("%s unreachable (%s); retrying at least once a second%s", self.where, exc,
+                         "" if position is None else f" from offset {position}")
+
+    def recovered(self, position: int | None) -> None:
+        outage, self.outage = self.outage, None
+        if outage is not None and outage.logged:
+            _log.info("%s reachable again after %.1f s%s", self.where, time.monotonic() - outage.since,
+                      "" if position is None else f"; resuming at offset {position}")
+
+
+__all__ = ["Outage", "Failover", "FIRST_DELAY_S", "CAP_DELAY_S", "LOG_AFTER_S"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rillet._outage import CAP_DELAY_S, FIRST_DELAY_S, LOG_AFTER_S, Outage
+from rillet._outage import CAP_DELAY_S, FIRST_DELAY_S, LOG_AFTER_S, Failover, Outage
 from rillet.ipc.errors import BrokenConnection, ClusterUnavailable, PartitionOffline
 
 
@@ -45,3 +45,19 @@ def test_a_stream_with_a_window_raises_one_clear_error_of_the_cause_type():
         outage.failed(ClusterUnavailable("cluster 'c' is not running"), 40.0)
     assert str(raised.value) == ("t/0 unreachable for 30.0 s (a stream that does not follow waits at most 30 s): "
                                  "cluster 'c' is not running")
+
+
+def test_failover_tracks_one_outage_at_a_time():
+    failover = Failover("t/0", None)
+    assert not failover.active and failover.wait_s() == 0.0
+    failover.failed(BrokenConnection("gone"), 7)
+    assert failover.active and 0 < failover.wait_s() <= FIRST_DELAY_S
+    failover.recovered(7)
+    assert not failover.active and failover.wait_s() == 0.0
+
+
+def test_failover_with_a_window_ends_the_outage_when_it_raises():
+    failover = Failover("t/0", 0.0)
+    with pytest.raises(BrokenConnection, match=r"^t/0 unreachable for 0\.0 s .*: gone$"):
+        failover.failed(BrokenConnection("gone"), None)
+    assert not failover.active
