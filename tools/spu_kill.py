@@ -50,7 +50,7 @@ def build_parser() -> Parser:
     p.add_argument("--signal", default="KILL", type=str.upper, choices=sorted(SIGNALS))
     p.add_argument("--restart-after", type=duration_s, default=None, metavar="DUR", help="bring the SPU back after DUR (e.g. 500ms)")
     p.add_argument("--wait", action="store_true", help="wait for new leaders and report the failover times")
-    p.add_argument("--timeout", type=duration_s, default=30.0, help="how long --wait may take (default 30s)")
+    p.add_argument("--timeout", type=duration_s, default=30.0, help="how long --wait may take (default 30s); the restart may take as long (at least 10s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return p
 
@@ -220,7 +220,8 @@ def print_text(report: dict) -> None:
         else:
             print(f"{where}: no new leader ({p['error']})")
     if "restarted_after_ms" in report:
-        print(f"restarted SPU {report['spu']} {report['restarted_after_ms']} ms after the kill")
+        how = "resumed (SIGCONT)" if report["signal"] == "STOP" else "restarted"
+        print(f"{how} SPU {report['spu']}: online {report['restarted_after_ms']} ms after the kill")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,10 +102,10 @@ def test_restart_after_on_a_cluster_with_rf1_partitions_returns_on_time(solo):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.count("cannot fail over (replication factor 1: no other replica)") == 2, out
-    assert "restarted SPU 5001" in out, out
+    assert "restarted SPU 5001: online" in out, out
     # the restart waits for the new process to be online (a Python start-up), never the 30 s timeout
     assert elapsed < 6.0, (elapsed, out)
-    restarted_ms = float(out.split("restarted SPU 5001 ")[1].split(" ms")[0])
+    restarted_ms = float(out.split("restarted SPU 5001: online ")[1].split(" ms")[0])
     assert 500 <= restarted_ms < 5000, out
     assert spus(solo)[5001]["pid"] != old
     wait_for(lambda: set(statuses(solo)) == {"Online"}, what="partitions Online")
@@ -118,5 +118,8 @@ def test_restart_after_with_sigstop_resumes_on_time(solo):
     assert [p.get("cannot_fail_over") for p in report["partitions"]] == ["replication factor 1: no other replica"] * 2
     assert 2000 <= report["restarted_after_ms"] < 6000, report
     assert 2.0 <= elapsed < 7.0, elapsed
+    assert "resumed (SIGCONT) SPU 5001: online" in subprocess.run(
+        [sys.executable, str(REPO / "tools" / "spu-kill"), "--spu", "5001", "--signal", "STOP", "--restart-after", "100ms"],
+        capture_output=True, env=solo.env, timeout=60, text=True).stdout
     assert spus(solo)[5001]["status"] == "Online"
     wait_for(lambda: set(statuses(solo)) == {"Online"}, what="partitions Online")
