@@ -54,6 +54,8 @@ class Outage:
             raise type(exc)(f"{self.where} unreachable for {now - self.since:.1f} s (a stream that does not "
                             f"follow waits at most {self.window_s:g} s): {exc}") from exc
         self.retry_at = now + self.delay_s
+        if self.window_s is not None:          # the last try falls on the window's end, not past it
+            self.retry_at = min(self.retry_at, self.since + self.window_s)
         self.delay_s = min(CAP_DELAY_S, self.delay_s * 2)
         if self.logged:
             return False

@@ -40,7 +40,9 @@ def test_a_following_stream_never_gives_up():
 
 def test_a_stream_with_a_window_raises_one_clear_error_of_the_cause_type():
     outage = Outage("t/0", 10.0, 30.0)
+    outage.delay_s = CAP_DELAY_S
     outage.failed(ClusterUnavailable("cluster 'c' is not running"), 39.9)
+    assert outage.retry_at == 40.0                 # the last try is at the window's end, not 40.9
     with pytest.raises(ClusterUnavailable) as raised:
         outage.failed(ClusterUnavailable("cluster 'c' is not running"), 40.0)
     assert str(raised.value) == ("t/0 unreachable for 30.0 s (a stream that does not follow waits at most 30 s): "
