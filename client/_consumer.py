@@ -183,13 +183,13 @@ class PartitionStream:
         self.max_bytes = max_bytes
         self.isolation = isolation
         self.continuous = continuous
+        self._failover = Failover(f"{topic}/{partition}", None if continuous else FAILOVER_WINDOW_S)
+        self.next_offset: int | None = None    # known once the log's range is
         self._conn: Connection | None = None
         self._pending: int | None = None       # cid of the fetch in flight
         self._sent_at = 0.0
         self._buffer = RecordBuffer()
         self._closed = False
-        self._failover = Failover(f"{topic}/{partition}", None if continuous else FAILOVER_WINDOW_S)
-        self.next_offset: int | None = None    # known once the log's range is
         log_start, hw, leo = self._open()
         visible_end = hw if isolation == Isolation.ReadCommitted else leo
         try:
@@ -266,8 +266,7 @@ class PartitionStream:
 
     def _step(self, block: bool) -> bool:
         """Send a fetch if none is in flight, then take its answer: waiting for it when
-        ``block``, else only if it has already arrived (and, in an outage, trying again
-        only once its backoff delay is over). True when an answer was absorbed."""
+        ``block``, else only if it has already arrived. True when an answer was absorbed."""
         reply = self._with_failover(lambda conn: self._receive(conn, block), block)
         if reply is None:
             return False
