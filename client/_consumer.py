@@ -6,6 +6,10 @@ goes out before the records are decoded. Records before the requested offset (a
 batch may start earlier) are skipped; a partial trailing batch never arrives (the
 SPU sends whole batches). On a leader change or a broken connection the stream
 re-reads the metadata table and resumes at the next offset it has not delivered.
+The same holds across a cluster restart (the metadata view maps the new table): a
+following stream waits for as long as the cluster is away, retrying with a backoff
+capped at 1 s (client/_outage.py); a ``disable_continuous`` stream gives up after
+FAILOVER_WINDOW_S with one error.
 
 The hot path: one fetch answer is decoded in one call into a list of final
 ``Record`` objects (records.decode_records; the offset bounds apply per batch, not per
@@ -41,11 +45,13 @@ from rillet.ipc.records import decode_records, iter_batches
 from ._enums import Isolation
 from ._metadata import MetadataView
 from ._offsets import DEFAULT_MAX_BYTES, start_position
+from ._outage import Failover
 from ._record import Offset, Record
 
 LONG_POLL_MS = 1000                  # one fetch waits at most this long for new records
 REPLY_GRACE_S = 10.0                 # a fetch unanswered this long past its long poll: the SPU is stuck
-FAILOVER_WINDOW_S = 30.0             # how long a stream keeps looking for a new leader
+FAILOVER_WINDOW_S = 30.0             # how long a disable_continuous stream looks for a leader (or the
+                                     # cluster); a following stream looks for as long as it takes
 WAIT_SLICE_S = 1.0                   # a multi-partition wait re-checks for stuck fetches this often
 ASYNC_SLICE_S = 0.25                 # async waits run in worker threads in slices this long, so
                                      # cancellation and loop shutdown never wait on an idle stream
@@ -177,6 +183,8 @@ class PartitionStream:
         self.max_bytes = max_bytes
         self.isolation = isolation
         self.continuous = continuous
+        self._failover = Failover(f"{topic}/{partition}", None if continuous else FAILOVER_WINDOW_S)
+        self.next_offset: int | None = None    # known once the log's range is
         self._conn: Connection | None = None
         self._pending: int | None = None       # cid of the fetch in flight
         self._sent_at = 0.0
@@ -259,7 +267,7 @@ class PartitionStream:
     def _step(self, block: bool) -> bool:
         """Send a fetch if none is in flight, then take its answer: waiting for it when
         ``block``, else only if it has already arrived. True when an answer was absorbed."""
-        reply = self._with_failover(lambda conn: self._receive(conn, block))
+        reply = self._with_failover(lambda conn: self._receive(conn, block), block)
         if reply is None:
             return False
         self._absorb(reply)
@@ -292,24 +300,40 @@ class PartitionStream:
             self._pending = None
         return self._conn
 
-    def _with_failover(self, fn):
-        """Run ``fn(connection)``; on a retriable error, find the leader again and retry."""
-        deadline = time.monotonic() + FAILOVER_WINDOW_S
-        refresh = False
+    def _with_failover(self, fn, block: bool = True):
+        """Run ``fn(connection)``; on a retriable error, find the leader again and retry.
+
+        Retries back off (10 ms doubling to 1 s). A following stream retries for as
+        long as it takes (a cluster restart included); a disable_continuous one
+        raises once the outage is FAILOVER_WINDOW_S old. Without ``block``, a stream
+        whose next try is not due returns None at once (a merged reader waits on its
+        other partitions meanwhile). The outage ends with the first answer, not with
+        a send that merely did not fail.
+        """
+        failover = self._failover
         while True:
             if self._closed:
                 raise Closed("stream is closed")
+            wait = failover.wait_s()
+            if wait > 0:
+                if not block:
+                    return None
+                time.sleep(wait)         # a leader or the cluster is coming back; not a wait for data
+                continue
             try:
-                return fn(self._connection(refresh))
+                result = fn(self._connection(refresh=failover.active))
             except RilletError as exc:
-                if not exc.retriable or time.monotonic() > deadline:
+                if not exc.retriable:
                     raise
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
                 self._pending = None
-                refresh = True
-                time.sleep(0.01)   # a leader is being elected; not a wait for data
+                failover.failed(exc, self.next_offset)
+                continue
+            if result is not None and failover.active:
+                failover.recovered(self.next_offset)
+            return result
 
     def _request(self, conn: Connection) -> int:
         wait = LONG_POLL_MS if self.continuous else 0
@@ -460,7 +484,8 @@ class MultiPartitionStream:
                     return None
                 if any([s._step(block=False) for s in live]):
                     continue
-                timeout = WAIT_SLICE_S
+                # a stream in an outage has no socket to watch: wake when its next try is due
+                timeout = min([WAIT_SLICE_S, *(s._failover.wait_s() for s in live if s.fileno() < 0)])
                 if deadline is not None:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:

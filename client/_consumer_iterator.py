@@ -49,6 +49,7 @@ class ConsumerIterator:
         self._ended = False
         self._flush_period_s = config.offset_flush_ms / 1000
         self._next_flush = time.monotonic() + self._flush_period_s
+        self._flush_failing = False            # the last periodic flush failed (logged already)
         topic = config.topic
         if config.partition is not None:
             meta.partition(topic, config.partition)          # TopicNotFound / PartitionNotFound
@@ -205,7 +206,13 @@ class ConsumerIterator:
         try:
             self.offset_flush()
         except RilletError as exc:      # the SC may be restarting; the next period tries again
-            _log.warning("periodic offset flush of consumer %r failed: %s", self.config.offset_consumer, exc)
+            # said once per outage, not once per period
+            level = logging.DEBUG if self._flush_failing else logging.WARNING
+            self._flush_failing = True
+            _log.log(level, "periodic offset flush of consumer %r failed: %s; retrying every %g s",
+                     self.config.offset_consumer, exc, self._flush_period_s)
+        else:
+            self._flush_failing = False
 
     # --- ending ---
     def _end(self, wait: bool = True) -> None:

@@ -58,6 +58,15 @@ class ClusterAlreadyRunning(RilletError):
     code = 6
 
 
+class ClusterUnavailable(ClusterNotRunning):
+    """The cluster a client was using is away (stopped, or its SC restarting): its
+    metadata table is gone or not published yet. Following consumers and retrying
+    producers wait for it to come back."""
+    code = 56
+    retriable = True
+    refresh_metadata = True
+
+
 class Timeout(RilletError):
     """A client-side wait ran out; the message names the timeout."""
     code = 7

@@ -20,6 +20,8 @@ and initialisation, for a stale one.
 
 A reader keeps the object it opened; after the SC restarts it must open the new
 one (the old mapping stays valid but frozen, its ``sc_pid`` dead).
+:meth:`TableReader.is_current` tells, with one stat call, whether the name still
+names the object a reader maps (same device and inode).
 posix_ipc and OS errors are translated here, once, into rillet errors.
 """
 
@@ -276,9 +278,10 @@ class SharedTable:
 class TableReader:
     """A client's read-only mapping of the table. Build with :meth:`open`."""
 
-    def __init__(self, name: str, mapping: mmap.mmap) -> None:
+    def __init__(self, name: str, mapping: mmap.mmap, identity: tuple[int, int] = (-1, -1)) -> None:
         self._name = name
         self._map: mmap.mmap | None = mapping
+        self._identity = identity          # (st_dev, st_ino) of the object mapped
 
     @classmethod
     def open(cls, name: str) -> "TableReader":
@@ -309,7 +312,7 @@ class TableReader:
         except BaseException:
             mapping.close()
             raise
-        return cls(name, mapping)
+        return cls(name, mapping, (st.st_dev, st.st_ino))
 
     @property
     def name(self) -> str:
@@ -322,6 +325,17 @@ class TableReader:
 
     def snapshot(self, *, max_retries: int = DEFAULT_MAX_RETRIES) -> TableSnapshot:
         return read_snapshot(self._mapping(), max_retries=max_retries)
+
+    def is_current(self) -> bool:
+        """Whether the name still names the object this reader maps: False once the SC
+        unlinked it (cluster stopped) or another SC created a new one (restarted).
+        One stat call; the mapping itself cannot tell, since an unlinked object stays
+        mapped, frozen."""
+        try:
+            st = os.stat(_shm_path(self._name))
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._identity
 
     def generation(self, *, max_retries: int = DEFAULT_MAX_RETRIES) -> int:
         """The table's generation: one cheap read, to decide whether to re-read the snapshot."""

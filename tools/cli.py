@@ -190,12 +190,12 @@ def build_parser() -> Parser:
     spu = csub.add_parser("spu", help="SPUs of the cluster")
     spu_sub = spu.add_subparsers(dest="spu_action", metavar="ACTION", parser_class=Parser)
     spu_sub.required = True
-    _add_spu_list(spu_sub)
+    _add_spu_commands(spu_sub)
 
     top_spu = sub.add_parser("spu", help="alias of 'cluster spu'")
     top_spu_sub = top_spu.add_subparsers(dest="spu_action", metavar="ACTION", parser_class=Parser)
     top_spu_sub.required = True
-    _add_spu_list(top_spu_sub)
+    _add_spu_commands(top_spu_sub)
 
     topic = sub.add_parser("topic", help="create, list, describe and delete topics")
     tsub = topic.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
@@ -248,10 +248,12 @@ def _add_output(parser) -> None:
     parser.add_argument("-O", "--output", choices=FORMATS, default="table")
 
 
-def _add_spu_list(sub) -> None:
+def _add_spu_commands(sub) -> None:
+    from .commands import spu
     lst = sub.add_parser("list", help="list SPUs")
     _add_output(lst)
     lst.set_defaults(func=cmd_spu_list)
+    spu.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
