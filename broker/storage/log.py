@@ -451,6 +451,21 @@ class PartitionLog:
         pos, _ = seg.find(offset)
         return seg.view(pos, upper, max_bytes)
 
+    def recent_headers(self, segments: int | None = None) -> tuple[int, list[BatchHeader]]:
+        """The headers of every batch in the last ``segments`` segments (None: all), oldest first,
+        and the offset where they start. Reads headers only (the idempotent-producer state of
+        broker/spu/producer_state.py is rebuilt from them)."""
+        self._check_open()
+        chosen = self._segments if segments is None else self._segments[-max(segments, 1):]
+        headers: list[BatchHeader] = []
+        for seg in chosen:
+            buf = seg.buffer
+            if buf is None:
+                continue
+            with memoryview(buf) as whole, whole[:seg.used] as view:
+                headers.extend(h for _pos, h in iter_batches(view))
+        return chosen[0].base_offset, headers
+
     # --- high-watermark checkpoint ----------------------------------------------
 
     def read_high_watermark(self) -> int:
