@@ -29,12 +29,11 @@ from collections import deque
 from typing import Iterable, NamedTuple
 
 from rillet.ipc.errors import OutOfOrderSequence
+from rillet.ipc.records import IDEMPOTENT_WINDOW, SEQUENCE_MODULUS
 
-SEQUENCE_MODULUS = 1 << 31
-# Batches remembered per producer id. The producer keeps at most IDEMPOTENT_MAX_IN_FLIGHT
-# (client/_producer.py) batches unanswered per partition, plus one a flush may add; a retried
-# batch is never older than that, so it is always found here.
-DEFAULT_WINDOW = 128
+# Batches remembered per producer id. The producer keeps fewer batches unanswered per
+# partition (client/_producer.py); a retried batch is never older than that, so it is found.
+DEFAULT_WINDOW = IDEMPOTENT_WINDOW
 # Producer ids remembered per partition; the least recently active is forgotten first (every
 # producer instance has its own id, so a partition written by many short-lived producers
 # would otherwise keep them all).
