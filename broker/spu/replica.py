@@ -133,17 +133,18 @@ class Replica:
                 validate_batch(batches, pos)         # a damaged batch is CorruptBatch, not a gap
                 raise
             if duplicate is None:
-                base, end = self.log.append(batches[pos:pos + header.total_size], leader_epoch=self.spec.leader_epoch)
+                base, stored_end = self.log.append(batches[pos:pos + header.total_size],
+                                                   leader_epoch=self.spec.leader_epoch)
                 producers.apply(pid, header.first_sequence, count, base)
             else:
                 validate_batch(batches, pos)
-                base, end = duplicate
+                base, stored_end = duplicate
                 self.duplicates += 1
                 self.logger.debug("%s: producer %d sequence %d is stored at offset %d already; not stored again",
                                   self.name, pid, header.first_sequence, base)
             if first_base < 0:
                 first_base = base
-            commit_end = max(commit_end, end)
+            commit_end = max(commit_end, stored_end)
             pos += header.total_size
         self._written()
         self._advance_hw()

@@ -77,7 +77,9 @@ def test_the_same_batch_twice_is_stored_once_and_answered_with_its_first_offset(
     assert (again.base_offset, again.leo) == (1, 3)                 # the original offset; nothing appended
     assert produce(cluster, SPU, "idem-raw", batch(b"c", sequence=2)).base_offset == 3
     assert produce(cluster, SPU, "idem-raw", first, m.ISOLATION_READ_COMMITTED).base_offset == 1
-    assert values(cluster, "idem-raw") == [(0, b"other"), (1, b"a"), (2, b"b"), (3, b"c")]
+    both = produce(cluster, SPU, "idem-raw", first + batch(b"d", sequence=3))    # one request, two batches
+    assert (both.base_offset, both.leo) == (1, 5)                               # the first's offset; "d" stored
+    assert values(cluster, "idem-raw") == [(0, b"other"), (1, b"a"), (2, b"b"), (3, b"c"), (4, b"d")]
 
 
 def test_a_sequence_gap_is_refused_with_a_typed_error_and_nothing_is_written(cluster):
