@@ -57,7 +57,6 @@ class Replica:
         # (bound_is_hw, offset, future): woken once the bound passes offset.
         self._waiters: list[tuple[bool, int, asyncio.Future]] = []
         self.producers = self._load_producers()
-        self.duplicates = 0              # retried batches answered from the producer state
         self._become(spec)
 
     @property
@@ -139,7 +138,6 @@ class Replica:
             else:
                 validate_batch(batches, pos)
                 base, stored_end = duplicate
-                self.duplicates += 1
                 self.logger.debug("%s: producer %d sequence %d is stored at offset %d already; not stored again",
                                   self.name, pid, header.first_sequence, base)
             if first_base < 0:
