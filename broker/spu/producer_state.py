@@ -26,7 +26,7 @@ batch it copies, so a new leader already knows what the old one stored.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from rillet.ipc.errors import OutOfOrderSequence
 from rillet.ipc.records import IDEMPOTENT_WINDOW, SEQUENCE_MODULUS
@@ -110,12 +110,10 @@ class ProducerStateTable:
         entry.next_sequence = (first_sequence + count) % SEQUENCE_MODULUS
         producers[producer_id] = entry
 
-    def apply_headers(self, headers: Iterable) -> None:
-        """Apply batch headers (ipc.records.BatchHeader) in log order."""
-        apply = self.apply
-        for h in headers:
-            if h.producer_id >= 0:
-                apply(h.producer_id, h.first_sequence, h.record_count, h.base_offset)
+    def apply_header(self, header) -> None:
+        """Apply a stored batch's header (ipc.records.BatchHeader); headers come in log order."""
+        if header.producer_id >= 0:
+            self.apply(header.producer_id, header.first_sequence, header.record_count, header.base_offset)
 
     def truncate_from(self, offset: int) -> None:
         """Forget batches at or after ``offset`` (the log was truncated there)."""

@@ -150,9 +150,9 @@ class Replica:
         return first_base, commit_end
 
     def _load_producers(self) -> ProducerStateTable:
-        start, headers = self.log.recent_headers(PRODUCER_SCAN_SEGMENTS)
-        table = ProducerStateTable(self.spec.topic, self.spec.partition, complete=start == 0)
-        table.apply_headers(headers)
+        table = ProducerStateTable(self.spec.topic, self.spec.partition)
+        start = self.log.scan_headers(table.apply_header, PRODUCER_SCAN_SEGMENTS)
+        table.complete = table.complete and start == 0
         return table
 
     # --- flush policy: what survives power loss ---

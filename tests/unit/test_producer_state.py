@@ -95,6 +95,7 @@ def test_rebuilt_from_batch_headers_as_a_replica_does():
         stamp_batch(batch, 0, sum(h.record_count for _p, h in iter_batches(log)), 1)
         log += batch
     t = ProducerStateTable("t", 0)
-    t.apply_headers(h for _p, h in iter_batches(log))
+    for _pos, header in iter_batches(log):
+        t.apply_header(header)
     assert t.next_sequence(P) == 5 and len(t) == 1
     assert t.check(P, 2, 3) == Duplicate(3, 6) and t.check(P, 5, 1) is None
