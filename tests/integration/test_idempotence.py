@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -152,3 +153,49 @@ def test_a_duplicate_after_leader_failover_is_recognised_by_the_new_leader(clust
     assert produce(cluster3, new, "idem-failover", batch(b"c", sequence=2)).base_offset == 2
     cluster3.start_spu(leader)
     assert values(cluster3, "idem-failover") == [(0, b"a"), (1, b"b"), (2, b"c")]
+
+
+def test_records_streamed_through_leader_kills_are_stored_exactly_once_and_in_order(cluster3):
+    """Many batches in flight (linger 2 ms, keyed, 2 partitions, ReadCommitted) while the leader of
+    partition 0 is killed twice: retries after lost answers and batches behind a failed one all
+    end stored once, each key's records in send order."""
+    topic = "idem-stream"
+    cluster3.create_topic(topic, partitions=2, replication=3)
+    wait_leader(cluster3, topic)
+    config = (TopicProducerConfigBuilder().linger(2).isolation("read_committed").timeout(2_000)
+              .retry_policy(max_retries=1_000, initial_delay_ms=20, strategy="fixed", timeout_ms=30_000).build())
+    producer = cluster3.fluvio().topic_producer_with_config(topic, config)
+    sent, done = [], threading.Event()
+
+    def send_all():
+        i = 0
+        while not done.is_set() or i < 2_000:
+            sent.append((f"k{i % 20}", f"v{i}", producer.send(f"k{i % 20}", f"v{i}")))
+            i += 1
+            time.sleep(0.0005)
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    try:
+        for _ in range(2):
+            time.sleep(0.4)
+            leader = wait_leader(cluster3, topic)
+            cluster3.kill_spu(leader)
+            wait_leader(cluster3, topic, not_spu=leader)
+            cluster3.start_spu(leader)
+    finally:
+        done.set()
+        sender.join(60)
+    producer.flush(timeout=40)                     # raises if any record failed
+    producer.close()
+    config = ConsumerConfig()
+    config.disable_continuous()
+    config.isolation("read_committed")
+    stored = [r.value_string() for p in range(2)
+              for r in cluster3.fluvio().partition_consumer(topic, p).stream_with_config(Offset.beginning(), config)]
+    assert len(stored) == len(set(stored)), "a record was stored twice"
+    assert set(stored) == {v for _k, v, _o in sent}
+    position = {v: i for i, v in enumerate(stored)}
+    for key in {k for k, _v, _o in sent}:
+        mine = [v for k, v, _o in sent if k == key]
+        assert sorted(mine, key=position.get) == mine, f"{key} reordered"
