@@ -24,9 +24,8 @@ or the error. AtLeastOnce retries a batch that failed with a *retriable* error
 (the error's flag, never its text) on the retry policy's schedule, re-reading the
 metadata table first. A retried batch goes back in front of the partition's
 unsent batches and the partition pauses for the delay, so batches not yet sent
-never overtake it. What can still reorder: batches already in flight behind the
-failed one that the SPU accepted (a per-request error such as NotLeader or a
-ReadCommitted timeout, not a broken connection, which fails them all).
+never overtake it; batches already in flight behind it are refused by the leader
+(idempotence, below), so they cannot overtake it either.
 
 Idempotence (at-least-once, as Kafka since 3.0). The producer has a random producer id
 and numbers the records of each partition: a batch carries the sequence of its first
@@ -649,7 +648,8 @@ class _ProducerCore:
             batch.built = next(self._built_no)
             self.built[p].add(batch)
         if not sequence_only:
-            batch.payload = batch.builder.build(producer_id=batch.producer_id, producer_epoch=0 if self.idempotent else -1,
+            epoch = 0 if self.idempotent else -1
+            batch.payload = batch.builder.build(producer_id=batch.producer_id, producer_epoch=epoch,
                                                 first_sequence=batch.sequence)
 
     def _request(self, batch: _Batch, cid: int) -> m.ProduceRequest:
