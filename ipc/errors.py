@@ -206,6 +206,12 @@ class OutOfOrderSequence(RilletError):
     still on its way (then it sends this one again after it) or failed for good.
     """
     code = 55
+    # Set by ``of`` where the gap is found (the SPU); an error rebuilt from the wire has the message only.
+    topic: str | None = None
+    partition: int | None = None
+    producer_id: int | None = None
+    expected: int | None = None
+    got: int | None = None
 
     @classmethod
     def of(cls, topic: str, partition: int, producer_id: int, expected: int, got: int) -> "OutOfOrderSequence":
