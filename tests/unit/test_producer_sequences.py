@@ -153,3 +153,15 @@ def _error(out) -> bool:
     except RilletError:
         return True
     return False
+
+
+def test_a_hole_the_leader_made_by_losing_acknowledged_batches_restarts_the_sequence(spu):
+    """ReadUncommitted acks can be lost in a failover (the new leader never had them): the next
+    batch then finds a hole no retry will fill, and goes in a new sequence instead of failing."""
+    with producer(spu, linger=0) as prod:
+        assert [prod.send(None, str(i)).wait(timeout=5).offset() for i in range(5)] == list(range(5))
+        with spu._lock:                                  # the leader lost its last two batches
+            del spu.batches[0][3:]
+            spu.table.truncate_from(3)
+        assert [prod.send(None, str(i)).wait(timeout=5).offset() for i in range(5, 8)] == [3, 4, 5]
+    assert stored(spu) == [0, 1, 2, 5, 6, 7] and len(spu.producer_ids) == 2
