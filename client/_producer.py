@@ -128,7 +128,8 @@ class TopicProducerConfig:
     batch_size: int = 16_384                 # bytes of records per batch (Fluvio's default)
     linger_ms: int = 100                     # Fluvio's documented default; linger(0) sends at once
     max_request_size: int = 1_048_576        # largest batch, so largest record (Fluvio's default)
-    batch_queue_size: int = 100              # unanswered batches per partition before sending waits (Fluvio's)
+    batch_queue_size: int = 100              # unanswered batches per partition before sending waits (Fluvio's);
+                                             # at-least-once keeps at most _IDEMPOTENT_MAX_QUEUE (the SPU's memory)
     compression: Compression = Compression.None_   # the topic's compression_type must allow it
     timeout_ms: int = 1_500                  # SPU's wait for the HW (ReadCommitted); base of the request deadline
     isolation: Isolation = Isolation.ReadUncommitted   # Fluvio's default: ack once the leader stored it
