@@ -10,6 +10,7 @@ from rillet.ipc.errors import (
     OffsetOutOfRange, PartitionNotFound, PartitionOffline, RilletError, Timeout, TopicAlreadyExists, TopicNotFound,
     CompressionError, MessageTooLarge, RequestTimedOut,
 )
+from rillet.ipc.errors import OutOfOrderSequence
 
 from ._admin import FluvioAdmin, MetadataPartitionSpec, MetadataTopicSpec, TopicSpec
 from ._consumer import (
@@ -40,4 +41,5 @@ __all__ = [
     "PartitionNotFound", "PartitionOffline", "NotLeader", "OffsetOutOfRange", "InvalidArgument", "Timeout",
     "Closed", "BrokenConnection", "ConsumerOffsetNotFound", "InvalidName",
     "CompressionError", "MessageTooLarge", "RequestTimedOut", "ProducerStatistics",
+    "OutOfOrderSequence",
 ]

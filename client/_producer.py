@@ -24,10 +24,20 @@ or the error. AtLeastOnce retries a batch that failed with a *retriable* error
 (the error's flag, never its text) on the retry policy's schedule, re-reading the
 metadata table first. A retried batch goes back in front of the partition's
 unsent batches and the partition pauses for the delay, so batches not yet sent
-never overtake it. What can still reorder: batches already in flight behind the
-failed one that the SPU accepted (a per-request error such as NotLeader or a
-ReadCommitted timeout, not a broken connection, which fails them all), and
-duplicates: a batch the SPU stored whose answer was lost is stored again.
+never overtake it; batches already in flight behind it are refused by the leader
+(idempotence, below), so they cannot overtake it either.
+
+Idempotence (at-least-once, as Kafka since 3.0). The producer has a random producer id
+and numbers the records of each partition: a batch carries the sequence of its first
+record, fixed when its bytes are built (in send order), so a retry sends the same bytes
+and the leader answers a batch it already stored with its original offsets instead of
+storing it twice. A batch that arrives after a hole (an earlier one failed and is being
+retried) is refused with OutOfOrderSequence, which is not stored: it goes back in the
+queue behind the earlier one. When nothing before it is still unanswered, the hole is
+for good (a batch failed for good, or the leader lost an unreplicated one): the
+partition's sequence restarts at 0 under a new producer id, and refused batches are
+rebuilt there. An idempotent producer keeps at most ``_IDEMPOTENT_MAX_QUEUE`` batches
+unanswered per partition, fewer than the SPU remembers per producer.
 
 Cost per record. ``send_all`` takes records in chunks: the lock, the clock and
 the config are read once per chunk, the partition once per run of records that
@@ -59,6 +69,7 @@ import atexit
 import itertools
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -71,11 +82,13 @@ from operator import add, itemgetter, sub
 
 from rillet.ipc import messages as m
 from rillet.ipc.errors import (
-    BrokenConnection, Closed, CompressionError, InternalError, InvalidArgument, MessageTooLarge, ProtocolError,
-    RilletError, Timeout, error_from_code,
+    BrokenConnection, Closed, CompressionError, InternalError, InvalidArgument, MessageTooLarge,
+    OutOfOrderSequence, ProtocolError, RilletError, Timeout, error_from_code,
 )
 from rillet.ipc.metadata_table import PartitionStatus
-from rillet.ipc.records import DEFAULT_MAX_BATCH_BYTES, RECORD_OVERHEAD, BatchBuilder
+from rillet.ipc.records import (
+    DEFAULT_MAX_BATCH_BYTES, IDEMPOTENT_WINDOW, RECORD_OVERHEAD, SEQUENCE_MODULUS, BatchBuilder,
+)
 
 from ._enums import Compression, DeliverySemantic, Isolation
 from ._metadata import MetadataView
@@ -97,6 +110,17 @@ _SEND_ALL_CHUNK = 1024          # send_all holds the lock for this many records 
 # The fast path trusts a partition's leader link this long before reading the table again
 # (a read costs 3-8 us); a leader change inside it fails the batch as it would any: retried.
 _ROUTE_TTL_S = 0.005
+# Idempotence: unanswered batches per partition at most (a flush may seal one more), fewer than
+# the IDEMPOTENT_WINDOW batches an SPU remembers per producer, so a retry is always recognised.
+_IDEMPOTENT_MAX_QUEUE = IDEMPOTENT_WINDOW - 8
+_OUT_OF_ORDER_PAUSE_S = 0.01    # a batch refused for a hole waits this long for the batch before it
+
+
+def _new_producer_id() -> int:
+    """63 random bits (the header field is a signed int64; >= 0 means idempotent). Random, not
+    assigned by the SC: no round trip, and unique across processes and cluster restarts (a
+    million producers share an id with probability ~5e-8)."""
+    return int.from_bytes(os.urandom(8), "little") >> 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +128,8 @@ class TopicProducerConfig:
     batch_size: int = 16_384                 # bytes of records per batch (Fluvio's default)
     linger_ms: int = 100                     # Fluvio's documented default; linger(0) sends at once
     max_request_size: int = 1_048_576        # largest batch, so largest record (Fluvio's default)
-    batch_queue_size: int = 100              # unanswered batches per partition before sending waits (Fluvio's)
+    batch_queue_size: int = 100              # unanswered batches per partition before sending waits (Fluvio's);
+                                             # at-least-once keeps at most _IDEMPOTENT_MAX_QUEUE (the SPU's memory)
     compression: Compression = Compression.None_   # the topic's compression_type must allow it
     timeout_ms: int = 1_500                  # SPU's wait for the HW (ReadCommitted); base of the request deadline
     isolation: Isolation = Isolation.ReadUncommitted   # Fluvio's default: ack once the leader stored it
@@ -171,7 +196,7 @@ class _Batch:
     in flight, maybe retried), then finished."""
 
     __slots__ = ("partition", "builder", "result", "deadline", "size", "attempt", "first_sent", "payload",
-                 "finished")
+                 "finished", "producer_id", "sequence", "built")
 
     def __init__(self, partition: int, codec: int, deadline: float, where: str) -> None:
         self.partition = partition
@@ -183,6 +208,9 @@ class _Batch:
         self.first_sent = 0.0
         self.payload: bytes | None = None
         self.finished = False
+        self.producer_id = -1            # idempotence: its producer id and first sequence, once built
+        self.sequence = -1
+        self.built = -1                  # build order within the producer
 
 
 @dataclass(frozen=True)
@@ -214,6 +242,15 @@ class _ProducerCore:
         self.linger_s = config.linger_ms / 1000
         self.linger0 = config.linger_ms == 0
         self.at_least_once = config.delivery_semantic == DeliverySemantic.AtLeastOnce
+        self.idempotent = self.at_least_once
+        if self.idempotent:
+            self.queue_limit = min(self.queue_limit, _IDEMPOTENT_MAX_QUEUE)
+        # Per partition: the producer id and next sequence of the batch built next, and the
+        # built batches not yet answered (to tell a hole still being filled from one for good).
+        self.producer_ids = [_new_producer_id() if self.idempotent else -1] * n
+        self.next_sequence = [0] * n
+        self.built: list[set[_Batch]] = [set() for _ in range(n)]
+        self._built_no = itertools.count()
         self.policy = config.retry_policy
         self.request_timeout_s = config.timeout_ms / 1000 + _DEADLINE_MARGIN_S
         self.isolation, self.timeout_ms = int(config.isolation), config.timeout_ms
@@ -438,7 +475,7 @@ class _ProducerCore:
             link = self._route(p, now)
             if link is None:
                 return False
-            batch.payload = batch.builder.build()
+            self._build(batch)
             batch.first_sent = now
             if not link.submit(batch, partial(self._request, batch), write=False):
                 return False
@@ -585,8 +622,11 @@ class _ProducerCore:
     def _dispatch(self, batch: _Batch) -> None:
         try:
             if batch.payload is None:
-                batch.payload = batch.builder.build()
-                batch.first_sent = time.monotonic()
+                if self.idempotent:
+                    with self.lock:
+                        self._build(batch, sequence_only=True)
+                self._build(batch)
+                batch.first_sent = batch.first_sent or time.monotonic()
             row = self.meta.leader(self.topic, batch.partition, refresh=batch.attempt > 0)
             make = partial(self._request, batch)
             link = self.links.get(row.leader)
@@ -598,6 +638,20 @@ class _ProducerCore:
         except Exception as exc:      # a bug must fail the batch, not kill the sender thread
             log.exception("sending a batch to %s failed", batch.result.where)
             self._finish(batch, error=InternalError(f"produce to {batch.result.where} failed: {exc!r}"))
+
+    def _build(self, batch: _Batch, sequence_only: bool = False) -> None:
+        """Fix the batch's producer id and sequence (lock held, unless done already) and
+        build its bytes; a retry sends the same bytes."""
+        if self.idempotent and batch.sequence < 0:
+            p = batch.partition
+            batch.producer_id, batch.sequence = self.producer_ids[p], self.next_sequence[p]
+            self.next_sequence[p] = (batch.sequence + len(batch.builder)) % SEQUENCE_MODULUS
+            batch.built = next(self._built_no)
+            self.built[p].add(batch)
+        if not sequence_only:
+            epoch = 0 if self.idempotent else -1
+            batch.payload = batch.builder.build(producer_id=batch.producer_id, producer_epoch=epoch,
+                                                first_sequence=batch.sequence)
 
     def _request(self, batch: _Batch, cid: int) -> m.ProduceRequest:
         return m.ProduceRequest(cid, self.topic, batch.partition, self.isolation, self.timeout_ms,
@@ -629,6 +683,11 @@ class _ProducerCore:
     def _failed(self, batch: _Batch, exc: RilletError) -> None:
         """Retry a retriable failure under the policy (at-least-once), else end the batch."""
         self.routes[batch.partition] = None      # the fast path reads the table again
+        if isinstance(exc, OutOfOrderSequence) and self.idempotent:
+            with self.lock:
+                if not self.closed:
+                    self._out_of_order(batch)
+                    return
         if self.at_least_once and exc.retriable and not self.closed:
             elapsed_ms = (time.monotonic() - batch.first_sent) * 1000
             delay_ms = self.policy.next_delay_ms(batch.attempt, elapsed_ms)
@@ -644,6 +703,24 @@ class _ProducerCore:
         batch.attempt += 1
         self.stats["retries"] += 1
         self.paused_until[batch.partition] = max(self.paused_until[batch.partition], due)
+        self._enqueue(batch)
+
+    def _out_of_order(self, batch: _Batch) -> None:
+        """The leader refused ``batch`` for a hole before it, so it is not stored (lock held).
+        While a batch before it in its sequence is unanswered, send it again after that one.
+        Otherwise the hole is for good: rebuild it in a new sequence (a new producer id for
+        the partition, from 0, unless an earlier refused batch started one already)."""
+        p = batch.partition
+        if not any(b.producer_id == batch.producer_id and b.built < batch.built for b in self.built[p]):
+            if batch.producer_id == self.producer_ids[p]:
+                self.producer_ids[p], self.next_sequence[p] = _new_producer_id(), 0
+                log.warning("%s: sequence %d of producer %d follows a batch that failed for good or was lost; "
+                            "the partition's sequence restarts under producer %d", batch.result.where,
+                            batch.sequence, batch.producer_id, self.producer_ids[p])
+            self.built[p].discard(batch)
+            batch.payload, batch.sequence = None, -1
+        self.stats["retries"] += 1
+        self.paused_until[p] = max(self.paused_until[p], time.monotonic() + _OUT_OF_ORDER_PAUSE_S)
         self._enqueue(batch)
 
     def _hold(self, batch: _Batch) -> None:
@@ -684,6 +761,7 @@ class _ProducerCore:
             p = batch.partition
             was_full = self.queued[p] >= self.queue_limit
             self.queued[p] -= 1
+            self.built[p].discard(batch)
             self.unresolved.discard(result)
             if error is None:
                 self.stats["records_sent"] += result.records

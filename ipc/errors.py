@@ -207,6 +207,30 @@ class Busy(RilletError):
     retriable = True
 
 
+class OutOfOrderSequence(RilletError):
+    """An idempotent producer's batch does not continue its sequence on this partition:
+    a batch before it is missing (a hole), so storing it would lose records silently.
+
+    Not retriable by the flag: only the producer knows whether the missing batch is
+    still on its way (then it sends this one again after it) or failed for good.
+    """
+    code = 55
+    # Set by ``of`` where the gap is found (the SPU); an error rebuilt from the wire has the message only.
+    topic: str | None = None
+    partition: int | None = None
+    producer_id: int | None = None
+    expected: int | None = None
+    got: int | None = None
+
+    @classmethod
+    def of(cls, topic: str, partition: int, producer_id: int, expected: int, got: int) -> "OutOfOrderSequence":
+        error = cls(f"{topic}/{partition}: producer {producer_id} sent sequence {got}, expected {expected} "
+                    f"(a batch before it is missing)")
+        error.topic, error.partition, error.producer_id = topic, partition, producer_id
+        error.expected, error.got = expected, got
+        return error
+
+
 class ForeignPeer(RilletError):
     """The process at the other end of a socket runs as another user: refused, never retried."""
     code = 90

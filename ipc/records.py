@@ -16,9 +16,9 @@ Header, little-endian, 61 bytes (``BATCH_HEADER``)::
      23   4  last_offset_delta   record_count - 1
      27   8  first_timestamp     ms since the epoch, first record
      35   8  max_timestamp       ms since the epoch, largest record timestamp
-     43   8  producer_id         -1: no idempotent producer (reserved for later)
-     51   2  producer_epoch      -1
-     53   4  first_sequence      -1
+     43   8  producer_id         idempotent producer's id (>= 0); -1: none (no duplicate detection)
+     51   2  producer_epoch      0 for an idempotent producer, else -1 (no fencing: no transactions)
+     53   4  first_sequence      the first record's sequence in this partition (int32, wraps to 0); -1: none
      57   4  record_count        records in the batch (>= 1)
      61   -  records             msgpack array of records, compressed as one block per codec
 
@@ -65,6 +65,12 @@ ATTRIBUTES_POS = 21                      # the CRC covers [ATTRIBUTES_POS, end)
 MAGIC = 1
 CODEC_MASK = 0x07
 TIMESTAMP_TYPE_BIT = 0x08
+# Idempotent producers: batches an SPU remembers per producer id and partition
+# (broker/spu/producer_state.py). A producer keeps fewer than this unanswered per partition,
+# so the batch it retries is always still remembered.
+IDEMPOTENT_WINDOW = 128
+SEQUENCE_MODULUS = 1 << 31               # sequences advance by the record count, modulo this
+
 # A batch larger than this is refused before anything is allocated for it.
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
 

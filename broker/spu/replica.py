@@ -7,7 +7,10 @@ The log (broker/storage) assigns offsets; this object adds what the network need
 * the high watermark (HW): with one replica the log end offset (LEO) after every
   append; with followers the smallest LEO over the in-sync replicas (broker/spu/isr.py);
 * waiters for long-poll fetches and ReadCommitted produces, woken the moment the
-  offset they wait for becomes visible.
+  offset they wait for becomes visible;
+* the idempotent producers' state (broker/spu/producer_state.py), rebuilt from the
+  batch headers of its log on open and kept by every append, leader or follower, so a
+  replica elected leader answers a retried batch as the old leader would have.
 """
 
 from __future__ import annotations
@@ -19,15 +22,21 @@ import time
 from rillet.ipc import messages as m
 from rillet.ipc.compression import parse_topic_compression
 from rillet.ipc.errors import (
-    CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, RequestTimedOut, StaleLeaderEpoch,
+    CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, OutOfOrderSequence, RequestTimedOut,
+    StaleLeaderEpoch,
 )
-from rillet.ipc.records import HEADER_SIZE, check_readable, peek_header
+from rillet.ipc.records import HEADER_SIZE, check_readable, iter_batches, peek_header, validate_batch
 from rillet.broker.storage.log import PartitionLog
 
 from .isr import LeaderState
+from .producer_state import ProducerStateTable
 
 _CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 REPLICA_LAG_MAX_S = 2.0      # a follower not caught up for this long leaves the ISR
+# Producer state is rebuilt from the headers of this many newest segments on open: the active
+# one holds every recent batch a producer may retry, and the cost of an open stays bounded
+# (a 64 MiB segment of 100-byte batches is ~700,000 headers). Older producers are forgotten.
+PRODUCER_SCAN_SEGMENTS = 2
 
 
 class Replica:
@@ -47,6 +56,7 @@ class Replica:
         self.leader_state: LeaderState | None = None
         # (bound_is_hw, offset, future): woken once the bound passes offset.
         self._waiters: list[tuple[bool, int, asyncio.Future]] = []
+        self.producers = self._load_producers()
         self._become(spec)
 
     @property
@@ -97,10 +107,13 @@ class Replica:
                     f"{self.name}: {isr} in-sync replica(s), min_in_sync_replicas={self.spec.min_in_sync_replicas}"
                 )
 
-    def append(self, batches: memoryview) -> int:
-        """Append every whole batch in ``batches``; return the first base offset."""
+    def append(self, batches: memoryview) -> tuple[int, int]:
+        """Append every whole batch in ``batches``; return the first base offset and the offset a
+        ReadCommitted ack waits for. A batch an idempotent producer already stored is not stored
+        again: its original offsets count instead. OutOfOrderSequence for a sequence gap."""
         compression = parse_topic_compression(self.spec.compression_type)
-        first_base = -1
+        first_base, commit_end = -1, 0
+        producers = self.producers
         pos, end = 0, len(batches)
         if end < HEADER_SIZE:
             raise CorruptBatch(f"produce request carries {end} bytes, less than one batch header")
@@ -112,17 +125,38 @@ class Replica:
                 raise CompressionError(
                     f"topic {self.spec.topic} requires compression {compression}, batch uses codec {header.codec}"
                 )
-            # Storage never decodes records; the SPU checks once that every consumer will be able
-            # to (codec, decompression bound, record shape and count) so no poison batch is stored.
-            check_readable(batches, pos, header)
-            base, _leo = self.log.append(batches[pos:pos + header.total_size], leader_epoch=self.spec.leader_epoch)
+            pid, count = header.producer_id, header.record_count
+            try:
+                duplicate = producers.check(pid, header.first_sequence, count)
+            except OutOfOrderSequence:
+                validate_batch(batches, pos)         # a damaged batch is CorruptBatch, not a gap
+                raise
+            if duplicate is None:
+                # Storage never decodes records; the SPU checks once that every consumer will be able
+                # to (codec, decompression bound, record shape and count) so no poison batch is stored.
+                check_readable(batches, pos, header)
+                base, stored_end = self.log.append(batches[pos:pos + header.total_size],
+                                                   leader_epoch=self.spec.leader_epoch)
+                producers.apply(pid, header.first_sequence, count, base)
+            else:
+                validate_batch(batches, pos)
+                base, stored_end = duplicate
+                self.logger.debug("%s: producer %d sequence %d is stored at offset %d already; not stored again",
+                                  self.name, pid, header.first_sequence, base)
             if first_base < 0:
                 first_base = base
+            commit_end = max(commit_end, stored_end)
             pos += header.total_size
         self._written()
         self._advance_hw()
         self._wake()
-        return first_base
+        return first_base, commit_end
+
+    def _load_producers(self) -> ProducerStateTable:
+        table = ProducerStateTable(self.spec.topic, self.spec.partition)
+        start = self.log.scan_headers(table.apply_header, PRODUCER_SCAN_SEGMENTS)
+        table.complete = table.complete and start == 0
+        return table
 
     # --- flush policy: what survives power loss ---
     def _written(self) -> None:
@@ -196,7 +230,15 @@ class Replica:
     # --- replication: follower side ---
     def append_replicated(self, batches: memoryview, leader_hw: int) -> None:
         if len(batches):
-            self.log.append_replicated(batches)
+            before = self.log.leo
+            try:
+                self.log.append_replicated(batches)
+            finally:                            # what was stored, even if a later batch failed
+                stored = self.log.leo
+                apply = self.producers.apply
+                for _pos, h in iter_batches(batches):
+                    if before <= h.base_offset < stored and h.producer_id >= 0:
+                        apply(h.producer_id, h.first_sequence, h.record_count, h.base_offset)
             self._written()
         self._set_hw(min(leader_hw, self.log.leo))
         self._wake()
@@ -206,6 +248,7 @@ class Replica:
         if self.log.leo < leader_log_start:
             self.log.reset_to(leader_log_start)
             self.hw = max(self.hw, leader_log_start)
+            self.producers = ProducerStateTable(self.spec.topic, self.spec.partition, complete=False)
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete sealed segments past the topic's retention time or size; returns how many.
@@ -234,6 +277,7 @@ class Replica:
         if offset < self.log.leo:
             self.logger.warning("%s: truncating from leo %d to %d (leader epoch end offset)", self.name, self.log.leo, offset)
             self.log.truncate_to(offset)
+            self.producers.truncate_from(offset)
             self.hw = min(self.hw, offset)
 
     # --- fetch ---

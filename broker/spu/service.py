@@ -165,10 +165,10 @@ class SpuService:
         replica = self.leader(req.topic, req.partition)
         committed = req.isolation == m.ISOLATION_READ_COMMITTED
         replica.check_can_append(committed)
-        base = replica.append(req.batches)
+        base, end = replica.append(req.batches)
         self.on_change()
-        if committed and replica.hw < replica.leo:
-            return self._produce_committed(req.cid, replica, base, replica.leo, req.timeout_ms)
+        if committed and replica.hw < end:     # end: leo, or a duplicate's end (a retry waits for it too)
+            return self._produce_committed(req.cid, replica, base, end, req.timeout_ms)
         return m.ProduceResponse(req.cid, base, replica.leo, replica.hw)
 
     async def _produce_committed(self, cid: int, replica: Replica, base: int, leo: int, timeout_ms: int) -> m.Message:

@@ -36,6 +36,7 @@ import bisect
 import logging
 import re
 from pathlib import Path
+from typing import Callable
 
 from rillet.ipc.errors import Closed, CorruptBatch, InvalidArgument, MessageTooLarge, OffsetOutOfRange, StorageError
 from rillet.ipc.records import BatchHeader, iter_batches, validate_batch
@@ -450,6 +451,21 @@ class PartitionLog:
         seg = self._segments[bisect.bisect_right(self._bases, offset) - 1]
         pos, _ = seg.find(offset)
         return seg.view(pos, upper, max_bytes)
+
+    def scan_headers(self, on_header: Callable[[BatchHeader], None], segments: int | None = None) -> int:
+        """Call ``on_header`` with the header of every batch in the last ``segments`` segments (None:
+        all), oldest first; return the offset where the scan started. Reads headers only (the
+        idempotent-producer state of broker/spu/producer_state.py is rebuilt from them)."""
+        self._check_open()
+        chosen = self._segments if segments is None else self._segments[-max(segments, 1):]
+        for seg in chosen:
+            buf = seg.buffer
+            if buf is None:
+                continue
+            with memoryview(buf) as whole, whole[:seg.used] as view:
+                for _pos, header in iter_batches(view):
+                    on_header(header)
+        return chosen[0].base_offset
 
     # --- high-watermark checkpoint ----------------------------------------------
 

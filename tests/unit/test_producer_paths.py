@@ -231,7 +231,9 @@ def test_split_pairs():
 # --- the fast path ------------------------------------------------------------------------------
 
 def test_linger_zero_keeps_order_across_threads_with_answers_held(spu):
-    prod = producer(spu, 3, linger=0, batch_queue_size=1_000)
+    # At-most-once: an idempotent producer keeps at most 120 batches unanswered per partition
+    # (what an SPU remembers per producer), and this test wants 1,200 in flight.
+    prod = producer(spu, 3, linger=0, batch_queue_size=1_000, delivery_semantic="at-most-once")
     prod.send("warm", "up").wait(timeout=5)              # opens the link: later sends may take the fast path
     dispatched = []
     sender_dispatch = prod._core._dispatch

@@ -121,9 +121,10 @@ def register(sub) -> None:
     arg("--batch-size", type=size, metavar="BYTES", help="bytes per batch, e.g. 16KiB (the default)")
     arg("--max-request-size", type=size, metavar="BYTES", help="largest batch, so largest record (default 1MiB)")
     arg("--batch-queue-size", type=positive, metavar="N",
-        help="unanswered batches per partition before sending waits (default 100)")
+        help="unanswered batches per partition before sending waits (default 100; at most 120 with at-least-once)")
     arg = produce.add_argument_group("delivery").add_argument
-    arg("--delivery-semantic", choices=["at-most-once", "at-least-once"], help="default at-least-once")
+    arg("--delivery-semantic", choices=["at-most-once", "at-least-once"],
+        help="default at-least-once (idempotent: a retried batch is never stored twice)")
     arg("--isolation", choices=["read_uncommitted", "read_committed"],
         help="acknowledge when the leader stored it (default) or when it is committed")
     arg("--timeout", type=duration_ms, metavar="DUR",
