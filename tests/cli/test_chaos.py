@@ -16,7 +16,7 @@ def test_a_short_chaos_run_loses_nothing():
     assert "error" not in line, line
     assert line["faults"] == 6
     assert line["records_acked"] > 0 and line["consumed"] > 0
-    for kind in ("lost", "reordered", "divergent", "offset_gaps", "skips", "repeats", "phantoms"):
+    for kind in ("lost", "duplicates", "reordered", "divergent", "offset_gaps", "skips", "repeats", "phantoms"):
         assert line[kind] == 0, (kind, line["examples"])
     assert b"seed 11" in done.stderr
 
