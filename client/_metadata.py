@@ -26,7 +26,7 @@ class MetadataView:
     def partitions(self, topic: str, refresh: bool = False) -> list[PartitionRow]:
         rows = self.snapshot(refresh).partitions_of(topic)
         if not rows:
-            raise TopicNotFound(f"topic {topic!r} not found")
+            raise TopicNotFound(f"Topic not found: {topic}")
         return rows
 
     def partition_count(self, topic: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from rillet.ipc.errors import RilletError
+from rillet.ipc.errors import RilletError, TopicNotFound
 from rillet.ipc.names import ClusterPaths
 
 from .args import (
@@ -130,7 +130,10 @@ def cmd_topic_list(args) -> int:
 def cmd_topic_describe(args) -> int:
     from rillet import FluvioAdmin
     with FluvioAdmin.connect(args.cluster) as admin:
-        topic = admin.list_topics([args.name])[0]
+        found = admin.list_topics([args.name])
+    if not found:
+        raise TopicNotFound(f"Topic not found: {args.name}")
+    topic = found[0]
     row = _topic_row(topic)
     if args.output != "table":
         print(render([row], [], args.output))
