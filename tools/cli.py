@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return args.func(args)
     except UsageError as exc:
-        say(str(exc))
+        say(f"error: {exc}")            # every error line starts with "error:"; usage errors exit 2
         return EXIT_USAGE
     except RilletError as exc:
         say(f"error: {exc}")

@@ -96,3 +96,12 @@ def test_quickstart_runs_twice(tmp_path):
     from rillet.broker import launcher
     from rillet.ipc.names import ClusterPaths
     assert launcher.cluster_processes(ClusterPaths.for_cluster("quick", tmp_path / "home")) == []
+
+
+def test_every_error_line_starts_with_error(cluster):
+    for args, code in ((["topic", "create", "fh-bad", "-p", "0"], 2), (["nonsense"], 2),
+                       (["consume", "fh-nope", "-d"], 1), (["topic", "describe", "fh-nope"], 1)):
+        assert one_line_error(run_cli(cluster, *args), code).startswith("error: "), args
+    ok(run_cli(cluster, "topic", "create", "fh-keys"))
+    r = run_cli(cluster, "produce", "fh-keys", "--key-separator", ":", input=b"k:v\nno separator\n")
+    assert r.stderr.decode().startswith("warning: line 2: no key separator ':'; line skipped")
