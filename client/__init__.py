@@ -12,7 +12,10 @@ from rillet.ipc.errors import (
 )
 from rillet.ipc.errors import OutOfOrderSequence
 
-from ._admin import FluvioAdmin, MetadataPartitionSpec, MetadataTopicSpec, TopicSpec
+from ._admin import (
+    FluvioAdmin, MessageMetadataTopicSpec, MetadataPartitionSpec, MetadataTopicSpec, MetaUpdateTopicSpec, TopicSpec,
+)
+from ._config import FluvioConfig
 from ._consumer import (
     ConsumerConfig, MultiPartitionStream, MultiplePartitionConsumer, PartitionConsumer, PartitionSelectionStrategy,
     PartitionStream,
@@ -25,13 +28,15 @@ from ._producer import ProduceOutput, RecordMetadata, TopicProducer, TopicProduc
 from ._producer import ProducerStatistics
 from ._record import Offset, Record
 from ._retry import RetryPolicy, RetryStrategy
+from ._smartmodule import SmartModuleKind
 
 # Fluvio's exception is spelled FluviorError in its Python package; both names work here.
 FluvioError = RilletError
 FluviorError = RilletError
 
 __all__ = [
-    "Fluvio", "FluvioAdmin", "TopicSpec", "CompressionType", "Compression", "Isolation", "DeliverySemantic",
+    "Fluvio", "FluvioConfig", "FluvioAdmin", "TopicSpec", "SmartModuleKind", "MetaUpdateTopicSpec",
+    "MessageMetadataTopicSpec", "CompressionType", "Compression", "Isolation", "DeliverySemantic",
     "OffsetManagementStrategy", "Offset", "Record", "RecordMetadata", "ProduceOutput", "TopicProducer",
     "TopicProducerConfig", "TopicProducerConfigBuilder", "ConsumerConfig", "PartitionConsumer",
     "MultiplePartitionConsumer", "PartitionSelectionStrategy", "ConsumerConfigExt", "ConsumerConfigExtBuilder",

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 from rillet.ipc import messages as m
 from rillet.ipc.errors import InvalidArgument
 from rillet.ipc.names import ClusterPaths, validate_name
 from rillet.ipc.units import parse_duration, parse_size
 
+from ._config import FluvioConfig
 from ._enums import Compression, CompressionType
+
+WATCH_POLL_S = 0.2        # watch_topic: how often the SC is asked for the topic list
 
 _CODEC_NAMES = {Compression.None_: "none", Compression.Gzip: "gzip", Compression.Snappy: "snappy",
                 Compression.Lz4: "lz4", Compression.Zstd: "zstd"}
@@ -125,6 +130,55 @@ class MetadataPartitionSpec:
         return f"MetadataPartitionSpec({i.topic}/{i.partition}, leader={i.leader}, status={i.status}, hw={i.hw}, leo={i.leo})"
 
 
+def topic_changes(before: dict[str, MetadataTopicSpec] | None,
+                  after: dict[str, MetadataTopicSpec]) -> list[MessageMetadataTopicSpec]:
+    """What changed between two listings (pure): updates (new or changed topics), then deletes."""
+    if before is None:
+        return []
+    out = [MessageMetadataTopicSpec(t, deleted=False) for name, t in after.items()
+           if name not in before or before[name].info != t.info]
+    out += [MessageMetadataTopicSpec(t, deleted=True) for name, t in before.items() if name not in after]
+    return out
+
+
+class MessageMetadataTopicSpec:
+    """One change in a watch: an update (created or changed) or a delete, of one topic."""
+
+    def __init__(self, topic: MetadataTopicSpec, *, deleted: bool) -> None:
+        self._topic = topic
+        self._deleted = deleted
+
+    def is_update(self) -> bool:
+        return not self._deleted
+
+    def is_delete(self) -> bool:
+        return self._deleted
+
+    def metadata_topic_spec(self) -> MetadataTopicSpec:
+        return self._topic
+
+    def __repr__(self) -> str:
+        return f"MessageMetadataTopicSpec({'delete' if self._deleted else 'update'} {self._topic.name()!r})"
+
+
+class MetaUpdateTopicSpec:
+    """One item of ``FluvioAdmin.watch_topic()``: every topic, the changes, an epoch (1, 2, ...)."""
+
+    def __init__(self, topics: list[MetadataTopicSpec], changes: list[MessageMetadataTopicSpec], epoch: int) -> None:
+        self._all = topics
+        self._changes = changes
+        self._epoch = epoch
+
+    def all(self) -> list[MetadataTopicSpec]:
+        return list(self._all)
+
+    def changes(self) -> list[MessageMetadataTopicSpec]:
+        return list(self._changes)
+
+    def epoch(self) -> int:
+        return self._epoch
+
+
 class FluvioAdmin:
     def __init__(self, paths: ClusterPaths) -> None:
         from rillet.broker.launcher import admin_connection
@@ -134,6 +188,13 @@ class FluvioAdmin:
     @classmethod
     def connect(cls, cluster: str | None = None, *, home: str | None = None) -> "FluvioAdmin":
         return cls(ClusterPaths.for_cluster(cluster, home))
+
+    @classmethod
+    def connect_with_config(cls, config: FluvioConfig) -> "FluvioAdmin":
+        """Connect to the cluster ``config`` names (``FluvioConfig.load()``: the default one)."""
+        if not isinstance(config, FluvioConfig):
+            raise InvalidArgument(f"connect_with_config needs a FluvioConfig, got {type(config).__name__}")
+        return cls(config.paths())
 
     def _call(self, make):
         return self._conn.call(make(self._conn.next_cid()), timeout_s=60)
@@ -154,11 +215,38 @@ class FluvioAdmin:
         self._call(lambda cid: m.DeleteTopic(cid, topic))
 
     def all_topics(self) -> list[MetadataTopicSpec]:
-        return self.list_topics([])
+        reply = self._call(lambda cid: m.ListTopics(cid, []))
+        return [MetadataTopicSpec(t) for t in reply.topics]
 
     def list_topics(self, filters: list[str] | None = None) -> list[MetadataTopicSpec]:
-        reply = self._call(lambda cid: m.ListTopics(cid, list(filters or [])))
-        return [MetadataTopicSpec(t) for t in reply.topics]
+        """The topics named in ``filters`` that exist, in that order (all topics for an empty
+        list). A name that does not exist is left out, as in Fluvio: ``list_topics(["gone"])``
+        is ``[]``, which is how Fluvio code checks that a topic exists."""
+        topics = self.all_topics()
+        if not filters:
+            return topics
+        by_name = {t.name(): t for t in topics}
+        return [by_name[n] for n in dict.fromkeys(filters) if n in by_name]
+
+    def list_topics_with_params(self, filters: list[str] | None, summary: bool = False) -> list[MetadataTopicSpec]:
+        """Fluvio's variant with a ``summary`` flag; the listing is the same either way."""
+        return self.list_topics(filters)
+
+    def watch_topic(self, poll_interval_s: float = WATCH_POLL_S) -> Iterator[MetaUpdateTopicSpec]:
+        """A never-ending iterator of topic changes, as Fluvio's: the first item's ``all()`` is
+        every topic now; each later item comes when a topic was created, deleted or changed
+        status, with ``changes()`` saying which. It polls the SC (``poll_interval_s``)."""
+        previous: dict[str, MetadataTopicSpec] | None = None
+        epoch = 0
+        while True:
+            topics = self.all_topics()
+            current = {t.name(): t for t in topics}
+            changes = topic_changes(previous, current)
+            if previous is None or changes:
+                epoch += 1
+                yield MetaUpdateTopicSpec(topics, changes, epoch)
+            previous = current
+            time.sleep(poll_interval_s)
 
     def list_partitions(self, filters: list[str] | None = None) -> list[MetadataPartitionSpec]:
         reply = self._call(lambda cid: m.ListPartitions(cid, list(filters or [])))

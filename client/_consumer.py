@@ -47,6 +47,7 @@ from ._metadata import MetadataView
 from ._offsets import DEFAULT_MAX_BYTES, start_position
 from ._outage import Failover
 from ._record import Offset, Record
+from ._smartmodule import refuse_smartmodules, smartmodule_invocation
 
 LONG_POLL_MS = 1000                  # one fetch waits at most this long for new records
 REPLY_GRACE_S = 10.0                 # a fetch unanswered this long past its long poll: the SPU is stuck
@@ -149,6 +150,14 @@ class ConsumerConfig:
         self._disable_continuous = False
         self._max_bytes = DEFAULT_MAX_BYTES
         self._isolation = Isolation.ReadUncommitted
+        self._smartmodules: list = []
+
+    def smartmodule(self, name: str | None = None, path: str | None = None, kind=None,
+                    params: dict[str, str] | None = None, aggregate=None) -> None:
+        """Attach a SmartModule by registered ``name`` or ``.wasm`` ``path`` (Fluvio's checks and
+        messages). Running SmartModules is not supported yet: a stream opened with this config
+        raises InvalidArgument saying so."""
+        self._smartmodules.append(smartmodule_invocation(name, path, kind, params, aggregate))
 
     def disable_continuous(self, val: bool = True) -> "ConsumerConfig":
         self._disable_continuous = bool(val)
@@ -506,6 +515,7 @@ class PartitionConsumer:
         return PartitionStream(self._meta, self.topic, self.partition, offset)
 
     def stream_with_config(self, offset: Offset, config: ConsumerConfig) -> PartitionStream:
+        refuse_smartmodules(config._smartmodules)
         return PartitionStream(self._meta, self.topic, self.partition, offset, max_bytes=config._max_bytes,
                                isolation=config._isolation, continuous=not config._disable_continuous)
 
@@ -573,6 +583,7 @@ class MultiplePartitionConsumer:
         return await asyncio.to_thread(self.stream_with_config, offset, config)
 
     def _open(self, offset: Offset, config: ConsumerConfig) -> MultiPartitionStream:
+        refuse_smartmodules(config._smartmodules)
         return MultiPartitionStream(open_streams(
             self._meta, self.partitions, offset, max_bytes=config._max_bytes, isolation=config._isolation,
             continuous=not config._disable_continuous))

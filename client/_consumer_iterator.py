@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from typing import Iterator
 
 from rillet.ipc.errors import InvalidArgument, RilletError
@@ -29,6 +30,21 @@ from ._offsets import ConsumerConfigExt, OffsetClient, OffsetTracker
 from ._record import Record
 
 _log = logging.getLogger("rillet.consumer")
+
+
+_warned_names: set[str] = set()
+
+
+def _warn_stores_nothing(consumer: str) -> None:
+    """Once per consumer name and process: a name without a strategy stores nothing (NONE is
+    Fluvio's default, kept; the warning is there because the name suggests otherwise)."""
+    if consumer in _warned_names:
+        return
+    _warned_names.add(consumer)
+    warnings.warn(
+        f"consumer {consumer!r} has no offset strategy, so its position is not stored (the default is "
+        "OffsetManagementStrategy.NONE, as in Fluvio); call offset_strategy() for AUTO, or "
+        "offset_strategy(OffsetManagementStrategy.MANUAL)", UserWarning, stacklevel=5)
 
 
 class ConsumerIterator:
@@ -50,19 +66,39 @@ class ConsumerIterator:
         self._flush_period_s = config.offset_flush_ms / 1000
         self._next_flush = time.monotonic() + self._flush_period_s
         self._flush_failing = False            # the last periodic flush failed (logged already)
+        self._meta = meta
+        self._end_offset = end_offset
+        self._merged: MultiPartitionStream | None = None
+        self.stored_offsets: dict[int, int] | None = None   # partition -> stored last seen, once open
         topic = config.topic
         if config.partition is not None:
-            meta.partition(topic, config.partition)          # TopicNotFound / PartitionNotFound
-            partitions = [config.partition]
+            meta.partition(topic, config.partition)          # TopicNotFound / PartitionNotFound now
+            self._partitions = [config.partition]
         else:
-            partitions = list(range(meta.partition_count(topic)))
-        stored = {}
-        if self._strategy != OffsetManagementStrategy.NONE:
-            stored = {(topic, p): o for p, o in offsets.fetch(config.offset_consumer, topic).items()}
-        self._merged = MultiPartitionStream(open_streams(
-            meta, [(topic, p) for p in partitions], config.offset_start, stored=stored,
-            max_bytes=config.max_bytes, isolation=config.isolation,
-            continuous=not config.disable_continuous, end_offset=end_offset))
+            self._partitions = list(range(meta.partition_count(topic)))
+        if self._strategy == OffsetManagementStrategy.NONE:
+            if config.offset_consumer is not None:
+                _warn_stores_nothing(config.offset_consumer)
+            self._open()
+        # A named consumer reads its stored offset when it first reads, not here, as Fluvio's
+        # does: a new stream made while an older one of the same name is still alive starts
+        # after what the older one stored by then (for example when it is dropped, which
+        # flushes AUTO offsets: `stream = fluvio.consumer_with_config(config)` a second time).
+
+    def _open(self) -> MultiPartitionStream:
+        """The partition streams, opened on first use (see __init__)."""
+        if self._merged is None:
+            config, topic = self.config, self.config.topic
+            stored = {}
+            if self._strategy != OffsetManagementStrategy.NONE:
+                stored = self._offsets.fetch(config.offset_consumer, topic)
+            self._merged = MultiPartitionStream(open_streams(
+                self._meta, [(topic, p) for p in self._partitions], config.offset_start,
+                stored={(topic, p): o for p, o in stored.items()},
+                max_bytes=config.max_bytes, isolation=config.isolation,
+                continuous=not config.disable_continuous, end_offset=self._end_offset))
+            self.stored_offsets = {p: o for p, o in stored.items() if p in self._partitions}
+        return self._merged
 
     # --- reading ---
     def __iter__(self) -> Iterator[Record]:
@@ -141,7 +177,7 @@ class ConsumerIterator:
             if deadline is not None:
                 left = max(0.0, deadline - time.monotonic())
                 wait = left if wait is None else min(wait, left)
-            batch = self._merged._fill(wait)
+            batch = self._open()._fill(wait)
             if batch is None or batch or (deadline is not None and time.monotonic() >= deadline):
                 return batch
 
@@ -232,7 +268,8 @@ class ConsumerIterator:
         try:
             self._end(_wait)
         finally:
-            self._merged.close()
+            if self._merged is not None:
+                self._merged.close()
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -252,7 +289,7 @@ class ConsumerIterator:
     def __del__(self) -> None:
         # A finalizer may run inside another call on the same SC connection (a garbage
         # collection pass can start anywhere): never wait for that connection here.
-        if getattr(self, "_merged", None) is not None and not self._closed:
+        if getattr(self, "_partitions", None) is not None and not self._closed:
             try:
                 self.close(_wait=False)
             except Exception:

@@ -10,9 +10,10 @@ import asyncio
 import logging
 import weakref
 
-from rillet.ipc.errors import ClusterNotRunning, InvalidArgument
+from rillet.ipc.errors import ClusterNotRunning, InvalidArgument, TopicNotFound
 from rillet.ipc.names import ClusterPaths, validate_name
 
+from ._config import FluvioConfig
 from ._consumer import MultiplePartitionConsumer, PartitionConsumer, PartitionSelectionStrategy
 from ._consumer_iterator import ConsumerIterator
 from ._metadata import MetadataView
@@ -36,6 +37,13 @@ class Fluvio:
     def connect(cls, cluster: str | None = None, *, home: str | None = None) -> "Fluvio":
         """Connect to the local cluster ``cluster`` (default: $RILLET_CLUSTER or "local")."""
         return cls(ClusterPaths.for_cluster(cluster, home))
+
+    @classmethod
+    def connect_with_config(cls, config: FluvioConfig) -> "Fluvio":
+        """Connect to the cluster ``config`` names (``FluvioConfig.load()``: the default one)."""
+        if not isinstance(config, FluvioConfig):
+            raise InvalidArgument(f"connect_with_config needs a FluvioConfig, got {type(config).__name__}")
+        return cls(config.paths())
 
     # --- producers ---
     def topic_producer(self, topic: str) -> TopicProducer:
@@ -81,12 +89,23 @@ class Fluvio:
         return self._offsets.list()
 
     def delete_consumer_offset(self, consumer: str, topic: str | None = None,
-                               partition: int | None = None) -> list[ConsumerOffset]:
+                               partition: int | None = None, *, missing_topic_ok: bool = True) -> list[ConsumerOffset]:
         """Delete a consumer's stored offset on ``topic``/``partition`` (Fluvio's three
         arguments); leave out partition, or topic and partition, to delete more at once.
-        Returns what was deleted; nothing to delete is ConsumerOffsetNotFound."""
+        Returns what was deleted; nothing stored for an existing topic is ConsumerOffsetNotFound.
+
+        A topic that no longer exists returns [] (deleting a topic deleted its offsets, so
+        there is nothing left to delete): Fluvio accepts this call after ``delete_topic``, and
+        its own tests' tear-down does exactly that. ``missing_topic_ok=False`` raises
+        TopicNotFound instead (the CLI's ``consumer delete`` does).
+        """
         validate_name(consumer, "consumer")
-        return self._offsets.delete(consumer, topic, partition)
+        try:
+            return self._offsets.delete(consumer, topic, partition)
+        except TopicNotFound:
+            if not missing_topic_ok:
+                raise
+            return []
 
     # --- lifetime ---
     def close(self) -> None:

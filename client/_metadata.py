@@ -91,7 +91,7 @@ class MetadataView:
             # Not found is the slow path: a table replaced by a restart may know the topic.
             rows = self.snapshot(True).partitions_of(topic)
         if not rows:
-            raise TopicNotFound(f"topic {topic!r} not found")
+            raise TopicNotFound(f"Topic not found: {topic}")
         return rows
 
     def partition_count(self, topic: str) -> int:

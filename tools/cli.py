@@ -8,10 +8,11 @@ stdout one per line; progress and messages go to stderr.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from rillet.ipc.errors import RilletError
+from rillet.ipc.errors import ClusterAlreadyRunning, ClusterNotRunning, RilletError, TopicNotFound
 from rillet.ipc.names import ClusterPaths
 
 from .args import (
@@ -39,7 +40,20 @@ def _human_duration(seconds: int | None) -> str:
 def cmd_cluster_start(args) -> int:
     from rillet.broker import launcher
     paths = _paths(args)
-    status = launcher.start_cluster(paths, args.spus, timeout_s=args.timeout)
+    try:
+        status = launcher.start_cluster(paths, args.spus, timeout_s=args.timeout)
+    except ClusterAlreadyRunning:
+        # Starting what already runs is done, not an error (the quick start and scripts can
+        # run it twice), unless it asks for a different SPU count: say how to get that.
+        status = launcher.cluster_status(paths)
+        if args.spus is not None and args.spus != status.spus_total:
+            fix = (f"stop it (rillet cluster stop), then run rillet cluster start --spus {args.spus}"
+                   if args.spus > status.spus_total else "removing SPUs from a cluster is not supported")
+            raise ClusterAlreadyRunning(f"cluster {paths.cluster!r} is already running with {status.spus_total} "
+                                        f"SPU(s), not {args.spus}: {fix}") from None
+        print(f"cluster {paths.cluster!r} is already running: {status.spus_online}/{status.spus_total} SPU(s) online, "
+              f"{status.partitions_online}/{status.partitions_total} partitions online (SC pid {status.sc_pid})")
+        return EXIT_OK
     print(f"started cluster {paths.cluster!r}: {status.spus_online} SPU(s) online, "
           f"{status.partitions_online}/{status.partitions_total} partitions online (SC pid {status.sc_pid})")
     return EXIT_OK
@@ -48,7 +62,12 @@ def cmd_cluster_start(args) -> int:
 def cmd_cluster_status(args) -> int:
     from rillet.broker import launcher
     paths = _paths(args)
-    status = launcher.cluster_status(paths)
+    try:
+        status = launcher.cluster_status(paths)
+    except ClusterNotRunning:
+        # An answer, not a failure of the command: stdout, no "error:", exit 1 for scripts.
+        print(f"cluster {paths.cluster!r} is not running (start it with: rillet cluster start)")
+        return EXIT_FAILED
     print(f"cluster {status.cluster!r} is running (SC pid {status.sc_pid}): "
           f"{status.spus_online}/{status.spus_total} SPUs online, {status.topics} topics, "
           f"{status.partitions_online}/{status.partitions_total} partitions online")
@@ -130,7 +149,10 @@ def cmd_topic_list(args) -> int:
 def cmd_topic_describe(args) -> int:
     from rillet import FluvioAdmin
     with FluvioAdmin.connect(args.cluster) as admin:
-        topic = admin.list_topics([args.name])[0]
+        found = admin.list_topics([args.name])
+    if not found:
+        raise TopicNotFound(f"Topic not found: {args.name}")
+    topic = found[0]
     row = _topic_row(topic)
     if args.output != "table":
         print(render([row], [], args.output))
@@ -164,8 +186,8 @@ def cmd_partition_list(args) -> int:
                  replicas=list(p.replicas), in_sync=list(p.in_sync), status=p.status, hw=p.hw, leo=p.leo,
                  log_start=p.log_start, size=p.size_bytes, flushes=p.flushes) for p in parts]
     print(render(rows, [("TOPIC", "topic"), ("PARTITION", "partition"), ("LEADER", "leader"), ("EPOCH", "leader_epoch"),
-                        ("REPLICAS", "replicas"), ("IN-SYNC", "in_sync"), ("RESOLUTION", "status"),
-                        ("SIZE", "size"), ("BASE", "log_start"), ("HW", "hw"), ("LEO", "leo")], args.output))
+                        ("REPLICAS", "replicas"), ("IN-SYNC", "in_sync"), ("STATUS", "status"),
+                        ("SIZE", "size"), ("LOG START", "log_start"), ("HW", "hw"), ("LEO", "leo")], args.output))
     return EXIT_OK
 
 
@@ -241,7 +263,21 @@ def build_parser() -> Parser:
     produce.register(sub)
     consume.register(sub)
     consumer.register(sub)
+    _accept_cluster_everywhere(p)
     return p
+
+
+def _accept_cluster_everywhere(parser: Parser, top: bool = True) -> None:
+    """Let `--cluster NAME` stand after the subcommand too (`rillet topic list --cluster c`),
+    as the README promises for every command. Below the top level its default is SUPPRESS,
+    so a subcommand that does not get it keeps the value given before the subcommand."""
+    if not top and "--cluster" not in parser._option_string_actions:
+        parser.add_argument("--cluster", default=argparse.SUPPRESS,
+                            help="cluster name (default: $RILLET_CLUSTER or 'local')")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _accept_cluster_everywhere(child, top=False)
 
 
 def _add_output(parser) -> None:
@@ -262,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return args.func(args)
     except UsageError as exc:
-        say(str(exc))
+        say(f"error: {exc}")            # every error line starts with "error:"; usage errors exit 2
         return EXIT_USAGE
     except RilletError as exc:
         say(f"error: {exc}")

@@ -255,7 +255,7 @@ class OffsetTable:
             return
         count = self.topic_partitions(topic)
         if count is None:
-            raise TopicNotFound(f"topic {topic!r} not found")
+            raise TopicNotFound(f"Topic not found: {topic}")
         if partition is not None and partition >= count:
             raise PartitionNotFound(f"partition {partition} of topic {topic!r} not found (it has {count})")
 

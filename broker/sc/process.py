@@ -285,7 +285,7 @@ class Controller:
     def delete_topic(self, msg: m.DeleteTopic):
         topic = self.state.topics.pop(msg.name, None)
         if topic is None:
-            raise TopicNotFound(f"topic {msg.name!r} not found")
+            raise TopicNotFound(f"Topic not found: {msg.name}")
         save_state(self.paths.metadata_file, self.state)
         self.offsets.forget_topic(msg.name)
         self.push_assignments({s for p in topic.partitions for s in p.replicas})
@@ -300,7 +300,7 @@ class Controller:
         names = msg.names or sorted(self.state.topics)
         missing = [n for n in names if n not in self.state.topics]
         if missing:
-            raise TopicNotFound(f"topic {missing[0]!r} not found")
+            raise TopicNotFound(f"Topic not found: {missing[0]}")
         return m.TopicList(msg.cid, [
             m.TopicInfo(n, self.state.topics[n].config, self._status_label(n)) for n in names
         ])
@@ -311,7 +311,7 @@ class Controller:
         for name in names:
             topic = self.state.topics.get(name)
             if topic is None:
-                raise TopicNotFound(f"topic {name!r} not found")
+                raise TopicNotFound(f"Topic not found: {name}")
             for p in topic.partitions:
                 status = reconcile.partition_status(name, p, self.observed)
                 report = reconcile.leader_report(name, p, self.observed)

@@ -44,7 +44,8 @@ def test_the_consumer_offsets_walk_through(cluster):
     ok(run_cli(cluster, "produce", "hello-topic", input=b"Three\n"))
     again = run_cli(cluster, "consume", "hello-topic", "-c", "c1", "-Bd")
     assert ok(again) == "Three\n"                        # only the unseen record
-    assert again.stderr.decode() == "Consuming records from 'hello-topic' starting from the beginning of log\n"
+    assert again.stderr.decode() == ("Consuming records from 'hello-topic' as consumer 'c1', resuming after "
+                                     "the last record it saw (offset 1)\n")
 
     assert ok(run_cli(cluster, "consume", "hello-topic", "-c", "c2", "-Bd")) == "One\nTwo\nThree\n"
 

@@ -49,6 +49,21 @@ def _start(args):
     return Offset.end(), "the end of log"
 
 
+def start_message(topic: str, consumer: str | None, where: str, tail: int | None, stored: dict[int, int],
+                  partitions: int) -> str:
+    """The line on stderr saying where reading starts; a named consumer that resumes says
+    after which offset (the last it saw), per partition when it reads several."""
+    if not stored:
+        return f"Consuming records from '{topic}' starting from {where}"
+    seen = ", ".join(f"partition {p}: offset {o}" for p, o in sorted(stored.items()))
+    if len(stored) == 1 and partitions == 1:
+        seen = f"offset {next(iter(stored.values()))}"
+    how = f"{tail} records before the record after" if tail else "after"
+    rest = f"; other partitions from {where}" if len(stored) < partitions else ""
+    return (f"Consuming records from '{topic}' as consumer '{consumer}', resuming {how} "
+            f"the last record it saw ({seen}){rest}")
+
+
 def _config(args, start):
     from rillet import ConsumerConfigExtBuilder, Isolation, OffsetManagementStrategy
     builder = (ConsumerConfigExtBuilder(args.topic).offset_start(start).max_bytes(args.max_bytes)
@@ -75,7 +90,11 @@ def cmd_consume(args) -> int:
         signal.signal(signal.SIGTERM, _raise_on_sigterm)
     with Fluvio.connect(args.cluster) as fluvio:
         stream = fluvio._consumer_with_config(config, end_offset=args.end_offset)
-        say(f"Consuming records from '{args.topic}' starting from {where}")
+        stored = {}
+        if args.consumer and args.offset is None:       # -o ignores the stored position
+            stream._open()
+            stored = stream.stored_offsets
+        say(start_message(args.topic, args.consumer, where, args.tail, stored, len(stream._partitions)))
         out = sys.stdout
         with stream:
             for record in stream:

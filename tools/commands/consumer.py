@@ -63,7 +63,7 @@ def cmd_consumer_delete(args) -> int:
     if args.partition is not None and args.topic is None:
         raise UsageError("rillet consumer delete: --partition needs --topic")
     with Fluvio.connect(args.cluster) as fluvio:
-        deleted = fluvio.delete_consumer_offset(args.name, args.topic, args.partition)
+        deleted = fluvio.delete_consumer_offset(args.name, args.topic, args.partition, missing_topic_ok=False)
     for o in deleted:
         print(f'consumer "{o.consumer_id}" on topic "{o.topic}" and partition "{o.partition}" deleted')
     return EXIT_OK

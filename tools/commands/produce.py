@@ -67,7 +67,7 @@ def cmd_produce(args) -> int:
                     if sep is not None:
                         key, found, value = line.partition(sep)
                         if not found:
-                            say(f"line {number}: no key separator {args.key_separator!r}; line skipped")
+                            say(f"warning: line {number}: no key separator {args.key_separator!r}; line skipped")
                             bad_lines += 1
                             continue
                         line = value
