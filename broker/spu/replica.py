@@ -28,6 +28,7 @@ from .isr import LeaderState
 
 _CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 REPLICA_LAG_MAX_S = 2.0      # a follower not caught up for this long leaves the ISR
+HW_CHECKPOINT_INTERVAL_S = 1.0   # the HW checkpoint (two fsyncs) is written at most this often
 
 
 class Replica:
@@ -40,7 +41,7 @@ class Replica:
         self.on_isr_change = on_isr_change
         self.hw = log.leo if len(spec.replicas) == 1 else log.read_high_watermark()
         self._saved_hw = self.hw
-        self._saved_at = 0.0
+        self._saved_at = float("-inf")     # never saved: the first change is written at once
         self.flushes = 0                 # fsyncs of the log (flush policy), reported to the SC
         self._unflushed = False
         self._flushed_at = time.monotonic()
@@ -262,15 +263,21 @@ class Replica:
         if hw > self.hw:
             self.hw = hw
 
-    def save_hw(self, force: bool = False) -> None:
+    def save_hw(self, force: bool = False, *, now: float | None = None) -> bool:
         """Checkpoint the HW, at most once a second (it is a hint: a stale one only makes
-        a newly elected leader wait for its followers before its HW moves on)."""
-        now = time.monotonic()
+        a newly elected leader wait for its followers before its HW moves on); True if written.
+
+        Called on every status report to the SC (up to ~20/s), so the throttle is what keeps
+        the write-and-fsync of the checkpoint off the event loop's hot path. ``now`` is
+        ``time.monotonic()`` unless a test passes its own clock.
+        """
+        now = time.monotonic() if now is None else now
         if (self.replicated and self.hw != self._saved_hw and not self.log.closed
-                and (force or now - self._saved_at >= 1.0)):
+                and (force or now - self._saved_at >= HW_CHECKPOINT_INTERVAL_S)):
             self.log.write_high_watermark(self.hw)
             self._saved_hw, self._saved_at = self.hw, now
-        self._saved_at = 0.0
+            return True
+        return False
 
     def _wake(self) -> None:
         if not self._waiters:
