@@ -14,8 +14,9 @@ from array import array
 
 from .bench import (
     FAILOVER_SPUS, NEW_LEADER_LIMIT_S, RETRY_DELAY_MS, RETRY_TIMEOUT_MS, SEQ, SETUP_TIMEOUT_S, TABLE_POLL_S, Run,
-    _blank, _child, _collect, _kill, _left_s, _rank, _say, now_ns,
+    _blank, _collect, _kill, _left_s, _rank, _say, now_ns,
 )
+from . import bench_children
 
 
 def _produce_acked(run: Run, ready, go, deadline_ns: int, stop) -> dict:
@@ -74,7 +75,7 @@ def measure_failover(ctx, cluster, run: Run) -> dict:
             _wait_all_in_sync(table, run.topic, SETUP_TIMEOUT_S)
             results, ready, go, stop = ctx.Queue(), ctx.Event(), ctx.Event(), ctx.Event()
             deadline_ns = now_ns() + int((SETUP_TIMEOUT_S + run.timeout_s) * 1e9)
-            procs["producer"] = ctx.Process(target=_child, name="rillet-bench-producer", daemon=True,
+            procs["producer"] = ctx.Process(target=bench_children._child, name="rillet-bench-producer", daemon=True,
                                             args=("producer", run, ready, go, results, deadline_ns, stop))
             procs["producer"].start()
             _collect(ready.is_set, results, procs, got, SETUP_TIMEOUT_S, "ready")
