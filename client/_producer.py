@@ -75,6 +75,7 @@ from rillet.ipc.errors import (
     RilletError, Timeout, error_from_code,
 )
 from rillet.ipc.metadata_table import PartitionStatus
+from rillet.ipc.compression import Codec
 from rillet.ipc.records import DEFAULT_MAX_BATCH_BYTES, RECORD_OVERHEAD, BatchBuilder
 
 from ._enums import Compression, DeliverySemantic, Isolation
@@ -210,7 +211,7 @@ class _ProducerCore:
         self.batch_limit = min(config.batch_size, config.max_request_size)
         self.max_record = config.max_request_size - _EMPTY_BATCH
         self.queue_limit = config.batch_queue_size
-        self.codec = int(config.compression)
+        self.codec = Codec(int(config.compression))     # a Codec: BatchBuilder takes it as is
         self.linger_s = config.linger_ms / 1000
         self.linger0 = config.linger_ms == 0
         self.at_least_once = config.delivery_semantic == DeliverySemantic.AtLeastOnce
