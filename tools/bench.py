@@ -39,7 +39,8 @@ CPU. Every line has ``cpu_s`` and ``cpu_us_per_record``: CPU seconds (user + sys
 process from the release of the producers to the end (children measure themselves with
 os.times, the SC and SPUs are read with psutil by the parent), keyed ``producer``,
 ``consumer`` (``producer-0``... when there are several), ``sc`` and ``spu-<id>``; per record
-divides by the records sent (warm-up included). In W3 the producer also spins for its
+divides by the records sent (warm-up included); FAILOVER's by the records acknowledged, and
+an SPU killed during it reads as null. In W3 the producer also spins for its
 pacing: ``cpu_producer_pacing_s`` is that spin, and ``producer_net`` in cpu_us_per_record
 the producer's CPU without it.
 

@@ -151,6 +151,8 @@ def test_failover_kills_the_leader_and_loses_no_acknowledged_record():
         stats = line[figure]
         assert set(stats) >= {"p50", "p99", "max"} and 0 < stats["p50"] <= stats["p99"] <= stats["max"], stats
     assert line["time_to_new_leader_ms"]["max"] < 5000
+    per_record = line["cpu_us_per_record"]      # SPUs killed during the run read as null
+    assert set(per_record) == {"producer", "sc", "spu-5001", "spu-5002", "spu-5003"} and per_record["producer"] > 0
     epochs = [(k["epoch"], k["new_epoch"]) for k in line["per_kill"]]
     assert all(new > old for old, new in epochs) and all(k["spu"] != k["new_leader"] for k in line["per_kill"])
     assert not leftovers(result.stderr)
