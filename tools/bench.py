@@ -40,9 +40,10 @@ process from the release of the producers to the end (children measure themselve
 os.times, the SC and SPUs are read with psutil by the parent), keyed ``producer``,
 ``consumer`` (``producer-0``... when there are several), ``sc`` and ``spu-<id>``; per record
 divides by the records sent (warm-up included); FAILOVER's by the records acknowledged, and
-an SPU killed during it reads as null. In W3 the producer also spins for its
-pacing: ``cpu_producer_pacing_s`` is that spin, and ``producer_net`` in cpu_us_per_record
-the producer's CPU without it.
+an SPU killed during it reads as null. In W3 the producer also sleeps and spins to keep its
+pace: ``cpu_producer_pacing_s`` is the CPU its sending thread spends there (thread CPU time
+around the sleep and the spin), and ``producer_net`` in cpu_us_per_record the producer's CPU
+without it.
 
 Values are slices of a deterministic pseudo-random pool far larger than a batch, so no batch
 repeats itself and compressed figures are honest. ``durable``: the SPU acknowledges once the
