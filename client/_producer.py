@@ -70,12 +70,12 @@ from itertools import accumulate, islice, repeat
 from operator import add, itemgetter, sub
 
 from rillet.ipc import messages as m
+from rillet.ipc.compression import Codec
 from rillet.ipc.errors import (
     BrokenConnection, Closed, CompressionError, InternalError, InvalidArgument, MessageTooLarge, ProtocolError,
     RilletError, Timeout, error_from_code,
 )
 from rillet.ipc.metadata_table import PartitionStatus
-from rillet.ipc.compression import Codec
 from rillet.ipc.records import DEFAULT_MAX_BATCH_BYTES, RECORD_OVERHEAD, BatchBuilder
 
 from ._enums import Compression, DeliverySemantic, Isolation
