@@ -26,6 +26,7 @@ receive time minus that stamp; ``seconds`` runs from the first measured send to 
 receive. Both sides stamp ``time.perf_counter_ns()``: CLOCK_MONOTONIC, one clock for every
 process of a Linux host. MB/s counts value bytes only: records * size / 1e6 / seconds.
 W4's records/s and MB/s count records delivered, summed over its consumers (records x 4).
+The children (producers and consumers) live in tools/bench_children.py.
 W5's producers each send their share of the records keyless (round-robin over the
 partitions), then one empty end marker to every partition; a consumer stops once it has a
 marker from every producer on each of its partitions (markers are neither timed nor counted).
@@ -37,7 +38,7 @@ producer most users write. W3 always sends one record at a time.
 
 CPU. Every line has ``cpu_s`` and ``cpu_us_per_record``: CPU seconds (user + system) of each
 process from the release of the producers to the end (children measure themselves with
-os.times, the SC and SPUs are read with psutil by the parent), keyed ``producer``,
+time.process_time, the SC and SPUs are read with psutil by the parent), keyed ``producer``,
 ``consumer`` (``producer-0``... when there are several), ``sc`` and ``spu-<id>``; per record
 divides by the records sent (warm-up included); FAILOVER's by the records acknowledged, and
 an SPU killed during it reads as null. In W3 the producer also sleeps and spins to keep its
