@@ -258,12 +258,23 @@ class Replica:
         """
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._waiters.append((committed, offset, fut))
+        entry = (committed, offset, fut)
+        self._waiters.append(entry)
         timer = loop.call_later(timeout_s, _time_out, fut)
+        woken = False
         try:
-            return await fut
+            result = await fut
+            woken = result is not _TIMED_OUT
+            return result
         finally:
             timer.cancel()
+            if not woken:
+                # _wake drops the waiters it resolves; one that timed out or was cancelled would
+                # stay until the next append (an idle consumer leaves one a second otherwise).
+                try:
+                    self._waiters.remove(entry)
+                except ValueError:
+                    pass
 
     def read(self, offset: int, max_bytes: int, committed: bool) -> memoryview:
         return self.log.read(offset, max_bytes, self.bound(committed))
