@@ -81,6 +81,7 @@ from itertools import accumulate, islice, repeat
 from operator import add, itemgetter, sub
 
 from rillet.ipc import messages as m
+from rillet.ipc.compression import Codec
 from rillet.ipc.errors import (
     BrokenConnection, Closed, CompressionError, InternalError, InvalidArgument, MessageTooLarge,
     OutOfOrderSequence, ProtocolError, RilletError, Timeout, error_from_code,
@@ -238,7 +239,7 @@ class _ProducerCore:
         self.batch_limit = min(config.batch_size, config.max_request_size)
         self.max_record = config.max_request_size - _EMPTY_BATCH
         self.queue_limit = config.batch_queue_size
-        self.codec = int(config.compression)
+        self.codec = Codec(int(config.compression))     # a Codec: BatchBuilder takes it as is
         self.linger_s = config.linger_ms / 1000
         self.linger0 = config.linger_ms == 0
         self.at_least_once = config.delivery_semantic == DeliverySemantic.AtLeastOnce

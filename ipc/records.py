@@ -201,7 +201,8 @@ class BatchBuilder:
     __slots__ = ("_codec", "_records", "_first_timestamp", "_size")
 
     def __init__(self, codec: Codec | int | str = Codec.NONE) -> None:
-        self._codec = parse_codec(codec)
+        # A Codec as given: the producer makes a builder per batch, one per record at linger 0.
+        self._codec = codec if codec.__class__ is Codec else parse_codec(codec)
         self._records: list[tuple] = []
         self._first_timestamp = 0
         self._size = HEADER_SIZE + _BLOCK_ARRAY_MAX
@@ -275,8 +276,11 @@ class BatchBuilder:
         _check_range("producer_epoch", producer_epoch, _INT16)
         _check_range("first_sequence", first_sequence, _INT32)
         first = self._first_timestamp
-        _check_range("record timestamp_ms", first + min(map(_DELTA, records)), _INT64)
-        max_timestamp = first + max(map(_DELTA, records))
+        if len(records) == 1:        # linger 0: one record per batch, its delta is 0
+            max_timestamp = first
+        else:
+            _check_range("record timestamp_ms", first + min(map(_DELTA, records)), _INT64)
+            max_timestamp = first + max(map(_DELTA, records))
         _check_range("record timestamp_ms", max_timestamp, _INT64)
         fields = (first, max_timestamp, producer_id, producer_epoch, first_sequence)
         try:

@@ -9,6 +9,10 @@ shared/bench/peers/README.md), so the figures compare with theirs as ratios from
     W2    200,000 records of 1 KiB   the same
     W3     10,000 records of 100 B   one-way latency: one send about every 100 us, linger 0,
                                      after 200 warm-up records that are not measured
+    W4  1,000,000 records of 100 B   fan-out: 1 producer process -> 4 consumer processes, each
+                                     reading the whole of one partition (--consumers N)
+    W5  1,000,000 records of 100 B   4 producer processes -> a 4-partition topic -> 4 consumer
+                                     processes, one partition each (--producers, --consumers)
     FAILOVER (only when named)       leader kills under load on a cluster of its own: see
                                      "FAILOVER" below
 
@@ -21,6 +25,26 @@ value starts with ``<qq`` (seq, perf_counter_ns just before send) and the consum
 receive time minus that stamp; ``seconds`` runs from the first measured send to the last
 receive. Both sides stamp ``time.perf_counter_ns()``: CLOCK_MONOTONIC, one clock for every
 process of a Linux host. MB/s counts value bytes only: records * size / 1e6 / seconds.
+W4's records/s and MB/s count records delivered, summed over its consumers (records x 4).
+The children (producers and consumers) live in tools/bench_children.py.
+W5's producers each send their share of the records keyless (round-robin over the
+partitions), then one empty end marker to every partition; a consumer stops once it has a
+marker from every producer on each of its partitions (markers are neither timed nor counted).
+
+Producers send with ``send_all`` on chunks of 1000 records and a 64 KiB batch, linger 5 ms
+(W1, W2, W4, W5); ``--send-mode send`` makes them a loop of ``producer.send(None, value)``
+with the client's default config (16 KiB, linger 100 ms) instead, then ``flush()``: the
+producer most users write. W3 always sends one record at a time.
+
+CPU. Every line has ``cpu_s`` and ``cpu_us_per_record``: CPU seconds (user + system) of each
+process from the release of the producers to the end (children measure themselves with
+time.process_time, the SC and SPUs are read with psutil by the parent), keyed ``producer``,
+``consumer`` (``producer-0``... when there are several), ``sc`` and ``spu-<id>``; per record
+divides by the records sent (warm-up included); FAILOVER's by the records acknowledged, and
+an SPU killed during it reads as null. In W3 the producer also sleeps and spins to keep its
+pace: ``cpu_producer_pacing_s`` is the CPU its sending thread spends there (thread CPU time
+around the sleep and the spin), and ``producer_net`` in cpu_us_per_record the producer's CPU
+without it.
 
 Values are slices of a deterministic pseudo-random pool far larger than a batch, so no batch
 repeats itself and compressed figures are honest. ``durable``: the SPU acknowledges once the
@@ -45,20 +69,17 @@ once). It fails on a loss or on a kill with no new leader in 10 s.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
 import queue
-import random
 import shutil
 import signal
 import struct
 import sys
 import tempfile
-import threading
 import time
 from array import array
 from dataclasses import dataclass, replace
@@ -67,10 +88,16 @@ from rillet.ipc.errors import InvalidArgument
 from rillet.ipc.units import parse_duration, parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-WORKLOADS = {"W1": ("throughput", 1_000_000, 100),   # id: (mode, records, value bytes)
-             "W2": ("throughput", 200_000, 1024),
-             "W3": ("latency", 10_000, 100),
-             "FAILOVER": ("failover", 0, 8)}     # records: as many as the kills leave time for
+# id: (mode, records, value bytes, producer processes, consumer processes, consumers split the partitions)
+WORKLOADS = {"W1": ("throughput", 1_000_000, 100, 1, 1, False),
+             "W2": ("throughput", 200_000, 1024, 1, 1, False),
+             "W3": ("latency", 10_000, 100, 1, 1, False),
+             "W4": ("throughput", 1_000_000, 100, 1, 4, False),   # every consumer reads every record
+             "W5": ("throughput", 1_000_000, 100, 4, 4, True),    # 4 partitions, one per consumer
+             "FAILOVER": ("failover", 0, 8, 1, 0, False)}     # records: as many as the kills leave time for
+SPLIT_PARTITIONS = 4            # W5's partitions unless --partitions says otherwise
+SEND_MODES = ("send_all", "send")
+END_MARKER = b""                # W5: a producer's last record on every partition (data values are never empty)
 DEFAULT_WORKLOADS = ("W1", "W2", "W3")          # FAILOVER takes a while and a cluster of its own
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 HDR = struct.Struct("<qq")      # (seq, perf_counter_ns at send): the head of every W3 value
@@ -115,6 +142,10 @@ class Run:
     linger_ms: int
     partitions: int
     timeout_s: float            # bound on the run once the producer is released
+    producers: int = 1          # producer processes; each sends its share of ``records``
+    consumers: int = 1          # consumer processes
+    split: bool = False         # consumers share the partitions (W5); otherwise each reads them all
+    send_mode: str = "send_all"     # "send_all" chunks, or a "send" loop with the default config
     kills: int = 0              # FAILOVER: leader kills
     kill_interval_s: float = 0.0    # FAILOVER: time from one kill to the next
     cluster: str = ""
@@ -131,6 +162,25 @@ class Run:
     @property
     def total(self) -> int:
         return self.records + self.warmup
+
+    @property
+    def delivered(self) -> int:
+        """Measured records handed to consumers, summed over them."""
+        return self.records if self.split else self.records * self.consumers
+
+    def roles(self) -> list[str]:
+        """The child processes: ``consumer``/``producer``, or ``consumer-0``... when several."""
+        def named(role: str, n: int) -> list[str]:
+            return [role] if n == 1 else [f"{role}-{i}" for i in range(n)]
+        return named("consumer", self.consumers) + named("producer", self.producers)
+
+    def share(self, index: int) -> int:
+        """Records producer ``index`` sends (the first ones take the remainder)."""
+        return self.total // self.producers + (index < self.total % self.producers)
+
+    def partitions_of(self, index: int) -> list[int]:
+        """Partitions consumer ``index`` reads: all of them, or every consumers-th one when split."""
+        return list(range(index, self.partitions, self.consumers)) if self.split else list(range(self.partitions))
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -164,13 +214,19 @@ def _workloads(text: str) -> list[str]:
 def build_parser() -> _Parser:
     p = _Parser(prog="rillet-bench", description="Peer-comparison workloads against a temporary rillet cluster.")
     p.add_argument("--workload", type=_workloads, default=list(DEFAULT_WORKLOADS),
-                   help="comma-separated W1, W2, W3, FAILOVER (default W1,W2,W3)")
+                   help="comma-separated W1, W2, W3, W4, W5, FAILOVER (default W1,W2,W3)")
     p.add_argument("--records", type=_positive, default=None, help="measured records (default: the workload's)")
     p.add_argument("--size", type=_bytes, default=None, help="value bytes (default: the workload's)")
     p.add_argument("--compression", type=str.lower, choices=CODECS, default="none")
-    p.add_argument("--batch-size", type=_bytes, default=64 * 1024, help="producer batch bytes (default 64KiB)")
-    p.add_argument("--linger-ms", type=_non_negative, default=None, help="default 5 for W1/W2, 0 for W3")
-    p.add_argument("--partitions", type=_positive, default=1, help="partitions of each topic (default 1)")
+    p.add_argument("--batch-size", type=_bytes, default=None,
+                   help="producer batch bytes (default 64KiB; with --send-mode send the client's 16KiB)")
+    p.add_argument("--linger-ms", type=_non_negative, default=None,
+                   help="default 5 for W1/W2/W4/W5 (100 with --send-mode send), 0 for W3")
+    p.add_argument("--send-mode", type=str.lower, choices=SEND_MODES, default="send_all",
+                   help="W1/W2/W4/W5: send_all chunks (default) or a send() loop with the default config")
+    p.add_argument("--partitions", type=_positive, default=None, help="partitions of each topic (default 1; W5: 4)")
+    p.add_argument("--producers", type=_positive, default=None, help="W5: producer processes (default 4)")
+    p.add_argument("--consumers", type=_positive, default=None, help="W4/W5: consumer processes (default 4)")
     p.add_argument("--timeout", type=_seconds, default=300.0, help="seconds one workload may run (default 300)")
     p.add_argument("--kills", type=_positive, default=20, help="FAILOVER: leader kills (default 20)")
     p.add_argument("--kill-interval", type=_duration, default=1.0, help="FAILOVER: between kills (default 1s)")
@@ -185,164 +241,44 @@ def parse_args(argv: list[str] | None) -> tuple[list[Run], bool]:
 
 
 def parse_runs(args: argparse.Namespace) -> list[Run]:
+    from rillet import TopicProducerConfig
+    client_default = TopicProducerConfig()      # what --send-mode send uses unless told otherwise
     runs = []
     for name in args.workload:
-        mode, records, size = WORKLOADS[name]
+        mode, records, size, producers, consumers, split = WORKLOADS[name]
         latency = mode == "latency"
+        plain = args.send_mode == "send" and not latency
+        batch_size = args.batch_size or (client_default.batch_size if plain else 64 * 1024)
+        linger_ms = args.linger_ms if args.linger_ms is not None else \
+            0 if latency else client_default.linger_ms if plain else 5
+        fanout = consumers > 1 or split         # W4, W5: --producers/--consumers apply
         run = Run(workload=name, mode=mode, records=args.records or records, size=args.size or size,
-                  warmup=WARMUP if latency else 0, compression=args.compression, batch_size=args.batch_size,
-                  linger_ms=(0 if latency else 5) if args.linger_ms is None else args.linger_ms,
-                  partitions=args.partitions, timeout_s=args.timeout, kills=args.kills,
-                  kill_interval_s=args.kill_interval)
+                  warmup=WARMUP if latency else 0, compression=args.compression, batch_size=batch_size,
+                  linger_ms=linger_ms, partitions=args.partitions or (SPLIT_PARTITIONS if split else 1),
+                  timeout_s=args.timeout, kills=args.kills, kill_interval_s=args.kill_interval,
+                  producers=(args.producers or producers) if split else producers,
+                  consumers=(args.consumers or consumers) if fanout else consumers, split=split,
+                  send_mode="send" if latency else args.send_mode)
         if latency and run.size < HDR.size:
             raise UsageError(f"rillet-bench: {name} needs --size of at least {HDR.size}, got {run.size}")
+        if split and run.partitions < run.consumers:
+            raise UsageError(f"rillet-bench: {name} needs at least as many partitions as consumers, "
+                             f"got --partitions {run.partitions} for {run.consumers} consumers")
         if mode == "failover":      # its shape is fixed: one partition, seq values, each sent alone
             run = replace(run, records=0, size=SEQ.size, linger_ms=0, partitions=1)
         runs.append(run)
     return runs
 
 
-# --- children: producer and consumer -----------------------------------------------------------
-
-def _child(role: str, run: Run, ready, go, results, deadline_ns: int, stop=None) -> None:
-    """Entry point of every child: run the role, put (role, result dict) on ``results``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent handles Ctrl-C and kills us by pid
-    try:
-        if run.mode == "failover":
-            res = bench_failover._produce_acked(run, ready, go, deadline_ns, stop)
-        else:
-            res = (_produce if role == "producer" else _consume)(run, ready, go, deadline_ns)
-    except BaseException as exc:  # noqa: BLE001 - whatever ends a child is reported to the parent
-        res = {"error": f"{role}: {type(exc).__name__}: {exc}"}
-    results.put((role, res))
-
+# --- helpers of parent and children ------------------------------------------------------------
 
 def _cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
+    """This process's CPU seconds, user + system, all threads (finer than os.times' 10 ms ticks)."""
+    return time.process_time()
 
 
 def _left_s(deadline_ns: int) -> float:
     return max(0.001, (deadline_ns - now_ns()) / 1e9)
-
-
-def _produce(run: Run, ready, go, deadline_ns: int) -> dict:
-    from rillet import Compression, Fluvio, TopicProducerConfigBuilder
-    fluvio = Fluvio.connect(run.cluster, home=run.home)
-    config = (TopicProducerConfigBuilder().batch_size(run.batch_size).linger(run.linger_ms)
-              .compression(Compression.parse(run.compression)).build())
-    producer = fluvio.topic_producer_with_config(run.topic, config)
-    pool = random.Random(0x5EED).randbytes(max(POOL_BYTES, 4 * run.batch_size, 16 * run.size))
-    values = [pool[i:i + run.size] for i in range(0, len(pool) - run.size + 1, run.size)]
-    ready.set()
-    cpu0 = _cpu_s()
-    if not go.wait(_left_s(deadline_ns)):
-        raise TimeoutError("never released")
-    t_first = (_paced if run.mode == "latency" else _send_chunks)(producer, run, values, deadline_ns)
-    producer.flush(timeout=_left_s(deadline_ns))
-    t_done = now_ns()
-    producer.close()
-    return {"t_first_ns": t_first, "t_done_ns": t_done, "cpu_s": _cpu_s() - cpu0}
-
-
-def _send_chunks(producer, run: Run, values: list[bytes], _deadline_ns: int) -> int:
-    pairs = itertools.cycle([(None, v) for v in values])
-    send_all, islice = producer.send_all, itertools.islice
-    t_first = now_ns()
-    for start in range(0, run.records, SEND_ALL_CHUNK):
-        send_all(islice(pairs, min(SEND_ALL_CHUNK, run.records - start)))
-    return t_first
-
-
-def _paced(producer, run: Run, values: list[bytes], deadline_ns: int) -> int:
-    """Send run.total records one at a time every INTERVAL_NS; return the first measured send's time.
-
-    Sleeps until SPIN_NS before a send time, then spins (most of a core stays free); a late
-    send goes out at once and the schedule restarts from it (no catch-up bursts).
-    """
-    try:  # prctl(PR_SET_TIMERSLACK, 1 ns): short sleeps otherwise overshoot by 50 us
-        import ctypes
-        ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    send, pack, sleep = producer.send, HDR.pack, time.sleep
-    tails = [v[HDR.size:] for v in values]
-    t_first = next_t = now_ns()
-    for seq in range(run.total):
-        t = now_ns()
-        if next_t - t > 2 * SPIN_NS:
-            sleep((next_t - t - SPIN_NS) / 1e9)
-        while t < next_t:
-            t = now_ns()
-        if t > deadline_ns:
-            raise TimeoutError(f"producer passed the deadline at record {seq}")
-        if seq == run.warmup:
-            t_first = t
-        send(None, pack(seq, now_ns()) + tails[seq % len(tails)])
-        next_t = max(next_t + INTERVAL_NS, t)
-    return t_first
-
-
-def _consume(run: Run, ready, go, deadline_ns: int) -> dict:
-    from rillet import ConsumerConfig, Fluvio, Offset
-    fluvio = Fluvio.connect(run.cluster, home=run.home)
-    config = ConsumerConfig()
-    config.max_bytes(MAX_FETCH_BYTES)
-    streams = [fluvio.partition_consumer(run.topic, p).stream_with_config(Offset.end(), config)
-               for p in range(run.partitions)]
-    seen = itertools.count(1)       # shared by the partitions' threads: next() is atomic under the GIL
-    drain = _drain_latency if run.mode == "latency" else _drain_throughput
-    parts = [{"wrong_size": 0, "lat": array("q"), "t_last_ns": None} for _ in streams]
-    ready.set()
-    cpu0 = _cpu_s()
-    done = threading.Event()     # a thread per partition; the last record may come on any of them
-    for stream, part in zip(streams, parts):
-        threading.Thread(target=_drain_in_thread, args=(drain, stream, run, seen, part, done), daemon=True).start()
-    if not done.wait(_left_s(deadline_ns)):
-        raise TimeoutError("consumer passed the deadline")
-    errors = [p["error"] for p in parts if "error" in p]
-    if errors:
-        raise RuntimeError(errors[0])
-    lat = array("q")
-    for p in parts:
-        lat.extend(p["lat"])
-    return {"count": next(seen) - 1, "wrong_size": sum(p["wrong_size"] for p in parts), "cpu_s": _cpu_s() - cpu0,
-            "t_last_ns": max((p["t_last_ns"] for p in parts if p["t_last_ns"] is not None), default=None),
-            "latency": _percentiles(lat) if run.mode == "latency" else None}
-
-
-def _drain_in_thread(drain, stream, run: Run, seen, part: dict, done: threading.Event) -> None:
-    try:
-        drain(stream, run, seen, part)      # returns once some partition took the last record
-    except BaseException as exc:  # noqa: BLE001 - handed to the consumer's main thread
-        part["error"] = f"partition stream: {type(exc).__name__}: {exc}"
-    finally:
-        done.set()
-
-
-def _drain_throughput(stream, run: Run, seen, part: dict) -> None:
-    total, size = run.total, run.size
-    for rec in stream:
-        if len(rec.value()) != size:
-            part["wrong_size"] += 1
-        if next(seen) >= total:
-            part["t_last_ns"] = now_ns()
-            break
-
-
-def _drain_latency(stream, run: Run, seen, part: dict) -> None:
-    total, size, warmup, unpack, lat = run.total, run.size, run.warmup, HDR.unpack_from, part["lat"]
-    for rec in stream:
-        t = now_ns()
-        value = rec.value()
-        seq, sent = unpack(value)
-        if seq >= warmup:
-            lat.append(t - sent)
-        if len(value) != size:
-            part["wrong_size"] += 1
-        if next(seen) >= total:
-            part["t_last_ns"] = t
-            break
 
 
 def _percentiles(samples: array) -> dict:
@@ -367,7 +303,8 @@ def _blank(run: Run) -> dict:
             "seconds": None, "records_per_s": None, "mb_per_s": None, "p50_us": None, "p99_us": None,
             "p999_us": None, "durable": True, "durability": "acked once in the SPU's file-backed segment, no fsync",
             "compression": run.compression, "batch_size": run.batch_size, "linger_ms": run.linger_ms,
-            "partitions": run.partitions, "api": "send" if run.mode == "latency" else "send_all"}
+            "partitions": run.partitions, "api": run.send_mode, "producers": run.producers,
+            "consumers": run.consumers, "cpu_s": None, "cpu_us_per_record": None}
     if run.mode == "latency":
         line.update(warmup=run.warmup, interval_us=INTERVAL_NS / 1000)
     return line
@@ -379,21 +316,24 @@ def measure(ctx, cluster, run: Run) -> dict:
     try:
         cluster.create_topic(run.topic, partitions=run.partitions)
         results, go = ctx.Queue(), ctx.Event()
-        ready = {"consumer": ctx.Event(), "producer": ctx.Event()}
+        ready = {role: ctx.Event() for role in run.roles()}     # consumers first: they open at the end
         deadline_ns = now_ns() + int((SETUP_TIMEOUT_S + run.timeout_s) * 1e9)
         for role, event in ready.items():
-            proc = ctx.Process(target=_child, args=(role, run, event, go, results, deadline_ns),
+            proc = ctx.Process(target=bench_children._child, args=(role, run, event, go, results, deadline_ns),
                                name=f"rillet-bench-{role}", daemon=True)
             proc.start()
             procs[role] = proc
         got: dict = {}
         _collect(lambda: all(e.is_set() for e in ready.values()), results, procs, got, SETUP_TIMEOUT_S, "ready")
-        server_cpu = _server_cpu_s(cluster)
+        servers = _server_processes(cluster)
+        server_cpu = _cpu_times(servers)
         go.set()
-        _collect(lambda: len(got) == 2, results, procs, got, run.timeout_s, "done")
-        line.update(_figures(run, got["producer"], got["consumer"]))
-        if not math.isnan(used := _server_cpu_s(cluster) - server_cpu):
-            line["cpu_server_s"] = round(used, 3)
+        _collect(lambda: len(got) == len(procs), results, procs, got, run.timeout_s, "done")
+        line.update(_figures(run, got))
+        server_used = {name: used - server_cpu[name] for name, used in _cpu_times(servers).items()}
+        if not any(math.isnan(v) for v in server_used.values()):
+            line["cpu_server_s"] = round(sum(server_used.values()), 3)
+        line.update(_cpu_figures(run, got, server_used))
     except Exception as exc:  # noqa: BLE001 - any failure becomes the line's error field
         line["error"] = f"{type(exc).__name__}: {exc}"
         _say(f"rillet-bench: {run.workload} failed: {line['error']}")
@@ -425,31 +365,65 @@ def _collect(cond, results, procs: dict, got: dict, limit_s: float, what: str) -
         got[role] = res
 
 
-def _figures(run: Run, prod: dict, cons: dict) -> dict:
-    if cons["count"] != run.total or cons["wrong_size"]:
-        raise RuntimeError(f"consumer received {cons['count']} records ({cons['wrong_size']} not of "
-                           f"{run.size} bytes), expected {run.total}")
-    secs = (cons["t_last_ns"] - prod["t_first_ns"]) / 1e9
-    fig = {"seconds": round(secs, 6), "records_per_s": round(run.records / secs, 1),
-           "mb_per_s": round(run.records * run.size / 1e6 / secs, 3),
-           "producer_seconds": round((prod["t_done_ns"] - prod["t_first_ns"]) / 1e9, 6),
-           "cpu_producer_s": round(prod["cpu_s"], 3), "cpu_consumer_s": round(cons["cpu_s"], 3)}
+def _figures(run: Run, got: dict[str, dict]) -> dict:
+    prods = [res for role, res in got.items() if role.startswith("producer")]
+    conss = [res for role, res in got.items() if role.startswith("consumer")]
+    counts = [c["count"] for c in conss]
+    wrong = sum(c["wrong_size"] for c in conss)
+    if (sum(counts) != run.total if run.split else any(n != run.total for n in counts)) or wrong:
+        raise RuntimeError(f"consumer(s) received {counts} records ({wrong} not of {run.size} bytes), expected "
+                           f"{run.total} {'in all' if run.split else 'each'}")
+    t_first = min(p["t_first_ns"] for p in prods)
+    secs = (max(c["t_last_ns"] for c in conss) - t_first) / 1e9
+    fig = {"seconds": round(secs, 6), "records_per_s": round(run.delivered / secs, 1),
+           "mb_per_s": round(run.delivered * run.size / 1e6 / secs, 3),
+           "producer_seconds": round((max(p["t_done_ns"] for p in prods) - t_first) / 1e9, 6),
+           "cpu_producer_s": round(sum(p["cpu_s"] for p in prods), 3),
+           "cpu_consumer_s": round(sum(c["cpu_s"] for c in conss), 3)}
     if run.mode == "latency":
-        lat = cons["latency"]
+        fig["cpu_producer_pacing_s"] = round(sum(p["pacing_s"] for p in prods), 3)
+        lat = conss[0]["latency"]
         if lat.get("samples") != run.records:
             raise RuntimeError(f"{lat.get('samples', 0)} latency samples, expected {run.records}")
         fig.update({k: round(v, 3) for k, v in lat.items()})
     return fig
 
 
-def _server_cpu_s(cluster) -> float:
-    """CPU seconds used so far by the cluster's SC and SPU processes (NaN if one vanished)."""
-    import psutil
+def _cpu_figures(run: Run, got: dict[str, dict], server_s: dict[str, float]) -> dict:
+    """``cpu_s`` and ``cpu_us_per_record`` for every process (NaN, printed as null, if one vanished)."""
+    cpu = {role: res["cpu_s"] for role, res in got.items()} | server_s
+    per_record = {name: s * 1e6 / run.total for name, s in cpu.items()}
+    if run.mode == "latency":
+        net = sum(res["cpu_s"] - res["pacing_s"] for role, res in got.items() if role.startswith("producer"))
+        per_record["producer_net"] = net * 1e6 / run.total
+    return {"cpu_s": {k: _round_or_none(cpu[k], 3) for k in sorted(cpu)},
+            "cpu_us_per_record": {k: _round_or_none(per_record[k], 1) for k in sorted(per_record)}}
+
+
+def _round_or_none(value: float, digits: int) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def _server_processes(cluster) -> dict:
+    """The cluster's processes by name: ``sc``, ``spu-<id>``."""
     from rillet.broker import launcher
-    try:
-        return sum(sum(p.cpu_times()[:2]) for p in launcher.cluster_processes(cluster.paths))
-    except psutil.Error:
-        return math.nan
+    named = {}
+    for proc in launcher.cluster_processes(cluster.paths):
+        cmd = proc.info["cmdline"]
+        named[f"spu-{cmd[cmd.index('--spu-id') + 1]}" if "--spu-id" in cmd else "sc"] = proc
+    return named
+
+
+def _cpu_times(procs: dict) -> dict[str, float]:
+    """CPU seconds (user + system) each process has used so far; NaN for one that is gone."""
+    import psutil
+    used = {}
+    for name, proc in procs.items():
+        try:
+            used[name] = sum(proc.cpu_times()[:2])
+        except psutil.Error:
+            used[name] = math.nan
+    return used
 
 
 
@@ -530,8 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-# Imported after the harness it uses is defined (bench_failover imports from this module).
-from . import bench_failover  # noqa: E402
+# Imported after the harness they use is defined (both import from this module).
+from . import bench_children, bench_failover  # noqa: E402
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ import os
 import signal
 import time
 from array import array
+from dataclasses import replace
 
 from .bench import (
     FAILOVER_SPUS, NEW_LEADER_LIMIT_S, RETRY_DELAY_MS, RETRY_TIMEOUT_MS, SEQ, SETUP_TIMEOUT_S, TABLE_POLL_S, Run,
-    _blank, _child, _collect, _kill, _left_s, _rank, _say, now_ns,
+    _blank, _collect, _cpu_figures, _cpu_s, _cpu_times, _kill, _left_s, _rank, _say, _server_processes, now_ns,
 )
+from . import bench_children
 
 
 def _produce_acked(run: Run, ready, go, deadline_ns: int, stop) -> dict:
@@ -36,6 +38,7 @@ def _produce_acked(run: Run, ready, go, deadline_ns: int, stop) -> dict:
     ready.set()
     if not go.wait(_left_s(deadline_ns)):
         raise TimeoutError("never released")
+    cpu0 = _cpu_s()
     while not stop.is_set():
         if now_ns() > deadline_ns:
             raise TimeoutError(f"producer passed the deadline at seq {seq}")
@@ -52,7 +55,7 @@ def _produce_acked(run: Run, ready, go, deadline_ns: int, stop) -> dict:
         seq += 1
     producer.close()
     return {"seq": seqs.tobytes(), "offset": offsets.tobytes(), "t_ns": stamps.tobytes(), "sent": seq,
-            "failed": failed, "first_failure": first_failure}
+            "failed": failed, "first_failure": first_failure, "cpu_s": _cpu_s() - cpu0}
 
 
 def _blank_failover(run: Run) -> dict:
@@ -61,7 +64,8 @@ def _blank_failover(run: Run) -> dict:
             "kills_requested": run.kills, "kill_interval_ms": round(run.kill_interval_s * 1000, 3),
             "spus": FAILOVER_SPUS, "replication": FAILOVER_SPUS, "min_in_sync": 2, "isolation": "ReadCommitted",
             "delivery": "at-least-once", "signal": "SIGKILL", "linger_ms": 0, "compression": run.compression,
-            "retry": f"fixed {RETRY_DELAY_MS} ms for {RETRY_TIMEOUT_MS // 1000} s"}
+            "retry": f"fixed {RETRY_DELAY_MS} ms for {RETRY_TIMEOUT_MS // 1000} s", "cpu_s": None,
+            "cpu_us_per_record": None}
 
 
 def measure_failover(ctx, cluster, run: Run) -> dict:
@@ -74,17 +78,22 @@ def measure_failover(ctx, cluster, run: Run) -> dict:
             _wait_all_in_sync(table, run.topic, SETUP_TIMEOUT_S)
             results, ready, go, stop = ctx.Queue(), ctx.Event(), ctx.Event(), ctx.Event()
             deadline_ns = now_ns() + int((SETUP_TIMEOUT_S + run.timeout_s) * 1e9)
-            procs["producer"] = ctx.Process(target=_child, name="rillet-bench-producer", daemon=True,
+            procs["producer"] = ctx.Process(target=bench_children._child, name="rillet-bench-producer", daemon=True,
                                             args=("producer", run, ready, go, results, deadline_ns, stop))
             procs["producer"].start()
             _collect(ready.is_set, results, procs, got, SETUP_TIMEOUT_S, "ready")
+            servers = _server_processes(cluster)     # an SPU killed during the run reads as null
+            server_cpu = _cpu_times(servers)
             go.set()
             failure = _kill_loop(cluster, table, run, procs["producer"], kills)
             time.sleep(run.kill_interval_s)         # acknowledgements after the last kill too
             stop.set()
             _collect(lambda: "producer" in got, results, procs, got, RETRY_TIMEOUT_MS / 1e3 + 15, "done")
             epochs = _batch_epochs(cluster, table.snapshot().partition(run.topic, 0).leader, run.topic)
+            server_used = {name: used - server_cpu[name] for name, used in _cpu_times(servers).items()}
         line.update(_failover_figures(kills, got["producer"], _read_committed(cluster, run.topic), epochs))
+        line.update(_cpu_figures(replace(run, records=max(1, line["records_acked"])),
+                                 {"producer": got["producer"]}, server_used))
         if failure or line["lost"] or line["offset_gaps"]:
             line["error"] = failure or f"{line['lost']} acknowledged records lost, {line['offset_gaps']} offset gaps"
     except Exception as exc:  # noqa: BLE001 - any failure becomes the line's error field

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q .
+.venv/bin/pip install -q '.[fast]' || .venv/bin/pip install -q .   # uvloop if it installs (optional)
 rillet=.venv/bin/rillet
 $rillet cluster start
 $rillet topic describe quickstart >/dev/null 2>&1 || $rillet topic create quickstart

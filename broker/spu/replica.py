@@ -37,6 +37,15 @@ REPLICA_LAG_MAX_S = 2.0      # a follower not caught up for this long leaves the
 # one holds every recent batch a producer may retry, and the cost of an open stays bounded
 # (a 64 MiB segment of 100-byte batches is ~700,000 headers). Older producers are forgotten.
 PRODUCER_SCAN_SEGMENTS = 2
+HW_CHECKPOINT_INTERVAL_S = 1.0   # the HW checkpoint (two fsyncs) is written at most this often
+
+
+_TIMED_OUT = object()      # what a waiter's future holds when its timeout passed first
+
+
+def _time_out(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(_TIMED_OUT)
 
 
 class Replica:
@@ -49,7 +58,7 @@ class Replica:
         self.on_isr_change = on_isr_change
         self.hw = log.leo if len(spec.replicas) == 1 else log.read_high_watermark()
         self._saved_hw = self.hw
-        self._saved_at = 0.0
+        self._saved_at = float("-inf")     # never saved: the first change is written at once
         self.flushes = 0                 # fsyncs of the log (flush policy), reported to the SC
         self._unflushed = False
         self._flushed_at = time.monotonic()
@@ -181,14 +190,10 @@ class Replica:
         """Wait until the HW reaches ``offset`` (ReadCommitted produce)."""
         if self.hw >= offset:
             return
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.append((True, offset - 1, fut))
-        try:
-            await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
+        if await self._wait(True, offset - 1, timeout_s) is _TIMED_OUT:
             raise RequestTimedOut(
                 f"{self.name}: high watermark {self.hw} did not reach {offset} within timeout_ms={int(timeout_s * 1000)}"
-            ) from None
+            )
 
     # --- replication: leader side ---
     def follower_fetch(self, req: m.FollowerFetch) -> bool:
@@ -288,12 +293,35 @@ class Replica:
         """Return once records at ``offset`` are visible, or when the timeout passes."""
         if self.bound(committed) > offset:
             return
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.append((committed, offset, fut))
+        await self._wait(committed, offset, timeout_s)
+
+    async def _wait(self, committed: bool, offset: int, timeout_s: float):
+        """Park a waiter until ``_wake`` sees the bound pass ``offset``; ``_TIMED_OUT`` after ``timeout_s``.
+
+        A timer that resolves the waiter's own future, not ``asyncio.wait_for``: that wraps it in
+        a second future and resumes the task one loop iteration later, which cost every long-poll
+        fetch and ReadCommitted produce 2-4 us of the SPU's CPU (a wait/wake loop: 7.7 -> 4.1 us
+        on asyncio's loop, 4.1 -> 1.9 us on uvloop).
+        """
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        entry = (committed, offset, fut)
+        self._waiters.append(entry)
+        timer = loop.call_later(timeout_s, _time_out, fut)
+        woken = False
         try:
-            await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
-            pass
+            result = await fut
+            woken = result is not _TIMED_OUT
+            return result
+        finally:
+            timer.cancel()
+            if not woken:
+                # _wake drops the waiters it resolves; one that timed out or was cancelled would
+                # stay until the next append (an idle consumer leaves one a second otherwise).
+                try:
+                    self._waiters.remove(entry)
+                except ValueError:
+                    pass
 
     def read(self, offset: int, max_bytes: int, committed: bool) -> memoryview:
         return self.log.read(offset, max_bytes, self.bound(committed))
@@ -309,15 +337,21 @@ class Replica:
         if hw > self.hw:
             self.hw = hw
 
-    def save_hw(self, force: bool = False) -> None:
+    def save_hw(self, force: bool = False, *, now: float | None = None) -> bool:
         """Checkpoint the HW, at most once a second (it is a hint: a stale one only makes
-        a newly elected leader wait for its followers before its HW moves on)."""
-        now = time.monotonic()
+        a newly elected leader wait for its followers before its HW moves on); True if written.
+
+        Called on every status report to the SC (up to ~20/s), so the throttle is what keeps
+        the write-and-fsync of the checkpoint off the event loop's hot path. ``now`` is
+        ``time.monotonic()`` unless a test passes its own clock.
+        """
+        now = time.monotonic() if now is None else now
         if (self.replicated and self.hw != self._saved_hw and not self.log.closed
-                and (force or now - self._saved_at >= 1.0)):
+                and (force or now - self._saved_at >= HW_CHECKPOINT_INTERVAL_S)):
             self.log.write_high_watermark(self.hw)
             self._saved_hw, self._saved_at = self.hw, now
-        self._saved_at = 0.0
+            return True
+        return False
 
     def _wake(self) -> None:
         if not self._waiters:

@@ -16,7 +16,14 @@ from rillet.tools import bench as bench_tool
 from rillet.tools import bench_failover
 
 KEYS = {"peer", "workload", "mode", "records", "size", "seconds", "records_per_s", "mb_per_s", "p50_us", "p99_us",
-        "p999_us", "durable", "compression", "batch_size", "linger_ms"}
+        "p999_us", "durable", "compression", "batch_size", "linger_ms", "cpu_s", "cpu_us_per_record"}
+
+
+def cpu_per_record_of(line: dict) -> dict:
+    per_record = line["cpu_us_per_record"]
+    assert set(per_record) == set(line["cpu_s"]) | ({"producer_net"} if line["mode"] == "latency" else set())
+    assert all(v is not None and v >= 0 for v in per_record.values()), per_record
+    return per_record
 
 
 def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
@@ -49,11 +56,49 @@ def test_workloads_print_one_json_line_each(compression):
         assert (line["peer"], line["records"], line["size"], line["durable"]) == ("rillet", 2000, 100, True)
         assert line["compression"] == compression and line["batch_size"] == 64 * 1024
         assert line["seconds"] > 0 and line["records_per_s"] > 0 and line["mb_per_s"] > 0
+        assert set(cpu_per_record_of(line)) >= {"producer", "consumer", "sc", "spu-5001"}
     w1, w3 = lines
-    assert (w1["mode"], w1["linger_ms"], w1["p50_us"]) == ("throughput", 5, None)
+    assert (w1["mode"], w1["linger_ms"], w1["p50_us"], w1["api"]) == ("throughput", 5, None, "send_all")
     assert (w3["mode"], w3["linger_ms"]) == ("latency", 0)
     assert 0 < w3["p50_us"] <= w3["p99_us"] <= w3["p999_us"]
+    assert 0 <= w3["cpu_producer_pacing_s"] <= w3["cpu_producer_s"]
+    assert w3["cpu_us_per_record"]["producer_net"] <= w3["cpu_us_per_record"]["producer"]
     assert not leftovers(result.stderr)
+
+
+def test_fan_out_split_and_the_plain_send_loop():
+    # W4: every consumer gets every record; W5: 3 producers, 2 consumers sharing 4 partitions.
+    result = bench("--workload", "W1,W4,W5", "--records", "3000", "--send-mode", "send", "--consumers", "2",
+                   "--producers", "3", "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    w1, w4, w5 = [json.loads(line) for line in result.stdout.splitlines()]
+    for line in (w1, w4, w5):
+        assert "error" not in line and line["api"] == "send" and line["records"] == 3000
+        assert (line["batch_size"], line["linger_ms"]) == (16_384, 100)     # the client's defaults
+    assert (w1["producers"], w1["consumers"]) == (1, 1)
+    assert set(cpu_per_record_of(w4)) == {"producer", "consumer-0", "consumer-1", "sc", "spu-5001"}
+    assert w4["records_per_s"] == pytest.approx(2 * 3000 / w4["seconds"], rel=1e-3)   # delivered, both consumers
+    assert (w5["producers"], w5["consumers"], w5["partitions"]) == (3, 2, 4)
+    assert set(cpu_per_record_of(w5)) == {"producer-0", "producer-1", "producer-2", "consumer-0", "consumer-1",
+                                           "sc", "spu-5001"}
+    assert w5["records_per_s"] == pytest.approx(3000 / w5["seconds"], rel=1e-3)
+    assert not leftovers(result.stderr)
+
+
+def test_workload_shapes():
+    def runs(*argv):
+        return {r.workload: r for r in bench_tool.parse_runs(bench_tool.build_parser().parse_args(list(argv)))}
+    got = runs("--workload", "W1,W3,W4,W5")
+    shape = {w: (r.producers, r.consumers, r.partitions, r.split, r.send_mode, r.batch_size, r.linger_ms)
+             for w, r in got.items()}
+    assert shape == {"W1": (1, 1, 1, False, "send_all", 65536, 5), "W3": (1, 1, 1, False, "send", 65536, 0),
+                     "W4": (1, 4, 1, False, "send_all", 65536, 5), "W5": (4, 4, 4, True, "send_all", 65536, 5)}
+    assert got["W5"].partitions_of(1) == [1] and got["W4"].partitions_of(3) == [0]
+    assert [got["W5"].share(i) for i in range(4)] == [250_000] * 4
+    odd = runs("--workload", "W5", "--records", "10", "--producers", "3", "--partitions", "5", "--consumers", "2")
+    assert [odd["W5"].share(i) for i in range(3)] == [4, 3, 3] and odd["W5"].partitions_of(0) == [0, 2, 4]
+    # --producers/--consumers shape W4/W5 only; W1 keeps its one producer and one consumer
+    assert (runs("--workload", "W1", "--consumers", "3")["W1"].consumers) == 1
 
 
 def test_a_failed_workload_prints_its_error_and_exits_1():
@@ -77,6 +122,9 @@ def test_a_failed_workload_prints_its_error_and_exits_1():
     ["--workload", "FAILOVER", "--kills", "0"],
     ["--workload", "FAILOVER", "--kill-interval", "soon"],
     ["--workload", "FAILOVER", "--kill-interval", "0"],
+    ["--send-mode", "batch"],
+    ["--workload", "W5", "--partitions", "2"],
+    ["--consumers", "0"],
 ])
 def test_invalid_flags_exit_2_with_one_line(args):
     result = bench(*args, timeout=30)
@@ -103,6 +151,8 @@ def test_failover_kills_the_leader_and_loses_no_acknowledged_record():
         stats = line[figure]
         assert set(stats) >= {"p50", "p99", "max"} and 0 < stats["p50"] <= stats["p99"] <= stats["max"], stats
     assert line["time_to_new_leader_ms"]["max"] < 5000
+    per_record = line["cpu_us_per_record"]      # SPUs killed during the run read as null
+    assert set(per_record) == {"producer", "sc", "spu-5001", "spu-5002", "spu-5003"} and per_record["producer"] > 0
     epochs = [(k["epoch"], k["new_epoch"]) for k in line["per_kill"]]
     assert all(new > old for old, new in epochs) and all(k["spu"] != k["new_leader"] for k in line["per_kill"])
     assert not leftovers(result.stderr)

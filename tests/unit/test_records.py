@@ -243,6 +243,21 @@ def test_int_subclass_timestamp_is_accepted():
     assert decode_batch(b)[1][0].timestamp == 42
 
 
+def test_one_record_batch_the_linger_0_shape():
+    # build() takes a shorter way for one record (no min/max over deltas); same bytes, same checks.
+    built = {BatchBuilder(c) for c in (Codec.NONE, 0, "none")}
+    for b in built:
+        b.append(b"k", b"v", 1_700_000_000_123)
+    [one] = {b.build() for b in built}
+    header, [rec] = decode_batch(one)
+    assert header.first_timestamp == header.max_timestamp == rec.timestamp == 1_700_000_000_123
+    assert header.last_offset_delta == 0 and (rec.key, rec.value) == (b"k", b"v")
+    far = BatchBuilder(Codec.NONE)
+    far.append(None, b"v", 1 << 63)
+    with pytest.raises(InvalidArgument, match=f"record timestamp_ms {1 << 63} is outside"):
+        far.build()
+
+
 # --- round trips ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("codec", ALL)

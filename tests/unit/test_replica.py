@@ -1,0 +1,114 @@
+"""broker/spu/replica.py on a real log in a temp directory: the high-watermark checkpoint's
+throttle (the clock passed in) and the waiters of long polls and ReadCommitted produces.
+
+The SPU calls ``save_hw`` on every status report to the SC (up to ~20 a second); each write
+is a file write plus two fsyncs on the event loop, so at most one a second may happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from rillet.broker.spu.replica import HW_CHECKPOINT_INTERVAL_S, Replica
+from rillet.broker.storage.checkpoint import read_checkpoint
+from rillet.broker.storage.log import HIGH_WATERMARK_FILE, PartitionLog
+from rillet.ipc import messages as m
+from rillet.ipc.errors import NotLeader, RequestTimedOut
+from rillet.ipc.records import BatchBuilder
+
+LOGGER = logging.getLogger("rillet.test.replica")
+LEADER = 1
+
+
+def make_replica(tmp_path, replicas=(LEADER, 2, 3)):
+    spec = m.ReplicaSpec(topic="t", partition=0, replicas=list(replicas), leader=LEADER, leader_epoch=1,
+                         segment_size=1 << 20, compression_type="any", min_in_sync_replicas=min(2, len(replicas)),
+                         in_sync=list(replicas))
+    return Replica(LEADER, spec, PartitionLog.open(tmp_path / "t-0", segment_size=1 << 20, logger=LOGGER), LOGGER)
+
+
+@pytest.fixture
+def replica(tmp_path):
+    r = make_replica(tmp_path)
+    yield r
+    r.close()
+
+
+def _saved(r: Replica) -> int:
+    return read_checkpoint(r.log.directory / HIGH_WATERMARK_FILE, -1)
+
+
+def test_a_changing_hw_is_checkpointed_at_most_once_a_second(replica):
+    writes, seen = 0, []
+    for i in range(200):                      # 20 reports a second for 10 s, the HW moving each time
+        replica.hw = i + 1
+        now = 100.0 + i * 0.05
+        if replica.save_hw(now=now):
+            writes += 1
+        seen.append(_saved(replica))
+    assert 10 <= writes <= 11, writes
+    assert len(set(seen)) == writes           # what save_hw says it wrote is what the file holds
+    assert seen[0] == 1                       # the first change is written at once
+
+
+def test_the_last_hw_is_written_once_the_interval_has_passed(replica):
+    replica.hw = 5
+    assert replica.save_hw(now=10.0) and _saved(replica) == 5
+    replica.hw = 9
+    assert not replica.save_hw(now=10.0 + HW_CHECKPOINT_INTERVAL_S / 2)
+    assert _saved(replica) == 5
+    assert replica.save_hw(now=10.0 + HW_CHECKPOINT_INTERVAL_S)
+    assert _saved(replica) == 9
+    assert not replica.save_hw(now=50.0)      # unchanged: nothing to write
+
+
+def test_force_writes_at_once(replica):
+    replica.hw = 3
+    assert replica.save_hw(now=1.0)
+    replica.hw = 4
+    assert replica.save_hw(force=True, now=1.01)
+    assert _saved(replica) == 4
+
+
+# --- waiters: long-poll fetches and ReadCommitted produces ---------------------------------------
+
+def one_batch() -> memoryview:
+    builder = BatchBuilder()
+    builder.append(None, b"v", 1)
+    return memoryview(builder.build())
+
+
+def test_waiters_wake_on_append_and_time_out_quietly_or_loudly(tmp_path):
+    single = make_replica(tmp_path, replicas=(LEADER,))
+
+    async def scenario():
+        fetch = asyncio.ensure_future(single.wait_for_data(0, committed=True, timeout_s=5))
+        await asyncio.sleep(0)
+        assert not fetch.done()
+        single.append(one_batch())                     # RF=1: the HW moves with the append
+        await asyncio.wait_for(fetch, 1)               # woken, long before its 5 s
+        t = time.monotonic()
+        await single.wait_for_data(1, committed=True, timeout_s=0.05)      # nothing new: returns at the timeout
+        assert time.monotonic() - t >= 0.04
+        with pytest.raises(RequestTimedOut, match="did not reach 5 within timeout_ms=50"):
+            await single.wait_committed(5, timeout_s=0.05)
+        await single.wait_committed(1, timeout_s=0.05)                     # already there: at once
+        for _ in range(3):                             # an idle consumer's long polls leave nothing behind
+            await single.wait_for_data(1, committed=True, timeout_s=0.001)
+        assert single._waiters == []
+        waiting = asyncio.ensure_future(single.wait_for_data(1, committed=False, timeout_s=5))
+        await asyncio.sleep(0)
+        single._fail_waiters(NotLeader("moved"))
+        with pytest.raises(NotLeader):
+            await waiting
+        return asyncio.all_tasks()
+
+    try:
+        left = asyncio.run(scenario())
+        assert len(left) == 1                          # only the scenario itself: no timer task outlives a wait
+    finally:
+        single.close()
