@@ -18,6 +18,12 @@ Waiting costs nothing and wakes at once: the SPU holds a fetch until a record is
 there (long poll), and a reader of several partitions waits on all their sockets
 with one ``poll()`` call. No client sleeps to wait for data.
 
+Direct reads (client/_direct.py, on by default, ``RILLET_DIRECT_READS=0`` to force
+the socket): a stream with a ``DirectPath`` reads the leader's segment files itself
+and sleeps on a futex; ``_open``, ``_step`` and the merged wait are the only places
+that choose between the two paths, and a path that becomes unusable falls back to
+the socket for good.
+
 Start positions (``Offset``) resolve when a stream opens, by :func:`start_position`:
 relative forms clamp to the log's available range (records removed by retention are
 skipped); ``absolute(n)`` outside the log is OffsetOutOfRange naming the valid range.
@@ -38,6 +44,7 @@ from rillet.ipc.errors import Closed, InvalidArgument, OffsetOutOfRange, RilletE
 from rillet.ipc.names import validate_name
 from rillet.ipc.records import decode_records, iter_batches
 
+from ._direct import DirectPath, DirectUnavailable, direct_reads_enabled
 from ._enums import Isolation
 from ._metadata import MetadataView
 from ._offsets import DEFAULT_MAX_BYTES, start_position
@@ -47,6 +54,7 @@ LONG_POLL_MS = 1000                  # one fetch waits at most this long for new
 REPLY_GRACE_S = 10.0                 # a fetch unanswered this long past its long poll: the SPU is stuck
 FAILOVER_WINDOW_S = 30.0             # how long a stream keeps looking for a new leader
 WAIT_SLICE_S = 1.0                   # a multi-partition wait re-checks for stuck fetches this often
+MIXED_SLICE_S = 0.005               # a merged wait over direct and socket streams checks the direct ones this often
 ASYNC_SLICE_S = 0.25                 # async waits run in worker threads in slices this long, so
                                      # cancellation and loop shutdown never wait on an idle stream
 
@@ -168,7 +176,8 @@ class PartitionStream:
 
     def __init__(self, meta: MetadataView, topic: str, partition: int, start: Offset, *,
                  max_bytes: int = DEFAULT_MAX_BYTES, isolation: Isolation = Isolation.ReadUncommitted,
-                 continuous: bool = True, end_offset: int | None = None, stored_offset: int | None = None) -> None:
+                 continuous: bool = True, end_offset: int | None = None, stored_offset: int | None = None,
+                 direct: bool | None = None) -> None:
         if not isinstance(start, Offset):
             raise InvalidArgument(f"stream needs an Offset, got {type(start).__name__}")
         self.meta = meta
@@ -182,6 +191,10 @@ class PartitionStream:
         self._sent_at = 0.0
         self._buffer = RecordBuffer()
         self._closed = False
+        self._direct: DirectPath | None = None     # direct reads from the leader's files, if usable
+        self._direct_reads = 0                     # of paths already dropped (statistics)
+        if direct_reads_enabled(direct):
+            self._direct = DirectPath.open(meta, topic, partition, time.monotonic() + FAILOVER_WINDOW_S)
         log_start, hw, leo = self._open()
         visible_end = hw if isolation == Isolation.ReadCommitted else leo
         try:
@@ -237,6 +250,12 @@ class PartitionStream:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._drop_direct()
+
+    def statistics(self) -> dict:
+        """Which path the stream reads by, and how many direct reads handed out data."""
+        return {"direct": self._direct is not None,
+                "direct_reads": self._direct_reads + (self._direct.reads if self._direct is not None else 0)}
 
     def __enter__(self) -> "PartitionStream":
         return self
@@ -259,6 +278,11 @@ class PartitionStream:
     def _step(self, block: bool) -> bool:
         """Send a fetch if none is in flight, then take its answer: waiting for it when
         ``block``, else only if it has already arrived. True when an answer was absorbed."""
+        if self._direct is not None:
+            try:
+                return self._direct_step(block)
+            except DirectUnavailable:
+                self._drop_direct()
         reply = self._with_failover(lambda conn: self._receive(conn, block))
         if reply is None:
             return False
@@ -281,7 +305,28 @@ class PartitionStream:
                 self._pending = None
                 return raise_for_error(reply)
 
+    def _direct_step(self, block: bool) -> bool:
+        committed = self.isolation == Isolation.ReadCommitted
+        data = self._direct.read(self.next_offset, self.max_bytes, committed, time.monotonic() + FAILOVER_WINDOW_S)
+        if not len(data):
+            if block:
+                self._direct.wait(self.next_offset, committed, LONG_POLL_MS / 1000)
+            return False
+        self._absorb_bytes(data)
+        return True
+
+    def _drop_direct(self) -> None:
+        if self._direct is not None:
+            self._direct_reads += self._direct.reads
+            self._direct.close()
+            self._direct = None
+
     def _open(self) -> tuple[int, int, int]:
+        if self._direct is not None:
+            try:
+                return self._direct.offsets(time.monotonic() + FAILOVER_WINDOW_S)
+            except DirectUnavailable:
+                self._drop_direct()
         reply = self._with_failover(lambda conn: conn.call(m.OffsetsRequest(conn.next_cid(), self.topic, self.partition)))
         return reply.log_start, reply.hw, reply.leo
 
@@ -320,7 +365,9 @@ class PartitionStream:
         return cid
 
     def _absorb(self, reply: m.FetchResponse) -> None:
-        data = reply.batches
+        self._absorb_bytes(reply.batches)
+
+    def _absorb_bytes(self, data) -> None:
         start = self.next_offset
         end = start
         for _pos, header in iter_batches(data):
@@ -349,6 +396,19 @@ def _wait_readable(fds: list[int], timeout_s: float) -> None:
         if fd >= 0:
             poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
     poller.poll(max(0, int(timeout_s * 1000)))
+
+
+def _wait_streams(streams: list[PartitionStream], timeout_s: float) -> None:
+    """Wait for any of ``streams``: on futexes when all read directly, on sockets when none
+    does, and on the sockets in short slices when they are mixed (a fallback case)."""
+    direct = [(s._direct, s.next_offset, s.isolation == Isolation.ReadCommitted)
+              for s in streams if s._direct is not None]
+    if not direct:
+        _wait_readable([s.fileno() for s in streams], timeout_s)
+    elif len(direct) == len(streams):
+        DirectPath.wait_many(direct, timeout_s)
+    else:
+        _wait_readable([s.fileno() for s in streams], min(timeout_s, MIXED_SLICE_S))
 
 
 class MultiPartitionStream:
@@ -465,7 +525,7 @@ class MultiPartitionStream:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:
                         return []
-                _wait_readable([s.fileno() for s in live], timeout)
+                _wait_streams(live, timeout)
 
 
 class PartitionConsumer:
