@@ -217,6 +217,7 @@ class DirectPath:
         self._leader = -1
         self._epoch = -1
         self._generation = -1
+        self._moved = False                 # the SC's table names another leader or epoch
 
     @classmethod
     def open(cls, meta: MetadataView, topic: str, partition: int, deadline: float) -> "DirectPath | None":
@@ -279,11 +280,12 @@ class DirectPath:
             self._table.close()
             self._table = None
         self._row = -1
+        self._moved = False
 
     def positions(self) -> Positions:
         """The leader's published row; NotLeader when it no longer leads at our epoch."""
         table = self._table
-        if table is None:
+        if table is None or self._moved:
             raise NotLeader(f"no leader attached for {self.topic}/{self.partition}")
         row = table.row(self._row)
         if (row.role != Role.LEADER or row.leader_epoch != self._epoch or row.topic != self.topic
@@ -293,13 +295,14 @@ class DirectPath:
         return row
 
     def _check_metadata(self) -> None:
-        """NotLeader if the SC's table moved this partition to another leader or epoch."""
+        """Note when the SC's table moved this partition to another leader or epoch (a dead
+        leader publishes nothing more): positions() then raises NotLeader until reattached."""
         snapshot = self.meta.snapshot()
         if snapshot.generation != self._generation:
             self._generation = snapshot.generation
             row = snapshot.partition(self.topic, self.partition)
             if row is not None and (row.leader != self._leader or row.leader_epoch != self._epoch):
-                raise NotLeader(f"{self.topic}/{self.partition} moved to SPU {row.leader} at epoch {row.leader_epoch}")
+                self._moved = True
 
     def _failover(self, fn, deadline: float):
         while True:
@@ -326,6 +329,9 @@ class DirectPath:
                                    f"{row.log_start} to {row.leo}")
         bound = row.hw if committed else row.leo
         if offset >= bound:
+            self._check_metadata()
+            if self._moved:
+                raise NotLeader(f"{self.topic}/{self.partition} moved away from SPU {self._leader}")
             return memoryview(b"")
         try:
             data = self._files.read(offset, max_bytes, bound)
@@ -356,7 +362,7 @@ class DirectPath:
             self._check_metadata()
             address, value = self._table.wake_word(self._row)
             row = self.positions()           # after taking the value: a publish in between moves it
-        except (NotLeader, Closed):
+        except (NotLeader, Closed):          # the next read reattaches
             return None
         return None if (row.hw if committed else row.leo) > offset else (address, value)
 
