@@ -1,0 +1,243 @@
+"""Direct reads: consumers reading the leader's segment files, bounded by its published offsets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from rillet import (
+    Compression, ConsumerConfig, Isolation, Offset, OffsetOutOfRange, TopicProducerConfigBuilder,
+)
+from rillet._direct import DirectPath
+from rillet.ipc import messages as m
+from rillet.ipc.connection import Connection
+from rillet.ipc.records import iter_batches
+from rillet.testing import LocalCluster
+
+from .test_failover import committed_producer, partition, spu_kill, wait_for
+
+SEGMENT = 4096
+CODECS = [Compression.None_, Compression.Gzip, Compression.Snappy, Compression.Lz4, Compression.Zstd]
+
+
+@pytest.fixture
+def direct(monkeypatch):
+    """Set the switch for streams opened in this process."""
+    return lambda on: monkeypatch.setenv("RILLET_DIRECT_READS", "1" if on else "0")
+
+
+def stream(cluster, topic, start=Offset.beginning(), *, continuous=False, committed=True, max_bytes=None, p=0):
+    config = ConsumerConfig()
+    if not continuous:
+        config.disable_continuous()
+    if max_bytes is not None:
+        config.max_bytes(max_bytes)
+    config.isolation(Isolation.ReadCommitted if committed else Isolation.ReadUncommitted)
+    return cluster.fluvio().partition_consumer(topic, p).stream_with_config(start, config)
+
+
+def fill_with_every_codec(cluster, topic, per_codec=60):
+    for n, codec in enumerate(CODECS):
+        config = TopicProducerConfigBuilder().batch_size(700).linger(1).compression(codec).build()
+        with cluster.fluvio().topic_producer_with_config(topic, config) as producer:
+            for i in range(per_codec):
+                producer.send(None if i % 3 == 0 else f"k{i}", f"{codec.name}-{i}-" + "v" * (i * 7 % 90))
+            producer.flush()
+    return per_codec * len(CODECS)
+
+
+def raw_socket(cluster, topic, committed, max_bytes=1000) -> bytes:
+    out, offset = bytearray(), 0
+    isolation = m.ISOLATION_READ_COMMITTED if committed else m.ISOLATION_READ_UNCOMMITTED
+    with Connection(cluster.paths.spu_socket(5001)) as conn:
+        while True:
+            data = conn.call(m.FetchRequest(conn.next_cid(), topic, 0, offset, max_bytes, isolation, 0)).batches
+            if not len(data):
+                return bytes(out)
+            out += data
+            offset = max(h.next_offset for _p, h in iter_batches(data))
+
+
+def raw_direct(cluster, topic, committed, max_bytes=1000) -> bytes:
+    out, offset = bytearray(), 0
+    fluvio = cluster.fluvio()
+    path = DirectPath.open(fluvio._meta, topic, 0, time.monotonic() + 10)
+    assert path is not None
+    try:
+        while True:
+            data = path.read(offset, max_bytes, committed, time.monotonic() + 10)
+            if not len(data):
+                return bytes(out)
+            out += data
+            offset = max(h.next_offset for _p, h in iter_batches(data))
+    finally:
+        path.close()
+
+
+def test_direct_and_socket_reads_are_byte_identical(tmp_path, direct):
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("mixed", segment_size=SEGMENT)
+        total = fill_with_every_codec(cluster, "mixed")
+        assert len([n for n in os.listdir(cluster.paths.replica_dir(5001, "mixed", 0)) if n.endswith(".log")]) >= 3
+        for committed in (True, False):
+            via_socket = raw_socket(cluster, "mixed", committed)
+            assert via_socket == raw_direct(cluster, "mixed", committed)
+            assert sum(h.record_count for _p, h in iter_batches(via_socket)) == total
+        seen = {}
+        for on in (True, False):
+            direct(on)
+            for max_bytes in (1, 3000, 1 << 20):
+                s = stream(cluster, "mixed", max_bytes=max_bytes)
+                assert s.statistics()["direct"] is on
+                records = [(r.offset(), r.key(), r.value(), r.timestamp(), r.partition()) for r in s]
+                assert (s.statistics()["direct_reads"] > 0) is on
+                seen[(on, max_bytes)] = records
+        first = seen[(True, 1)]
+        assert [o for o, *_ in first] == list(range(total))
+        assert all(records == first for records in seen.values())
+        for start in (Offset.absolute(123), Offset.from_end(7), Offset.from_beginning(250)):   # seeks into segments
+            direct(True)
+            got = [(r.offset(), r.value()) for r in stream(cluster, "mixed", start)]
+            direct(False)
+            assert got == [(r.offset(), r.value()) for r in stream(cluster, "mixed", start)] and got
+
+
+def test_direct_reads_need_no_answer_from_the_spu(tmp_path, direct):
+    """The SPU is stopped (SIGSTOP) while the consumer opens its stream and reads everything."""
+    direct(True)
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("quiet", segment_size=SEGMENT)
+        total = fill_with_every_codec(cluster, "quiet", per_codec=20)
+        fluvio = cluster.fluvio()
+        pid = cluster.spu_pid(5001)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            s = stream(cluster, "quiet")
+            values = [r.value() for r in s]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert len(values) == total and s.statistics()["direct_reads"] > 0
+        direct(False)
+        assert values == [r.value() for r in stream(cluster, "quiet")]
+        fluvio.close()
+
+
+def test_a_waiting_reader_follows_segment_rolls(tmp_path, direct):
+    direct(True)
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("rolling", segment_size=1024)
+        s = stream(cluster, "rolling", Offset.end(), continuous=True)
+        seen = []
+        reader = threading.Thread(target=lambda: seen.extend(r.value() for _, r in zip(range(30), s)))
+        reader.start()
+        config = TopicProducerConfigBuilder().linger(0).build()
+        with cluster.fluvio().topic_producer_with_config("rolling", config) as producer:
+            for i in range(30):                               # ~4 records a segment: a roll every few
+                producer.send(None, b"%02d" % i + b"r" * 200).wait(timeout=10)
+                wait_for(lambda: len(seen) > i, timeout=10, what=f"record {i} at the reader")
+        reader.join(10)
+        s.close()
+        assert [v[:2] for v in seen] == [b"%02d" % i for i in range(30)]
+        assert s.statistics()["direct_reads"] >= 30
+        assert len([n for n in os.listdir(cluster.paths.replica_dir(5001, "rolling", 0)) if n.endswith(".log")]) >= 5
+
+
+def test_retention_deleting_the_segment_being_read(tmp_path, direct, monkeypatch):
+    monkeypatch.setenv("RILLET_RETENTION_CHECK_S", "0.1")
+    direct(True)
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("trimmed", segment_size=1024, max_partition_size=4 * 1024)
+        config = TopicProducerConfigBuilder().linger(0).build()
+        with cluster.fluvio().topic_producer_with_config("trimmed", config) as producer:
+            for i in range(8):
+                producer.send(None, b"%03d" % i + b"x" * 200).wait(timeout=10)
+            slow = stream(cluster, "trimmed", continuous=True, max_bytes=1)   # one batch per fetch
+            first = slow.next_batch()
+            assert [r.offset() for r in first] == [0]
+            follower = stream(cluster, "trimmed", Offset.end(), continuous=True)   # keeps up with the producer
+            kept = []
+            reader = threading.Thread(target=lambda: kept.extend(r.offset() for _, r in zip(range(60), follower)))
+            reader.start()
+            for i in range(8, 68):
+                producer.send(None, b"%03d" % i + b"x" * 200).wait(timeout=10)
+            reader.join(15)
+        wait_for(lambda: partition(cluster, "trimmed").log_start > 1, what="retention to delete segment 0")
+        start = partition(cluster, "trimmed").log_start
+        with pytest.raises(OffsetOutOfRange, match="valid offsets are|first available offset"):
+            slow.next_batch()                                # its segment is gone: nothing below the log start
+        slow.close()
+        follower.close()
+        assert kept == list(range(8, 68))                     # the reader ahead of retention lost nothing
+        rest = [r.offset() for r in stream(cluster, "trimmed")]
+        assert rest[0] >= start and rest == list(range(rest[0], 68))
+        with pytest.raises(OffsetOutOfRange):
+            stream(cluster, "trimmed", Offset.absolute(0))
+
+
+def test_a_committed_direct_reader_rides_through_a_leader_kill(tmp_path, direct):
+    direct(True)
+    with LocalCluster(spus=3, home=tmp_path) as cluster:
+        cluster.create_topic("t", partitions=1, replication=3)
+        with committed_producer(cluster) as producer:
+            for i in range(100):
+                producer.send(None, f"r{i}").wait(timeout=10)
+            s = stream(cluster, "t", continuous=True)
+            assert s.statistics()["direct"]
+            seen = []
+            reader = threading.Thread(target=lambda: seen.extend((r.offset(), r.value()) for _, r in zip(range(300), s)))
+            reader.start()
+            wait_for(lambda: len(seen) >= 100, what="the first 100 records")
+            assert spu_kill(cluster, "--leader", "t/0", "--wait").returncode == 0
+            for i in range(100, 300):
+                producer.send(None, f"r{i}").wait(timeout=10)
+            reader.join(30)
+            stats = s.statistics()
+            s.close()
+        assert [o for o, _v in seen] == list(range(300))            # no offset skipped or delivered twice
+        assert [v for _o, v in seen] == [f"r{i}".encode() for i in range(300)]
+        assert stats["direct"], "the reader fell back to the socket"
+
+
+IDLE_READER = """
+import sys
+from rillet import Fluvio, Offset
+fluvio = Fluvio.connect(sys.argv[1], home=sys.argv[2])
+stream = fluvio.partition_consumer("idle", 0).stream(Offset.end())
+print("direct" if stream.statistics()["direct"] else "socket", flush=True)
+for record in stream:
+    print(record.value().decode(), flush=True)
+    break
+"""
+
+
+def test_an_idle_direct_reader_costs_almost_no_cpu(tmp_path):
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("idle")
+        env = {**os.environ, "RILLET_DIRECT_READS": "1"}
+        proc = subprocess.Popen([sys.executable, "-c", IDLE_READER, cluster.name, str(cluster.home)],
+                                stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert proc.stdout.readline().strip() == "direct"
+            ps = psutil.Process(proc.pid)
+            time.sleep(0.5)
+            before = ps.cpu_times()
+            time.sleep(5)
+            after = ps.cpu_times()
+            share = (after.user + after.system - before.user - before.system) / 5
+            print(f"idle direct reader: {share:.2%} of a core")
+            assert share < 0.03
+            with cluster.fluvio().topic_producer("idle") as producer:
+                producer.send(None, "wake up")
+            assert proc.stdout.readline().strip() == "wake up"
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
