@@ -295,14 +295,18 @@ class DirectPath:
         return row
 
     def _check_metadata(self) -> None:
-        """Note when the SC's table moved this partition to another leader or epoch (a dead
-        leader publishes nothing more): positions() then raises NotLeader until reattached."""
+        """Note when the SC's table moved this partition to another leader or epoch, or shows
+        the leader SPU with another pid (a dead leader publishes nothing more; a restarted
+        one publishes in a new object): positions() then raises NotLeader until reattached."""
         snapshot = self.meta.snapshot()
         if snapshot.generation != self._generation:
             self._generation = snapshot.generation
             row = snapshot.partition(self.topic, self.partition)
+            spu = snapshot.spu(self._leader)
             if row is not None and (row.leader != self._leader or row.leader_epoch != self._epoch):
                 self._moved = True
+            elif spu is not None and spu.pid and self._table is not None and spu.pid != self._table.spu_pid:
+                self._moved = True          # the SPU was restarted: its table is a new object
 
     def _failover(self, fn, deadline: float):
         while True:

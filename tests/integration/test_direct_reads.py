@@ -241,3 +241,33 @@ def test_an_idle_direct_reader_costs_almost_no_cpu(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_a_direct_reader_follows_its_restarted_spu(tmp_path, direct):
+    """RF=1: the same SPU leads again after a SIGKILL and restart, in a new positions object."""
+    direct(True)
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("solo")
+        config = TopicProducerConfigBuilder().linger(0).build()
+        with cluster.fluvio().topic_producer_with_config("solo", config) as producer:
+            for i in range(10):
+                producer.send(None, f"a{i}").wait(timeout=10)
+        s = stream(cluster, "solo", continuous=True)
+        seen = []
+        reader = threading.Thread(target=lambda: seen.extend(r.value() for _, r in zip(range(20), s)))
+        reader.start()
+        wait_for(lambda: len(seen) == 10, what="the first 10 records")
+        old = cluster.kill_spu(5001)
+        wait_for(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE,
+                 what="the SPU to die")
+        time.sleep(0.3)                                       # the SC notices the death first
+        cluster.start_spu(5001)
+        assert cluster.spu_pid(5001) != old
+        with cluster.fluvio().topic_producer_with_config("solo", config) as producer:
+            for i in range(10):
+                producer.send(None, f"b{i}").wait(timeout=10)
+        reader.join(15)
+        stats = s.statistics()
+        s.close()
+        assert seen == [f"a{i}".encode() for i in range(10)] + [f"b{i}".encode() for i in range(10)]
+        assert stats["direct"]
