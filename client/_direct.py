@@ -59,7 +59,6 @@ from ._metadata import MetadataView
 ENV_SWITCH = "RILLET_DIRECT_READS"
 WAIT_SLICE_S = 0.1            # a waiter re-checks the metadata table this often (leader deaths publish nothing)
 RETRY_SLEEP_S = 0.01          # between attempts to find the new leader's row
-MIN_CHUNK = 4 * 1024          # first read size; it adapts to what the reads find
 INDEX_ENTRY = struct.Struct("<II")   # broker/storage/index.py: relative offset, position
 # The header fields a walk needs (ipc/records.py): base_offset, batch_length, leader_epoch,
 # magic, (crc and attributes skipped), last_offset_delta.
@@ -101,10 +100,9 @@ class SegmentFiles:
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self._cur: _Segment | None = None
-        self._chunk = MIN_CHUNK
         # One buffer reused by every read: a fresh 1 MiB bytes per read would make glibc
         # map and fault it in each time (a third of the consumer's CPU in W2).
-        self._buf = bytearray(MIN_CHUNK)
+        self._buf = bytearray(SPAN.size)
 
     def _pread(self, fd: int, size: int, pos: int) -> memoryview:
         if len(self._buf) < size:
@@ -118,24 +116,30 @@ class SegmentFiles:
             os.close(self._cur.fd)
             self._cur = None
 
-    def read(self, offset: int, max_bytes: int, bound: int) -> memoryview:
+    def read(self, offset: int, max_bytes: int, bound: int, active: tuple[int, int]) -> memoryview:
         """Whole batches from the one holding ``offset``, those with base < ``bound``, up to
-        ``max_bytes`` (at least one batch). Raises FileNotFoundError when no segment holds
-        ``offset`` (retention removed it, or the directory changed under a leader change).
-        The view is into a buffer the next read reuses: decode it first."""
+        ``max_bytes`` (at least one batch). ``active`` is the published ``(base offset, bytes
+        used)`` of the active segment, whose preallocated tail is never read. Raises
+        FileNotFoundError when no segment holds ``offset`` (retention removed it, or the
+        directory changed under a leader change). The view is into a buffer the next read
+        reuses: decode it first."""
         cur = self._cur
         if cur is None or cur.offset != offset:
             cur = self._seek(offset)
-        data = self._take(cur, max_bytes, bound)
+        data = self._take(cur, max_bytes, bound, active)
         if not len(data):                           # this segment is used up: the next one starts here
             nxt = self._open(cur.offset, cur.offset)
             self.close()
             self._cur = cur = nxt
-            data = self._take(cur, max_bytes, bound)
+            data = self._take(cur, max_bytes, bound, active)
         return data
 
-    def _take(self, cur: _Segment, max_bytes: int, bound: int) -> memoryview:
-        want = max(min(max_bytes, self._chunk), SPAN.size)
+    def _take(self, cur: _Segment, max_bytes: int, bound: int, active: tuple[int, int]) -> memoryview:
+        want = max(max_bytes, SPAN.size)
+        if cur.base == active[0]:                   # a sealed segment's file ends where its data does
+            want = min(want, active[1] - cur.pos)
+        if want <= 0:
+            return memoryview(b"")
         buf = self._pread(cur.fd, want, cur.pos)
         end, expected = 0, cur.offset
         while len(buf) - end >= SPAN.size:
@@ -153,10 +157,6 @@ class SegmentFiles:
                 break
             end += size
             expected = base + delta + 1
-        if end * 2 > want:                          # reads adapt: big when behind, small at the tail
-            self._chunk = min(self._chunk * 2, max(max_bytes, MIN_CHUNK))
-        elif end * 4 < want:
-            self._chunk = max(self._chunk // 2, MIN_CHUNK)
         cur.pos += end
         cur.offset = expected
         return buf[:end]
@@ -349,7 +349,7 @@ class DirectPath:
                 raise NotLeader(f"{self.topic}/{self.partition} moved away from SPU {self._leader}")
             return memoryview(b"")
         try:
-            data = self._files.read(offset, max_bytes, bound)
+            data = self._files.read(offset, max_bytes, bound, (row.active_base, row.active_used))
         except FileNotFoundError:
             after = self.positions()
             if offset < after.log_start:

@@ -34,7 +34,9 @@ Row, 128 bytes (``ROW``), at 64 + i * 128, one per replica the SPU holds::
      96   8  hw               i64 high watermark
     104   8  leo              i64 log end offset
     112   8  active_base      i64 base offset of the active segment (changes at roll)
-    120   8  reserved         zero
+    120   8  active_used      i64 bytes of batches in the active segment: readers never read
+                              past it (reading a preallocated file's unwritten tail would fill
+                              the page cache with zero pages the writer then has to take over)
 
 Publication order (single writer, the SPU's event loop): the records are in the
 segment's page cache before the row says so; the row's fields change under its
@@ -69,7 +71,7 @@ assert SPU_PID_OFFSET == 20, HEADER_OFFSETS
 
 ROW, ROW_OFFSETS = _record((
     ("seq", "Q"), ("wake", "I"), ("partition", "i"), ("topic", "64s"), ("leader_epoch", "i"), ("role", "B"),
-    ("padding", "3x"), ("log_start", "q"), ("hw", "q"), ("leo", "q"), ("active_base", "q"), ("reserved", "8x"),
+    ("padding", "3x"), ("log_start", "q"), ("hw", "q"), ("leo", "q"), ("active_base", "q"), ("active_used", "q"),
 ))
 ROW_SIZE = ROW.size
 assert ROW_SIZE == 128, ROW_SIZE
@@ -78,7 +80,7 @@ WAKE_OFFSET = ROW_OFFSETS["wake"]
 # The row body under the seqlock: everything after seq and wake.
 BODY, _ = _record((
     ("partition", "i"), ("topic", "64s"), ("leader_epoch", "i"), ("role", "B"), ("padding", "3x"),
-    ("log_start", "q"), ("hw", "q"), ("leo", "q"), ("active_base", "q"), ("reserved", "8x"),
+    ("log_start", "q"), ("hw", "q"), ("leo", "q"), ("active_base", "q"), ("active_used", "q"),
 ))
 BODY_OFFSET = ROW_OFFSETS["partition"]
 assert BODY.size == ROW_SIZE - BODY_OFFSET, BODY.size
@@ -105,6 +107,7 @@ class Positions(NamedTuple):
     hw: int
     leo: int
     active_base: int
+    active_used: int
 
 
 def size_for(max_rows: int) -> int:
@@ -171,7 +174,7 @@ def write_row(buf, index: int, row: Positions) -> None:
     if len(topic) > MAX_TOPIC_LEN:
         raise InvalidArgument(f"topic name of {len(topic)} bytes exceeds {MAX_TOPIC_LEN}")
     body = BODY.pack(row.partition, topic, row.leader_epoch, row.role, row.log_start, row.hw, row.leo,
-                     row.active_base)
+                     row.active_base, row.active_used)
     # SeqLock.write's protocol, inlined: this runs on every append of a leader.
     at = row_offset(index)
     seq = _SEQ.unpack_from(buf, at)[0]
@@ -198,14 +201,14 @@ _ROLES = tuple(Role)
 
 
 def _decode(fields: tuple) -> Positions:
-    partition, topic, epoch, role, log_start, hw, leo, active_base = fields
+    partition, topic, epoch, role, log_start, hw, leo, active_base, active_used = fields
     if role >= len(_ROLES):
         raise MetadataTableError(f"positions row has unknown role {role}")
     try:
         name = topic.rstrip(b"\0").decode("ascii")
     except UnicodeDecodeError as exc:
         raise MetadataTableError(f"positions row has a topic that is not ASCII: {topic!r}") from exc
-    return Positions(name, partition, epoch, _ROLES[role], log_start, hw, leo, active_base)
+    return Positions(name, partition, epoch, _ROLES[role], log_start, hw, leo, active_base, active_used)
 
 
 def read_row(buf, index: int, *, max_retries: int = 64) -> Positions:

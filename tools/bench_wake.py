@@ -57,7 +57,7 @@ def run(readers: int, publishes: int) -> dict:
     writer = PositionsWriter.create(name, 1, os.getpid(), max_rows=4)
     procs = []
     try:
-        writer.publish(0, Positions("bench", 0, 1, Role.LEADER, 0, 0, 0, 0))
+        writer.publish(0, Positions("bench", 0, 1, Role.LEADER, 0, 0, 0, 0, 0))
         for _ in range(readers):
             procs.append(subprocess.Popen([sys.executable, "-c", READER, name, str(publishes - 50)],
                                           stdout=subprocess.PIPE, text=True))
@@ -67,7 +67,7 @@ def run(readers: int, publishes: int) -> dict:
         cpu = 0.0
         for i in range(publishes):
             before = time.thread_time()
-            writer.publish(0, Positions("bench", 0, 1, Role.LEADER, 0, time.monotonic_ns(), i, 0))
+            writer.publish(0, Positions("bench", 0, 1, Role.LEADER, 0, time.monotonic_ns(), i, 0, 0))
             cpu += time.thread_time() - before
             time.sleep(0.001)
         lat: list[int] = []

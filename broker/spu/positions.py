@@ -54,9 +54,9 @@ class PositionsPublisher:
             return
         if replica.is_leader:
             row = Positions(spec.topic, spec.partition, spec.leader_epoch, Role.LEADER, log.log_start_offset,
-                            replica.hw, log.leo, log.active_base_offset)
+                            replica.hw, log.leo, log.active_base_offset, log.active_used)
         else:
-            row = Positions(spec.topic, spec.partition, spec.leader_epoch, Role.FOLLOWER, -1, -1, -1, -1)
+            row = Positions(spec.topic, spec.partition, spec.leader_epoch, Role.FOLLOWER, -1, -1, -1, -1, -1)
         if self._last.get(index) == row:
             return
         self._last[index] = row
@@ -73,7 +73,7 @@ class PositionsPublisher:
         self._last.pop(index, None)
         self._free.append(index)
         try:
-            self._writer.publish(index, Positions("", 0, -1, Role.FREE, -1, -1, -1, -1))
+            self._writer.publish(index, Positions("", 0, -1, Role.FREE, -1, -1, -1, -1, -1))
         except (RilletError, OSError) as exc:
             self._log.error("freeing %s/%d in the positions table failed: %s", *key, exc)
 

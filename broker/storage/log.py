@@ -176,6 +176,11 @@ class PartitionLog:
         return self._segments[-1].base_offset
 
     @property
+    def active_used(self) -> int:
+        """Bytes of batches in the active segment (where its data ends)."""
+        return self._segments[-1].used
+
+    @property
     def size_bytes(self) -> int:
         return sum(seg.used for seg in self._segments)
 

@@ -16,7 +16,7 @@ from rillet.ipc import futex, positions as p
 from rillet.ipc.errors import ClusterAlreadyRunning, LayoutVersionMismatch, MetadataTableBusy, MetadataTableError
 from rillet.ipc.shm import PositionsReader, PositionsWriter, unlink_if_exists
 
-ROW = p.Positions("orders", 3, 7, p.Role.LEADER, 10, 20, 25, 18)
+ROW = p.Positions("orders", 3, 7, p.Role.LEADER, 10, 20, 25, 18, 4096)
 
 
 def table(rows: int = 4) -> bytearray:
@@ -39,7 +39,7 @@ def test_rows_round_trip_and_are_found_by_topic_and_partition():
     assert p.find_row(buf, 4, "orders", 3) == 2
     assert p.find_row(buf, 4, "orders", 4) == 0
     assert p.find_row(buf, 4, "orders", 5) is None
-    p.write_row(buf, 2, p.Positions("", 0, -1, p.Role.FREE, -1, -1, -1, -1))     # freed: not found any more
+    p.write_row(buf, 2, p.Positions("", 0, -1, p.Role.FREE, -1, -1, -1, -1, -1))     # freed: not found any more
     assert p.find_row(buf, 4, "orders", 3) is None
     assert p.read_header(buf) == (5001, 4242, 4) and p.peek_spu_pid(buf) == 4242
 
