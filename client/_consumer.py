@@ -18,11 +18,9 @@ Waiting costs nothing and wakes at once: the SPU holds a fetch until a record is
 there (long poll), and a reader of several partitions waits on all their sockets
 with one ``poll()`` call. No client sleeps to wait for data.
 
-Direct reads (client/_direct.py, on by default, ``RILLET_DIRECT_READS=0`` to force
-the socket): a stream with a ``DirectPath`` reads the leader's segment files itself
-and sleeps on a futex; ``_open``, ``_step`` and the merged wait are the only places
-that choose between the two paths, and a path that becomes unusable falls back to
-the socket for good.
+Direct reads (client/_direct.py; ``RILLET_DIRECT_READS=0`` forces the socket): a
+stream with a ``DirectPath`` reads the leader's files itself. ``_open``, ``_step`` and
+the merged wait choose the path; an unusable direct path falls back to the socket.
 
 Start positions (``Offset``) resolve when a stream opens, by :func:`start_position`:
 relative forms clamp to the log's available range (records removed by retention are
@@ -44,7 +42,7 @@ from rillet.ipc.errors import Closed, InvalidArgument, OffsetOutOfRange, RilletE
 from rillet.ipc.names import validate_name
 from rillet.ipc.records import decode_records, iter_batches
 
-from ._direct import DirectPath, DirectUnavailable, direct_reads_enabled
+from ._direct import DirectPath, DirectUnavailable, direct_reads_enabled, wait_streams
 from ._enums import Isolation
 from ._metadata import MetadataView
 from ._offsets import DEFAULT_MAX_BYTES, start_position
@@ -54,7 +52,6 @@ LONG_POLL_MS = 1000                  # one fetch waits at most this long for new
 REPLY_GRACE_S = 10.0                 # a fetch unanswered this long past its long poll: the SPU is stuck
 FAILOVER_WINDOW_S = 30.0             # how long a stream keeps looking for a new leader
 WAIT_SLICE_S = 1.0                   # a multi-partition wait re-checks for stuck fetches this often
-MIXED_SLICE_S = 0.005               # a merged wait over direct and socket streams checks the direct ones this often
 ASYNC_SLICE_S = 0.25                 # async waits run in worker threads in slices this long, so
                                      # cancellation and loop shutdown never wait on an idle stream
 
@@ -280,7 +277,11 @@ class PartitionStream:
         ``block``, else only if it has already arrived. True when an answer was absorbed."""
         if self._direct is not None:
             try:
-                return self._direct_step(block)
+                data = self._direct.fetch(self.next_offset, self.max_bytes,
+                                          self.isolation == Isolation.ReadCommitted, block, FAILOVER_WINDOW_S)
+                if len(data):
+                    self._absorb_bytes(data)
+                return bool(len(data))
             except DirectUnavailable:
                 self._drop_direct()
         reply = self._with_failover(lambda conn: self._receive(conn, block))
@@ -304,16 +305,6 @@ class PartitionStream:
             if reply.cid == self._pending:
                 self._pending = None
                 return raise_for_error(reply)
-
-    def _direct_step(self, block: bool) -> bool:
-        committed = self.isolation == Isolation.ReadCommitted
-        data = self._direct.read(self.next_offset, self.max_bytes, committed, time.monotonic() + FAILOVER_WINDOW_S)
-        if not len(data):
-            if block:
-                self._direct.wait(self.next_offset, committed, LONG_POLL_MS / 1000)
-            return False
-        self._absorb_bytes(data)
-        return True
 
     def _drop_direct(self) -> None:
         if self._direct is not None:
@@ -396,19 +387,6 @@ def _wait_readable(fds: list[int], timeout_s: float) -> None:
         if fd >= 0:
             poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
     poller.poll(max(0, int(timeout_s * 1000)))
-
-
-def _wait_streams(streams: list[PartitionStream], timeout_s: float) -> None:
-    """Wait for any of ``streams``: on futexes when all read directly, on sockets when none
-    does, and on the sockets in short slices when they are mixed (a fallback case)."""
-    direct = [(s._direct, s.next_offset, s.isolation == Isolation.ReadCommitted)
-              for s in streams if s._direct is not None]
-    if not direct:
-        _wait_readable([s.fileno() for s in streams], timeout_s)
-    elif len(direct) == len(streams):
-        DirectPath.wait_many(direct, timeout_s)
-    else:
-        _wait_readable([s.fileno() for s in streams], min(timeout_s, MIXED_SLICE_S))
 
 
 class MultiPartitionStream:
@@ -525,7 +503,7 @@ class MultiPartitionStream:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:
                         return []
-                _wait_streams(live, timeout)
+                wait_streams(live, timeout, _wait_readable)
 
 
 class PartitionConsumer:

@@ -54,11 +54,13 @@ from rillet.ipc.positions import Positions, Role
 from rillet.ipc.records import ATTRIBUTES_POS, MAGIC, PREAMBLE_SIZE
 from rillet.ipc.shm import PositionsReader
 
+from ._enums import Isolation
 from ._metadata import MetadataView
 
 ENV_SWITCH = "RILLET_DIRECT_READS"
 WAIT_SLICE_S = 0.1            # a waiter re-checks the metadata table this often (leader deaths publish nothing)
 RETRY_SLEEP_S = 0.01          # between attempts to find the new leader's row
+MIXED_SLICE_S = 0.005         # a merged wait over direct and socket streams checks the direct ones this often
 INDEX_ENTRY = struct.Struct("<II")   # broker/storage/index.py: relative offset, position
 # The header fields a walk needs (ipc/records.py): base_offset, batch_length, leader_epoch,
 # magic, (crc and attributes skipped), last_offset_delta.
@@ -333,6 +335,14 @@ class DirectPath:
         row = self._failover(self.positions, deadline)
         return row.log_start, row.hw, row.leo
 
+    def fetch(self, offset: int, max_bytes: int, committed: bool, block: bool, window_s: float) -> memoryview:
+        """A stream's step: batches at ``offset``, or (when ``block``) a wait for a publish
+        and an empty view. Leader changes are ridden through for ``window_s``."""
+        data = self.read(offset, max_bytes, committed, time.monotonic() + window_s)
+        if not len(data) and block:
+            self.wait(offset, committed, WAIT_SLICE_S)
+        return data
+
     def read(self, offset: int, max_bytes: int, committed: bool, deadline: float) -> memoryview:
         """Batches at ``offset`` below the visible bound; empty when there are none yet."""
         return self._failover(lambda: self._read(offset, max_bytes, committed), deadline)
@@ -397,3 +407,17 @@ class DirectPath:
 
     def close(self) -> None:
         self._detach()
+
+
+def wait_streams(streams: list, timeout_s: float, wait_sockets) -> None:
+    """Wait for any of a merged reader's partition ``streams``: on futexes when all read
+    directly, with ``wait_sockets(fds, timeout_s)`` when none does, and on the sockets in
+    short slices when they are mixed (a fallback case)."""
+    direct = [(s._direct, s.next_offset, s.isolation == Isolation.ReadCommitted)
+              for s in streams if s._direct is not None]
+    if not direct:
+        wait_sockets([s.fileno() for s in streams], timeout_s)
+    elif len(direct) == len(streams):
+        DirectPath.wait_many(direct, timeout_s)
+    else:
+        wait_sockets([s.fileno() for s in streams], min(timeout_s, MIXED_SLICE_S))
