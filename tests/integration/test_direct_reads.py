@@ -13,9 +13,10 @@ import psutil
 import pytest
 
 from rillet import (
-    Compression, ConsumerConfig, Isolation, Offset, OffsetOutOfRange, TopicProducerConfigBuilder,
+    Compression, ConsumerConfig, ConsumerConfigExtBuilder, InvalidArgument, Isolation, Offset,
+    OffsetManagementStrategy, OffsetOutOfRange, TopicProducerConfigBuilder,
 )
-from rillet._direct import DirectPath
+from rillet._direct import DirectPath, direct_reads_enabled
 from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection
 from rillet.ipc.records import iter_batches
@@ -271,3 +272,37 @@ def test_a_direct_reader_follows_its_restarted_spu(tmp_path, direct):
         s.close()
         assert seen == [f"a{i}".encode() for i in range(10)] + [f"b{i}".encode() for i in range(10)]
         assert stats["direct"]
+
+
+def test_a_merged_named_reader_waits_on_every_partition_at_once(tmp_path, direct):
+    direct(True)
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("merged", partitions=3)
+        fluvio = cluster.fluvio()
+        consumer = fluvio.consumer_with_config(
+            ConsumerConfigExtBuilder("merged").offset_start(Offset.end()).offset_consumer("c1")
+            .offset_strategy(OffsetManagementStrategy.AUTO).build())
+        assert all(s.statistics()["direct"] for s in consumer._merged._streams)
+        seen = []
+        reader = threading.Thread(target=lambda: seen.extend((r.partition(), r.value()) for _, r in zip(range(30), consumer)))
+        reader.start()
+        config = TopicProducerConfigBuilder().linger(0).build()
+        with fluvio.topic_producer_with_config("merged", config) as producer:
+            for i in range(30):
+                producer.send_to_partition(i % 3, None, f"p{i % 3}-{i}").wait(timeout=10)
+        reader.join(15)
+        consumer.close()
+        assert len(seen) == 30
+        for p in range(3):
+            assert [v for q, v in seen if q == p] == [f"p{p}-{i}".encode() for i in range(p, 30, 3)]
+        assert {(c.consumer_id, c.partition) for c in fluvio.consumer_offsets()} == {("c1", 0), ("c1", 1), ("c1", 2)}
+
+
+def test_the_switch_reads_0_and_1_and_refuses_anything_else(monkeypatch):
+    monkeypatch.setenv("RILLET_DIRECT_READS", "0")
+    assert direct_reads_enabled() is False and direct_reads_enabled(True) is True
+    monkeypatch.setenv("RILLET_DIRECT_READS", "1")
+    assert direct_reads_enabled() is True and direct_reads_enabled(False) is False
+    monkeypatch.setenv("RILLET_DIRECT_READS", "maybe")
+    with pytest.raises(InvalidArgument, match="RILLET_DIRECT_READS"):
+        direct_reads_enabled()
