@@ -363,6 +363,8 @@ class DirectPath:
                 raise OffsetOutOfRange(f"offset {offset} of {self.topic}/{self.partition} was deleted by retention: "
                                        f"the first available offset is {after.log_start}") from None
             raise
+        except OSError as exc:                   # unreadable now (permissions, I/O): the socket takes over
+            raise DirectUnavailable(f"cannot read {self._files.directory}: {exc}") from exc
         after = self.positions()                 # hand out nothing retention removed meanwhile
         if offset < after.log_start:
             raise OffsetOutOfRange(f"offset {offset} of {self.topic}/{self.partition} was deleted by retention: "
@@ -399,8 +401,11 @@ class DirectPath:
         timeout_s = min(timeout_s, WAIT_SLICE_S)
         if not futex.AVAILABLE or len(words) > futex.MAX_WAITV:
             time.sleep(min(timeout_s, 0.005))
-        else:
+            return
+        try:
             futex.wait_any(words, timeout_s)
+        except OSError:                          # EFAULT: closed from another thread meanwhile
+            pass
 
     def close(self) -> None:
         self._detach()

@@ -495,7 +495,10 @@ class PositionsReader:
         return positions.find_row(self._buf(), self.max_rows, topic, partition)
 
     def row(self, index: int) -> positions.Positions:
-        return positions.read_row(self._buf(), index)
+        try:
+            return positions.read_row(self._buf(), index)
+        except ValueError as exc:       # released by close() in another thread meanwhile
+            raise Closed(f"positions reader for {self.name} is closed") from exc
 
     def wake_word(self, index: int) -> tuple[int, int]:
         """``(address, value now)`` of row ``index``'s futex word, for futex.wait."""

@@ -20,6 +20,7 @@ from rillet._direct import DirectPath, direct_reads_enabled
 from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection
 from rillet.ipc.records import iter_batches
+from rillet.ipc.shm import unlink_if_exists
 from rillet.testing import LocalCluster
 
 from .test_failover import committed_producer, partition, spu_kill, wait_for
@@ -306,3 +307,15 @@ def test_the_switch_reads_0_and_1_and_refuses_anything_else(monkeypatch):
     monkeypatch.setenv("RILLET_DIRECT_READS", "maybe")
     with pytest.raises(InvalidArgument, match="RILLET_DIRECT_READS"):
         direct_reads_enabled()
+
+
+def test_without_a_positions_table_streams_fall_back_to_the_socket(tmp_path, direct):
+    direct(True)
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("plain")
+        total = fill_with_every_codec(cluster, "plain", per_codec=10)
+        before = [r.value() for r in stream(cluster, "plain")]
+        unlink_if_exists(cluster.paths.positions_shm_name(5001))      # as an SPU without direct reads
+        s = stream(cluster, "plain")
+        assert not s.statistics()["direct"]
+        assert [r.value() for r in s] == before and len(before) == total
