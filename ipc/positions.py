@@ -58,7 +58,10 @@ from .metadata_table import MAX_TOPIC_LEN, _record
 LAYOUT_VERSION = 1
 MAGIC = b"RILLETPS"
 MAX_ROWS_LIMIT = 1 << 16
-DEFAULT_MAX_ROWS = 1024            # 128 KiB: far above the replicas one SPU holds on one host
+# One row per partition the metadata table can hold (TableLayout.max_partitions), so an SPU
+# never runs out of rows (a replica without a row would be readable over the socket only):
+# 512 KiB of /dev/shm per SPU.
+DEFAULT_MAX_ROWS = 4096
 
 HEADER, HEADER_OFFSETS = _record((
     ("magic", "8s"), ("layout_version", "I"), ("header_size", "I"), ("spu_id", "i"), ("spu_pid", "I"),

@@ -205,6 +205,7 @@ def test_a_committed_direct_reader_rides_through_a_leader_kill(tmp_path, direct)
         assert [o for o, _v in seen] == list(range(300))            # no offset skipped or delivered twice
         assert [v for _o, v in seen] == [f"r{i}".encode() for i in range(300)]
         assert stats["direct"], "the reader fell back to the socket"
+    assert not cluster.leftovers()                                  # the killed SPU's table too
 
 
 IDLE_READER = """
