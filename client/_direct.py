@@ -48,7 +48,8 @@ import time
 
 from rillet.ipc import futex
 from rillet.ipc.errors import (
-    Closed, InvalidArgument, MetadataTableError, NotLeader, OffsetOutOfRange, RilletError, Timeout,
+    Closed, InvalidArgument, MetadataTableBusy, MetadataTableError, NotLeader, OffsetOutOfRange, RilletError,
+    Timeout,
 )
 from rillet.ipc.positions import Positions, Role
 from rillet.ipc.records import ATTRIBUTES_POS, MAGIC, PREAMBLE_SIZE
@@ -300,7 +301,10 @@ class DirectPath:
         table = self._table
         if table is None or self._moved:
             raise NotLeader(f"no leader attached for {self.topic}/{self.partition}")
-        row = table.row(self._row)
+        try:
+            row = table.row(self._row)
+        except MetadataTableBusy as exc:        # its SPU died inside a publish: find the new leader
+            raise NotLeader(f"SPU {self._leader}'s row for {self.topic}/{self.partition} is stuck mid-write") from exc
         if (row.role != Role.LEADER or row.leader_epoch != self._epoch or row.topic != self.topic
                 or row.partition != self.partition):
             raise NotLeader(f"SPU {self._leader} does not lead {self.topic}/{self.partition} at epoch {self._epoch} "
