@@ -64,7 +64,8 @@ def run(count: int, direct: str, consumers: int) -> str:
             producer.wait()
         finally:
             for proc in readers:
-                proc.kill() if proc.poll() is None else None
+                if proc.poll() is None:
+                    proc.kill()
                 proc.wait()
     spu_s = after.user + after.system - before.user - before.system
     return (f"direct={direct} consumers={consumers} wall={wall:.2f}s delivered/s={consumers * count / wall:,.0f} "
