@@ -408,7 +408,10 @@ class DirectPath:
             return
         try:
             futex.wait_any(words, timeout_s)
-        except OSError:                          # EFAULT: closed from another thread meanwhile
+            for (path, _offset, _committed), (address, value) in zip(waits, words):
+                if path._table is not None and path._table.wake_word(path._row)[1] != value:
+                    futex.wake(address, futex.RELAY_FANOUT)     # pass the publish on (see futex.py)
+        except (OSError, Closed):                # EFAULT: closed from another thread meanwhile
             pass
 
     def close(self) -> None:

@@ -433,14 +433,14 @@ class PositionsWriter:
         return cls(name, mapping, max_rows)
 
     def publish(self, index: int, row: positions.Positions) -> None:
-        """Write row ``index``, then move its wake word and wake its waiters."""
+        """Write row ``index``, then move its wake word and wake (some of) its waiters."""
         mapping = self._map
         if mapping is None:
             raise Closed(f"positions table {self.name} is closed")
         positions.write_row(mapping.buf, index, row)
         positions.bump_wake(mapping.buf, index)
-        if futex.AVAILABLE:
-            futex.wake(mapping.address + positions.wake_offset(index))
+        if futex.AVAILABLE:             # a few; they relay to the others (futex.py)
+            futex.wake(mapping.address + positions.wake_offset(index), futex.RELAY_FANOUT)
 
     def close(self) -> None:
         """Unmap and unlink (idempotent)."""

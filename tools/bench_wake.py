@@ -4,8 +4,9 @@
 
 A writer publishes a positions row (ipc/positions.py) every ~1 ms, with its
 CLOCK_MONOTONIC time in the hw field, through the same PositionsWriter.publish an
-SPU uses (row write, wake word bump, FUTEX_WAKE). Each reader process sleeps in
-futex.wait on the row's word and, once running again, notes now - hw. One JSON line
+SPU uses (row write, wake word bump, FUTEX_WAKE of a few sleepers). Each reader
+process sleeps in futex.wait on the row's word and, once running again, relays the
+wake as consumers do and notes now - hw. One JSON line
 per reader count: latency percentiles over every reader, and the writer's CPU per
 publish (which should not grow with the number of readers).
 """
@@ -37,8 +38,10 @@ while len(lat) < count and time.monotonic() < deadline:
     now = time.monotonic_ns()
     row = reader.row(0)
     address, new = reader.wake_word(0)
-    if new != value and row.hw > 0:
-        lat.append(now - row.hw)
+    if new != value:
+        futex.wake(address, futex.RELAY_FANOUT)     # relay, as client/_direct.py does
+        if row.hw > 0:
+            lat.append(now - row.hw)
     value = new
 reader.close()
 print(json.dumps(lat), flush=True)

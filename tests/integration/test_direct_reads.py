@@ -320,3 +320,31 @@ def test_without_a_positions_table_streams_fall_back_to_the_socket(tmp_path, dir
         s = stream(cluster, "plain")
         assert not s.statistics()["direct"]
         assert [r.value() for r in s] == before and len(before) == total
+
+
+def test_every_waiting_reader_wakes_though_the_spu_wakes_only_a_few(tmp_path, direct, monkeypatch):
+    """The SPU wakes RELAY_FANOUT sleepers per publish; woken readers relay to the rest."""
+    import rillet._direct as direct_module
+    monkeypatch.setattr(direct_module, "WAIT_SLICE_S", 5.0)      # no reader may get by on its timeout
+    direct(True)
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("fan")
+        streams = [stream(cluster, "fan", Offset.end(), continuous=True) for _ in range(6)]
+        got = [None] * len(streams)
+
+        def read(i):
+            next(streams[i])
+            got[i] = time.monotonic()
+        readers = [threading.Thread(target=read, args=(i,)) for i in range(len(streams))]
+        for t in readers:
+            t.start()
+        time.sleep(0.5)                                           # all asleep on the futex
+        sent = time.monotonic()
+        with cluster.fluvio().topic_producer("fan") as producer:
+            producer.send(None, "one")
+        for t in readers:
+            t.join(10)
+        for s in streams:
+            s.close()
+        assert all(t is not None for t in got)
+        assert max(got) - sent < 2.0, [round(t - sent, 3) for t in got]
