@@ -235,7 +235,10 @@ class DirectPath:
 
     @classmethod
     def open(cls, meta: MetadataView, topic: str, partition: int, deadline: float) -> "DirectPath | None":
-        """A path on the current leader, or None when direct reads cannot be used here."""
+        """A path on the current leader, or None when direct reads cannot be used here
+        (no futex to sleep on: the socket's long poll waits better than a polling loop)."""
+        if not futex.AVAILABLE:
+            return None
         path = cls(meta, topic, partition)
         try:
             path._attach(deadline)
@@ -403,9 +406,8 @@ class DirectPath:
                 return
             words.append(word)
         timeout_s = min(timeout_s, WAIT_SLICE_S)
-        if not futex.AVAILABLE or len(words) > futex.MAX_WAITV:
-            time.sleep(min(timeout_s, 0.005))
-            return
+        if len(words) > futex.MAX_WAITV:         # futex_waitv's limit: poll the first ones in short slices
+            words, timeout_s = words[:futex.MAX_WAITV], min(timeout_s, MIXED_SLICE_S)
         try:
             futex.wait_any(words, timeout_s)
             for (path, _offset, _committed), (address, value) in zip(waits, words):
