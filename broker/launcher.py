@@ -23,7 +23,7 @@ from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection
 from rillet.ipc.errors import ClusterAlreadyRunning, ClusterNotRunning, RilletError
 from rillet.ipc.names import ClusterPaths
-from rillet.ipc.shm import unlink_if_exists
+from rillet.ipc.shm import positions_objects, unlink_if_exists
 
 
 def sc_pid(paths: ClusterPaths) -> int | None:
@@ -166,6 +166,8 @@ def clean_leftovers(paths: ClusterPaths) -> None:
             pass
     psutil.wait_procs(procs, timeout=5)
     unlink_if_exists(paths.shm_name)
+    for name in positions_objects(paths.positions_shm_prefix):    # SPUs killed before they could
+        unlink_if_exists(name)
     if paths.runtime_dir.exists():
         for entry in paths.runtime_dir.iterdir():
             if entry.suffix == ".sock":

@@ -22,6 +22,10 @@ Waiting costs nothing and wakes at once: the SPU holds a fetch until a record is
 there (long poll), and a reader of several partitions waits on all their sockets
 with one ``poll()`` call. No client sleeps to wait for data.
 
+Direct reads (client/_direct.py; ``RILLET_DIRECT_READS=0`` forces the socket): a
+stream with a ``DirectPath`` reads the leader's files itself. ``_open``, ``_step`` and
+the merged wait choose the path; an unusable direct path falls back to the socket.
+
 Start positions (``Offset``) resolve when a stream opens, by :func:`start_position`:
 relative forms clamp to the log's available range (records removed by retention are
 skipped); ``absolute(n)`` outside the log is OffsetOutOfRange naming the valid range.
@@ -42,6 +46,7 @@ from rillet.ipc.errors import Closed, InvalidArgument, OffsetOutOfRange, RilletE
 from rillet.ipc.names import validate_name
 from rillet.ipc.records import decode_records, iter_batches
 
+from ._direct import DirectPath, DirectUnavailable, direct_reads_enabled, wait_streams
 from ._enums import Isolation
 from ._metadata import MetadataView
 from ._offsets import DEFAULT_MAX_BYTES, start_position
@@ -183,7 +188,8 @@ class PartitionStream:
 
     def __init__(self, meta: MetadataView, topic: str, partition: int, start: Offset, *,
                  max_bytes: int = DEFAULT_MAX_BYTES, isolation: Isolation = Isolation.ReadUncommitted,
-                 continuous: bool = True, end_offset: int | None = None, stored_offset: int | None = None) -> None:
+                 continuous: bool = True, end_offset: int | None = None, stored_offset: int | None = None,
+                 direct: bool | None = None) -> None:
         if not isinstance(start, Offset):
             raise InvalidArgument(f"stream needs an Offset, got {type(start).__name__}")
         self.meta = meta
@@ -199,6 +205,10 @@ class PartitionStream:
         self._sent_at = 0.0
         self._buffer = RecordBuffer()
         self._closed = False
+        self._direct: DirectPath | None = None     # direct reads from the leader's files, if usable
+        self._direct_reads = 0                     # of paths already dropped (statistics)
+        if direct_reads_enabled(direct):
+            self._direct = DirectPath.open(meta, topic, partition, time.monotonic() + FAILOVER_WINDOW_S)
         log_start, hw, leo = self._open()
         visible_end = hw if isolation == Isolation.ReadCommitted else leo
         try:
@@ -254,6 +264,12 @@ class PartitionStream:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._drop_direct()
+
+    def statistics(self) -> dict:
+        """Which path the stream reads by, and how many direct reads handed out data."""
+        return {"direct": self._direct is not None,
+                "direct_reads": self._direct_reads + (self._direct.reads if self._direct is not None else 0)}
 
     def __enter__(self) -> "PartitionStream":
         return self
@@ -276,6 +292,15 @@ class PartitionStream:
     def _step(self, block: bool) -> bool:
         """Send a fetch if none is in flight, then take its answer: waiting for it when
         ``block``, else only if it has already arrived. True when an answer was absorbed."""
+        if self._direct is not None:
+            try:
+                data = self._direct.fetch(self.next_offset, self.max_bytes,
+                                          self.isolation == Isolation.ReadCommitted, block, FAILOVER_WINDOW_S)
+                if len(data):
+                    self._absorb_bytes(data)
+                return bool(len(data))
+            except DirectUnavailable:
+                self._drop_direct()
         reply = self._with_failover(lambda conn: self._receive(conn, block), block)
         if reply is None:
             return False
@@ -298,7 +323,18 @@ class PartitionStream:
                 self._pending = None
                 return raise_for_error(reply)
 
+    def _drop_direct(self) -> None:
+        if self._direct is not None:
+            self._direct_reads += self._direct.reads
+            self._direct.close()
+            self._direct = None
+
     def _open(self) -> tuple[int, int, int]:
+        if self._direct is not None:
+            try:
+                return self._direct.offsets(time.monotonic() + FAILOVER_WINDOW_S)
+            except DirectUnavailable:
+                self._drop_direct()
         reply = self._with_failover(lambda conn: conn.call(m.OffsetsRequest(conn.next_cid(), self.topic, self.partition)))
         return reply.log_start, reply.hw, reply.leo
 
@@ -353,7 +389,9 @@ class PartitionStream:
         return cid
 
     def _absorb(self, reply: m.FetchResponse) -> None:
-        data = reply.batches
+        self._absorb_bytes(reply.batches)
+
+    def _absorb_bytes(self, data) -> None:
         start = self.next_offset
         end = start
         for _pos, header in iter_batches(data):
@@ -499,7 +537,7 @@ class MultiPartitionStream:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:
                         return []
-                _wait_readable([s.fileno() for s in live], timeout)
+                wait_streams(live, timeout, _wait_readable)
 
 
 class PartitionConsumer:

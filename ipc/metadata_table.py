@@ -10,7 +10,7 @@ Header, 64 bytes (``HEADER``)::
     pos size field               meaning
       0   8  magic               MAGIC, b"RILLETMT"; init_table writes it last, so
                                  zeros mean "being initialised"
-      8   4  layout_version      LAYOUT_VERSION (1); readers refuse any other
+      8   4  layout_version      LAYOUT_VERSION (2); readers refuse any other
      12   4  header_size         64; rows start here
      16   8  seq                 seqlock counter (seqlock.py): even idle, odd mid-write
      24   8  generation          0 after init_table, +1 per write_snapshot
@@ -20,7 +20,7 @@ Header, 64 bytes (``HEADER``)::
      44   4  spu_count           SPU rows in use, the first spu_count rows
      48   4  partition_count     partition rows in use, the first partition_count rows
      52   4  spu_row_size        16; checked by readers
-     56   4  partition_row_size  160; checked by readers
+     56   4  partition_row_size  144; checked by readers
      60   4  reserved            zero
 
 magic, layout_version and sc_pid keep these positions in every layout version,
@@ -34,7 +34,7 @@ SPU row, 16 bytes (``SPU_ROW``), at 64 + i * 16::
       8   1  status   SpuStatus
       9   7  padding  zero
 
-Partition row, 160 bytes (``PARTITION_ROW``), at 64 + max_spus * 16 + i * 160::
+Partition row, 144 bytes (``PARTITION_ROW``), at 64 + max_spus * 16 + i * 144::
 
     pos size field          meaning
       0  64  topic          ASCII, NUL-padded (at most 63 characters, so NUL-terminated)
@@ -47,8 +47,11 @@ Partition row, 160 bytes (``PARTITION_ROW``), at 64 + max_spus * 16 + i * 160::
      79   1  padding        zero
      80  32  replicas       8 x i32 SPU ids, the assignment order (first = preferred leader)
     112  32  in_sync        8 x i32 SPU ids of the in-sync replicas
-    144   8  hw             i64 high watermark
-    152   8  leo            i64 leader's log end offset
+
+Layout 1 also had ``hw`` and ``leo`` columns, always -1. Offsets are published by the
+process that owns them, each leader SPU in its own positions table (positions.py), not
+here: the SC would have to rewrite this table, and move the generation every client
+watches, at each SPU report, and the values would still lag the log.
 
 Every write happens under the seqlock at ``seq``: rows are encoded and checked
 first, then copied in with the counters, so the lock is held for two memcpys.
@@ -65,13 +68,13 @@ from typing import Iterable, NamedTuple
 from .errors import InvalidArgument, LayoutVersionMismatch, MetadataTableError
 from .seqlock import DEFAULT_MAX_RETRIES, SeqLock
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 MAGIC = b"RILLETMT"
 MAX_REPLICAS = 8
 MAX_TOPIC_LEN = 63                  # names.MAX_NAME_LEN; the 64-byte field keeps a NUL
 # Caps on a layout, so a corrupt header cannot make a reader compute a huge size.
 MAX_SPUS_LIMIT = 65_535
-MAX_PARTITIONS_LIMIT = 1 << 20      # 160 MiB of partition rows
+MAX_PARTITIONS_LIMIT = 1 << 20      # 144 MiB of partition rows
 
 
 def _record(fields: tuple[tuple[str, str], ...]) -> tuple[struct.Struct, dict[str, int]]:
@@ -109,15 +112,14 @@ assert SPU_ROW_SIZE == 16 and SPU_ROW_OFFSETS["status"] == 8, SPU_ROW_SIZE
 PARTITION_ROW, PARTITION_ROW_OFFSETS = _record((
     ("topic", "64s"), ("partition", "i"), ("leader", "i"), ("leader_epoch", "i"), ("status", "B"),
     ("replica_count", "B"), ("in_sync_count", "B"), ("padding", "x"),
-    ("replicas", f"{MAX_REPLICAS}i"), ("in_sync", f"{MAX_REPLICAS}i"), ("hw", "q"), ("leo", "q"),
+    ("replicas", f"{MAX_REPLICAS}i"), ("in_sync", f"{MAX_REPLICAS}i"),
 ))
 PARTITION_ROW_SIZE = PARTITION_ROW.size
-assert PARTITION_ROW_SIZE == 160, PARTITION_ROW_SIZE
-assert PARTITION_ROW_OFFSETS["replicas"] == 80 and PARTITION_ROW_OFFSETS["hw"] == 144, PARTITION_ROW_OFFSETS
+assert PARTITION_ROW_SIZE == 144, PARTITION_ROW_SIZE
+assert PARTITION_ROW_OFFSETS["replicas"] == 80 and PARTITION_ROW_OFFSETS["in_sync"] == 112, PARTITION_ROW_OFFSETS
 # Positions in a PARTITION_ROW.unpack() tuple (each replica id is its own item).
 _REPLICAS_AT = 7
 _IN_SYNC_AT = _REPLICAS_AT + MAX_REPLICAS
-_HW_AT = _IN_SYNC_AT + MAX_REPLICAS
 
 _U64 = struct.Struct("<Q")
 _GENERATION_PID = struct.Struct("<QI")          # generation, sc_pid at GENERATION_OFFSET
@@ -180,8 +182,6 @@ class PartitionRow:
     status: PartitionStatus
     replicas: tuple[int, ...]
     in_sync: tuple[int, ...]
-    hw: int
-    leo: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +395,6 @@ def _pack_partition(out: bytearray, i: int, row: PartitionRow) -> None:
             PartitionStatus(row.status), len(replicas), len(in_sync),
             *replicas, *(0,) * (MAX_REPLICAS - len(replicas)),
             *in_sync, *(0,) * (MAX_REPLICAS - len(in_sync)),
-            row.hw, row.leo,
         )
     except (struct.error, ValueError, TypeError) as exc:
         raise InvalidArgument(
@@ -511,7 +510,6 @@ def _decode_partitions(raw: bytes) -> tuple[PartitionRow, ...]:
         rows.append(PartitionRow(
             topic, f[1], f[2], f[3], _PARTITION_STATUSES[status],
             f[_REPLICAS_AT:_REPLICAS_AT + replica_count], f[_IN_SYNC_AT:_IN_SYNC_AT + in_sync_count],
-            f[_HW_AT], f[_HW_AT + 1],
         ))
     return tuple(rows)
 

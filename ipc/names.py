@@ -12,6 +12,7 @@ Layout (``home`` is ``$RILLET_HOME``, default ``~/.rillet``)::
         sc.sock, spu-<id>.sock
 
     /dev/shm/rillet-<uid>-<cluster>-<h>   the metadata table (POSIX shm, mode 0600)
+    /dev/shm/rillet-<uid>-<cluster>-<h>-spu-<id>   SPU <id>'s positions table (mode 0600)
 
 ``<h>`` is a short hash of the resolved home directory, so two clusters with the
 same name under different homes (parallel tests) never share a socket or shm name.
@@ -142,3 +143,11 @@ class ClusterPaths:
     @property
     def shm_name(self) -> str:
         return f"/rillet-{os.getuid()}-{self.cluster}-{self._tag}"
+
+    @property
+    def positions_shm_prefix(self) -> str:
+        return f"{self.shm_name}-spu-"
+
+    def positions_shm_name(self, spu_id: int) -> str:
+        """SPU ``spu_id``'s positions table (ipc/positions.py), written by that SPU only."""
+        return f"{self.positions_shm_prefix}{int(spu_id)}"

@@ -1,5 +1,9 @@
 """The metadata table in POSIX shared memory: the only module that touches posix_ipc.
 
+Also the per-SPU positions tables (positions.py): each SPU creates its own with
+:meth:`PositionsWriter.create` (same exclusive 0600 rule, stale ones replaced when
+their SPU is dead) and consumers map them read-only with :meth:`PositionsReader.open`.
+
 The SC creates one object per cluster (``names.ClusterPaths.shm_name``) with
 :meth:`SharedTable.create` and is its only writer; clients map it read-only with
 :meth:`TableReader.open`. The table's format lives in ``metadata_table.py``.
@@ -27,6 +31,7 @@ posix_ipc and OS errors are translated here, once, into rillet errors.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -56,6 +61,7 @@ from .metadata_table import (
     read_snapshot,
     write_snapshot,
 )
+from . import futex, positions
 from .seqlock import DEFAULT_MAX_RETRIES
 
 _MODE = 0o600
@@ -120,8 +126,9 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
-def _writer_alive(name: str) -> bool:
-    """Judge an existing object (see the module docstring); True if its SC lives.
+def _writer_alive(name: str, peek=peek_sc_pid) -> bool:
+    """Judge an existing object (see the module docstring); True if its writer lives
+    (``peek`` finds the writer's pid in the object's header).
 
     Raises SharedMemoryRefused for a foreign or unsafe object; ExistentialError
     passes through when it vanished meanwhile.
@@ -135,8 +142,8 @@ def _writer_alive(name: str) -> bool:
         raise MetadataTableError(f"cannot read shared-memory object {name}: {exc.strerror or exc}") from exc
     finally:
         shm.close_fd()
-    sc_pid = peek_sc_pid(header)        # None: never initialised, its creator died first
-    return sc_pid is not None and _process_alive(sc_pid)
+    pid = peek(header)                  # None: never initialised, its creator died first
+    return pid is not None and _process_alive(pid)
 
 
 def _create_exclusive(name: str) -> posix_ipc.SharedMemory:
@@ -171,6 +178,24 @@ def _size(shm: posix_ipc.SharedMemory, size: int) -> None:
         ) from exc
 
 
+def _create_replacing_stale(name: str, peek, running_message: str) -> posix_ipc.SharedMemory:
+    """Create ``name`` exclusively, replacing a stale object (its writer dead; ``peek``
+    reads the writer's pid from a header). ClusterAlreadyRunning with ``running_message``
+    when the writer lives; the caller sizes the object and unlinks it on failure."""
+    for _ in range(_CREATE_ATTEMPTS):
+        try:
+            return _create_exclusive(name)
+        except posix_ipc.ExistentialError:
+            pass
+        try:
+            if _writer_alive(name, peek):
+                raise ClusterAlreadyRunning(running_message) from None
+        except posix_ipc.ExistentialError:
+            continue            # vanished meanwhile: try to create again
+        unlink_if_exists(name)
+    raise MetadataTableError(f"shared-memory object {name} kept reappearing while replacing it")
+
+
 def unlink_if_exists(name: str) -> bool:
     """Remove the object ``name``; False if there was none."""
     try:
@@ -203,33 +228,21 @@ class SharedTable:
         ClusterAlreadyRunning (its SC is alive), MetadataTableError (OS failure).
         A stale object from a crashed SC is replaced silently.
         """
-        for _ in range(_CREATE_ATTEMPTS):
-            try:
-                shm = _create_exclusive(name)
-            except posix_ipc.ExistentialError:
-                try:
-                    if _writer_alive(name):
-                        raise ClusterAlreadyRunning(
-                            f"metadata table {name} belongs to a running SC; stop that cluster first"
-                        ) from None
-                except posix_ipc.ExistentialError:
-                    continue            # vanished meanwhile: try to create again
-                unlink_if_exists(name)
-                continue
-            mapping = None
-            try:
-                _size(shm, layout.size)
-                mapping = _map(shm, layout.size, writable=True)   # closes the fd
-                init_table(mapping, layout, sc_pid)
-            except BaseException:
-                if mapping is not None:
-                    mapping.close()
-                if shm.fd >= 0:
-                    shm.close_fd()
-                unlink_if_exists(name)
-                raise
-            return cls(name, mapping, layout)
-        raise MetadataTableError(f"shared-memory object {name} kept reappearing while replacing it")
+        shm = _create_replacing_stale(
+            name, peek_sc_pid, f"metadata table {name} belongs to a running SC; stop that cluster first")
+        mapping = None
+        try:
+            _size(shm, layout.size)
+            mapping = _map(shm, layout.size, writable=True)   # closes the fd
+            init_table(mapping, layout, sc_pid)
+        except BaseException:
+            if mapping is not None:
+                mapping.close()
+            if shm.fd >= 0:
+                shm.close_fd()
+            unlink_if_exists(name)
+            raise
+        return cls(name, mapping, layout)
 
     @property
     def name(self) -> str:
@@ -355,3 +368,170 @@ class TableReader:
     def __repr__(self) -> str:
         state = "closed" if self._map is None else "open"
         return f"<TableReader {self._name} {state}>"
+
+
+# --- the per-SPU positions table (positions.py) -------------------------------------
+#
+# Mapped with libc's mmap rather than Python's: futexes need the mapping's address,
+# and a read-only Python mmap cannot give one. A RawMapping is used by one owner
+# that never touches it after close().
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class RawMapping:
+    """``size`` bytes of ``fd`` mapped MAP_SHARED: ``buf`` (struct-compatible) and ``address``."""
+
+    def __init__(self, fd: int, size: int, *, writable: bool, name: str) -> None:
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        address = _libc.mmap(None, size, prot, mmap.MAP_SHARED, fd, 0)
+        if address in (None, _MAP_FAILED):
+            err = ctypes.get_errno()
+            raise MetadataTableError(f"cannot map shared-memory object {name}: {os.strerror(err)}")
+        self.address: int = address
+        self.size = size
+        # A byte memoryview over the mapping: slices assign as fast as a bytearray's
+        # (a ctypes array's own slice assignment costs ~2 us); read-only for readers.
+        view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+        self.buf: memoryview | None = view if writable else view.toreadonly()
+
+    def close(self) -> None:
+        if self.buf is not None:
+            self.buf.release()
+            self.buf = None
+            _libc.munmap(self.address, self.size)
+
+
+def _mapped(shm: posix_ipc.SharedMemory, size: int, *, writable: bool) -> RawMapping:
+    try:
+        return RawMapping(shm.fd, size, writable=writable, name=shm.name)
+    finally:
+        shm.close_fd()
+
+
+class PositionsWriter:
+    """An SPU's writable positions table (the only writer). Build with :meth:`create`;
+    ``close()`` unmaps and unlinks: the object lives as long as its SPU."""
+
+    def __init__(self, name: str, mapping: RawMapping, max_rows: int) -> None:
+        self.name = name
+        self.max_rows = max_rows
+        self._map: RawMapping | None = mapping
+
+    @classmethod
+    def create(cls, name: str, spu_id: int, spu_pid: int, max_rows: int = positions.DEFAULT_MAX_ROWS) -> "PositionsWriter":
+        """Create ``name`` exclusively (mode 0600), replacing one a dead SPU left.
+
+        Raises SharedMemoryRefused, ClusterAlreadyRunning (its SPU is alive: two SPUs
+        with one id), MetadataTableError.
+        """
+        size = positions.size_for(max_rows)
+        shm = _create_replacing_stale(name, positions.peek_spu_pid,
+                                      f"positions table {name} belongs to a running SPU {spu_id}")
+        mapping = None
+        try:
+            _size(shm, size)
+            mapping = _mapped(shm, size, writable=True)
+            positions.init_positions(mapping.buf, max_rows, spu_id, spu_pid)
+        except BaseException:
+            if mapping is not None:
+                mapping.close()
+            if shm.fd >= 0:
+                shm.close_fd()
+            unlink_if_exists(name)
+            raise
+        return cls(name, mapping, max_rows)
+
+    def publish(self, index: int, row: positions.Positions) -> None:
+        """Write row ``index``, then move its wake word and wake (some of) its waiters."""
+        mapping = self._map
+        if mapping is None:
+            raise Closed(f"positions table {self.name} is closed")
+        positions.write_row(mapping.buf, index, row)
+        positions.bump_wake(mapping.buf, index)
+        if futex.AVAILABLE:             # a few; they relay to the others (futex.py)
+            futex.wake(mapping.address + positions.wake_offset(index), futex.RELAY_FANOUT)
+
+    def close(self) -> None:
+        """Unmap and unlink (idempotent)."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            unlink_if_exists(self.name)
+
+
+class PositionsReader:
+    """A consumer's read-only mapping of one SPU's positions table. Build with :meth:`open`."""
+
+    def __init__(self, name: str, mapping: RawMapping, spu_id: int, spu_pid: int, max_rows: int) -> None:
+        self.name = name
+        self.spu_id = spu_id
+        self.spu_pid = spu_pid
+        self.max_rows = max_rows
+        self._map: RawMapping | None = mapping
+
+    @classmethod
+    def open(cls, name: str) -> "PositionsReader":
+        """Map ``name`` read-only and check its header. MetadataTableError when it is missing
+        or not initialised (an SPU starting, or one without direct reads), SharedMemoryRefused
+        for a foreign or unsafe object, LayoutVersionMismatch."""
+        try:
+            shm = _open_existing(name, read_only=True)
+        except posix_ipc.ExistentialError as exc:
+            raise MetadataTableError(f"no positions table {name}") from exc
+        try:
+            st = os.fstat(shm.fd)
+            _check_owner(name, st)
+            if st.st_size < positions.HEADER_SIZE:
+                raise MetadataTableError(f"positions table {name} is not initialised yet")
+        except BaseException:
+            shm.close_fd()
+            raise
+        mapping = _mapped(shm, st.st_size, writable=False)
+        try:
+            spu_id, spu_pid, max_rows = positions.read_header(mapping.buf)
+        except BaseException:
+            mapping.close()
+            raise
+        return cls(name, mapping, spu_id, spu_pid, max_rows)
+
+    def _buf(self):
+        mapping = self._map
+        if mapping is None:
+            raise Closed(f"positions reader for {self.name} is closed")
+        return mapping.buf
+
+    def find(self, topic: str, partition: int) -> int | None:
+        return positions.find_row(self._buf(), self.max_rows, topic, partition)
+
+    def row(self, index: int) -> positions.Positions:
+        try:
+            return positions.read_row(self._buf(), index)
+        except ValueError as exc:       # released by close() in another thread meanwhile
+            raise Closed(f"positions reader for {self.name} is closed") from exc
+
+    def wake_word(self, index: int) -> tuple[int, int]:
+        """``(address, value now)`` of row ``index``'s futex word, for futex.wait."""
+        buf = self._buf()
+        return self._map.address + positions.wake_offset(index), positions.read_wake(buf, index)
+
+    def writer_alive(self) -> bool:
+        return _process_alive(self.spu_pid)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+def positions_objects(prefix: str) -> list[str]:
+    """Names of the positions objects whose name starts with ``prefix`` (for cleanup)."""
+    base = prefix.lstrip("/")
+    try:
+        return ["/" + entry for entry in os.listdir("/dev/shm") if entry.startswith(base)]
+    except OSError:
+        return []

@@ -154,7 +154,6 @@ def table_rows(state: ClusterState, observed: dict[int, SpuObserved]) -> tuple[l
             rows.append(PartitionRow(
                 topic=name, partition=p.partition, leader=p.leader, leader_epoch=p.leader_epoch,
                 status=partition_status(name, p, observed), replicas=tuple(p.replicas), in_sync=tuple(p.in_sync),
-                hw=-1, leo=-1,
             ))
     return spus, rows
 

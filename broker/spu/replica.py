@@ -50,12 +50,14 @@ def _time_out(fut: asyncio.Future) -> None:
 
 class Replica:
     def __init__(self, spu_id: int, spec: m.ReplicaSpec, log: PartitionLog, logger: logging.Logger, *,
-                 on_isr_change=lambda replica: None) -> None:
+                 on_isr_change=lambda replica: None, on_positions=lambda replica: None) -> None:
         self.spu_id = spu_id
         self.spec = spec
         self.log = log
         self.logger = logger
         self.on_isr_change = on_isr_change
+        # Publishes log start, HW and LEO for direct readers (broker/spu/positions.py).
+        self.on_positions = on_positions
         self.hw = log.leo if len(spec.replicas) == 1 else log.read_high_watermark()
         self._saved_hw = self.hw
         self._saved_at = float("-inf")     # never saved: the first change is written at once
@@ -104,6 +106,7 @@ class Replica:
             self.leader_state = None
             self._fail_waiters(NotLeader(f"SPU {self.spu_id} stopped leading {self.name}"))
             self.logger.info("%s: follower of SPU %d at epoch %d (leo %d)", self.name, spec.leader, spec.leader_epoch, self.leo)
+        self.on_positions(self)
 
     # --- produce (leader) ---
     def check_can_append(self, committed: bool) -> None:
@@ -254,6 +257,7 @@ class Replica:
             self.log.reset_to(leader_log_start)
             self.hw = max(self.hw, leader_log_start)
             self.producers = ProducerStateTable(self.spec.topic, self.spec.partition, complete=False)
+            self.on_positions(self)
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete sealed segments past the topic's retention time or size; returns how many.
@@ -276,6 +280,7 @@ class Replica:
             count += 1
         if count:
             self.log.delete_oldest_segments(count)
+            self.on_positions(self)
         return count
 
     def truncate_to(self, offset: int) -> None:
@@ -284,6 +289,7 @@ class Replica:
             self.log.truncate_to(offset)
             self.producers.truncate_from(offset)
             self.hw = min(self.hw, offset)
+            self.on_positions(self)
 
     # --- fetch ---
     def bound(self, committed: bool) -> int:
@@ -354,6 +360,7 @@ class Replica:
         return False
 
     def _wake(self) -> None:
+        self.on_positions(self)
         if not self._waiters:
             return
         keep = []

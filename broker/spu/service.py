@@ -24,6 +24,7 @@ from rillet.ipc.shm import TableReader
 from rillet.broker.storage.log import PartitionLog
 
 from .follower import follow
+from .positions import PositionsPublisher
 from .replica import Replica
 
 # A single fetch answer is capped here whatever the client asks (frames stay bounded).
@@ -41,6 +42,7 @@ class SpuService:
         self._followers: dict[tuple[str, int], asyncio.Task] = {}
         self._table: TableReader | None = None
         self._snapshot = None
+        self.positions = PositionsPublisher(paths, spu_id, logger)
         # Called whenever offsets change (coalesced report to the SC) and when an ISR
         # changes (reported at once: the SC elects from it).
         self.on_change: Callable[[], None] = lambda: None
@@ -53,6 +55,7 @@ class SpuService:
             if key not in wanted:
                 self._stop_follower(key)
                 replica = self.replicas.pop(key)
+                self.positions.remove(key)
                 replica.close()
                 shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
                 self.log.info("removed replica %s/%d", *key)
@@ -70,7 +73,8 @@ class SpuService:
                 for cut in plog.recovery_report:
                     self.log.warning("replica %s/%d recovery: %s", spec.topic, spec.partition, cut)
                 replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log,
-                                                       on_isr_change=lambda r: self.on_urgent_change())
+                                                       on_isr_change=lambda r: self.on_urgent_change(),
+                                                       on_positions=self.positions.publish)
                 self._restart_follower(key)
             else:
                 old = (replica.spec.leader, replica.spec.leader_epoch)
@@ -125,6 +129,7 @@ class SpuService:
             except Exception:
                 self.log.exception("closing replica %s failed", replica.name)
         self.replicas.clear()
+        self.positions.close()
         if self._table is not None:
             self._table.close()
 

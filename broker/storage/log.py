@@ -172,6 +172,16 @@ class PartitionLog:
         return self._segments[-1].next_offset
 
     @property
+    def active_base_offset(self) -> int:
+        """Base offset of the active segment (moves at roll; direct readers watch it)."""
+        return self._segments[-1].base_offset
+
+    @property
+    def active_used(self) -> int:
+        """Bytes of batches in the active segment (where its data ends)."""
+        return self._segments[-1].used
+
+    @property
     def size_bytes(self) -> int:
         return sum(seg.used for seg in self._segments)
 

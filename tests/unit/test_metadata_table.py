@@ -44,7 +44,7 @@ def new_table(layout: TableLayout = LAYOUT, sc_pid: int = 4321) -> bytearray:
 
 
 def row(topic="orders", partition=0, leader=1, **kw) -> PartitionRow:
-    fields = dict(leader_epoch=3, status=PartitionStatus.ONLINE, replicas=(1, 2, 3), in_sync=(1, 2), hw=10, leo=12)
+    fields = dict(leader_epoch=3, status=PartitionStatus.ONLINE, replicas=(1, 2, 3), in_sync=(1, 2))
     fields.update(kw)
     return PartitionRow(topic, partition, leader, **fields)
 
@@ -52,15 +52,15 @@ def row(topic="orders", partition=0, leader=1, **kw) -> PartitionRow:
 def test_sizes():
     assert mt.HEADER_SIZE == 64
     assert mt.SPU_ROW_SIZE == 16
-    assert mt.PARTITION_ROW_SIZE == 160
-    assert TableLayout().size == 64 + 64 * 16 + 4096 * 160 == 656_448
+    assert mt.PARTITION_ROW_SIZE == 144
+    assert TableLayout().size == 64 + 64 * 16 + 4096 * 144 == 590_912
     assert LAYOUT.partition_rows_offset == 64 + 4 * 16
 
 
 def test_init_writes_the_documented_header_bytes():
     buf = new_table()
     assert buf[0:8] == b"RILLETMT"
-    assert buf[8:12] == u32(1)                   # layout_version
+    assert buf[8:12] == u32(2)                   # layout_version
     assert buf[12:16] == u32(64)                 # header_size
     assert buf[16:24] == u64(0)                  # seq
     assert buf[24:32] == u64(0)                  # generation
@@ -68,14 +68,14 @@ def test_init_writes_the_documented_header_bytes():
     assert buf[36:40] == u32(4)                  # max_spus
     assert buf[40:44] == u32(8)                  # max_partitions
     assert buf[44:52] == u32(0) + u32(0)         # spu_count, partition_count
-    assert buf[52:56] == u32(16) and buf[56:60] == u32(160)
+    assert buf[52:56] == u32(16) and buf[56:60] == u32(144)
     assert buf[60:] == bytes(len(buf) - 60)      # reserved and every row zero
 
 
 def test_round_trip_with_row_bytes_at_documented_offsets():
     buf = new_table()
     spus = [SpuRow(5001, 777, SpuStatus.ONLINE), SpuRow(5002, 0, SpuStatus.OFFLINE)]
-    partitions = [row("orders", 1, 5001, replicas=(5001, 5002), in_sync=(5001,), hw=-1, leo=2**40),
+    partitions = [row("orders", 1, 5001, replicas=(5001, 5002), in_sync=(5001,)),
                   row("orders", 0, -1, status=PartitionStatus.LEADER_OFFLINE, replicas=(), in_sync=())]
     assert write_snapshot(buf, spus, partitions) == 1
 
@@ -84,13 +84,12 @@ def test_round_trip_with_row_bytes_at_documented_offsets():
     assert buf[44:48] == u32(2) and buf[48:52] == u32(2)
     spu = buf[64:80]
     assert spu == i32(5001) + i32(777) + bytes([1]) + bytes(7)
-    p = buf[LAYOUT.partition_rows_offset:LAYOUT.partition_rows_offset + 160]
+    p = buf[LAYOUT.partition_rows_offset:LAYOUT.partition_rows_offset + 144]
     assert p[0:64] == b"orders" + bytes(58)
     assert p[64:68] == i32(1) and p[68:72] == i32(5001) and p[72:76] == i32(3)
     assert p[76:80] == bytes([1, 2, 1, 0])       # status, replica_count, in_sync_count, pad
     assert p[80:112] == i32(5001) + i32(5002) + bytes(24)
     assert p[112:144] == i32(5001) + bytes(28)
-    assert p[144:152] == struct.pack("<q", -1) and p[152:160] == u64(2**40)
 
     snap = read_snapshot(buf)
     assert snap.generation == 1 and snap.sc_pid == 4321
@@ -121,7 +120,7 @@ def test_fewer_rows_zero_the_rows_left_over():
     buf = new_table()
     write_snapshot(buf, [SpuRow(1, 1, SpuStatus.ONLINE)] * 1, [row(partition=p) for p in range(8)])
     write_snapshot(buf, [], [row(partition=0)])
-    start = LAYOUT.partition_rows_offset + 160
+    start = LAYOUT.partition_rows_offset + 144
     assert buf[start:LAYOUT.size] == bytes(LAYOUT.size - start)
     assert buf[64:80] == bytes(16)
 
@@ -136,7 +135,7 @@ def test_4096_partitions_round_trip():
     layout = TableLayout()
     buf = new_table(layout)
     partitions = [row(f"topic-{i % 37}", i // 37, i % 5, leader_epoch=i, replicas=tuple(range(i % 9)),
-                      in_sync=tuple(range(i % 4)), hw=i * 3, leo=i * 4) for i in range(4096)]
+                      in_sync=tuple(range(i % 4))) for i in range(4096)]
     spus = [SpuRow(i, 1000 + i, SpuStatus(i % 3)) for i in range(64)]
     write_snapshot(buf, spus, partitions)
     snap = read_snapshot(buf)
@@ -153,10 +152,10 @@ def test_labels():
 
 def test_layout_version_mismatch_names_both_versions():
     buf = new_table()
-    buf[8:12] = u32(2)
+    buf[8:12] = u32(1)
     with pytest.raises(LayoutVersionMismatch) as info:
         read_snapshot(buf)
-    assert "layout version 2" in str(info.value) and "layout version 1" in str(info.value)
+    assert "layout version 1" in str(info.value) and "layout version 2" in str(info.value)
     with pytest.raises(LayoutVersionMismatch):
         write_snapshot(buf, [], [])
 
@@ -205,7 +204,7 @@ def test_overflow_errors():
     with pytest.raises(InvalidArgument, match="two SPU rows"):
         write_snapshot(buf, [SpuRow(1, 0, SpuStatus.INIT)] * 2, [])
     with pytest.raises(InvalidArgument, match="does not fit"):
-        write_snapshot(buf, [], [row(hw=2**63)])
+        write_snapshot(buf, [], [row(leader_epoch=2**31)])
     with pytest.raises(InvalidArgument, match="does not fit"):
         write_snapshot(buf, [SpuRow(1, 0, 7)], [])
     with pytest.raises(InvalidArgument, match="sc_pid"):
