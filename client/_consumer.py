@@ -293,14 +293,9 @@ class PartitionStream:
         """Send a fetch if none is in flight, then take its answer: waiting for it when
         ``block``, else only if it has already arrived. True when an answer was absorbed."""
         if self._direct is not None:
-            try:
-                data = self._direct.fetch(self.next_offset, self.max_bytes,
-                                          self.isolation == Isolation.ReadCommitted, block, FAILOVER_WINDOW_S)
-                if len(data):
-                    self._absorb_bytes(data)
-                return bool(len(data))
-            except DirectUnavailable:
-                self._drop_direct()
+            read = self._direct_step(block)
+            if read is not None:
+                return read
         reply = self._with_failover(lambda conn: self._receive(conn, block), block)
         if reply is None:
             return False
@@ -322,6 +317,37 @@ class PartitionStream:
             if reply.cid == self._pending:
                 self._pending = None
                 return raise_for_error(reply)
+
+    def _direct_step(self, block: bool) -> bool | None:
+        """One direct read (or a wait for a publish), with the stream's failover around it
+        (the socket path's rules: follow forever, or give up after the window). None when
+        the direct path cannot be used any more: the socket path takes over."""
+        failover = self._failover
+        while True:
+            if self._closed:
+                raise Closed("stream is closed")
+            wait = failover.wait_s()
+            if wait > 0:
+                if not block:
+                    return False
+                time.sleep(wait)         # a leader or the cluster is coming back
+                continue
+            try:
+                data = self._direct.fetch(self.next_offset, self.max_bytes, self.isolation == Isolation.ReadCommitted,
+                                          block)
+            except DirectUnavailable:
+                self._drop_direct()
+                return None
+            except RilletError as exc:
+                if not exc.retriable:
+                    raise
+                failover.failed(exc, self.next_offset)
+                continue
+            if failover.active:
+                failover.recovered(self.next_offset)
+            if len(data):
+                self._absorb_bytes(data)
+            return bool(len(data))
 
     def _drop_direct(self) -> None:
         if self._direct is not None:
@@ -531,8 +557,8 @@ class MultiPartitionStream:
                     return None
                 if any([s._step(block=False) for s in live]):
                     continue
-                # a stream in an outage has no socket to watch: wake when its next try is due
-                timeout = min([WAIT_SLICE_S, *(s._failover.wait_s() for s in live if s.fileno() < 0)])
+                # a stream in an outage has nothing to watch: wake when its next try is due
+                timeout = min([WAIT_SLICE_S, *(s._failover.wait_s() for s in live if s._failover.active)])
                 if deadline is not None:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:

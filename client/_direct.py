@@ -232,6 +232,7 @@ class DirectPath:
         self._epoch = -1
         self._generation = -1
         self._moved = False                 # the SC's table names another leader or epoch
+        self._alive_check_at = 0.0          # when a waiter next checks that the leader's process lives
 
     @classmethod
     def open(cls, meta: MetadataView, topic: str, partition: int, deadline: float) -> "DirectPath | None":
@@ -251,9 +252,11 @@ class DirectPath:
         return path
 
     # --- leader tracking ---
-    def _attach(self, deadline: float) -> None:
-        """Open the leader's table and directory; retry while a new leader is being set up."""
-        refresh = False
+    def _attach(self, deadline: float, refresh: bool = False) -> None:
+        """Open the leader's table and directory; retry while a new leader is being set up,
+        until ``deadline`` (at least once). ``refresh``: re-read the SC's table first (after
+        a failure: it may have been replaced by a restart; the metadata view then maps the new
+        one, or raises the retriable ClusterUnavailable while there is none)."""
         while True:
             self._detach()
             try:
@@ -318,6 +321,13 @@ class DirectPath:
         """Note when the SC's table moved this partition to another leader or epoch, or shows
         the leader SPU with another pid (a dead leader publishes nothing more; a restarted
         one publishes in a new object): positions() then raises NotLeader until reattached."""
+        now = time.monotonic()
+        if now >= self._alive_check_at and self._table is not None:
+            # A SIGKILLed leader publishes nothing and no table may change for a while (its
+            # whole cluster stopped, or an SC that is away): its own process tells.
+            self._alive_check_at = now + WAIT_SLICE_S
+            if not self._table.writer_alive():
+                self._moved = True
         snapshot = self.meta.snapshot()
         if snapshot.generation != self._generation:
             self._generation = snapshot.generation
@@ -329,22 +339,30 @@ class DirectPath:
                 self._moved = True          # the SPU was restarted: its table is a new object
 
     def _failover(self, fn, deadline: float):
+        """``fn()``; after a leader change, reattach (to the new leader, or the restarted one)
+        and run it again, until ``deadline``, at least once. Past it, the retriable error goes
+        to the stream, whose own failover decides how long to keep trying (client/_outage.py)."""
+        attached = False
         while True:
             try:
                 return fn()
             except (NotLeader, FileNotFoundError) as exc:
-                if time.monotonic() > deadline:
-                    raise Timeout(f"no leader of {self.topic}/{self.partition} to read from: {exc}") from exc
-                self._attach(deadline)
+                if attached and time.monotonic() > deadline:
+                    if isinstance(exc, NotLeader):
+                        raise
+                    raise NotLeader(f"no leader of {self.topic}/{self.partition} to read from: {exc}") from exc
+                self._attach(deadline, refresh=True)
+                attached = True
 
     # --- the stream's side ---
     def offsets(self, deadline: float) -> tuple[int, int, int]:
         row = self._failover(self.positions, deadline)
         return row.log_start, row.hw, row.leo
 
-    def fetch(self, offset: int, max_bytes: int, committed: bool, block: bool, window_s: float) -> memoryview:
+    def fetch(self, offset: int, max_bytes: int, committed: bool, block: bool, window_s: float = 0.0) -> memoryview:
         """A stream's step: batches at ``offset``, or (when ``block``) a wait for a publish
-        and an empty view. Leader changes are ridden through for ``window_s``."""
+        and an empty view. A leader change is ridden through for ``window_s`` (at least one
+        reattach); then its retriable error is raised for the stream's failover."""
         data = self.read(offset, max_bytes, committed, time.monotonic() + window_s)
         if not len(data) and block:
             self.wait(offset, committed, WAIT_SLICE_S)
@@ -399,6 +417,9 @@ class DirectPath:
 
     @staticmethod
     def wait_many(waits: list[tuple["DirectPath", int, bool]], timeout_s: float) -> None:
+        if any(path._table is None for path, _o, _c in waits):
+            time.sleep(timeout_s)                # in an outage: the caller's timeout is its next try
+            return
         words = []
         for path, offset, committed in waits:
             word = path.wake_word(offset, committed)
