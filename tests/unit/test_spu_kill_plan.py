@@ -13,7 +13,7 @@ VICTIM = 5001
 
 def row(partition, leader=VICTIM, epoch=1, replicas=(VICTIM,), in_sync=None, status=ONLINE, topic="t"):
     return PartitionRow(topic, partition, leader, epoch, status, tuple(replicas),
-                        tuple(replicas if in_sync is None else in_sync), 0, 0)
+                        tuple(replicas if in_sync is None else in_sync))
 
 
 def snapshot(*rows):

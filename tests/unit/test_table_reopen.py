@@ -30,7 +30,7 @@ def publish(table: SharedTable, leader: int, writes: int = 1) -> None:
     """``writes`` snapshots (so the generation is ``writes``), the last led by ``leader``."""
     for _ in range(writes):
         table.write([SpuRow(leader, 1234, SpuStatus.ONLINE)],
-                    [PartitionRow("t", 0, leader, 1, PartitionStatus.ONLINE, (leader,), (leader,), 0, 0)])
+                    [PartitionRow("t", 0, leader, 1, PartitionStatus.ONLINE, (leader,), (leader,))])
 
 
 def new_sc(paths: ClusterPaths) -> SharedTable:
@@ -109,7 +109,7 @@ def test_a_topic_created_after_a_restart_is_found_without_an_error_first(paths, 
         stop(first)
         second = new_sc(paths)
         second.write([SpuRow(5001, 1234, SpuStatus.ONLINE)],
-                     [PartitionRow("u", 0, 5001, 1, PartitionStatus.ONLINE, (5001,), (5001,), 0, 0)])
+                     [PartitionRow("u", 0, 5001, 1, PartitionStatus.ONLINE, (5001,), (5001,))])
         assert view.partition_count("u") == 1          # not in the old table: the lookup refreshes
         assert view.leader("u", 0).leader == 5001
         stop(second)
