@@ -1,10 +1,21 @@
-"""SC process: ``python -m rillet.broker.sc --cluster NAME --home DIR [--spus N]``.
+"""SC process: ``python -m rillet.broker.sc --cluster NAME --home DIR [--spus N | --restarted]``.
 
 The streaming controller owns the cluster metadata (persisted under the data dir),
 is the only writer of the shared-memory metadata table, answers admin requests on
 its Unix socket, and spawns one OS process per SPU. Each SPU keeps a control
 connection open to it; that connection closing is how the SC learns, within
 milliseconds, that an SPU died (psutil then confirms and the process is reaped).
+
+The SC is run by a supervisor (broker/supervisor.py) that starts it again when it
+dies. A starting SC adopts the SPU processes already running (they keep serving
+while no SC is there and reconnect to the new one): it holds elections until they
+have reported, or ADOPT_WAIT_S passed, so it never elects before it knows every live
+replica's data. ``--restarted`` (the supervisor's restarts) leaves SPUs without a
+process dead, as an SC that stays up would; a plain start (`cluster start`) starts
+them, after the elections.
+
+Every decision is taken by ``reconcile.reconcile(state, observation)``; this module
+observes, calls it, and carries out what it returns (``Controller.reconcile_now``).
 """
 
 from __future__ import annotations
@@ -30,8 +41,10 @@ from rillet.ipc.names import ClusterPaths, validate_name
 from rillet.ipc.shm import SharedTable
 from rillet.ipc.transport import FramedProtocol, prepare_runtime_dir, start_unix_server
 
+from rillet.broker import launcher
+
 from . import reconcile
-from .reconcile import SpuObserved
+from .reconcile import Observation, SpuObserved
 from .offsets import ConsumerOffsetStore
 from .state import ClusterState, load_state, save_state
 
@@ -39,6 +52,9 @@ SPU_STOP_TIMEOUT_S = 5.0
 # An SPU silent this long (no heartbeat: paused with SIGSTOP, or hung) is treated as dead
 # and its partitions get new leaders. A dead process is noticed at once, from its socket.
 SPU_TIMEOUT_S = 1.5
+# A starting SC waits at most this long for the SPUs it found running to re-register
+# before it holds elections without them (they retry every 0.5 s at most).
+ADOPT_WAIT_S = 2.0
 
 
 class ScConnection(FramedProtocol):
@@ -72,13 +88,17 @@ class ScConnection(FramedProtocol):
 
 
 class Controller:
-    def __init__(self, paths: ClusterPaths, log: logging.Logger) -> None:
+    def __init__(self, paths: ClusterPaths, log: logging.Logger, *, spawn_missing: bool = True) -> None:
         self.paths = paths
         self.log = log
         self.state: ClusterState = load_state(paths.metadata_file)
         self.observed: dict[int, SpuObserved] = {s: SpuObserved(s) for s in self.state.spus}
         self.sessions: dict[int, ScConnection] = {}
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.procs: dict[int, subprocess.Popen] = {}          # SPUs this SC started (its children)
+        self.adopted: dict[int, psutil.Process] = {}          # SPUs found running when it started
+        self.awaiting: set[int] = set()                       # adopted SPUs that have not reported yet
+        self.adopt_deadline = 0.0
+        self.spawn_missing = spawn_missing
         self.table: SharedTable | None = None
         self.stop = asyncio.Event()
         self.stopping = False            # SPUs leave because we asked: no elections, no ISR changes
@@ -124,18 +144,37 @@ class Controller:
         self.procs[spu_id] = proc
         self.log.info("spawned SPU %d as pid %d", spu_id, proc.pid)
 
+    def adopt(self, running: dict[int, psutil.Process]) -> None:
+        """Take over SPU processes that outlived the previous SC (same pids, not restarted)."""
+        for spu_id, proc in running.items():
+            if spu_id in self.observed:
+                self.adopted[spu_id] = proc
+                self.awaiting.add(spu_id)
+                self.log.info("adopting SPU %d (pid %d)", spu_id, proc.pid)
+            else:
+                self.log.warning("SPU process %d claims id %d, unknown to this cluster; ignored", proc.pid, spu_id)
+        self.adopt_deadline = time.monotonic() + ADOPT_WAIT_S
+
     def spu_running(self, spu_id: int) -> bool:
         proc = self.procs.get(spu_id)
-        return proc is not None and proc.poll() is None
+        if proc is not None and proc.poll() is None:
+            return True
+        adopted = self.adopted.get(spu_id)
+        return adopted is not None and _running(adopted)
 
     async def reap_loop(self) -> None:
-        """Reap exited SPU processes (the control link already told us they died)."""
+        """Reap exited SPU processes (the control link already told us they died).
+        Adopted SPUs are not our children: the supervisor reaps them; we forget them."""
         while not self.stop.is_set():
             for spu_id, proc in list(self.procs.items()):
                 code = proc.poll()
                 if code is not None:
                     self.procs.pop(spu_id, None)
                     self.log.warning("SPU %d (pid %d) exited with code %s", spu_id, proc.pid, code)
+            for spu_id, proc in list(self.adopted.items()):
+                if not _running(proc):
+                    self.adopted.pop(spu_id, None)
+                    self.log.warning("adopted SPU %d (pid %d) exited", spu_id, proc.pid)
             await asyncio.sleep(0.1)
 
     # --- the table ---
@@ -170,9 +209,9 @@ class Controller:
         conn.spu_id = msg.spu_id
         self.sessions[msg.spu_id] = conn
         self.observed[msg.spu_id] = SpuObserved(msg.spu_id, pid=msg.pid, online=True, last_seen=time.monotonic())
-        self.log.info("SPU %d registered (pid %d)", msg.spu_id, msg.pid)
-        self.run_elections()
-        self.publish()
+        self.log.info("SPU %d registered (pid %d)%s", msg.spu_id, msg.pid,
+                      " (adopted)" if msg.spu_id in self.awaiting else "")
+        self.reconcile_now()
         return m.UpdateReplicas(msg.cid, reconcile.replica_specs_for(self.state, msg.spu_id))
 
     def heard_from(self, spu_id: int) -> None:
@@ -186,57 +225,74 @@ class Controller:
             self.log.warning("SPU %d is responsive again", spu_id)
             obs.online = True
             self.push_assignments([spu_id])
-            self.run_elections()
-            self.publish()
+            self.reconcile_now()
 
     async def liveness_loop(self) -> None:
-        """Declare silent SPUs dead (SIGSTOP, a hang): their partitions are re-elected."""
+        """Declare silent SPUs dead (SIGSTOP, a hang), end the adoption wait; reconcile."""
+        last_tick = time.monotonic()
         while not self.stop.is_set():
             now = time.monotonic()
-            for spu_id, obs in self.observed.items():
-                if self.stopping:
-                    break
-                if obs.online and spu_id in self.sessions and now - obs.last_seen > SPU_TIMEOUT_S:
-                    self.log.warning("SPU %d silent for %.1f s; treating it as dead", spu_id, now - obs.last_seen)
-                    obs.online = False
-                    obs.replicas = {}
-                    self.run_elections()
-                    self.publish()
+            if now - last_tick > SPU_TIMEOUT_S:
+                # This SC was itself paused (SIGSTOP) or starved: the silence is ours, not
+                # the SPUs'. Judge them afresh from now on.
+                self.log.warning("SC was paused for %.1f s; not counting it against the SPUs", now - last_tick)
+                for obs in self.observed.values():
+                    obs.last_seen = max(obs.last_seen, now)
+            last_tick = now
+            self.update_awaiting(now)
+            self.reconcile_now()
             await asyncio.sleep(0.1)
 
-    def run_elections(self) -> None:
-        """Give every partition whose leader is gone a new leader from its ISR (decide, then act)."""
-        decided = reconcile.elections(self.state, self.observed)
-        if not decided:
-            return
-        touched = set()
-        for e in decided:
-            p = self.state.topics[e.topic].partitions[e.partition]
-            p.leader, p.leader_epoch, p.in_sync = e.leader, p.leader_epoch + 1, list(e.in_sync)
-            touched.update(p.replicas)
-            self.log.warning("elected SPU %d leader of %s/%d at epoch %d (in-sync %s)",
-                             e.leader, e.topic, e.partition, p.leader_epoch, list(e.in_sync))
-        save_state(self.paths.metadata_file, self.state)
-        self.push_assignments(s for s in touched if self.observed.get(s) and self.observed[s].online)
+    def update_awaiting(self, now: float) -> None:
+        """Adopted SPUs leave the wait once reported, once dead, or when the wait ends."""
+        for spu_id in list(self.awaiting):
+            obs = self.observed[spu_id]
+            proc = self.adopted.get(spu_id)
+            if (obs.online and obs.replicas_reported) or proc is None or not _running(proc):
+                self.awaiting.discard(spu_id)
+        if self.awaiting and now >= self.adopt_deadline:
+            self.log.warning("SPUs %s did not re-register within %.1f s; electing without them",
+                             sorted(self.awaiting), ADOPT_WAIT_S)
+            self.awaiting.clear()
+
+    def observation(self) -> Observation:
+        return Observation(
+            spus=self.observed, now=time.monotonic(), spu_timeout_s=SPU_TIMEOUT_S, stopping=self.stopping,
+            awaiting=frozenset(self.awaiting),
+            running=frozenset(s for s in self.state.spus if self.spu_running(s)),
+            spawn_missing=self.spawn_missing,
+        )
+
+    def reconcile_now(self) -> None:
+        """Decide (reconcile.reconcile), then act: mark, persist, push, publish, spawn."""
+        obs = self.observation()
+        actions = reconcile.reconcile(self.state, obs)
+        for spu_id in actions.silent:
+            o = self.observed[spu_id]
+            self.log.warning("SPU %d silent for %.1f s; treating it as dead", spu_id, obs.now - o.last_seen)
+            o.online = False
+            o.replicas = {}
+        if actions.updates:
+            reconcile.apply_updates(self.state, actions.updates)
+            save_state(self.paths.metadata_file, self.state)
+            for u in actions.updates:
+                log = self.log.warning if "elected" in u.reason else self.log.info
+                log("%s/%d: %s: leader SPU %d, epoch %d, in-sync %s",
+                    u.topic, u.partition, u.reason, u.leader, u.leader_epoch, list(u.in_sync))
+        self.push_assignments(actions.push)
+        self.publish()
+        for spu_id in actions.spawn:
+            self.spawn_spu(spu_id)
+        if obs.spawn_missing and not obs.awaiting:
+            self.spawn_missing = False       # once, at start: later deaths are not restarted by the SC
 
     def on_status(self, spu_id: int, msg: m.StatusReport) -> None:
         obs = self.observed[spu_id]
         if not obs.online or self.stopping:
             return
         obs.replicas = {(r.topic, r.partition): r for r in msg.replicas}
-        changed = False
-        for r in msg.replicas:
-            topic = self.state.topics.get(r.topic)
-            if topic is None or r.partition >= len(topic.partitions) or not r.is_leader:
-                continue
-            p = topic.partitions[r.partition]
-            if p.leader == spu_id and p.leader_epoch == r.leader_epoch and sorted(r.in_sync) != sorted(p.in_sync):
-                self.log.info("%s/%d in-sync replicas: %s -> %s", r.topic, r.partition, p.in_sync, r.in_sync)
-                p.in_sync = sorted(r.in_sync)
-                changed = True
-        if changed:
-            save_state(self.paths.metadata_file, self.state)
-        self.publish()
+        obs.replicas_reported = True
+        self.reconcile_now()
 
     def spu_disconnected(self, spu_id: int, conn: ScConnection) -> None:
         if self.sessions.get(spu_id) is not conn:
@@ -250,8 +306,7 @@ class Controller:
             self.log.info("SPU %d stopped", spu_id)
         else:
             self.log.warning("SPU %d control link closed (process %s)", spu_id, "still alive" if alive else "gone")
-            self.run_elections()
-        self.publish()
+        self.reconcile_now()
 
     def push_assignments(self, spu_ids) -> None:
         for spu_id in spu_ids:
@@ -269,7 +324,7 @@ class Controller:
         self.state.topics[name] = topic
         save_state(self.paths.metadata_file, self.state)
         self.push_assignments({s for p in topic.partitions for s in p.replicas})
-        self.publish()
+        self.reconcile_now()
         self.log.info("created topic %s with %d partitions", name, config.partitions)
         online = await self.wait_until(lambda: self._topic_online(name), msg.timeout_ms / 1000)
         if not online:
@@ -289,7 +344,7 @@ class Controller:
         save_state(self.paths.metadata_file, self.state)
         self.offsets.forget_topic(msg.name)
         self.push_assignments({s for p in topic.partitions for s in p.replicas})
-        self.publish()
+        self.reconcile_now()
         self.log.info("deleted topic %s", msg.name)
         return m.Ok(msg.cid)
 
@@ -360,15 +415,49 @@ class Controller:
         self.stopping = True
         for conn in list(self.sessions.values()):
             conn.send(m.Shutdown(next(self._cids)))
+        for spu_id, proc in self.adopted.items():
+            if spu_id not in self.sessions:       # not re-registered yet: it cannot hear Shutdown
+                _terminate(proc)
         deadline = time.monotonic() + SPU_STOP_TIMEOUT_S
-        while any(p.poll() is None for p in self.procs.values()) and time.monotonic() < deadline:
+        while self._any_spu_running() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for spu_id, proc in self.procs.items():
             if proc.poll() is None:
                 self.log.warning("SPU %d did not stop in %.0f s; killing it", spu_id, SPU_STOP_TIMEOUT_S)
                 proc.kill()
                 proc.wait()
+        for spu_id, proc in self.adopted.items():
+            if _running(proc):
+                self.log.warning("SPU %d did not stop in %.0f s; killing it", spu_id, SPU_STOP_TIMEOUT_S)
+                _kill(proc)
         self.procs.clear()
+        self.adopted.clear()
+
+    def _any_spu_running(self) -> bool:
+        return (any(p.poll() is None for p in self.procs.values())
+                or any(_running(p) for p in self.adopted.values()))
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an adopted SPU's exit is reaped by the supervisor, later)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _terminate(proc: psutil.Process) -> None:
+    try:
+        proc.terminate()
+    except psutil.Error:
+        pass
+
+
+def _kill(proc: psutil.Process) -> None:
+    try:
+        proc.kill()
+    except psutil.Error:
+        pass
 
 
 def _not_zombie(pid: int) -> bool:
@@ -378,21 +467,20 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger) -> int:
+async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, restarted: bool = False) -> int:
     loop = asyncio.get_running_loop()
-    sc = Controller(paths, log)
+    sc = Controller(paths, log, spawn_missing=not restarted)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sc.stop.set)
     sc.ensure_spus(spus)
+    sc.adopt(launcher.live_spus(paths))
     prepare_runtime_dir(paths.runtime_dir)
     sc.table = SharedTable.create(paths.shm_name, TableLayout(), os.getpid())
     server = None
     try:
         server = await start_unix_server(lambda: ScConnection(sc), paths.sc_socket)
         paths.sc_pid_file.write_text(f"{os.getpid()}\n")
-        sc.publish()
-        for spu_id in sc.state.spus:
-            sc.spawn_spu(spu_id)
+        sc.reconcile_now()               # publishes; spawns the SPUs that have no process (a plain start)
         reaper = asyncio.ensure_future(sc.reap_loop())
         liveness = asyncio.ensure_future(sc.liveness_loop())
         log.info("SC for cluster %s ready on %s", paths.cluster, paths.sc_socket)
@@ -409,6 +497,8 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger) -> 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        for proc in sc.adopted.values():
+            _kill(proc)
         sc.offsets.close()
         sc.table.close()
         sc.table.unlink()
@@ -429,8 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--home", required=True)
     parser.add_argument("--spus", type=int, default=None)
+    parser.add_argument("--restarted", action="store_true",
+                        help="started again by the supervisor: adopt running SPUs, start no missing ones")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s sc %(levelname)s %(message)s")
     paths = ClusterPaths.for_cluster(args.cluster, args.home)
     paths.sc_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(run_sc(paths, args.spus, logging.getLogger("sc")))
+    return asyncio.run(run_sc(paths, args.spus, logging.getLogger("sc"), restarted=args.restarted))

@@ -128,6 +128,12 @@ class SpuService:
         if self._table is not None:
             self._table.close()
 
+    def reopen_table(self) -> None:
+        """Map the metadata table afresh at the next fence (a restarted SC made a new one)."""
+        if self._table is not None:
+            self._table.close()
+        self._table = self._snapshot = None
+
     # --- lookups and fencing ---
     def _replica(self, topic: str, partition: int) -> Replica:
         replica = self.replicas.get((topic, partition))

@@ -1,0 +1,213 @@
+"""Supervisor: ``python -m rillet.broker.supervisor --cluster NAME --home DIR [--spus N]``.
+
+Why it exists: the SC must not be a single point of failure. SPUs keep serving while
+their SC is away (broker/spu/process.py), and this process brings the SC back: it is
+what `rillet cluster start` launches, the head of the cluster's session (process
+group), and it runs the SC as its only direct child.
+
+* The SC exits 0: the cluster was stopped (ShutdownCluster, SIGTERM). The supervisor
+  exits too.
+* The SC dies any other way (SIGKILL, a crash): it is started again at once with
+  ``--restarted``, and the new SC adopts the SPUs that are still running (same pids).
+  A SC that keeps dying young is restarted after a growing delay (`restart_delay_s`),
+  never in a tight loop.
+* The very first SC dies before it is ready (it never wrote its pid file): the
+  supervisor exits with its code, so `cluster start` reports the failure at once.
+
+It is a child subreaper (prctl PR_SET_CHILD_SUBREAPER): SPUs orphaned by a dead SC are
+re-parented here instead of to init, and reaped here when they exit, so no zombie is
+left whatever dies in which order. SIGTERM or SIGINT: stop the SC the clean way (it
+stops its SPUs), then terminate any SPU of the cluster still running, then exit.
+
+It does nothing else: no sockets, no metadata. Its pid is in ``sc/supervisor.pid``;
+SPUs look for it to decide whether an SC will come back (see broker/spu/process.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from rillet.ipc.names import ClusterPaths
+
+POLL_S = 0.02               # how often the SC's exit is looked for: the restart budget is 2 s
+YOUNG_S = 5.0               # an SC that lived less than this counts towards the backoff
+FIRST_DELAY_S = 0.1
+MAX_DELAY_S = 5.0
+STOP_WAIT_S = 15.0          # the SC stops its SPUs within 5 s; then it is killed
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def restart_delay_s(young_deaths: int) -> float:
+    """How long to wait before starting the SC again, given how many times in a row it
+    died young: 0 for the first death (a lone SIGKILL is back at once), then doubling
+    from FIRST_DELAY_S up to MAX_DELAY_S (a crash loop costs little CPU)."""
+    if young_deaths <= 1:
+        return 0.0
+    return min(FIRST_DELAY_S * 2 ** (young_deaths - 2), MAX_DELAY_S)
+
+
+def _become_subreaper(log: logging.Logger) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as exc:     # not Linux: orphaned SPUs go to init, which reaps them
+        log.warning("cannot become a child subreaper: %s", exc)
+
+
+class Supervisor:
+    def __init__(self, paths: ClusterPaths, spus: int | None, log: logging.Logger) -> None:
+        self.paths = paths
+        self.spus = spus
+        self.log = log
+        self.stopping = False
+        self.sc: subprocess.Popen | None = None
+
+    def request_stop(self, signum, _frame) -> None:
+        self.stopping = True
+        if self.sc is not None and self.sc.returncode is None:
+            try:
+                self.sc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def spawn_sc(self, restarted: bool) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "rillet.broker.sc", "--cluster", self.paths.cluster,
+               "--home", str(self.paths.home)]
+        if restarted:
+            cmd.append("--restarted")
+        elif self.spus is not None:
+            cmd += ["--spus", str(self.spus)]
+        # stdout/stderr are inherited: the launcher pointed them at logs/sc.log.
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, close_fds=True)
+
+    def wait_sc(self) -> int:
+        """Reap every exited child (orphaned SPUs included) until the SC exits; its code."""
+        assert self.sc is not None
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = 0, 0
+            if pid == self.sc.pid:
+                code = os.waitstatus_to_exitcode(status)
+                self.sc.returncode = code          # Popen must not wait for it again
+                return code
+            if pid == 0:
+                time.sleep(POLL_S)
+
+    def sc_became_ready(self, sc_pid: int) -> bool:
+        try:
+            return int(self.paths.sc_pid_file.read_text().strip()) == sc_pid
+        except (OSError, ValueError):
+            return False
+
+    def run(self) -> int:
+        young_deaths = 0
+        restarted = False
+        while not self.stopping:
+            self.sc = self.spawn_sc(restarted)
+            started = time.monotonic()
+            self.log.info("supervisor: SC started as pid %d%s", self.sc.pid, " (restart)" if restarted else "")
+            code = self.wait_sc()
+            if self.stopping or code == 0:
+                break
+            if not restarted and not self.sc_became_ready(self.sc.pid):
+                self.log.error("supervisor: the SC exited with code %s before it was ready; giving up", code)
+                return code if code > 0 else 1
+            lived = time.monotonic() - started
+            young_deaths = young_deaths + 1 if lived < YOUNG_S else 1
+            delay = restart_delay_s(young_deaths)
+            self.log.warning("supervisor: SC pid %d died (%s) after %.1f s; starting it again in %.1f s",
+                             self.sc.pid, _describe(code), lived, delay)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not self.stopping:
+                self._reap_orphans()
+                time.sleep(POLL_S)
+            restarted = True
+        self._stop_leftover_spus()
+        return 0
+
+    def _reap_orphans(self) -> None:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+
+    def _stop_leftover_spus(self) -> None:
+        """After the SC is gone: SPUs it did not stop (it was dead, or stopped with SIGKILL)."""
+        from rillet.broker.launcher import cluster_processes
+        import psutil
+        procs = [p for p in cluster_processes(self.paths, modules=("rillet.broker.spu",))]
+        for proc in procs:
+            try:
+                proc.terminate()
+            except psutil.Error:
+                pass
+        deadline = time.monotonic() + STOP_WAIT_S
+        while any(_running(p) for p in procs) and time.monotonic() < deadline:
+            self._reap_orphans()
+            time.sleep(POLL_S)
+        for proc in procs:
+            if _running(proc):
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+        self._reap_orphans()
+
+
+def _running(proc) -> bool:
+    import psutil
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rillet-supervisor",
+                                     description="keep a rillet SC running (started by `rillet cluster start`)")
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--spus", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger("supervisor")
+    paths = ClusterPaths.for_cluster(args.cluster, args.home)
+    paths.sc_dir.mkdir(parents=True, exist_ok=True)
+    _become_subreaper(log)
+    sup = Supervisor(paths, args.spus, log)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, sup.request_stop)
+    paths.supervisor_pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        return sup.run()
+    finally:
+        try:
+            if int(paths.supervisor_pid_file.read_text().strip()) == os.getpid():
+                paths.supervisor_pid_file.unlink()
+        except (OSError, ValueError):
+            pass
+        log.info("supervisor: stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
