@@ -153,8 +153,10 @@ def stop_cluster(paths: ClusterPaths, timeout_s: float = 15.0) -> bool:
     """
     sc, sup = sc_pid(paths), supervisor_pid(paths)
     running = sc is not None or sup is not None or bool(cluster_processes(paths, modules=(SPU,)))
+    for pid in (sc, sup):
+        if pid is not None:
+            _signal(pid, signal.SIGCONT)         # a paused SC or supervisor could not act on the stop
     if sc is not None:
-        _signal(sc, signal.SIGCONT)              # a paused SC could not answer
         try:
             with admin_connection(paths, timeout_s=5.0, wait_s=0.0) as conn:
                 conn.call(m.ShutdownCluster(conn.next_cid()))

@@ -263,18 +263,23 @@ def reconcile(state: ClusterState, obs: Observation) -> Actions:
 
 def _partition_decision(name: str, p: PartitionAssignment, obs: Observation, online: set[int],
                         elect: bool) -> PartitionUpdate | None:
-    epoch, in_sync, reasons = p.leader_epoch, list(p.in_sync), []
-    reported = [o.replicas[(name, p.partition)] for s, o in obs.spus.items()
-                if s in online and (name, p.partition) in o.replicas]
-    top = max((r.leader_epoch for r in reported), default=epoch)
+    epoch, leader, in_sync, reasons = p.leader_epoch, p.leader, list(p.in_sync), []
+    reports = {s: o.replicas[(name, p.partition)] for s, o in obs.spus.items()
+               if s in online and (name, p.partition) in o.replicas}
+    top = max((r.leader_epoch for r in reports.values()), default=epoch)
     if top > epoch:
-        epoch = top
-        reasons.append("epoch-floor")
-    report = obs.spus[p.leader].replicas.get((name, p.partition)) if p.leader in online else None
+        # metadata.json is behind what the SPUs run (it lost a write): their epoch is a floor.
+        # A replica leading at that epoch keeps leading. With none, the persisted leader
+        # cannot be trusted for that epoch, so the partition is elected afresh above it,
+        # but only once every adopted SPU has reported (one of them may be that leader).
+        claimants = [s for s, r in reports.items() if r.is_leader and r.leader_epoch == top]
+        if claimants or elect:
+            epoch, leader = top, (claimants[0] if claimants else -1)
+            reasons.append("epoch-floor")
+    report = reports.get(leader)
     if report is not None and report.is_leader and report.leader_epoch == epoch and sorted(report.in_sync) != sorted(in_sync):
         in_sync = sorted(report.in_sync)
         reasons.append("in-sync")
-    leader = p.leader
     if elect and leader not in online:
         candidates = [s for s in in_sync if s in online and s in p.replicas]
         if candidates:
