@@ -9,8 +9,9 @@ group), and it runs the SC as its only direct child.
   exits too.
 * The SC dies any other way (SIGKILL, a crash): it is started again at once with
   ``--restarted``, and the new SC adopts the SPUs that are still running (same pids).
-  A SC that keeps dying young is restarted after a growing delay (`restart_delay_s`),
-  never in a tight loop.
+  An SC that keeps crashing (dying before it is ready, or exiting with an error within
+  YOUNG_S) is restarted after a growing delay (`restart_delay_s`), never in a tight
+  loop; a ready SC killed by a signal is always back at once, however often it happens.
 * The very first SC dies before it is ready (it never wrote its pid file): the
   supervisor exits with its code, so `cluster start` reports the failure at once.
 
@@ -37,20 +38,27 @@ import time
 from rillet.ipc.names import ClusterPaths
 
 POLL_S = 0.02               # how often the SC's exit is looked for: the restart budget is 2 s
-YOUNG_S = 5.0               # an SC that lived less than this counts towards the backoff
+YOUNG_S = 5.0               # an SC exiting with an error sooner than this counts towards the backoff
 FIRST_DELAY_S = 0.1
 MAX_DELAY_S = 5.0
 STOP_WAIT_S = 15.0          # the SC stops its SPUs within 5 s; then it is killed
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def restart_delay_s(young_deaths: int) -> float:
+def restart_delay_s(crashes: int) -> float:
     """How long to wait before starting the SC again, given how many times in a row it
-    died young: 0 for the first death (a lone SIGKILL is back at once), then doubling
-    from FIRST_DELAY_S up to MAX_DELAY_S (a crash loop costs little CPU)."""
-    if young_deaths <= 1:
+    crashed (see `is_crash`): none for the first, then doubling from FIRST_DELAY_S up to
+    MAX_DELAY_S (a crash loop costs little CPU)."""
+    if crashes <= 1:
         return 0.0
-    return min(FIRST_DELAY_S * 2 ** (young_deaths - 2), MAX_DELAY_S)
+    return min(FIRST_DELAY_S * 2 ** (crashes - 2), MAX_DELAY_S)
+
+
+def is_crash(code: int, ready: bool, lived_s: float) -> bool:
+    """A death that says something is wrong with the SC itself (so restarting it at once
+    would loop): it never became ready, or it exited with an error soon after. A signal
+    (SIGKILL from a drill, the OOM killer) to a ready SC is not."""
+    return not ready or (code > 0 and lived_s < YOUNG_S)
 
 
 def _become_subreaper(log: logging.Logger) -> None:
@@ -110,7 +118,7 @@ class Supervisor:
             return False
 
     def run(self) -> int:
-        young_deaths = 0
+        crashes = 0
         restarted = False
         while not self.stopping:
             self.sc = self.spawn_sc(restarted)
@@ -123,8 +131,8 @@ class Supervisor:
                 self.log.error("supervisor: the SC exited with code %s before it was ready; giving up", code)
                 return code if code > 0 else 1
             lived = time.monotonic() - started
-            young_deaths = young_deaths + 1 if lived < YOUNG_S else 1
-            delay = restart_delay_s(young_deaths)
+            crashes = crashes + 1 if is_crash(code, self.sc_became_ready(self.sc.pid), lived) else 0
+            delay = restart_delay_s(crashes)
             self.log.warning("supervisor: SC pid %d died (%s) after %.1f s; starting it again in %.1f s",
                              self.sc.pid, _describe(code), lived, delay)
             deadline = time.monotonic() + delay

@@ -53,7 +53,7 @@ SPU_STOP_TIMEOUT_S = 5.0
 # and its partitions get new leaders. A dead process is noticed at once, from its socket.
 SPU_TIMEOUT_S = 1.5
 # A starting SC waits at most this long for the SPUs it found running to re-register
-# before it holds elections without them (they retry every 0.5 s at most).
+# before it holds elections without them (they retry every 0.2 s at most).
 ADOPT_WAIT_S = 2.0
 
 
@@ -259,7 +259,8 @@ class Controller:
         return Observation(
             spus=self.observed, now=time.monotonic(), spu_timeout_s=SPU_TIMEOUT_S, stopping=self.stopping,
             awaiting=frozenset(self.awaiting),
-            running=frozenset(s for s in self.state.spus if self.spu_running(s)),
+            # only needed to start missing SPUs: not looked up on every report
+            running=frozenset(s for s in self.state.spus if self.spu_running(s)) if self.spawn_missing else frozenset(),
             spawn_missing=self.spawn_missing,
         )
 
