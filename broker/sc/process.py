@@ -205,7 +205,12 @@ class Controller:
             raise SpuNotFound(f"SPU {msg.spu_id} is not part of cluster {self.paths.cluster}")
         old = self.sessions.get(msg.spu_id)
         if old is not None and old is not conn:
-            raise InvalidArgument(f"SPU {msg.spu_id} is already registered")
+            if self.observed[msg.spu_id].pid != msg.pid:
+                raise InvalidArgument(f"SPU {msg.spu_id} is already registered (pid {self.observed[msg.spu_id].pid})")
+            # The same process reconnected before we saw its old link close: the new link wins.
+            del self.sessions[msg.spu_id]
+            if old.transport is not None:
+                old.transport.close()
         conn.spu_id = msg.spu_id
         self.sessions[msg.spu_id] = conn
         self.observed[msg.spu_id] = SpuObserved(msg.spu_id, pid=msg.pid, online=True, last_seen=time.monotonic())

@@ -247,24 +247,23 @@ def test_cluster_stop_leaves_nothing_whatever_died_first(cluster3):
 
 
 def test_spus_stop_when_no_sc_returns_and_no_supervisor_lives(tmp_path, monkeypatch):
-    monkeypatch.setenv("RILLET_SC_LOST_TIMEOUT_S", "1")
+    monkeypatch.setenv("RILLET_SC_LOST_TIMEOUT_S", "0.5")
     with LocalCluster(spus=2, home=tmp_path) as cluster:
         pids = spu_pids(cluster)
         kill_and_wait(launcher.supervisor_pid(cluster.paths))
         kill_and_wait(launcher.sc_pid(cluster.paths))
-        time.sleep(0.5)
         assert all(_alive(pid) for pid in pids.values())            # serving on, for now
         wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 10, "the orphaned SPUs to stop")
     assert not cluster.leftovers()
 
 
 def test_spus_wait_for_the_sc_as_long_as_the_supervisor_lives(tmp_path, monkeypatch):
-    monkeypatch.setenv("RILLET_SC_LOST_TIMEOUT_S", "1")
+    monkeypatch.setenv("RILLET_SC_LOST_TIMEOUT_S", "0.5")
     with LocalCluster(spus=1, home=tmp_path) as cluster:
         pids = spu_pids(cluster)
         with paused(launcher.supervisor_pid(cluster.paths)):
             kill_and_wait(launcher.sc_pid(cluster.paths))
-            time.sleep(2.5)                                         # past the bound: a supervisor exists
+            time.sleep(1.5)                                         # past the bound: a supervisor exists
             assert all(_alive(pid) for pid in pids.values())
         wait_for(lambda: all_online(cluster, pids), 5, "the SC to come back and adopt the SPU")
     assert not cluster.leftovers()
