@@ -38,7 +38,7 @@ from rillet.ipc.errors import (
 )
 from rillet.ipc.metadata_table import PartitionStatus, SpuStatus, TableLayout
 from rillet.ipc.names import ClusterPaths, validate_name
-from rillet.ipc.shm import SharedTable
+from rillet.ipc.shm import SharedTable, unlink_if_exists
 from rillet.ipc.transport import FramedProtocol, prepare_runtime_dir, start_unix_server
 
 from rillet.broker import launcher
@@ -481,6 +481,10 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
     sc.ensure_spus(spus)
     sc.adopt(launcher.live_spus(paths))
     prepare_runtime_dir(paths.runtime_dir)
+    if launcher.sc_pid(paths) in (None, os.getpid()):
+        # No other SC of this cluster lives (checked by pid file and command line), so a
+        # table left by a killed one is stale, even if its recorded pid was reused since.
+        unlink_if_exists(paths.shm_name)
     sc.table = SharedTable.create(paths.shm_name, TableLayout(), os.getpid())
     server = None
     try:
