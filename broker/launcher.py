@@ -225,7 +225,8 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(procs, timeout=5)
-    unlink_if_exists(paths.shm_name)
+    if not spus:       # kept SPUs fence against the table until the adopting SC replaces it
+        unlink_if_exists(paths.shm_name)
     if paths.runtime_dir.exists():
         for entry in paths.runtime_dir.iterdir():
             if entry.suffix == ".sock" and str(entry) not in kept:

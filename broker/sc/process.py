@@ -178,6 +178,17 @@ class Controller:
             await asyncio.sleep(0.1)
 
     # --- the table ---
+    def create_table(self) -> None:
+        """Replace the table of the SC before us (if any) with a new one of ours, and make
+        the registered SPUs re-open it (they do on every assignment)."""
+        if launcher.sc_pid(self.paths) in (None, os.getpid()):
+            # No other SC of this cluster lives (by pid file and command line), so a table
+            # left by a killed one is stale, even if its recorded pid was reused since.
+            unlink_if_exists(self.paths.shm_name)
+        self.table = SharedTable.create(self.paths.shm_name, TableLayout(), os.getpid())
+        self._last_rows = None
+        self.push_assignments(list(self.sessions))
+
     def publish(self) -> None:
         spus, rows = reconcile.table_rows(self.state, self.observed)
         key = (tuple(spus), tuple(rows))
@@ -244,7 +255,6 @@ class Controller:
                 for obs in self.observed.values():
                     obs.last_seen = max(obs.last_seen, now)
             last_tick = now
-            self.update_awaiting(now)
             self.reconcile_now()
             await asyncio.sleep(0.1)
 
@@ -271,6 +281,7 @@ class Controller:
 
     def reconcile_now(self) -> None:
         """Decide (reconcile.reconcile), then act: mark, persist, push, publish, spawn."""
+        self.update_awaiting(time.monotonic())
         obs = self.observation()
         actions = reconcile.reconcile(self.state, obs)
         for spu_id in actions.silent:
@@ -481,19 +492,19 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
     sc.ensure_spus(spus)
     sc.adopt(launcher.live_spus(paths))
     prepare_runtime_dir(paths.runtime_dir)
-    if launcher.sc_pid(paths) in (None, os.getpid()):
-        # No other SC of this cluster lives (checked by pid file and command line), so a
-        # table left by a killed one is stale, even if its recorded pid was reused since.
-        unlink_if_exists(paths.shm_name)
-    sc.table = SharedTable.create(paths.shm_name, TableLayout(), os.getpid())
-    server = None
+    server = reaper = liveness = None
     try:
         server = await start_unix_server(lambda: ScConnection(sc), paths.sc_socket)
         paths.sc_pid_file.write_text(f"{os.getpid()}\n")
-        sc.reconcile_now()               # publishes; spawns the SPUs that have no process (a plain start)
         reaper = asyncio.ensure_future(sc.reap_loop())
         liveness = asyncio.ensure_future(sc.liveness_loop())
         log.info("SC for cluster %s ready on %s", paths.cluster, paths.sc_socket)
+        if sc.awaiting:
+            # Adopting: the previous SC's table (frozen, but naming the leaders that still
+            # serve) stays up until the new one can say as much, so clients see no gap.
+            await sc.wait_until(lambda: not sc.awaiting, ADOPT_WAIT_S + 1)
+        sc.create_table()
+        sc.reconcile_now()               # publishes; spawns the SPUs that have no process (a plain start)
         await sc.stop.wait()
         log.info("SC shutting down")
         server.close()
@@ -509,9 +520,13 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
                 proc.wait()
         for proc in sc.adopted.values():
             _kill(proc)
+        for task in (reaper, liveness):
+            if task is not None:
+                task.cancel()
         sc.offsets.close()
-        sc.table.close()
-        sc.table.unlink()
+        if sc.table is not None:
+            sc.table.close()
+            sc.table.unlink()
         paths.sc_socket.unlink(missing_ok=True)
         for spu_id in sc.state.spus:
             paths.spu_socket(spu_id).unlink(missing_ok=True)

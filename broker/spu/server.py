@@ -87,8 +87,6 @@ class ControlLink(asyncio.Protocol):
         self.transport = transport
         self._decoder = FrameDecoder()
         self.closed = asyncio.get_event_loop().create_future()
-        # A new SC may have replaced the shared-memory table: fence against the new one.
-        self.service.reopen_table()
         self._send(m.Hello(1, m.PROTOCOL_VERSION, f"spu-{self.service.spu_id}"))
         self._send(m.RegisterSpu(2, self.service.spu_id, os.getpid()))
 
@@ -107,6 +105,9 @@ class ControlLink(asyncio.Protocol):
 
     def _handle(self, msg) -> None:
         if isinstance(msg, m.UpdateReplicas):
+            # A new SC replaces the shared-memory table and then sends every SPU its
+            # assignment: fence against the table as it is now.
+            self.service.reopen_table()
             self.service.apply(msg)
             self._send(m.StatusReport(msg.cid, self.service.statuses()))
             if not self.registered.done():
