@@ -267,3 +267,24 @@ def test_spus_wait_for_the_sc_as_long_as_the_supervisor_lives(tmp_path, monkeypa
             assert all(_alive(pid) for pid in pids.values())
         wait_for(lambda: all_online(cluster, pids), 5, "the SC to come back and adopt the SPU")
     assert not cluster.leftovers()
+
+
+def test_a_leader_shrinks_its_in_sync_set_while_the_sc_is_down(cluster3):
+    produce(cluster3, [b"3 in sync"])
+    before = partition(cluster3)
+    follower = next(s for s in before.replicas if s != before.leader)
+    pids = spu_pids(cluster3)
+    with paused(launcher.supervisor_pid(cluster3.paths)):
+        kill_and_wait(launcher.sc_pid(cluster3.paths))
+        kill_and_wait(pids[follower])
+        # min_in_sync_replicas is 2: the leader drops the dead follower from its ISR on its own
+        # (its connection closed), so the HW keeps moving and ReadCommitted acks keep coming.
+        assert produce(cluster3, [b"2 in sync"]) == [1]
+    wait_for(lambda: partition_or_none(cluster3) is not None
+             and sorted(partition(cluster3).in_sync) == sorted(set(before.replicas) - {follower}),
+             5, "the new SC to record the in-sync set the leader chose")
+    after = partition(cluster3)
+    assert (after.leader, after.leader_epoch, after.status) == (before.leader, before.leader_epoch, "Online")
+    persisted = json.loads(cluster3.paths.metadata_file.read_text())["topics"]["t"]["partitions"][0]
+    assert sorted(persisted["in_sync"]) == sorted(after.in_sync)       # what the next election chooses from
+    assert read_committed(cluster3) == [b"3 in sync", b"2 in sync"]
