@@ -135,7 +135,9 @@ def _wait_ready(paths: ClusterPaths, proc: subprocess.Popen, timeout_s: float) -
         if code is not None:
             raise RilletError(f"the SC exited with code {code} while starting; see {paths.sc_log_file}: {_last_line(paths.sc_log_file)}")
         try:
-            with admin_connection(paths, wait_s=0.0) as conn:
+            if not paths.sc_socket.exists():
+                raise ClusterNotRunning(f"no SC socket at {paths.sc_socket} yet")
+            with Connection(paths.sc_socket, client_id="rillet-admin") as conn:
                 status = conn.call(m.ClusterStatusRequest(conn.next_cid()))
             if status.spus_online == status.spus_total and status.partitions_online == status.partitions_total:
                 return status
