@@ -167,16 +167,28 @@ def stop_cluster(paths: ClusterPaths, timeout_s: float = 15.0) -> bool:
     elif sup is not None:
         _signal(sup, signal.SIGTERM)
     for pid in (sc, sup):
-        if pid is None:
-            continue
-        try:
-            psutil.Process(pid).wait(timeout_s)
-        except psutil.TimeoutExpired:
+        if pid is not None and not _wait_gone(pid, timeout_s):
             _kill_group(sup if sup is not None else pid)
-        except psutil.NoSuchProcess:
-            pass
     clean_leftovers(paths)
     return running
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    """Wait until ``pid`` has exited; a zombie counts as gone (its parent, perhaps the
+    process that ran `cluster start`, reaps it, not us)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                proc.wait(0)          # reaps it if it is our child; harmless otherwise
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.TimeoutExpired:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -82,7 +82,7 @@ class Supervisor:
         self.stopping = True
         if self.sc is not None and self.sc.returncode is None:
             try:
-                self.sc.send_signal(signal.SIGTERM)
+                os.kill(self.sc.pid, signal.SIGTERM)    # not Popen.send_signal: it may reap the SC here
             except ProcessLookupError:
                 pass
 
@@ -100,6 +100,8 @@ class Supervisor:
         """Reap every exited child (orphaned SPUs included) until the SC exits; its code."""
         assert self.sc is not None
         while True:
+            if self.sc.returncode is not None:      # reaped elsewhere (Popen's own bookkeeping)
+                return self.sc.returncode
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -122,6 +124,8 @@ class Supervisor:
         restarted = False
         while not self.stopping:
             self.sc = self.spawn_sc(restarted)
+            if self.stopping:                        # the signal came while it was being spawned
+                self.request_stop(signal.SIGTERM, None)
             started = time.monotonic()
             self.log.info("supervisor: SC started as pid %d%s", self.sc.pid, " (restart)" if restarted else "")
             code = self.wait_sc()

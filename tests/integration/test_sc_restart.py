@@ -234,10 +234,15 @@ def test_cluster_start_adopts_spus_whose_sc_is_dead(cluster3):
     assert read_committed(cluster3) == [b"kept"]
 
 
-def test_cluster_stop_leaves_nothing_whatever_died_first(cluster3):
+@pytest.mark.parametrize("supervisor", ["killed", "paused"])
+def test_cluster_stop_leaves_nothing_whatever_died_first(cluster3, supervisor):
     os.kill(launcher.sc_pid(cluster3.paths), signal.SIGKILL)
-    wait_for(lambda: all_online(cluster3), 5, "the SC to come back")
-    kill_and_wait(launcher.supervisor_pid(cluster3.paths))
+    wait_for(lambda: all_online(cluster3), 5, "the SC to come back")          # now the SPUs are adopted
+    sup = launcher.supervisor_pid(cluster3.paths)
+    if supervisor == "killed":
+        kill_and_wait(sup)
+    else:
+        os.kill(sup, signal.SIGSTOP)        # `cluster stop` resumes it and it stops the SPUs
     kill_and_wait(launcher.sc_pid(cluster3.paths))
     r = subprocess.run([sys.executable, "-m", "rillet.tools.cli", "cluster", "stop"], env=cluster3.env,
                        capture_output=True, timeout=60)
