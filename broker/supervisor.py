@@ -15,6 +15,13 @@ group), and it runs the SC as its only direct child.
 * The very first SC dies before it is ready (it never wrote its pid file): the
   supervisor exits with its code, so `cluster start` reports the failure at once.
 
+A standby SC waits beside the running one: a process started with ``--standby`` that
+has done its imports (0.1-0.2 s of CPU, far more wall time on a loaded machine) and
+blocks reading its stdin. A restart writes "go" to it, so the new SC serves within
+milliseconds of the old one's death; a fresh standby is then started. The standby is
+only started once the running SC has been ready for STANDBY_DELAY_S, so short-lived
+clusters (tests) do not pay for it, and a restart without one starts an SC cold.
+
 It is a child subreaper (prctl PR_SET_CHILD_SUBREAPER): SPUs orphaned by a dead SC are
 re-parented here instead of to init, and reaped here when they exit, so no zombie is
 left whatever dies in which order. SIGTERM or SIGINT: stop the SC the clean way (it
@@ -42,6 +49,7 @@ YOUNG_S = 5.0               # an SC exiting with an error sooner than this count
 FIRST_DELAY_S = 0.1
 MAX_DELAY_S = 5.0
 STOP_WAIT_S = 15.0          # the SC stops its SPUs within 5 s; then it is killed
+STANDBY_DELAY_S = 1.0       # the running SC must have been ready this long before a standby starts
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -77,6 +85,8 @@ class Supervisor:
         self.log = log
         self.stopping = False
         self.sc: subprocess.Popen | None = None
+        self.sc_started = 0.0
+        self.standby: subprocess.Popen | None = None
 
     def request_stop(self, signum, _frame) -> None:
         self.stopping = True
@@ -86,15 +96,46 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def spawn_sc(self, restarted: bool) -> subprocess.Popen:
+    def _sc_command(self, restarted: bool) -> list[str]:
         cmd = [sys.executable, "-m", "rillet.broker.sc", "--cluster", self.paths.cluster,
                "--home", str(self.paths.home)]
         if restarted:
             cmd.append("--restarted")
         elif self.spus is not None:
             cmd += ["--spus", str(self.spus)]
+        return cmd
+
+    def spawn_sc(self, restarted: bool) -> subprocess.Popen:
+        if restarted and self.standby is not None:
+            standby, self.standby = self.standby, None
+            try:
+                standby.stdin.write(b"go\n")
+                standby.stdin.close()
+                return standby
+            except OSError:                     # it died meanwhile: reaped as any child; start cold
+                pass
         # stdout/stderr are inherited: the launcher pointed them at logs/sc.log.
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, close_fds=True)
+        return subprocess.Popen(self._sc_command(restarted), stdin=subprocess.DEVNULL, close_fds=True)
+
+    def _maybe_start_standby(self) -> None:
+        if (self.standby is None and not self.stopping and self.sc is not None
+                and time.monotonic() - self.sc_started >= STANDBY_DELAY_S and self.sc_became_ready(self.sc.pid)):
+            self.standby = subprocess.Popen(self._sc_command(True) + ["--standby"], stdin=subprocess.PIPE,
+                                            close_fds=True)
+
+    def _drop_standby(self) -> None:
+        standby, self.standby = self.standby, None
+        if standby is None:
+            return
+        try:
+            standby.stdin.close()               # EOF: it exits
+        except OSError:
+            pass
+        try:
+            standby.wait(2.0)
+        except subprocess.TimeoutExpired:
+            standby.kill()
+            standby.wait()
 
     def wait_sc(self) -> int:
         """Reap every exited child (orphaned SPUs included) until the SC exits; its code."""
@@ -110,7 +151,12 @@ class Supervisor:
                 code = os.waitstatus_to_exitcode(status)
                 self.sc.returncode = code          # Popen must not wait for it again
                 return code
+            if self.standby is not None and pid == self.standby.pid:
+                self.standby.returncode = os.waitstatus_to_exitcode(status)
+                self.log.warning("supervisor: standby SC pid %d exited (%s)", pid, _describe(self.standby.returncode))
+                self.standby = None
             if pid == 0:
+                self._maybe_start_standby()
                 time.sleep(POLL_S)
 
     def sc_became_ready(self, sc_pid: int) -> bool:
@@ -126,7 +172,7 @@ class Supervisor:
             self.sc = self.spawn_sc(restarted)
             if self.stopping:                        # the signal came while it was being spawned
                 self.request_stop(signal.SIGTERM, None)
-            started = time.monotonic()
+            started = self.sc_started = time.monotonic()
             self.log.info("supervisor: SC started as pid %d%s", self.sc.pid, " (restart)" if restarted else "")
             code = self.wait_sc()
             if self.stopping or code == 0:
@@ -144,6 +190,7 @@ class Supervisor:
                 self._reap_orphans()
                 time.sleep(POLL_S)
             restarted = True
+        self._drop_standby()
         self._stop_leftover_spus()
         return 0
 

@@ -546,7 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spus", type=int, default=None)
     parser.add_argument("--restarted", action="store_true",
                         help="started again by the supervisor: adopt running SPUs, start no missing ones")
+    parser.add_argument("--standby", action="store_true",
+                        help="wait, imports done, until the supervisor writes 'go' on stdin (EOF: exit)")
     args = parser.parse_args(argv)
+    if args.standby and sys.stdin.readline().strip() != "go":
+        return 0
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s sc %(levelname)s %(message)s")
     paths = ClusterPaths.for_cluster(args.cluster, args.home)
     paths.sc_dir.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from rillet.ipc.transport import prepare_runtime_dir, start_unix_server
 from .server import ControlLink, SpuConnection
 from .service import SpuService
 
-RECONNECT_MIN_S = 0.05     # first retry after losing the SC: a restarted SC listens within ~0.5 s
+RECONNECT_MIN_S = 0.02     # first retry after losing the SC: a standby SC listens within tens of ms
 RECONNECT_MAX_S = 0.2      # the backoff doubles up to this: a failed connect to a missing socket costs ~10 µs
 # Without an SC for this long and with no supervisor alive, the cluster is gone: stop.
 SC_LOST_TIMEOUT_S = float(os.environ.get("RILLET_SC_LOST_TIMEOUT_S", "60"))
@@ -70,7 +70,7 @@ async def control_loop(link: ControlLink, paths: ClusterPaths, stop: asyncio.Eve
             await asyncio.wait_for(stop.wait(), delay)
         except asyncio.TimeoutError:
             pass
-        delay = min(delay * 2, RECONNECT_MAX_S)
+        delay = min(delay * 1.5, RECONNECT_MAX_S)
 
 
 async def run_spu(paths: ClusterPaths, spu_id: int) -> int:

@@ -293,3 +293,21 @@ def test_a_leader_shrinks_its_in_sync_set_while_the_sc_is_down(cluster3):
     persisted = json.loads(cluster3.paths.metadata_file.read_text())["topics"]["t"]["partitions"][0]
     assert sorted(persisted["in_sync"]) == sorted(after.in_sync)       # what the next election chooses from
     assert read_committed(cluster3) == [b"3 in sync", b"2 in sync"]
+
+
+def standby_pids(cluster) -> set[int]:
+    """SC processes of the cluster that are not the running SC: the supervisor's standby."""
+    running = launcher.sc_pid(cluster.paths)
+    return {p.pid for p in launcher.cluster_processes(cluster.paths, modules=(launcher.SC,)) if p.pid != running}
+
+
+def test_a_standby_sc_takes_over_at_once(cluster3):
+    pids = spu_pids(cluster3)
+    wait_for(lambda: len(standby_pids(cluster3)) == 1, 10, "the supervisor to start a standby SC")
+    (standby,) = standby_pids(cluster3)
+    killed = time.monotonic()
+    os.kill(launcher.sc_pid(cluster3.paths), signal.SIGKILL)
+    wait_for(lambda: all_online(cluster3, pids), 5, "the standby to take over")
+    print(f"SC SIGKILL -> standby serving with every SPU adopted: {(time.monotonic() - killed) * 1000:.0f} ms")
+    assert launcher.sc_pid(cluster3.paths) == standby
+    wait_for(lambda: len(standby_pids(cluster3)) == 1, 10, "a new standby")
