@@ -86,7 +86,12 @@ def admin_connection(paths: ClusterPaths, timeout_s: float = 10.0, wait_s: float
         try:
             if not paths.sc_socket.exists():
                 raise ClusterNotRunning(f"no SC socket at {paths.sc_socket}")
-            return Connection(paths.sc_socket, client_id="rillet-admin", timeout_s=timeout_s)
+            # A paused SC accepts the connection but never answers the handshake: give up on
+            # it when the wait is over (at least 1 s), not after the calls' own timeout.
+            handshake_s = min(timeout_s, max(deadline - time.monotonic(), 1.0))
+            conn = Connection(paths.sc_socket, client_id="rillet-admin", timeout_s=handshake_s)
+            conn.timeout_s = timeout_s
+            return conn
         except RilletError as exc:
             reason = exc
         if supervisor_pid(paths) is None and sc_pid(paths) is None:

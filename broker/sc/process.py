@@ -99,6 +99,7 @@ class Controller:
         self.awaiting: set[int] = set()                       # adopted SPUs that have not reported yet
         self.adopt_deadline = 0.0
         self.spawn_missing = spawn_missing
+        self._last_reconcile = 0.0
         self.table: SharedTable | None = None
         self.stop = asyncio.Event()
         self.stopping = False            # SPUs leave because we asked: no elections, no ISR changes
@@ -244,19 +245,22 @@ class Controller:
             self.reconcile_now()
 
     async def liveness_loop(self) -> None:
-        """Declare silent SPUs dead (SIGSTOP, a hang), end the adoption wait; reconcile."""
-        last_tick = time.monotonic()
+        """Reconcile at least every 0.1 s: silent SPUs are declared dead (SIGSTOP, a hang),
+        the adoption wait ends."""
         while not self.stop.is_set():
-            now = time.monotonic()
-            if now - last_tick > SPU_TIMEOUT_S:
-                # This SC was itself paused (SIGSTOP) or starved: the silence is ours, not
-                # the SPUs'. Judge them afresh from now on.
-                self.log.warning("SC was paused for %.1f s; not counting it against the SPUs", now - last_tick)
-                for obs in self.observed.values():
-                    obs.last_seen = max(obs.last_seen, now)
-            last_tick = now
             self.reconcile_now()
             await asyncio.sleep(0.1)
+
+    def _forgive_own_pause(self, now: float) -> None:
+        """Reconcile runs every 0.1 s; a longer gap means this SC was itself paused (SIGSTOP)
+        or starved, and the SPUs' silence is ours. Judge them afresh from now on. This runs
+        before any decision: the first message read after a pause must not make the SC
+        declare every other SPU dead."""
+        if self._last_reconcile and now - self._last_reconcile > SPU_TIMEOUT_S:
+            self.log.warning("SC was paused for %.1f s; not counting it against the SPUs", now - self._last_reconcile)
+            for obs in self.observed.values():
+                obs.last_seen = max(obs.last_seen, now)
+        self._last_reconcile = now
 
     def update_awaiting(self, now: float) -> None:
         """Adopted SPUs leave the wait once reported, once dead, or when the wait ends."""
@@ -281,6 +285,7 @@ class Controller:
 
     def reconcile_now(self) -> None:
         """Decide (reconcile.reconcile), then act: mark, persist, push, publish, spawn."""
+        self._forgive_own_pause(time.monotonic())
         self.update_awaiting(time.monotonic())
         obs = self.observation()
         actions = reconcile.reconcile(self.state, obs)

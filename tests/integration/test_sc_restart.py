@@ -120,7 +120,10 @@ def test_data_flows_while_the_sc_is_paused(cluster3):
         offsets = produce(cluster3, [b"paused-%d" % i for i in range(50)])
         assert offsets == list(range(50))
         assert read_committed(cluster3) == [b"paused-%d" % i for i in range(50)]
-        time.sleep(2.0)                     # longer than the SC's SPU timeout (1.5 s)
+        started = time.monotonic()
+        with pytest.raises(ScUnavailable):  # it accepts connections but never answers
+            cluster3.admin()
+        assert 2.5 < time.monotonic() - started < 6       # also: longer than the SC's SPU timeout (1.5 s)
     # The paused SC does not count its own pause against the SPUs: no election, same pids.
     wait_for(lambda: all_online(cluster3, pids), 5, "the cluster to be Online with the same SPUs")
     time.sleep(0.5)
