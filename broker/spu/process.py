@@ -31,14 +31,31 @@ from .service import SpuService
 
 RECONNECT_MIN_S = 0.02     # first retry after losing the SC: a standby SC listens within tens of ms
 RECONNECT_MAX_S = 0.2      # the backoff doubles up to this: a failed connect to a missing socket costs ~10 µs
-# Without an SC for this long and with no supervisor alive, the cluster is gone: stop.
-SC_LOST_TIMEOUT_S = float(os.environ.get("RILLET_SC_LOST_TIMEOUT_S", "60"))
+DEFAULT_SC_LOST_TIMEOUT_S = 60.0
+
+
+def sc_lost_timeout_s(environ=os.environ) -> float:
+    """Without an SC for this long and with no supervisor alive, the cluster is gone: stop.
+    ``RILLET_SC_LOST_TIMEOUT_S`` (seconds, > 0) changes it; a bad value is reported and ignored."""
+    raw = environ.get("RILLET_SC_LOST_TIMEOUT_S")
+    if raw is None:
+        return DEFAULT_SC_LOST_TIMEOUT_S
+    try:
+        value = float(raw)
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    logging.getLogger("spu").warning("RILLET_SC_LOST_TIMEOUT_S=%r is not a positive number of seconds; using %g",
+                                     raw, DEFAULT_SC_LOST_TIMEOUT_S)
+    return DEFAULT_SC_LOST_TIMEOUT_S
 
 
 async def control_loop(link: ControlLink, paths: ClusterPaths, stop: asyncio.Event, log: logging.Logger) -> None:
     """Keep the control link connected: connect, wait for it to drop, connect again."""
     from rillet.broker.launcher import supervisor_pid
     loop = asyncio.get_running_loop()
+    lost_timeout_s = sc_lost_timeout_s()
     delay = RECONNECT_MIN_S
     lost_since = time.monotonic()
     connected_once = False
@@ -60,7 +77,7 @@ async def control_loop(link: ControlLink, paths: ClusterPaths, stop: asyncio.Eve
             log.warning("control connection to the SC closed; serving on and reconnecting")
             lost_since = time.monotonic()
         away = time.monotonic() - lost_since
-        if away > SC_LOST_TIMEOUT_S:
+        if away > lost_timeout_s:
             if supervisor_pid(paths) is None:
                 log.error("no SC for %.0f s and no supervisor to restart it: stopping", away)
                 stop.set()

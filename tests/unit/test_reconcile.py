@@ -11,7 +11,6 @@ import pytest
 from rillet.broker.sc import reconcile
 from rillet.broker.sc.reconcile import Actions, Observation, PartitionUpdate, SpuObserved
 from rillet.broker.sc.state import ClusterState, PartitionAssignment, TopicState
-from rillet.broker.supervisor import is_crash, restart_delay_s
 from rillet.ipc import messages as m
 
 NOW = 100.0
@@ -111,22 +110,3 @@ def test_apply_updates_writes_the_decision():
     reconcile.apply_updates(st, (upd(3, 5, [2, 3], "elected"),))
     p = st.topics["t"].partitions[0]
     assert (p.leader, p.leader_epoch, p.in_sync) == (3, 5, [2, 3])
-
-
-@pytest.mark.parametrize("crashes, delay", [
-    (0, 0.0), (1, 0.0),          # a kill, or a first crash: back at once
-    (2, 0.1), (3, 0.2), (4, 0.4), (10, 5.0), (100, 5.0),   # a crash loop: doubling, capped
-])
-def test_supervisor_restart_delay(crashes, delay):
-    assert restart_delay_s(crashes) == pytest.approx(delay)
-
-
-@pytest.mark.parametrize("code, ready, lived_s, crash", [
-    (-9, True, 0.3, False),      # SIGKILL of a ready SC, however soon: a drill, restart at once
-    (-9, False, 0.3, True),      # killed before it was ready
-    (1, False, 10.0, True),      # never became ready
-    (1, True, 1.0, True),        # an error soon after start
-    (1, True, 60.0, False),      # an error after a long healthy run
-])
-def test_supervisor_tells_crashes_from_kills(code, ready, lived_s, crash):
-    assert is_crash(code, ready, lived_s) is crash
