@@ -204,8 +204,13 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _kill_group(pid: int) -> None:
+    """SIGKILL the process group of ``pid`` (the cluster's session), never our own."""
     try:
-        os.killpg(pid, signal.SIGKILL)
+        group = os.getpgid(pid)
+        if group == os.getpgrp():
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.killpg(group, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     try:

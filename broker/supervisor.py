@@ -27,6 +27,11 @@ re-parented here instead of to init, and reaped here when they exit, so no zombi
 left whatever dies in which order. SIGTERM or SIGINT: stop the SC the clean way (it
 stops its SPUs), then terminate any SPU of the cluster still running, then exit.
 
+The SC watches its supervisor in turn: if the supervisor is gone (SIGKILL), the SC starts
+a new one with ``--watch-sc PID``, which is not the SC's parent, so it polls that pid
+instead of waiting for it. A watched SC that vanishes leaving its pid file behind was
+killed and is started again; one that removed its pid file stopped cleanly.
+
 It does nothing else: no sockets, no metadata. Its pid is in ``sc/supervisor.pid``;
 SPUs look for it to decide whether an SC will come back (see broker/spu/process.py).
 """
@@ -34,6 +39,7 @@ SPUs look for it to decide whether an SC will come back (see broker/spu/process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
@@ -165,9 +171,33 @@ class Supervisor:
         except (OSError, ValueError):
             return False
 
-    def run(self) -> int:
+    def watch_sc(self, pid: int) -> int:
+        """Wait for an SC that is not our child (we replaced a dead supervisor) to exit:
+        0 if it stopped cleanly (it removes its pid file), else -SIGKILL."""
+        import psutil
+        try:
+            proc = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            proc = None
+        signalled = False
+        while proc is not None and _running(proc):
+            if self.stopping and not signalled:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                signalled = True
+            self._reap_orphans()
+            time.sleep(POLL_S)
+        return -signal.SIGKILL if self.sc_became_ready(pid) else 0
+
+    def run(self, watch_pid: int | None = None) -> int:
         crashes = 0
-        restarted = False
+        restarted = watch_pid is not None
+        if watch_pid is not None:
+            self.log.info("supervisor: watching SC pid %d (the previous supervisor is gone)", watch_pid)
+            if self.watch_sc(watch_pid) == 0 or self.stopping:
+                self.stopping = True
+            else:
+                self.log.warning("supervisor: SC pid %d died; starting it again", watch_pid)
         while not self.stopping:
             self.sc = self.spawn_sc(restarted)
             if self.stopping:                        # the signal came while it was being spawned
@@ -247,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--home", required=True)
     parser.add_argument("--spus", type=int, default=None)
+    parser.add_argument("--watch-sc", type=int, default=None, metavar="PID",
+                        help="take over a running SC whose supervisor died (started by that SC)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger("supervisor")
@@ -258,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, sup.request_stop)
     paths.supervisor_pid_file.write_text(f"{os.getpid()}\n")
     try:
-        return sup.run()
+        return sup.run(args.watch_sc)
     finally:
         try:
             if int(paths.supervisor_pid_file.read_text().strip()) == os.getpid():

@@ -100,6 +100,8 @@ class Controller:
         self.adopt_deadline = 0.0
         self.spawn_missing = spawn_missing
         self._last_reconcile = 0.0
+        self._supervisor: subprocess.Popen | None = None   # one we started, after ours died
+        self._supervisor_checked = 0.0
         self.table: SharedTable | None = None
         self.stop = asyncio.Event()
         self.stopping = False            # SPUs leave because we asked: no elections, no ISR changes
@@ -172,6 +174,8 @@ class Controller:
                 if code is not None:
                     self.procs.pop(spu_id, None)
                     self.log.warning("SPU %d (pid %d) exited with code %s", spu_id, proc.pid, code)
+            if self._supervisor is not None and self._supervisor.poll() is not None:
+                self._supervisor = None               # reaped: it was our child
             for spu_id, proc in list(self.adopted.items()):
                 if not _running(proc):
                     self.adopted.pop(spu_id, None)
@@ -246,10 +250,28 @@ class Controller:
 
     async def liveness_loop(self) -> None:
         """Reconcile at least every 0.1 s: silent SPUs are declared dead (SIGSTOP, a hang),
-        the adoption wait ends."""
+        the adoption wait ends. Keep a supervisor alive."""
         while not self.stop.is_set():
             self.reconcile_now()
+            self.keep_supervisor(time.monotonic())
             await asyncio.sleep(0.1)
+
+    def keep_supervisor(self, now: float) -> None:
+        """Once a second: with no live supervisor (it was killed), start one that watches
+        this SC, so the next SC death is healed too (broker/supervisor.py)."""
+        if self.stopping or now - self._supervisor_checked < 1.0:
+            return
+        self._supervisor_checked = now
+        if self._supervisor is not None and self._supervisor.poll() is None:
+            return                                   # ours is alive (perhaps still starting)
+        self._supervisor = None
+        if launcher.supervisor_pid(self.paths) is not None:
+            return
+        self.log.warning("the supervisor is gone; starting a new one to watch this SC")
+        self._supervisor = subprocess.Popen(
+            [sys.executable, "-m", launcher.SUPERVISOR, "--cluster", self.paths.cluster,
+             "--home", str(self.paths.home), "--watch-sc", str(os.getpid())],
+            stdin=subprocess.DEVNULL, close_fds=True)
 
     def _forgive_own_pause(self, now: float) -> None:
         """Reconcile runs every 0.1 s; a longer gap means this SC was itself paused (SIGSTOP)

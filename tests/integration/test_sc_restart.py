@@ -104,6 +104,14 @@ def kill_and_wait(pid):
     wait_for(lambda: not _alive(pid), 5, f"pid {pid} to die")
 
 
+def kill_sc_and_supervisor(cluster):
+    """SIGKILL both; the SC is paused first so it cannot start a new supervisor in between."""
+    sc = launcher.sc_pid(cluster.paths)
+    os.kill(sc, signal.SIGSTOP)
+    kill_and_wait(launcher.supervisor_pid(cluster.paths))
+    kill_and_wait(sc)
+
+
 def _alive(pid) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -224,8 +232,7 @@ def test_cluster_start_adopts_spus_whose_sc_is_dead(cluster3):
     produce(cluster3, [b"kept"])
     pids = spu_pids(cluster3)
     epoch = partition(cluster3).leader_epoch
-    kill_and_wait(launcher.supervisor_pid(cluster3.paths))
-    kill_and_wait(launcher.sc_pid(cluster3.paths))
+    kill_sc_and_supervisor(cluster3)
     with pytest.raises(ClusterNotRunning, match="adopts them") as err:
         cluster3.admin()
     assert not isinstance(err.value, ScUnavailable)        # no supervisor: nothing is coming back
@@ -241,12 +248,11 @@ def test_cluster_start_adopts_spus_whose_sc_is_dead(cluster3):
 def test_cluster_stop_leaves_nothing_whatever_died_first(cluster3, supervisor):
     os.kill(launcher.sc_pid(cluster3.paths), signal.SIGKILL)
     wait_for(lambda: all_online(cluster3), 5, "the SC to come back")          # now the SPUs are adopted
-    sup = launcher.supervisor_pid(cluster3.paths)
     if supervisor == "killed":
-        kill_and_wait(sup)
+        kill_sc_and_supervisor(cluster3)
     else:
-        os.kill(sup, signal.SIGSTOP)        # `cluster stop` resumes it and it stops the SPUs
-    kill_and_wait(launcher.sc_pid(cluster3.paths))
+        os.kill(launcher.supervisor_pid(cluster3.paths), signal.SIGSTOP)   # `cluster stop` resumes it
+        kill_and_wait(launcher.sc_pid(cluster3.paths))
     r = subprocess.run([sys.executable, "-m", "rillet.tools.cli", "cluster", "stop"], env=cluster3.env,
                        capture_output=True, timeout=60)
     assert r.returncode == 0 and b"stopped cluster" in r.stdout, r
@@ -258,8 +264,7 @@ def test_spus_stop_when_no_sc_returns_and_no_supervisor_lives(tmp_path, monkeypa
     monkeypatch.setenv("RILLET_SC_LOST_TIMEOUT_S", "0.5")
     with LocalCluster(spus=2, home=tmp_path) as cluster:
         pids = spu_pids(cluster)
-        kill_and_wait(launcher.supervisor_pid(cluster.paths))
-        kill_and_wait(launcher.sc_pid(cluster.paths))
+        kill_sc_and_supervisor(cluster)
         assert all(_alive(pid) for pid in pids.values())            # serving on, for now
         wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 10, "the orphaned SPUs to stop")
     assert not cluster.leftovers()
@@ -314,3 +319,13 @@ def test_a_standby_sc_takes_over_at_once(cluster3):
     print(f"SC SIGKILL -> standby serving with every SPU adopted: {(time.monotonic() - killed) * 1000:.0f} ms")
     assert launcher.sc_pid(cluster3.paths) == standby
     wait_for(lambda: len(standby_pids(cluster3)) == 1, 10, "a new standby")
+
+
+def test_a_killed_supervisor_is_replaced_by_the_sc(cluster3):
+    pids = spu_pids(cluster3)
+    old = launcher.supervisor_pid(cluster3.paths)
+    kill_and_wait(old)
+    wait_for(lambda: launcher.supervisor_pid(cluster3.paths) not in (None, old), 5, "the SC to start a new supervisor")
+    os.kill(launcher.sc_pid(cluster3.paths), signal.SIGKILL)     # the new supervisor heals this too
+    wait_for(lambda: all_online(cluster3, pids), 5, "the SC to come back under the new supervisor")
+    assert produce(cluster3, [b"healed"]) == [0]
