@@ -25,7 +25,6 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from typing import Callable
@@ -46,6 +45,7 @@ from rillet.broker import launcher
 from . import reconcile
 from .reconcile import Observation, SpuObserved
 from .offsets import ConsumerOffsetStore
+from .processes import SpuProcesses
 from .state import ClusterState, load_state, save_state
 
 SPU_STOP_TIMEOUT_S = 5.0
@@ -94,14 +94,11 @@ class Controller:
         self.state: ClusterState = load_state(paths.metadata_file)
         self.observed: dict[int, SpuObserved] = {s: SpuObserved(s) for s in self.state.spus}
         self.sessions: dict[int, ScConnection] = {}
-        self.procs: dict[int, subprocess.Popen] = {}          # SPUs this SC started (its children)
-        self.adopted: dict[int, psutil.Process] = {}          # SPUs found running when it started
+        self.processes = SpuProcesses(paths, log)
         self.awaiting: set[int] = set()                       # adopted SPUs that have not reported yet
         self.adopt_deadline = 0.0
         self.spawn_missing = spawn_missing
         self._last_reconcile = 0.0
-        self._supervisor: subprocess.Popen | None = None   # one we started, after ours died
-        self._supervisor_checked = 0.0
         self.table: SharedTable | None = None
         self.stop = asyncio.Event()
         self.stopping = False            # SPUs leave because we asked: no elections, no ISR changes
@@ -136,51 +133,16 @@ class Controller:
             self.observed[spu_id] = SpuObserved(spu_id)
         save_state(self.paths.metadata_file, self.state)
 
-    def spawn_spu(self, spu_id: int) -> None:
-        self.paths.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.spu_log_file(spu_id), "ab") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "rillet.broker.spu", "--cluster", self.paths.cluster,
-                 "--home", str(self.paths.home), "--spu-id", str(spu_id)],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, close_fds=True,
-            )
-        self.procs[spu_id] = proc
-        self.log.info("spawned SPU %d as pid %d", spu_id, proc.pid)
-
     def adopt(self, running: dict[int, psutil.Process]) -> None:
-        """Take over SPU processes that outlived the previous SC (same pids, not restarted)."""
+        """Take over SPU processes that outlived the previous SC (same pids, not restarted):
+        elections wait until they have reported, or ADOPT_WAIT_S."""
         for spu_id, proc in running.items():
             if spu_id in self.observed:
-                self.adopted[spu_id] = proc
+                self.processes.adopt(spu_id, proc)
                 self.awaiting.add(spu_id)
-                self.log.info("adopting SPU %d (pid %d)", spu_id, proc.pid)
             else:
                 self.log.warning("SPU process %d claims id %d, unknown to this cluster; ignored", proc.pid, spu_id)
         self.adopt_deadline = time.monotonic() + ADOPT_WAIT_S
-
-    def spu_running(self, spu_id: int) -> bool:
-        proc = self.procs.get(spu_id)
-        if proc is not None and proc.poll() is None:
-            return True
-        adopted = self.adopted.get(spu_id)
-        return adopted is not None and _running(adopted)
-
-    async def reap_loop(self) -> None:
-        """Reap exited SPU processes (the control link already told us they died).
-        Adopted SPUs are not our children: the supervisor reaps them; we forget them."""
-        while not self.stop.is_set():
-            for spu_id, proc in list(self.procs.items()):
-                code = proc.poll()
-                if code is not None:
-                    self.procs.pop(spu_id, None)
-                    self.log.warning("SPU %d (pid %d) exited with code %s", spu_id, proc.pid, code)
-            if self._supervisor is not None and self._supervisor.poll() is not None:
-                self._supervisor = None               # reaped: it was our child
-            for spu_id, proc in list(self.adopted.items()):
-                if not _running(proc):
-                    self.adopted.pop(spu_id, None)
-                    self.log.warning("adopted SPU %d (pid %d) exited", spu_id, proc.pid)
-            await asyncio.sleep(0.1)
 
     # --- the table ---
     def create_table(self) -> None:
@@ -252,26 +214,11 @@ class Controller:
         """Reconcile at least every 0.1 s: silent SPUs are declared dead (SIGSTOP, a hang),
         the adoption wait ends. Keep a supervisor alive."""
         while not self.stop.is_set():
+            self.processes.reap()
             self.reconcile_now()
-            self.keep_supervisor(time.monotonic())
+            if not self.stopping:
+                self.processes.keep_supervisor(time.monotonic())
             await asyncio.sleep(0.1)
-
-    def keep_supervisor(self, now: float) -> None:
-        """Once a second: with no live supervisor (it was killed), start one that watches
-        this SC, so the next SC death is healed too (broker/supervisor.py)."""
-        if self.stopping or now - self._supervisor_checked < 1.0:
-            return
-        self._supervisor_checked = now
-        if self._supervisor is not None and self._supervisor.poll() is None:
-            return                                   # ours is alive (perhaps still starting)
-        self._supervisor = None
-        if launcher.supervisor_pid(self.paths) is not None:
-            return
-        self.log.warning("the supervisor is gone; starting a new one to watch this SC")
-        self._supervisor = subprocess.Popen(
-            [sys.executable, "-m", launcher.SUPERVISOR, "--cluster", self.paths.cluster,
-             "--home", str(self.paths.home), "--watch-sc", str(os.getpid())],
-            stdin=subprocess.DEVNULL, close_fds=True)
 
     def _forgive_own_pause(self, now: float) -> None:
         """Reconcile runs every 0.1 s; a longer gap means this SC was itself paused (SIGSTOP)
@@ -288,8 +235,7 @@ class Controller:
         """Adopted SPUs leave the wait once reported, once dead, or when the wait ends."""
         for spu_id in list(self.awaiting):
             obs = self.observed[spu_id]
-            proc = self.adopted.get(spu_id)
-            if (obs.online and obs.replicas_reported) or proc is None or not _running(proc):
+            if (obs.online and obs.replicas_reported) or not self.processes.adopted_running(spu_id):
                 self.awaiting.discard(spu_id)
         if self.awaiting and now >= self.adopt_deadline:
             self.log.warning("SPUs %s did not re-register within %.1f s; electing without them",
@@ -301,7 +247,7 @@ class Controller:
             spus=self.observed, now=time.monotonic(), spu_timeout_s=SPU_TIMEOUT_S, stopping=self.stopping,
             awaiting=frozenset(self.awaiting),
             # only needed to start missing SPUs: not looked up on every report
-            running=frozenset(s for s in self.state.spus if self.spu_running(s)) if self.spawn_missing else frozenset(),
+            running=frozenset(s for s in self.state.spus if self.processes.running(s)) if self.spawn_missing else frozenset(),
             spawn_missing=self.spawn_missing,
         )
 
@@ -326,7 +272,7 @@ class Controller:
         self.push_assignments(actions.push)
         self.publish()
         for spu_id in actions.spawn:
-            self.spawn_spu(spu_id)
+            self.processes.spawn(spu_id)
         if obs.spawn_missing and not obs.awaiting:
             self.spawn_missing = False       # once, at start: later deaths are not restarted by the SC
 
@@ -449,8 +395,8 @@ class Controller:
     async def start_spu(self, msg: m.StartSpu):
         if msg.spu_id not in self.state.spus:
             raise SpuNotFound(f"SPU {msg.spu_id} is not part of cluster {self.paths.cluster}")
-        if not self.spu_running(msg.spu_id):
-            self.spawn_spu(msg.spu_id)
+        if not self.processes.running(msg.spu_id):
+            self.processes.spawn(msg.spu_id)
         await self.wait_until(lambda: self.observed[msg.spu_id].online, 10.0)
         return m.Ok(msg.cid)
 
@@ -459,49 +405,11 @@ class Controller:
         self.stopping = True
         for conn in list(self.sessions.values()):
             conn.send(m.Shutdown(next(self._cids)))
-        for spu_id, proc in self.adopted.items():
-            if spu_id not in self.sessions:       # not re-registered yet: it cannot hear Shutdown
-                _terminate(proc)
+        self.processes.terminate_adopted(except_ids=set(self.sessions))
         deadline = time.monotonic() + SPU_STOP_TIMEOUT_S
-        while self._any_spu_running() and time.monotonic() < deadline:
+        while self.processes.any_running() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for spu_id, proc in self.procs.items():
-            if proc.poll() is None:
-                self.log.warning("SPU %d did not stop in %.0f s; killing it", spu_id, SPU_STOP_TIMEOUT_S)
-                proc.kill()
-                proc.wait()
-        for spu_id, proc in self.adopted.items():
-            if _running(proc):
-                self.log.warning("SPU %d did not stop in %.0f s; killing it", spu_id, SPU_STOP_TIMEOUT_S)
-                _kill(proc)
-        self.procs.clear()
-        self.adopted.clear()
-
-    def _any_spu_running(self) -> bool:
-        return (any(p.poll() is None for p in self.procs.values())
-                or any(_running(p) for p in self.adopted.values()))
-
-
-def _running(proc: psutil.Process) -> bool:
-    """Alive and not a zombie (an adopted SPU's exit is reaped by the supervisor, later)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _terminate(proc: psutil.Process) -> None:
-    try:
-        proc.terminate()
-    except psutil.Error:
-        pass
-
-
-def _kill(proc: psutil.Process) -> None:
-    try:
-        proc.kill()
-    except psutil.Error:
-        pass
+        self.processes.kill_all(why=f"did not stop in {SPU_STOP_TIMEOUT_S:.0f} s")
 
 
 def _not_zombie(pid: int) -> bool:
@@ -519,11 +427,10 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
     sc.ensure_spus(spus)
     sc.adopt(launcher.live_spus(paths))
     prepare_runtime_dir(paths.runtime_dir)
-    server = reaper = liveness = None
+    server = liveness = None
     try:
         server = await start_unix_server(lambda: ScConnection(sc), paths.sc_socket)
         paths.sc_pid_file.write_text(f"{os.getpid()}\n")
-        reaper = asyncio.ensure_future(sc.reap_loop())
         liveness = asyncio.ensure_future(sc.liveness_loop())
         log.info("SC for cluster %s ready on %s", paths.cluster, paths.sc_socket)
         if sc.awaiting:
@@ -536,20 +443,13 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
         log.info("SC shutting down")
         server.close()
         await sc.stop_spus()
-        reaper.cancel()
         liveness.cancel()
     finally:
         if server is not None:
             server.close()
-        for proc in sc.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for proc in sc.adopted.values():
-            _kill(proc)
-        for task in (reaper, liveness):
-            if task is not None:
-                task.cancel()
+        sc.processes.kill_all()
+        if liveness is not None:
+            liveness.cancel()
         sc.offsets.close()
         if sc.table is not None:
             sc.table.close()
