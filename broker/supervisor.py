@@ -192,9 +192,11 @@ class Supervisor:
     def run(self, watch_pid: int | None = None) -> int:
         crashes = 0
         restarted = watch_pid is not None
+        clean = False                                 # the last SC stopped its SPUs itself
         if watch_pid is not None:
             self.log.info("supervisor: watching SC pid %d (the previous supervisor is gone)", watch_pid)
-            if self.watch_sc(watch_pid) == 0 or self.stopping:
+            clean = self.watch_sc(watch_pid) == 0
+            if clean or self.stopping:
                 self.stopping = True
             else:
                 self.log.warning("supervisor: SC pid %d died; starting it again", watch_pid)
@@ -205,7 +207,8 @@ class Supervisor:
             started = self.sc_started = time.monotonic()
             self.log.info("supervisor: SC started as pid %d%s", self.sc.pid, " (restart)" if restarted else "")
             code = self.wait_sc()
-            if self.stopping or code == 0:
+            clean = code == 0
+            if self.stopping or clean:
                 break
             if not restarted and not self.sc_became_ready(self.sc.pid):
                 self.log.error("supervisor: the SC exited with code %s before it was ready; giving up", code)
@@ -221,7 +224,8 @@ class Supervisor:
                 time.sleep(POLL_S)
             restarted = True
         self._drop_standby()
-        self._stop_leftover_spus()
+        if not clean:
+            self._stop_leftover_spus()
         return 0
 
     def _reap_orphans(self) -> None:
