@@ -33,7 +33,8 @@ import psutil
 
 from rillet.ipc import messages as m
 from rillet.ipc.errors import (
-    InvalidArgument, ProtocolError, RequestTimedOut, SpuNotFound, TopicAlreadyExists, TopicNotFound,
+    ClusterNotRunning, InvalidArgument, MetadataTableError, ProtocolError, RequestTimedOut, SharedMemoryRefused,
+    SpuNotFound, TopicAlreadyExists, TopicNotFound,
 )
 from rillet.ipc.metadata_table import PartitionStatus, SpuStatus, TableLayout
 from rillet.ipc.names import ClusterPaths, validate_name
@@ -146,14 +147,27 @@ class Controller:
 
     # --- the table ---
     def create_table(self) -> None:
-        """Replace the table of the SC before us (if any) with a new one of ours, and make
-        the registered SPUs re-open it (they do on every assignment)."""
-        if launcher.sc_pid(self.paths) in (None, os.getpid()):
-            # No other SC of this cluster lives (by pid file and command line), so a table
-            # left by a killed one is stale, even if its recorded pid was reused since.
-            unlink_if_exists(self.paths.shm_name)
-        self.table = SharedTable.create(self.paths.shm_name, TableLayout(), os.getpid())
+        """Take over the table of the SC before us, or create one.
+
+        Taking over keeps the object every client and SPU already maps: they see our
+        first write as one more generation. No other SC of this cluster may live for that
+        (by pid file and command line; the pid recorded in the table may have been
+        reused). A table that cannot be taken over (another layout) is replaced; then the
+        registered SPUs re-open it (they do on every assignment) and clients must too.
+        """
+        name, layout = self.paths.shm_name, TableLayout()
         self._last_rows = None
+        if launcher.sc_pid(self.paths) in (None, os.getpid()):
+            try:
+                self.table = SharedTable.attach(name, layout, os.getpid())
+                self.log.info("took over metadata table %s", name)
+                return
+            except SharedMemoryRefused:
+                raise
+            except (ClusterNotRunning, MetadataTableError) as exc:
+                self.log.info("metadata table %s not taken over (%s); creating it", name, exc)
+                unlink_if_exists(name)
+        self.table = SharedTable.create(name, layout, os.getpid())
         self.push_assignments(list(self.sessions))
 
     def publish(self) -> None:

@@ -329,3 +329,19 @@ def test_a_killed_supervisor_is_replaced_by_the_sc(cluster3):
     os.kill(launcher.sc_pid(cluster3.paths), signal.SIGKILL)     # the new supervisor heals this too
     wait_for(lambda: all_online(cluster3, pids), 5, "the SC to come back under the new supervisor")
     assert produce(cluster3, [b"healed"]) == [0]
+
+
+def test_clients_keep_their_table_across_an_sc_restart(cluster3):
+    """The new SC takes the shared-memory table over: a producer and a table reader made
+    before the SC died see the leader it elects afterwards, without reopening anything."""
+    from rillet.ipc.shm import TableReader
+    with committed_producer(cluster3) as producer, TableReader.open(cluster3.paths.shm_name) as reader:
+        assert producer.send(None, b"before").wait(timeout=20).offset() == 0
+        old_sc = launcher.sc_pid(cluster3.paths)
+        os.kill(old_sc, signal.SIGKILL)
+        wait_for(lambda: reader.snapshot().sc_pid not in (0, old_sc), 5, "the new SC to write the same table")
+        leader = reader.snapshot().partition("t", 0).leader
+        cluster3.kill_spu(leader)
+        wait_for(lambda: reader.snapshot().partition("t", 0).leader not in (-1, leader), 5, "a new leader")
+        assert producer.send(None, b"after").wait(timeout=20).offset() == 1
+    assert read_committed(cluster3) == [b"before", b"after"]
