@@ -1,12 +1,15 @@
 """Start, stop and inspect a local cluster: what `rillet cluster ...` and
 `rillet.testing` call.
 
-The SC runs as a background daemon in its own session (process group), writing
-its log to ``logs/sc.log``; it spawns the SPUs into that group. ``start_cluster``
-returns once every SPU is online and every partition Online. ``stop_cluster`` asks
-the SC to stop everything, waits, and then removes whatever a crash may have left
-(processes of this cluster, socket files, the shared-memory object), so a stop
-always ends with nothing behind.
+``start_cluster`` launches the supervisor (broker/supervisor.py) as a background
+daemon in its own session (process group), writing to ``logs/sc.log``; it runs the
+SC, which spawns the SPUs into that group, and starts the SC again if it dies. It
+returns once every SPU is online and every partition Online. SPUs still running
+from a cluster whose SC and supervisor died are adopted, not killed: the new SC
+takes them over with their pids. ``stop_cluster`` asks the SC to stop everything,
+waits, and then removes whatever a crash may have left (processes of this cluster,
+socket files, the shared-memory object, pid files), so a stop always ends with
+nothing behind.
 """
 
 from __future__ import annotations
@@ -21,18 +24,35 @@ import psutil
 
 from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection
-from rillet.ipc.errors import ClusterAlreadyRunning, ClusterNotRunning, RilletError
+from rillet.ipc.errors import ClusterAlreadyRunning, ClusterNotRunning, RilletError, ScUnavailable
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.shm import positions_objects, unlink_if_exists
 
 
+SC = "rillet.broker.sc"
+SPU = "rillet.broker.spu"
+SUPERVISOR = "rillet.broker.supervisor"
+# An admin call made while the SC is being restarted waits this long for it (it is
+# back within 2 s of a SIGKILL), then fails with the retriable ScUnavailable.
+ADMIN_WAIT_S = 3.0
+
+
 def sc_pid(paths: ClusterPaths) -> int | None:
     """Pid of this cluster's live SC, or None."""
+    return _pid_from(paths.sc_pid_file, SC, paths)
+
+
+def supervisor_pid(paths: ClusterPaths) -> int | None:
+    """Pid of this cluster's live supervisor, or None."""
+    return _pid_from(paths.supervisor_pid_file, SUPERVISOR, paths)
+
+
+def _pid_from(pid_file, module: str, paths: ClusterPaths) -> int | None:
     try:
-        pid = int(paths.sc_pid_file.read_text().strip())
+        pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _is_ours(pid, "rillet.broker.sc", paths) else None
+    return pid if _is_ours(pid, module, paths) else None
 
 
 def _is_ours(pid: int, module: str, paths: ClusterPaths) -> bool:
@@ -55,13 +75,35 @@ def _cmd_matches(cmd: list[str], module: str, paths: ClusterPaths) -> bool:
         return False
 
 
-def admin_connection(paths: ClusterPaths, timeout_s: float = 10.0) -> Connection:
-    if not paths.sc_socket.exists():
-        raise ClusterNotRunning(f"cluster {paths.cluster!r} is not running (no SC socket at {paths.sc_socket})")
-    try:
-        return Connection(paths.sc_socket, client_id="rillet-admin", timeout_s=timeout_s)
-    except RilletError as exc:
-        raise ClusterNotRunning(f"cluster {paths.cluster!r} is not running: {exc}") from exc
+def admin_connection(paths: ClusterPaths, timeout_s: float = 10.0, wait_s: float = ADMIN_WAIT_S) -> Connection:
+    """A handshaken connection to the SC's admin socket.
+
+    No SC and no supervisor: ClusterNotRunning at once. An SC being restarted (its
+    supervisor lives): wait up to ``wait_s`` for it, then the retriable ScUnavailable.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if not paths.sc_socket.exists():
+                raise ClusterNotRunning(f"no SC socket at {paths.sc_socket}")
+            # A paused SC accepts the connection but never answers the handshake: give up on
+            # it when the wait is over (at least 1 s), not after the calls' own timeout.
+            handshake_s = min(timeout_s, max(deadline - time.monotonic(), 1.0))
+            conn = Connection(paths.sc_socket, client_id="rillet-admin", timeout_s=handshake_s)
+            conn.timeout_s = timeout_s
+            return conn
+        except RilletError as exc:
+            reason = exc
+        if supervisor_pid(paths) is None and sc_pid(paths) is None:
+            hint = ""
+            if cluster_processes(paths, modules=(SPU,)):
+                hint = "; its SPUs still run: `rillet cluster start` adopts them"
+            raise ClusterNotRunning(f"cluster {paths.cluster!r} is not running ({reason}){hint}") from reason
+        if time.monotonic() >= deadline:
+            raise ScUnavailable(
+                f"the SC of cluster {paths.cluster!r} did not answer within {wait_s:g} s ({reason}); it is being "
+                f"restarted and data keeps flowing: retry") from reason
+        time.sleep(0.05)
 
 
 def cluster_status(paths: ClusterPaths) -> m.ClusterStatus:
@@ -70,13 +112,13 @@ def cluster_status(paths: ClusterPaths) -> m.ClusterStatus:
 
 
 def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float = 30.0) -> m.ClusterStatus:
-    pid = sc_pid(paths)
+    pid = sc_pid(paths) or supervisor_pid(paths)
     if pid is not None:
-        raise ClusterAlreadyRunning(f"cluster {paths.cluster!r} is already running (SC pid {pid})")
-    clean_leftovers(paths)
+        raise ClusterAlreadyRunning(f"cluster {paths.cluster!r} is already running (pid {pid})")
+    clean_leftovers(paths, keep_spus=True)      # live SPUs of a cluster whose SC died are adopted
     for d in (paths.sc_dir, paths.log_dir, paths.data_dir):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "rillet.broker.sc", "--cluster", paths.cluster, "--home", str(paths.home)]
+    cmd = [sys.executable, "-m", SUPERVISOR, "--cluster", paths.cluster, "--home", str(paths.home)]
     if spus is not None:
         cmd += ["--spus", str(spus)]
     # Private from the first byte: logs name topics and consumers (the daemons run under umask 077).
@@ -99,7 +141,10 @@ def _wait_ready(paths: ClusterPaths, proc: subprocess.Popen, timeout_s: float) -
         if code is not None:
             raise RilletError(f"the SC exited with code {code} while starting; see {paths.sc_log_file}: {_last_line(paths.sc_log_file)}")
         try:
-            status = cluster_status(paths)
+            if not paths.sc_socket.exists():
+                raise ClusterNotRunning(f"no SC socket at {paths.sc_socket} yet")
+            with Connection(paths.sc_socket, client_id="rillet-admin") as conn:
+                status = conn.call(m.ClusterStatusRequest(conn.next_cid()))
             if status.spus_online == status.spus_total and status.partitions_online == status.partitions_total:
                 return status
         except RilletError as exc:
@@ -109,30 +154,64 @@ def _wait_ready(paths: ClusterPaths, proc: subprocess.Popen, timeout_s: float) -
 
 
 def stop_cluster(paths: ClusterPaths, timeout_s: float = 15.0) -> bool:
-    """Stop the cluster; True if it was running. Always leaves nothing behind."""
-    pid = sc_pid(paths)
-    if pid is not None:
+    """Stop the cluster; True if it was running. Always leaves nothing behind.
+
+    The SC is asked to stop (it stops its SPUs and exits 0, and then so does the
+    supervisor); without a live SC the supervisor is sent SIGTERM (it stops the SPUs).
+    """
+    sc, sup = sc_pid(paths), supervisor_pid(paths)
+    running = sc is not None or sup is not None or bool(cluster_processes(paths, modules=(SPU,)))
+    for pid in (sc, sup):
+        if pid is not None:
+            _signal(pid, signal.SIGCONT)         # a paused SC or supervisor could not act on the stop
+    if sc is not None:
         try:
-            with admin_connection(paths, timeout_s=5.0) as conn:
+            with admin_connection(paths, timeout_s=5.0, wait_s=0.0) as conn:
                 conn.call(m.ShutdownCluster(conn.next_cid()))
         except RilletError:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        try:
-            psutil.Process(pid).wait(timeout_s)
-        except psutil.TimeoutExpired:
-            _kill_group(pid)
-        except psutil.NoSuchProcess:
-            pass
+            _signal(sc, signal.SIGTERM)
+    elif sup is not None:
+        _signal(sup, signal.SIGTERM)
+    for pid in (sc, sup):
+        if pid is not None and not _wait_gone(pid, timeout_s):
+            _kill_group(sup if sup is not None else pid)
     clean_leftovers(paths)
-    return pid is not None
+    return running
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    """Wait until ``pid`` has exited; a zombie counts as gone (its parent, perhaps the
+    process that ran `cluster start`, reaps it, not us)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                proc.wait(0)          # reaps it if it is our child; harmless otherwise
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.TimeoutExpired:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _kill_group(pid: int) -> None:
+    """SIGKILL the process group of ``pid`` (the cluster's session), never our own."""
     try:
-        os.killpg(pid, signal.SIGKILL)
+        group = os.getpgid(pid)
+        if group == os.getpgrp():
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.killpg(group, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     try:
@@ -141,8 +220,9 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def cluster_processes(paths: ClusterPaths) -> list[psutil.Process]:
-    """Every live SC and SPU process of this cluster (by command line)."""
+def cluster_processes(paths: ClusterPaths, modules: tuple[str, ...] = (SUPERVISOR, SC, SPU)) -> list[psutil.Process]:
+    """Every live supervisor, SC and SPU process of this cluster (by command line), or
+    only those running ``modules``."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:
@@ -151,32 +231,54 @@ def cluster_processes(paths: ClusterPaths) -> list[psutil.Process]:
                 continue
         except psutil.Error:
             continue
-        if _cmd_matches(cmd, "rillet.broker.sc", paths) or _cmd_matches(cmd, "rillet.broker.spu", paths):
+        if any(_cmd_matches(cmd, module, paths) for module in modules):
             found.append(proc)
     return found
 
 
-def clean_leftovers(paths: ClusterPaths) -> None:
-    """Remove what a crashed cluster leaves: processes, sockets, shm, pid file."""
-    procs = cluster_processes(paths)
+def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
+    """Remove what a crashed cluster leaves: processes, sockets, shm, pid files.
+
+    ``keep_spus``: live SPU processes and their sockets stay (a starting SC adopts them).
+    """
+    spus = cluster_processes(paths, modules=(SPU,)) if keep_spus else []
+    kept = {str(paths.spu_socket(_spu_id(p))) for p in spus}
+    procs = [p for p in cluster_processes(paths) if p.pid not in {s.pid for s in spus}]
     for proc in procs:
         try:
             proc.kill()
         except psutil.Error:
             pass
     psutil.wait_procs(procs, timeout=5)
-    unlink_if_exists(paths.shm_name)
+    if not spus:       # kept SPUs fence against the table until the adopting SC replaces it
+        unlink_if_exists(paths.shm_name)
+    kept_positions = {paths.positions_shm_name(_spu_id(p)) for p in spus}
     for name in positions_objects(paths.positions_shm_prefix):    # SPUs killed before they could
-        unlink_if_exists(name)
+        if name not in kept_positions:
+            unlink_if_exists(name)
     if paths.runtime_dir.exists():
         for entry in paths.runtime_dir.iterdir():
-            if entry.suffix == ".sock":
+            if entry.suffix == ".sock" and str(entry) not in kept:
                 entry.unlink(missing_ok=True)
         try:
             paths.runtime_dir.rmdir()
         except OSError:
             pass
     paths.sc_pid_file.unlink(missing_ok=True)
+    paths.supervisor_pid_file.unlink(missing_ok=True)
+
+
+def _spu_id(proc: psutil.Process) -> int:
+    try:
+        cmd = proc.cmdline()
+        return int(cmd[cmd.index("--spu-id") + 1])
+    except (psutil.Error, ValueError, IndexError):
+        return -1
+
+
+def live_spus(paths: ClusterPaths) -> dict[int, psutil.Process]:
+    """SPU id -> its running process, for every live SPU process of this cluster."""
+    return {spu_id: p for p in cluster_processes(paths, modules=(SPU,)) if (spu_id := _spu_id(p)) >= 0}
 
 
 def delete_cluster(paths: ClusterPaths) -> None:

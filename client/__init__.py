@@ -8,7 +8,7 @@ records have key None; errors are typed).
 from rillet.ipc.errors import (
     BrokenConnection, Closed, ClusterNotRunning, ConsumerOffsetNotFound, InvalidArgument, InvalidName, NotLeader,
     OffsetOutOfRange, PartitionNotFound, PartitionOffline, RilletError, Timeout, TopicAlreadyExists, TopicNotFound,
-    CompressionError, MessageTooLarge, RequestTimedOut,
+    CompressionError, MessageTooLarge, RequestTimedOut, ScUnavailable,
 )
 from rillet.ipc.errors import OutOfOrderSequence
 
@@ -45,6 +45,6 @@ __all__ = [
     "FluvioError", "FluviorError", "RilletError", "ClusterNotRunning", "TopicNotFound", "TopicAlreadyExists",
     "PartitionNotFound", "PartitionOffline", "NotLeader", "OffsetOutOfRange", "InvalidArgument", "Timeout",
     "Closed", "BrokenConnection", "ConsumerOffsetNotFound", "InvalidName",
-    "CompressionError", "MessageTooLarge", "RequestTimedOut", "ProducerStatistics",
+    "CompressionError", "MessageTooLarge", "RequestTimedOut", "ProducerStatistics", "ScUnavailable",
     "OutOfOrderSequence",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Iterator
 
 from rillet.ipc import messages as m
-from rillet.ipc.errors import InvalidArgument
+from rillet.ipc.errors import BrokenConnection, InvalidArgument, RilletError, ScUnavailable
 from rillet.ipc.names import ClusterPaths, validate_name
 from rillet.ipc.units import parse_duration, parse_size
 
@@ -180,10 +180,17 @@ class MetaUpdateTopicSpec:
 
 
 class FluvioAdmin:
+    """Admin calls to the SC. If the SC was restarted since the last call, the next
+    call connects to the new one (waiting for it a few seconds at most); a call the SC
+    dies in the middle of fails with the retriable ScUnavailable, since whether it took
+    effect is unknown."""
+
     def __init__(self, paths: ClusterPaths) -> None:
         from rillet.broker.launcher import admin_connection
         self.paths = paths
+        self._connect = admin_connection
         self._conn = admin_connection(paths)
+        self._closed = False
 
     @classmethod
     def connect(cls, cluster: str | None = None, *, home: str | None = None) -> "FluvioAdmin":
@@ -197,7 +204,21 @@ class FluvioAdmin:
         return cls(config.paths())
 
     def _call(self, make):
-        return self._conn.call(make(self._conn.next_cid()), timeout_s=60)
+        if not self._conn.closed:
+            try:
+                self._conn.poll()           # an SC that died since the last call shows here, before we send
+            except RilletError:
+                self._conn.close()
+        if self._conn.closed and not self._closed:
+            self._conn = self._connect(self.paths)
+        try:
+            return self._conn.call(make(self._conn.next_cid()), timeout_s=60)
+        except BrokenConnection as exc:
+            self._conn.close()
+            if self._closed:
+                raise
+            raise ScUnavailable(f"the SC of cluster {self.paths.cluster!r} went away during the call ({exc}); "
+                                "it is being restarted: retry") from exc
 
     def create_topic(self, topic: str, spec: TopicSpec | m.TopicConfig | None = None) -> None:
         validate_name(topic, "topic")
@@ -256,6 +277,7 @@ class FluvioAdmin:
         return self._call(lambda cid: m.ListSpus(cid)).spus
 
     def close(self) -> None:
+        self._closed = True
         self._conn.close()
 
     def __enter__(self) -> "FluvioAdmin":

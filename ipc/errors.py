@@ -54,6 +54,13 @@ class ClusterNotRunning(RilletError):
     code = 5
 
 
+class ScUnavailable(ClusterNotRunning):
+    """The cluster runs (its supervisor or SPUs live) but its SC does not answer now:
+    it is being restarted. Data keeps flowing; admin calls may be retried shortly."""
+    code = 9
+    retriable = True
+
+
 class ClusterAlreadyRunning(RilletError):
     code = 6
 

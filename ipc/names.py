@@ -101,6 +101,10 @@ class ClusterPaths:
         return self.sc_dir / "sc.pid"
 
     @property
+    def supervisor_pid_file(self) -> Path:
+        return self.sc_dir / "supervisor.pid"
+
+    @property
     def data_dir(self) -> Path:
         return self.cluster_dir / "data"
 

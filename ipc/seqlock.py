@@ -29,7 +29,8 @@ the exception propagates only from a stable copy.
 
 A dead writer (the SC killed mid-write) leaves the counter odd. Readers then
 give up after ``max_retries`` reads with MetadataTableBusy instead of spinning
-forever; a restarted SC builds a new table, which starts the counter at zero.
+forever; a restarted SC takes the table over and its first write, which starts
+from that odd value, makes it even again (or it builds a new table at zero).
 The writer also leaves the counter odd when its own write raises, so readers
 never accept a half-written state; its next write starts from that odd value.
 """

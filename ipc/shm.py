@@ -22,8 +22,11 @@ Two SCs of one cluster must never race to create the table (the SC's pid file
 prevents it): the loser could take the winner's object, caught between creation
 and initialisation, for a stale one.
 
-A reader keeps the object it opened; after the SC restarts it must open the new
-one (the old mapping stays valid but frozen, its ``sc_pid`` dead).
+An SC restarted on a running cluster takes the existing object over with
+:meth:`SharedTable.attach` instead (same object, its generation goes on, the writer
+pid changes), so readers keep their mapping and see its next write. A reader whose
+object was replaced (a cluster stopped and started again) must open the new one
+(the old mapping stays valid but frozen, its ``sc_pid`` dead).
 :meth:`TableReader.is_current` tells, with one stat call, whether the name still
 names the object a reader maps (same device and inode).
 posix_ipc and OS errors are translated here, once, into rillet errors.
@@ -214,11 +217,12 @@ class SharedTable:
     as long as the SC that owns it.
     """
 
-    def __init__(self, name: str, mapping: mmap.mmap, layout: TableLayout) -> None:
+    def __init__(self, name: str, mapping: mmap.mmap, layout: TableLayout, *, new_pid: int | None = None) -> None:
         self._name = name
         self._map: mmap.mmap | None = mapping
         self._layout = layout
         self._unlinked = False
+        self._new_pid = new_pid          # recorded by the next write (a table taken over)
 
     @classmethod
     def create(cls, name: str, layout: TableLayout, sc_pid: int) -> "SharedTable":
@@ -244,6 +248,41 @@ class SharedTable:
             raise
         return cls(name, mapping, layout)
 
+    @classmethod
+    def attach(cls, name: str, layout: TableLayout, sc_pid: int) -> "SharedTable":
+        """Take over the existing table ``name`` of this cluster (its SC died): map it
+        writable; the next :meth:`write` records ``sc_pid`` and the next generation.
+
+        Readers keep their mapping and see that write. The caller must know that no
+        other writer lives (the SC checks its pid file): the recorded pid is not
+        trusted, it may have been reused. A table a writer left mid-update (seqlock
+        odd) is fine: the next write completes it (see ipc/seqlock.py).
+        Raises ClusterNotRunning (no such object), SharedMemoryRefused (foreign owner
+        or unsafe mode), LayoutVersionMismatch or MetadataTableError (not a table of
+        this layout: the caller creates a new one).
+        """
+        try:
+            shm = _open_existing(name, read_only=False)
+        except posix_ipc.ExistentialError as exc:
+            raise ClusterNotRunning(f"no metadata table {name} to take over") from exc
+        try:
+            st = os.fstat(shm.fd)
+            _check_owner(name, st)
+            if st.st_size != layout.size:
+                raise MetadataTableError(f"metadata table {name} has {st.st_size} bytes, this layout {layout.size}")
+        except BaseException:
+            shm.close_fd()
+            raise
+        mapping = _map(shm, layout.size, writable=True)           # closes the fd
+        try:
+            header = read_header(mapping)
+            if header.layout != layout:
+                raise MetadataTableError(f"metadata table {name} has layout {header.layout}, wanted {layout}")
+        except BaseException:
+            mapping.close()
+            raise
+        return cls(name, mapping, layout, new_pid=sc_pid)
+
     @property
     def name(self) -> str:
         return self._name
@@ -259,7 +298,9 @@ class SharedTable:
 
     def write(self, spus: Iterable[SpuRow], partitions: Iterable[PartitionRow]) -> int:
         """Publish a new set of rows (see metadata_table.write_snapshot); returns the generation."""
-        return write_snapshot(self._mapping(), spus, partitions)
+        generation = write_snapshot(self._mapping(), spus, partitions, sc_pid=self._new_pid)
+        self._new_pid = None
+        return generation
 
     def snapshot(self) -> TableSnapshot:
         return read_snapshot(self._mapping())

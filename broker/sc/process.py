@@ -1,10 +1,21 @@
-"""SC process: ``python -m rillet.broker.sc --cluster NAME --home DIR [--spus N]``.
+"""SC process: ``python -m rillet.broker.sc --cluster NAME --home DIR [--spus N | --restarted]``.
 
 The streaming controller owns the cluster metadata (persisted under the data dir),
 is the only writer of the shared-memory metadata table, answers admin requests on
 its Unix socket, and spawns one OS process per SPU. Each SPU keeps a control
 connection open to it; that connection closing is how the SC learns, within
 milliseconds, that an SPU died (psutil then confirms and the process is reaped).
+
+The SC is run by a supervisor (broker/supervisor.py) that starts it again when it
+dies. A starting SC adopts the SPU processes already running (they keep serving
+while no SC is there and reconnect to the new one): it holds elections until they
+have reported, or ADOPT_WAIT_S passed, so it never elects before it knows every live
+replica's data. ``--restarted`` (the supervisor's restarts) leaves SPUs without a
+process dead, as an SC that stays up would; a plain start (`cluster start`) starts
+them, after the elections.
+
+Every decision is taken by ``reconcile.reconcile(state, observation)``; this module
+observes, calls it, and carries out what it returns (``Controller.reconcile_now``).
 """
 
 from __future__ import annotations
@@ -14,7 +25,6 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from typing import Callable
@@ -23,22 +33,29 @@ import psutil
 
 from rillet.ipc import messages as m
 from rillet.ipc.errors import (
-    InvalidArgument, ProtocolError, RequestTimedOut, SpuNotFound, TopicAlreadyExists, TopicNotFound,
+    ClusterNotRunning, InvalidArgument, MetadataTableError, ProtocolError, RequestTimedOut, SharedMemoryRefused,
+    SpuNotFound, TopicAlreadyExists, TopicNotFound,
 )
 from rillet.ipc.metadata_table import PartitionStatus, SpuStatus, TableLayout
 from rillet.ipc.names import ClusterPaths, validate_name
-from rillet.ipc.shm import SharedTable
+from rillet.ipc.shm import SharedTable, unlink_if_exists
 from rillet.ipc.transport import FramedProtocol, prepare_runtime_dir, start_unix_server
 
+from rillet.broker import launcher
+
 from . import reconcile
-from .reconcile import SpuObserved
+from .reconcile import Observation, SpuObserved
 from .offsets import ConsumerOffsetStore
+from .processes import SpuProcesses
 from .state import ClusterState, load_state, save_state
 
 SPU_STOP_TIMEOUT_S = 5.0
 # An SPU silent this long (no heartbeat: paused with SIGSTOP, or hung) is treated as dead
 # and its partitions get new leaders. A dead process is noticed at once, from its socket.
 SPU_TIMEOUT_S = 1.5
+# A starting SC waits at most this long for the SPUs it found running to re-register
+# before it holds elections without them (they retry every 0.2 s at most).
+ADOPT_WAIT_S = 2.0
 
 
 class ScConnection(FramedProtocol):
@@ -72,13 +89,17 @@ class ScConnection(FramedProtocol):
 
 
 class Controller:
-    def __init__(self, paths: ClusterPaths, log: logging.Logger) -> None:
+    def __init__(self, paths: ClusterPaths, log: logging.Logger, *, spawn_missing: bool = True) -> None:
         self.paths = paths
         self.log = log
         self.state: ClusterState = load_state(paths.metadata_file)
         self.observed: dict[int, SpuObserved] = {s: SpuObserved(s) for s in self.state.spus}
         self.sessions: dict[int, ScConnection] = {}
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.processes = SpuProcesses(paths, log)
+        self.awaiting: set[int] = set()                       # adopted SPUs that have not reported yet
+        self.adopt_deadline = 0.0
+        self.spawn_missing = spawn_missing
+        self._last_reconcile = 0.0
         self.table: SharedTable | None = None
         self.stop = asyncio.Event()
         self.stopping = False            # SPUs leave because we asked: no elections, no ISR changes
@@ -113,32 +134,42 @@ class Controller:
             self.observed[spu_id] = SpuObserved(spu_id)
         save_state(self.paths.metadata_file, self.state)
 
-    def spawn_spu(self, spu_id: int) -> None:
-        self.paths.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.spu_log_file(spu_id), "ab") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "rillet.broker.spu", "--cluster", self.paths.cluster,
-                 "--home", str(self.paths.home), "--spu-id", str(spu_id)],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, close_fds=True,
-            )
-        self.procs[spu_id] = proc
-        self.log.info("spawned SPU %d as pid %d", spu_id, proc.pid)
-
-    def spu_running(self, spu_id: int) -> bool:
-        proc = self.procs.get(spu_id)
-        return proc is not None and proc.poll() is None
-
-    async def reap_loop(self) -> None:
-        """Reap exited SPU processes (the control link already told us they died)."""
-        while not self.stop.is_set():
-            for spu_id, proc in list(self.procs.items()):
-                code = proc.poll()
-                if code is not None:
-                    self.procs.pop(spu_id, None)
-                    self.log.warning("SPU %d (pid %d) exited with code %s", spu_id, proc.pid, code)
-            await asyncio.sleep(0.1)
+    def adopt(self, running: dict[int, psutil.Process]) -> None:
+        """Take over SPU processes that outlived the previous SC (same pids, not restarted):
+        elections wait until they have reported, or ADOPT_WAIT_S."""
+        for spu_id, proc in running.items():
+            if spu_id in self.observed:
+                self.processes.adopt(spu_id, proc)
+                self.awaiting.add(spu_id)
+            else:
+                self.log.warning("SPU process %d claims id %d, unknown to this cluster; ignored", proc.pid, spu_id)
+        self.adopt_deadline = time.monotonic() + ADOPT_WAIT_S
 
     # --- the table ---
+    def create_table(self) -> None:
+        """Take over the table of the SC before us, or create one.
+
+        Taking over keeps the object every client and SPU already maps: they see our
+        first write as one more generation. No other SC of this cluster may live for that
+        (by pid file and command line; the pid recorded in the table may have been
+        reused). A table that cannot be taken over (another layout) is replaced; then the
+        registered SPUs re-open it (they do on every assignment) and clients must too.
+        """
+        name, layout = self.paths.shm_name, TableLayout()
+        self._last_rows = None
+        if launcher.sc_pid(self.paths) in (None, os.getpid()):
+            try:
+                self.table = SharedTable.attach(name, layout, os.getpid())
+                self.log.info("took over metadata table %s", name)
+                return
+            except SharedMemoryRefused:
+                raise
+            except (ClusterNotRunning, MetadataTableError) as exc:
+                self.log.info("metadata table %s not taken over (%s); creating it", name, exc)
+                unlink_if_exists(name)
+        self.table = SharedTable.create(name, layout, os.getpid())
+        self.push_assignments(list(self.sessions))
+
     def publish(self) -> None:
         spus, rows = reconcile.table_rows(self.state, self.observed)
         key = (tuple(spus), tuple(rows))
@@ -166,13 +197,18 @@ class Controller:
             raise SpuNotFound(f"SPU {msg.spu_id} is not part of cluster {self.paths.cluster}")
         old = self.sessions.get(msg.spu_id)
         if old is not None and old is not conn:
-            raise InvalidArgument(f"SPU {msg.spu_id} is already registered")
+            if self.observed[msg.spu_id].pid != msg.pid:
+                raise InvalidArgument(f"SPU {msg.spu_id} is already registered (pid {self.observed[msg.spu_id].pid})")
+            # The same process reconnected before we saw its old link close: the new link wins.
+            del self.sessions[msg.spu_id]
+            if old.transport is not None:
+                old.transport.close()
         conn.spu_id = msg.spu_id
         self.sessions[msg.spu_id] = conn
         self.observed[msg.spu_id] = SpuObserved(msg.spu_id, pid=msg.pid, online=True, last_seen=time.monotonic())
-        self.log.info("SPU %d registered (pid %d)", msg.spu_id, msg.pid)
-        self.run_elections()
-        self.publish()
+        self.log.info("SPU %d registered (pid %d)%s", msg.spu_id, msg.pid,
+                      " (adopted)" if msg.spu_id in self.awaiting else "")
+        self.reconcile_now()
         return m.UpdateReplicas(msg.cid, reconcile.replica_specs_for(self.state, msg.spu_id))
 
     def heard_from(self, spu_id: int) -> None:
@@ -186,57 +222,81 @@ class Controller:
             self.log.warning("SPU %d is responsive again", spu_id)
             obs.online = True
             self.push_assignments([spu_id])
-            self.run_elections()
-            self.publish()
+            self.reconcile_now()
 
     async def liveness_loop(self) -> None:
-        """Declare silent SPUs dead (SIGSTOP, a hang): their partitions are re-elected."""
+        """Reconcile at least every 0.1 s: silent SPUs are declared dead (SIGSTOP, a hang),
+        the adoption wait ends. Keep a supervisor alive."""
         while not self.stop.is_set():
-            now = time.monotonic()
-            for spu_id, obs in self.observed.items():
-                if self.stopping:
-                    break
-                if obs.online and spu_id in self.sessions and now - obs.last_seen > SPU_TIMEOUT_S:
-                    self.log.warning("SPU %d silent for %.1f s; treating it as dead", spu_id, now - obs.last_seen)
-                    obs.online = False
-                    obs.replicas = {}
-                    self.run_elections()
-                    self.publish()
+            self.processes.reap()
+            self.reconcile_now()
+            if not self.stopping:
+                self.processes.keep_supervisor(time.monotonic())
             await asyncio.sleep(0.1)
 
-    def run_elections(self) -> None:
-        """Give every partition whose leader is gone a new leader from its ISR (decide, then act)."""
-        decided = reconcile.elections(self.state, self.observed)
-        if not decided:
-            return
-        touched = set()
-        for e in decided:
-            p = self.state.topics[e.topic].partitions[e.partition]
-            p.leader, p.leader_epoch, p.in_sync = e.leader, p.leader_epoch + 1, list(e.in_sync)
-            touched.update(p.replicas)
-            self.log.warning("elected SPU %d leader of %s/%d at epoch %d (in-sync %s)",
-                             e.leader, e.topic, e.partition, p.leader_epoch, list(e.in_sync))
-        save_state(self.paths.metadata_file, self.state)
-        self.push_assignments(s for s in touched if self.observed.get(s) and self.observed[s].online)
+    def _forgive_own_pause(self, now: float) -> None:
+        """Reconcile runs every 0.1 s; a longer gap means this SC was itself paused (SIGSTOP)
+        or starved, and the SPUs' silence is ours. Judge them afresh from now on. This runs
+        before any decision: the first message read after a pause must not make the SC
+        declare every other SPU dead."""
+        if self._last_reconcile and now - self._last_reconcile > SPU_TIMEOUT_S:
+            self.log.warning("SC was paused for %.1f s; not counting it against the SPUs", now - self._last_reconcile)
+            for obs in self.observed.values():
+                obs.last_seen = max(obs.last_seen, now)
+        self._last_reconcile = now
+
+    def update_awaiting(self, now: float) -> None:
+        """Adopted SPUs leave the wait once reported, once dead, or when the wait ends."""
+        for spu_id in list(self.awaiting):
+            obs = self.observed[spu_id]
+            if (obs.online and obs.replicas_reported) or not self.processes.adopted_running(spu_id):
+                self.awaiting.discard(spu_id)
+        if self.awaiting and now >= self.adopt_deadline:
+            self.log.warning("SPUs %s did not re-register within %.1f s; electing without them",
+                             sorted(self.awaiting), ADOPT_WAIT_S)
+            self.awaiting.clear()
+
+    def observation(self) -> Observation:
+        return Observation(
+            spus=self.observed, now=time.monotonic(), spu_timeout_s=SPU_TIMEOUT_S, stopping=self.stopping,
+            awaiting=frozenset(self.awaiting),
+            # only needed to start missing SPUs: not looked up on every report
+            running=frozenset(s for s in self.state.spus if self.processes.running(s)) if self.spawn_missing else frozenset(),
+            spawn_missing=self.spawn_missing,
+        )
+
+    def reconcile_now(self) -> None:
+        """Decide (reconcile.reconcile), then act: mark, persist, push, publish, spawn."""
+        self._forgive_own_pause(time.monotonic())
+        self.update_awaiting(time.monotonic())
+        obs = self.observation()
+        actions = reconcile.reconcile(self.state, obs)
+        for spu_id in actions.silent:
+            o = self.observed[spu_id]
+            self.log.warning("SPU %d silent for %.1f s; treating it as dead", spu_id, obs.now - o.last_seen)
+            o.online = False
+            o.replicas = {}
+        if actions.updates:
+            reconcile.apply_updates(self.state, actions.updates)
+            save_state(self.paths.metadata_file, self.state)
+            for u in actions.updates:
+                log = self.log.warning if "elected" in u.reason else self.log.info
+                log("%s/%d: %s: leader SPU %d, epoch %d, in-sync %s",
+                    u.topic, u.partition, u.reason, u.leader, u.leader_epoch, list(u.in_sync))
+        self.push_assignments(actions.push)
+        self.publish()
+        for spu_id in actions.spawn:
+            self.processes.spawn(spu_id)
+        if obs.spawn_missing and not obs.awaiting:
+            self.spawn_missing = False       # once, at start: later deaths are not restarted by the SC
 
     def on_status(self, spu_id: int, msg: m.StatusReport) -> None:
         obs = self.observed[spu_id]
         if not obs.online or self.stopping:
             return
         obs.replicas = {(r.topic, r.partition): r for r in msg.replicas}
-        changed = False
-        for r in msg.replicas:
-            topic = self.state.topics.get(r.topic)
-            if topic is None or r.partition >= len(topic.partitions) or not r.is_leader:
-                continue
-            p = topic.partitions[r.partition]
-            if p.leader == spu_id and p.leader_epoch == r.leader_epoch and sorted(r.in_sync) != sorted(p.in_sync):
-                self.log.info("%s/%d in-sync replicas: %s -> %s", r.topic, r.partition, p.in_sync, r.in_sync)
-                p.in_sync = sorted(r.in_sync)
-                changed = True
-        if changed:
-            save_state(self.paths.metadata_file, self.state)
-        self.publish()
+        obs.replicas_reported = True
+        self.reconcile_now()
 
     def spu_disconnected(self, spu_id: int, conn: ScConnection) -> None:
         if self.sessions.get(spu_id) is not conn:
@@ -250,8 +310,7 @@ class Controller:
             self.log.info("SPU %d stopped", spu_id)
         else:
             self.log.warning("SPU %d control link closed (process %s)", spu_id, "still alive" if alive else "gone")
-            self.run_elections()
-        self.publish()
+        self.reconcile_now()
 
     def push_assignments(self, spu_ids) -> None:
         for spu_id in spu_ids:
@@ -269,7 +328,7 @@ class Controller:
         self.state.topics[name] = topic
         save_state(self.paths.metadata_file, self.state)
         self.push_assignments({s for p in topic.partitions for s in p.replicas})
-        self.publish()
+        self.reconcile_now()
         self.log.info("created topic %s with %d partitions", name, config.partitions)
         online = await self.wait_until(lambda: self._topic_online(name), msg.timeout_ms / 1000)
         if not online:
@@ -289,7 +348,7 @@ class Controller:
         save_state(self.paths.metadata_file, self.state)
         self.offsets.forget_topic(msg.name)
         self.push_assignments({s for p in topic.partitions for s in p.replicas})
-        self.publish()
+        self.reconcile_now()
         self.log.info("deleted topic %s", msg.name)
         return m.Ok(msg.cid)
 
@@ -350,8 +409,8 @@ class Controller:
     async def start_spu(self, msg: m.StartSpu):
         if msg.spu_id not in self.state.spus:
             raise SpuNotFound(f"SPU {msg.spu_id} is not part of cluster {self.paths.cluster}")
-        if not self.spu_running(msg.spu_id):
-            self.spawn_spu(msg.spu_id)
+        if not self.processes.running(msg.spu_id):
+            self.processes.spawn(msg.spu_id)
         await self.wait_until(lambda: self.observed[msg.spu_id].online, 10.0)
         return m.Ok(msg.cid)
 
@@ -360,15 +419,11 @@ class Controller:
         self.stopping = True
         for conn in list(self.sessions.values()):
             conn.send(m.Shutdown(next(self._cids)))
+        self.processes.terminate_adopted(except_ids=set(self.sessions))
         deadline = time.monotonic() + SPU_STOP_TIMEOUT_S
-        while any(p.poll() is None for p in self.procs.values()) and time.monotonic() < deadline:
+        while self.processes.any_running() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for spu_id, proc in self.procs.items():
-            if proc.poll() is None:
-                self.log.warning("SPU %d did not stop in %.0f s; killing it", spu_id, SPU_STOP_TIMEOUT_S)
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
+        self.processes.kill_all(why=f"did not stop in {SPU_STOP_TIMEOUT_S:.0f} s")
 
 
 def _not_zombie(pid: int) -> bool:
@@ -378,40 +433,41 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger) -> int:
+async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, restarted: bool = False) -> int:
     loop = asyncio.get_running_loop()
-    sc = Controller(paths, log)
+    sc = Controller(paths, log, spawn_missing=not restarted)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sc.stop.set)
     sc.ensure_spus(spus)
+    sc.adopt(launcher.live_spus(paths))
     prepare_runtime_dir(paths.runtime_dir)
-    sc.table = SharedTable.create(paths.shm_name, TableLayout(), os.getpid())
-    server = None
+    server = liveness = None
     try:
         server = await start_unix_server(lambda: ScConnection(sc), paths.sc_socket)
         paths.sc_pid_file.write_text(f"{os.getpid()}\n")
-        sc.publish()
-        for spu_id in sc.state.spus:
-            sc.spawn_spu(spu_id)
-        reaper = asyncio.ensure_future(sc.reap_loop())
         liveness = asyncio.ensure_future(sc.liveness_loop())
         log.info("SC for cluster %s ready on %s", paths.cluster, paths.sc_socket)
+        if sc.awaiting:
+            # Adopting: the previous SC's table (frozen, but naming the leaders that still
+            # serve) stays up until the new one can say as much, so clients see no gap.
+            await sc.wait_until(lambda: not sc.awaiting, ADOPT_WAIT_S + 1)
+        sc.create_table()
+        sc.reconcile_now()               # publishes; spawns the SPUs that have no process (a plain start)
         await sc.stop.wait()
         log.info("SC shutting down")
         server.close()
         await sc.stop_spus()
-        reaper.cancel()
         liveness.cancel()
     finally:
         if server is not None:
             server.close()
-        for proc in sc.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        sc.processes.kill_all()
+        if liveness is not None:
+            liveness.cancel()
         sc.offsets.close()
-        sc.table.close()
-        sc.table.unlink()
+        if sc.table is not None:
+            sc.table.close()
+            sc.table.unlink()
         paths.sc_socket.unlink(missing_ok=True)
         for spu_id in sc.state.spus:
             paths.spu_socket(spu_id).unlink(missing_ok=True)
@@ -429,9 +485,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--home", required=True)
     parser.add_argument("--spus", type=int, default=None)
+    parser.add_argument("--restarted", action="store_true",
+                        help="started again by the supervisor: adopt running SPUs, start no missing ones")
+    parser.add_argument("--standby", action="store_true",
+                        help="wait, imports done, until the supervisor writes 'go' on stdin (EOF: exit)")
     args = parser.parse_args(argv)
     os.umask(0o077)     # logs, pid file, data and checkpoints: this user's only
+    if args.standby and sys.stdin.readline().strip() != "go":
+        return 0
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s sc %(levelname)s %(message)s")
     paths = ClusterPaths.for_cluster(args.cluster, args.home)
     paths.sc_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(run_sc(paths, args.spus, logging.getLogger("sc")))
+    return asyncio.run(run_sc(paths, args.spus, logging.getLogger("sc"), restarted=args.restarted))

@@ -31,6 +31,7 @@ class SpuObserved:
     online: bool = False
     last_seen: float = 0.0       # monotonic time of its last message (heartbeats every 250 ms)
     replicas: dict[tuple[str, int], m.ReplicaStatus] = field(default_factory=dict)
+    replicas_reported: bool = False   # a StatusReport arrived since it registered
 
 
 def validate_config(config: m.TopicConfig, spu_count: int) -> m.TopicConfig:
@@ -173,22 +174,125 @@ def reported_leo(observed: dict[int, SpuObserved], spu: int, topic: str, partiti
 
 
 def elections(state: ClusterState, observed: dict[int, SpuObserved]) -> list[Election]:
-    """Partitions whose leader is not online, and who leads them next.
+    """Partitions whose leader is not online, and who leads them next (as :func:`reconcile`
+    decides them).
 
     Only a replica of the last reported in-sync set (ISR) may be elected — it holds
     every committed record — the one with the most data (highest reported LEO), ties
     going to the earlier replica in the assignment. With no online ISR member the
     partition stays without a leader (LeaderOffline) rather than serving a stale copy.
     """
-    out = []
-    online = {s for s, o in observed.items() if o.online}
+    actions = reconcile(state, Observation(observed, now=0.0, spu_timeout_s=float("inf")))
+    return [Election(u.topic, u.partition, u.leader, u.in_sync) for u in actions.updates if "elected" in u.reason]
+
+
+# --- reconcile: every decision the SC takes about leaders, epochs and in-sync sets ---
+
+@dataclass(frozen=True)
+class Observation:
+    """What the SC sees now: the input of :func:`reconcile` besides its persisted state."""
+    spus: dict[int, SpuObserved]
+    now: float                            # monotonic seconds
+    spu_timeout_s: float                  # an online SPU silent this long is treated as dead
+    stopping: bool = False                # the cluster is being stopped: SPUs leave on purpose
+    # SPUs whose processes were running when this SC started (adopted after an SC restart)
+    # and have not reported yet: elections wait for them, or for the adoption to time out,
+    # so that a leader is never chosen before every live replica's data is known.
+    awaiting: frozenset[int] = frozenset()
+    running: frozenset[int] = frozenset()  # SPUs with a live process, spawned or adopted
+    spawn_missing: bool = False           # start SPUs without a process (cluster start, not an SC restart)
+
+
+@dataclass(frozen=True)
+class PartitionUpdate:
+    topic: str
+    partition: int
+    leader: int
+    leader_epoch: int
+    in_sync: tuple[int, ...]
+    reason: str                           # "elected", "in-sync", "epoch-floor": for the log
+
+
+@dataclass(frozen=True)
+class Actions:
+    silent: tuple[int, ...] = ()          # SPUs to declare dead (no heartbeat past the timeout)
+    updates: tuple[PartitionUpdate, ...] = ()   # persist (metadata.json) before anything else
+    push: tuple[int, ...] = ()            # SPUs whose assignment changed: send them UpdateReplicas
+    spawn: tuple[int, ...] = ()           # SPUs to start
+
+    def __bool__(self) -> bool:
+        return bool(self.silent or self.updates or self.push or self.spawn)
+
+
+def reconcile(state: ClusterState, obs: Observation) -> Actions:
+    """Decide, from the persisted state and what is observed, everything that must change.
+
+    In this order, each step seeing the previous one's result:
+
+    1. SPUs silent past the timeout are dead (a paused or hung SPU).
+    2. Epoch floor: an epoch a live replica reports above the persisted one becomes the
+       persisted one (epochs never move backwards, even if metadata.json lost a write).
+    3. In-sync sets: the current leader's report at the current epoch is the truth;
+       elections choose from it. A leader changes its ISR on its own (also while the SC
+       is away) and reports it; the SC records it here.
+    4. Elections (none while stopping or while adopted SPUs are awaited): see
+       :func:`elections`; each bumps the epoch by one.
+    5. SPUs hosting a partition whose leader or epoch changed get their assignment.
+    6. With ``spawn_missing``, SPUs with no process are started, after the elections,
+       so a leader that died while the SC was away is replaced, not restarted as leader.
+    """
+    if obs.stopping:
+        return Actions()
+    silent = tuple(sorted(s for s, o in obs.spus.items() if o.online and obs.now - o.last_seen > obs.spu_timeout_s))
+    online = {s for s, o in obs.spus.items() if o.online and s not in silent}
+    updates: list[PartitionUpdate] = []
+    push: set[int] = set()
     for name, topic in state.topics.items():
         for p in topic.partitions:
-            if p.leader in online:
-                continue
-            candidates = [s for s in p.in_sync if s in online and s in p.replicas]
-            if not candidates:
-                continue
-            best = max(candidates, key=lambda s: (reported_leo(observed, s, name, p.partition), -p.replicas.index(s)))
-            out.append(Election(name, p.partition, best, tuple(s for s in p.in_sync if s in online)))
-    return out
+            update = _partition_decision(name, p, obs, online, elect=not obs.awaiting)
+            if update is not None:
+                updates.append(update)
+                if (update.leader, update.leader_epoch) != (p.leader, p.leader_epoch):
+                    push.update(s for s in p.replicas if s in online)
+    spawn: tuple[int, ...] = ()
+    if obs.spawn_missing and not obs.awaiting:
+        spawn = tuple(s for s in sorted(state.spus) if s not in obs.running and s not in online)
+    return Actions(silent, tuple(updates), tuple(sorted(push)), spawn)
+
+
+def _partition_decision(name: str, p: PartitionAssignment, obs: Observation, online: set[int],
+                        elect: bool) -> PartitionUpdate | None:
+    epoch, leader, in_sync, reasons = p.leader_epoch, p.leader, list(p.in_sync), []
+    reports = {s: o.replicas[(name, p.partition)] for s, o in obs.spus.items()
+               if s in online and (name, p.partition) in o.replicas}
+    top = max((r.leader_epoch for r in reports.values()), default=epoch)
+    if top > epoch:
+        # metadata.json is behind what the SPUs run (it lost a write): their epoch is a floor.
+        # A replica leading at that epoch keeps leading. With none, the persisted leader
+        # cannot be trusted for that epoch, so the partition is elected afresh above it,
+        # but only once every adopted SPU has reported (one of them may be that leader).
+        claimants = [s for s, r in reports.items() if r.is_leader and r.leader_epoch == top]
+        if claimants or elect:
+            epoch, leader = top, (claimants[0] if claimants else -1)
+            reasons.append("epoch-floor")
+    report = reports.get(leader)
+    if report is not None and report.is_leader and report.leader_epoch == epoch and sorted(report.in_sync) != sorted(in_sync):
+        in_sync = sorted(report.in_sync)
+        reasons.append("in-sync")
+    if elect and leader not in online:
+        candidates = [s for s in in_sync if s in online and s in p.replicas]
+        if candidates:
+            leader = max(candidates, key=lambda s: (reported_leo(obs.spus, s, name, p.partition), -p.replicas.index(s)))
+            in_sync = [s for s in in_sync if s in online]
+            epoch += 1
+            reasons.append("elected")
+    if not reasons:
+        return None
+    return PartitionUpdate(name, p.partition, leader, epoch, tuple(in_sync), "+".join(reasons))
+
+
+def apply_updates(state: ClusterState, updates: tuple[PartitionUpdate, ...]) -> None:
+    """Write decided updates into ``state`` (the caller persists it)."""
+    for u in updates:
+        p = state.topics[u.topic].partitions[u.partition]
+        p.leader, p.leader_epoch, p.in_sync = u.leader, u.leader_epoch, list(u.in_sync)

@@ -3,6 +3,14 @@
 Started by the SC (one OS process per SPU). Order of start-up matters: the client
 socket listens before the SPU registers, so once the SC publishes a partition as
 Online its leader already accepts connections.
+
+The SPU does not need its SC to serve: when the control connection is lost it keeps
+serving produce and fetch for what it leads, keeps following its leaders, and lets
+its leaders change their in-sync sets on their own (reported to the next SC). It
+connects again with a backoff bounded by RECONNECT_MAX_S and registers with the new
+SC, which adopts it. It only stops (so no SPU outlives its cluster) when no SC has
+answered for ``RILLET_SC_LOST_TIMEOUT_S`` (default 60 s) and no supervisor of the
+cluster is alive to bring one back, or when told to (Shutdown, SIGTERM).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.transport import prepare_runtime_dir, start_unix_server
@@ -20,7 +29,67 @@ from rillet.ipc.transport import prepare_runtime_dir, start_unix_server
 from .server import ControlLink, SpuConnection
 from .service import SpuService
 
-CONNECT_ATTEMPTS = 50      # x 0.1 s: the SC listens before it spawns SPUs, so this is slack
+RECONNECT_MIN_S = 0.02     # first retry after losing the SC: a standby SC listens within tens of ms
+RECONNECT_MAX_S = 0.2      # the backoff doubles up to this: a failed connect to a missing socket costs ~10 µs
+DEFAULT_SC_LOST_TIMEOUT_S = 60.0
+
+
+def sc_lost_timeout_s(environ=os.environ) -> float:
+    """Without an SC for this long and with no supervisor alive, the cluster is gone: stop.
+    ``RILLET_SC_LOST_TIMEOUT_S`` (seconds, > 0) changes it; a bad value is reported and ignored."""
+    raw = environ.get("RILLET_SC_LOST_TIMEOUT_S")
+    if raw is None:
+        return DEFAULT_SC_LOST_TIMEOUT_S
+    try:
+        value = float(raw)
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    logging.getLogger("spu").warning("RILLET_SC_LOST_TIMEOUT_S=%r is not a positive number of seconds; using %g",
+                                     raw, DEFAULT_SC_LOST_TIMEOUT_S)
+    return DEFAULT_SC_LOST_TIMEOUT_S
+
+
+async def control_loop(link: ControlLink, paths: ClusterPaths, stop: asyncio.Event, log: logging.Logger) -> None:
+    """Keep the control link connected: connect, wait for it to drop, connect again."""
+    from rillet.broker.launcher import supervisor_pid
+    loop = asyncio.get_running_loop()
+    lost_timeout_s = sc_lost_timeout_s()
+    delay = RECONNECT_MIN_S
+    lost_since = time.monotonic()
+    connected_once = False
+    while not stop.is_set():
+        try:
+            await loop.create_unix_connection(lambda: link, str(paths.sc_socket))
+        except OSError:
+            pass
+        else:
+            if connected_once:
+                log.info("control link to the SC connected again")
+            connected_once = True
+            delay = RECONNECT_MIN_S
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([link.closed, stopped], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if stop.is_set():
+                return
+            log.warning("control connection to the SC closed; serving on and reconnecting")
+            lost_since = time.monotonic()
+        away = time.monotonic() - lost_since
+        if away > lost_timeout_s:
+            if supervisor_pid(paths) is None:
+                log.error("no SC for %.0f s and no supervisor to restart it: stopping", away)
+                stop.set()
+                return
+            lost_since = time.monotonic()      # a supervisor lives: it brings the SC back; wait on
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+        delay = min(delay * 1.5, RECONNECT_MAX_S)
+
+
 # uvloop runs the SPU's event loop when it is installed (the ``fast`` extra), unless this
 # environment variable says ``asyncio``: the SPU's CPU per W3 record went from 47 to 40 us
 # with it (README, Architecture). Without it, asyncio's own loop does the same work.
@@ -51,16 +120,8 @@ async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
     server = await start_unix_server(lambda: SpuConnection(service, log), socket_path)
     link = ControlLink(service, log, stop)
     try:
-        for attempt in range(CONNECT_ATTEMPTS):
-            try:
-                await loop.create_unix_connection(lambda: link, str(paths.sc_socket))
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
-        else:
-            log.error("could not reach the SC at %s", paths.sc_socket)
-            return 1
-        tasks = [asyncio.ensure_future(link.report_loop()), asyncio.ensure_future(link.expire_loop())]
+        tasks = [asyncio.ensure_future(control_loop(link, paths, stop, log)),
+                 asyncio.ensure_future(link.report_loop()), asyncio.ensure_future(link.expire_loop())]
         log.info("SPU %d serving on %s", spu_id, socket_path)
         await stop.wait()
         for task in tasks:

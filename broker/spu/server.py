@@ -55,12 +55,18 @@ class SpuConnection(FramedProtocol):
 class ControlLink(asyncio.Protocol):
     """This SPU's connection to the SC: register, receive assignments, report offsets.
 
-    The SC learns of this SPU's death when this connection closes; the SPU stops
-    when the SC goes away (``lost`` resolves), so no SPU outlives its cluster.
+    The SC learns of this SPU's death when this connection closes. When the SC goes
+    away the SPU keeps serving and the same link is connected again to the next SC
+    (broker/spu/process.py ``control_loop``): ``closed`` resolves on each loss, and
+    each new connection registers afresh. Reports made while no SC listens are
+    dropped; the first one on the next connection carries the whole state.
     """
 
     REPORT_INTERVAL_S = 0.05   # coalesce offset changes into one report per interval
     HEARTBEAT_S = 0.25          # the SC declares an SPU dead after missing heartbeats for SPU_TIMEOUT_S
+    # A paused SC (SIGSTOP) reads nothing: reports are snapshots, so past this much
+    # unsent data the next ones are dropped instead of queued without bound.
+    MAX_UNSENT_BYTES = 1 << 20
 
     def __init__(self, service: SpuService, log: logging.Logger, stop: asyncio.Event) -> None:
         self.service = service
@@ -75,9 +81,12 @@ class ControlLink(asyncio.Protocol):
         service.on_change = self._dirty.set
         service.on_urgent_change = self.report_now
         self._report_cid = 1000
+        self.closed: asyncio.Future = asyncio.get_event_loop().create_future()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self._decoder = FrameDecoder()
+        self.closed = asyncio.get_event_loop().create_future()
         self._send(m.Hello(1, m.PROTOCOL_VERSION, f"spu-{self.service.spu_id}"))
         self._send(m.RegisterSpu(2, self.service.spu_id, os.getpid()))
 
@@ -90,11 +99,15 @@ class ControlLink(asyncio.Protocol):
                 except msgspec.DecodeError as exc:
                     raise ProtocolError(f"malformed message from SC: {exc}") from exc
         except RilletError as exc:
-            self.log.error("control link: %s; stopping", exc)
-            self.stop.set()
+            self.log.error("control link: %s; dropping the connection", exc)
+            if self.transport is not None:
+                self.transport.close()
 
     def _handle(self, msg) -> None:
         if isinstance(msg, m.UpdateReplicas):
+            # A new SC replaces the shared-memory table and then sends every SPU its
+            # assignment: fence against the table as it is now.
+            self.service.reopen_table()
             self.service.apply(msg)
             self._send(m.StatusReport(msg.cid, self.service.statuses()))
             if not self.registered.done():
@@ -109,13 +122,13 @@ class ControlLink(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.transport = None
-        if not self.stop.is_set():
-            self.log.warning("control connection to the SC closed; stopping")
-            self.stop.set()
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def _send(self, msg: m.Message) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode_message(self._encoder, msg))
+        t = self.transport
+        if t is not None and not t.is_closing() and t.get_write_buffer_size() < self.MAX_UNSENT_BYTES:
+            t.write(encode_message(self._encoder, msg))
 
     def report_now(self) -> None:
         """Send the replicas' state to the SC immediately (an ISR change: the SC elects from it)."""

@@ -78,6 +78,12 @@ class SpuService:
                 self._restart_follower(key)
             else:
                 old = (replica.spec.leader, replica.spec.leader_epoch)
+                if spec.leader_epoch < old[1]:
+                    # An SC whose metadata lags (it lost a write) must not move us back; our
+                    # report makes it catch up and send the current spec.
+                    self.log.warning("%s: ignoring a spec at epoch %d, older than ours (%d)",
+                                     replica.name, spec.leader_epoch, old[1])
+                    continue
                 replica.update_spec(spec)
                 if old != (spec.leader, spec.leader_epoch):
                     self._restart_follower(key)
@@ -132,6 +138,12 @@ class SpuService:
         self.positions.close()
         if self._table is not None:
             self._table.close()
+
+    def reopen_table(self) -> None:
+        """Map the metadata table afresh at the next fence (a restarted SC made a new one)."""
+        if self._table is not None:
+            self._table.close()
+        self._table = self._snapshot = None
 
     # --- lookups and fencing ---
     def _replica(self, topic: str, partition: int) -> Replica:

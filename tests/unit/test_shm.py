@@ -13,7 +13,7 @@ import textwrap
 import posix_ipc
 import pytest
 
-from rillet.ipc.errors import ClusterAlreadyRunning, ClusterNotRunning, Closed, SharedMemoryRefused
+from rillet.ipc.errors import ClusterAlreadyRunning, ClusterNotRunning, Closed, MetadataTableError, SharedMemoryRefused
 from rillet.ipc.metadata_table import PartitionRow, PartitionStatus, SpuRow, SpuStatus, TableLayout
 from rillet.ipc.shm import SharedTable, TableReader, unlink_if_exists
 
@@ -172,3 +172,56 @@ def test_close_and_unlink_are_idempotent(name):
     table.unlink()
     table.unlink()
     assert not unlink_if_exists(name)
+
+
+def _rows(leader: int) -> tuple[list[SpuRow], list[PartitionRow]]:
+    return ([SpuRow(5001, 11, SpuStatus.ONLINE)],
+            [PartitionRow("t", 0, leader, 1, PartitionStatus.ONLINE, (5001,), (5001,), -1, -1)])
+
+
+def test_a_restarted_writer_takes_the_table_over_and_readers_keep_their_mapping(name):
+    old = SharedTable.create(name, LAYOUT, _dead_pid())
+    old.write(*_rows(5001))
+    old.close()                                            # the writer dies; the object stays
+    with TableReader.open(name) as reader:
+        before = reader.snapshot()
+        new = SharedTable.attach(name, LAYOUT, os.getpid())
+        new.write(*_rows(5002))
+        after = reader.snapshot()                          # the same mapping sees the new writer
+        assert after.generation == before.generation + 1 and after.sc_pid == os.getpid()
+        assert after.partition("t", 0).leader == 5002
+        new.write(*_rows(5003))
+        assert reader.snapshot().sc_pid == os.getpid()
+        new.close()
+
+
+def test_taking_over_a_table_left_mid_write_completes_it(name):
+    from rillet.ipc.metadata_table import SEQ_OFFSET
+    from rillet.ipc.errors import MetadataTableBusy
+    old = SharedTable.create(name, LAYOUT, _dead_pid())
+    old.write(*_rows(5001))
+    old._mapping()[SEQ_OFFSET] |= 1                        # killed between "odd" and "even"
+    old.close()
+    with TableReader.open(name) as reader:
+        with pytest.raises(MetadataTableBusy):
+            reader.snapshot(max_retries=3)
+        new = SharedTable.attach(name, LAYOUT, os.getpid())
+        new.write(*_rows(5002))
+        assert reader.snapshot().partition("t", 0).leader == 5002
+        new.close()
+
+
+@pytest.mark.parametrize("what", ["missing", "other layout", "foreign mode"])
+def test_a_table_that_cannot_be_taken_over_says_why(name, what):
+    if what == "missing":
+        with pytest.raises(ClusterNotRunning):
+            SharedTable.attach(name, LAYOUT, os.getpid())
+        return
+    if what == "other layout":
+        SharedTable.create(name, TableLayout(max_spus=2, max_partitions=8), _dead_pid()).close()
+        with pytest.raises(MetadataTableError, match="bytes"):
+            SharedTable.attach(name, LAYOUT, os.getpid())
+        return
+    _precreate(name, 0o644, b"\0" * LAYOUT.size)
+    with pytest.raises(SharedMemoryRefused):
+        SharedTable.attach(name, LAYOUT, os.getpid())
