@@ -176,7 +176,7 @@ def test_close_and_unlink_are_idempotent(name):
 
 def _rows(leader: int) -> tuple[list[SpuRow], list[PartitionRow]]:
     return ([SpuRow(5001, 11, SpuStatus.ONLINE)],
-            [PartitionRow("t", 0, leader, 1, PartitionStatus.ONLINE, (5001,), (5001,), -1, -1)])
+            [PartitionRow("t", 0, leader, 1, PartitionStatus.ONLINE, (5001,), (5001,))])
 
 
 def test_a_restarted_writer_takes_the_table_over_and_readers_keep_their_mapping(name):
