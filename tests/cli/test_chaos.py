@@ -10,11 +10,12 @@ CHAOS = [sys.executable, "-m", "rillet.tools.chaos"]
 
 
 def test_a_short_chaos_run_loses_nothing():
-    done = subprocess.run([*CHAOS, "--faults", "6", "--interval", "200ms", "--seed", "11"],
+    done = subprocess.run([*CHAOS, "--faults", "6", "--interval", "200ms", "--sc-faults", "--seed", "11"],
                           capture_output=True, timeout=240)
     line = json.loads(done.stdout.splitlines()[-1])
     assert "error" not in line, line
     assert line["faults"] == 6
+    assert any(kind.startswith("sc_") for kind in line["faults_by_kind"]), line["faults_by_kind"]   # seed 11 hits the SC
     assert line["records_acked"] > 0 and line["consumed"] > 0
     for kind in ("lost", "duplicates", "reordered", "divergent", "offset_gaps", "skips", "repeats", "phantoms"):
         assert line[kind] == 0, (kind, line["examples"])
