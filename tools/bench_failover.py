@@ -127,6 +127,9 @@ def _kill_loop(cluster, table, run: Run, producer, kills: list) -> str | None:
             return f"the producer exited after {k} kills"
         if time.monotonic() > until:
             return f"--timeout passed after {k} of {run.kills} kills"
+        # Every replica back in sync first: a kill then never takes the last in-sync replica (that
+        # partition would rightly stay LeaderOffline; this workload measures failover, not double faults).
+        _wait_all_in_sync(table, run.topic, SETUP_TIMEOUT_S)
         next_kill = time.monotonic() + run.kill_interval_s
         kills.append(kill := _kill_leader(cluster, table, run.topic))
         if kill["t_leader_ns"] is None:
