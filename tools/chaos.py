@@ -148,11 +148,18 @@ def _inject(cluster, rng: random.Random, plan: Plan, log: Counter) -> bool:
         log["skipped"] += 1
         time.sleep(0.01)
         return False
+    try:
+        os.kill(pid, getattr(signal, f"SIG{sig}"))
+    except ProcessLookupError:          # it died between the look-up and the signal (an SC being replaced)
+        log["skipped"] += 1
+        return False
     log[f"{what}_{sig.lower()}"] += 1
-    os.kill(pid, getattr(signal, f"SIG{sig}"))
     time.sleep(rng.uniform(0.05, 1.0) if sig == "STOP" else rng.uniform(0.0, 0.3))
     if sig == "STOP":
-        os.kill(pid, signal.SIGCONT)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:      # killed while stopped (a paused SC replaced): nothing to continue
+            pass
     elif spu:
         _start_spu(cluster, spu)
     else:
