@@ -24,12 +24,13 @@ timeout would change the writer's. Here nobody ever blocks on the socket:
   so a deadline is checked late by at most the poll granularity.
 
 Answers are matched by correlation id. A link that failed is ``broken`` for good;
-the producer opens a new one (after re-reading the metadata table).
+the producer opens a new one (after re-reading the metadata table). Cids, the
+handshake, decoding and the deadlines are the sans-IO ClientSession's
+(ipc/session.py); this module is its socket shell.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import select
 import socket
@@ -38,17 +39,13 @@ import time
 from collections import deque
 from typing import Callable
 
-import msgspec
-
 from rillet.ipc import messages as m
-from rillet.ipc.errors import BrokenConnection, Closed, ProtocolError, RilletError, Timeout, error_from_code
-from rillet.ipc.framing import NEED_DATA, FrameDecoder
+from rillet.ipc.errors import BrokenConnection, Closed, RilletError, Timeout, error_from_code
+from rillet.ipc.session import NEED_DATA, ClientSession
 from rillet.ipc.unix_socket import connect_unix
-from rillet.ipc.transport import encode_message
 
 _RECV_CHUNK = 256 * 1024
 _CONNECT_TIMEOUT_S = 5.0           # a Unix-socket connect is instant unless the backlog is full
-_HELLO = object()                  # the pending entry of the handshake
 
 
 class SpuLink:
@@ -61,12 +58,8 @@ class SpuLink:
         self.request_timeout_s = request_timeout_s
         self._timeout_note = timeout_note
         self._on_answer, self._on_error = on_answer, on_error
-        self._lock = threading.Lock()
-        self._cids = itertools.count(1)
-        self._encoder = m.new_encoder()
-        # cid -> (token, deadline); insertion order is submission order, so the
-        # first entry always holds the earliest deadline.
-        self._pending: dict[int, tuple[object, float]] = {}
+        self._lock = threading.Lock()          # guards the session's sending side and _out
+        self._session = ClientSession(f"SPU {spu_id}", client_id, request_timeout_s=request_timeout_s)
         self._out: deque[memoryview] = deque()
         self._sock: socket.socket | None = None
         self._stalled = False           # the socket took less than offered: the link thread writes the rest
@@ -76,9 +69,7 @@ class SpuLink:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._inbuf = bytearray(_RECV_CHUNK)        # the link thread's read buffer (see _read)
         self._inview = memoryview(self._inbuf)
-        hello = m.Hello(next(self._cids), m.PROTOCOL_VERSION, client_id)
-        self._pending[hello.cid] = (_HELLO, time.monotonic() + request_timeout_s)
-        self._out.append(memoryview(encode_message(self._encoder, hello)))
+        self._out.append(memoryview(self._session.start(time.monotonic())))
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"rillet-producer-spu-{spu_id}")
         self._thread.start()
 
@@ -94,10 +85,7 @@ class SpuLink:
         with self._lock:
             if self.broken or self._closing:
                 return False
-            cid = next(self._cids)
-            frame = memoryview(encode_message(self._encoder, make(cid)))
-            self._pending[cid] = (token, time.monotonic() + self.request_timeout_s)
-            self._out.append(frame)
+            self._out.append(memoryview(self._session.send(make, token, time.monotonic())))
             if write:
                 self._write_out_locked()
             return True
@@ -137,8 +125,7 @@ class SpuLink:
             error = BrokenConnection(f"link to SPU {self.spu_id} failed: {type(exc).__name__}: {exc}")
         with self._lock:
             self.broken = True
-            pending = list(self._pending.values())
-            self._pending.clear()
+            pending = self._session.take_pending()
             self._out.clear()
             if self._sock is not None:
                 self._sock.close()
@@ -148,8 +135,7 @@ class SpuLink:
         timeout = Timeout(f"SPU {self.spu_id} did not answer within {self.request_timeout_s:g} s "
                           f"({self._timeout_note}); connection closed")
         for token, deadline in pending:
-            if token is not _HELLO:
-                self._on_error(token, timeout if self._timed_out and deadline <= now else error)
+            self._on_error(token, timeout if self._timed_out and deadline <= now else error)
 
     def _connect(self) -> socket.socket:
         try:
@@ -166,7 +152,7 @@ class SpuLink:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         poller.register(sock, select.POLLIN)
-        frames, decoder = FrameDecoder(), m.new_decoder()
+        session = self._session
         writing = False
         while True:
             with self._lock:
@@ -174,20 +160,20 @@ class SpuLink:
                     return Closed(f"producer closed before SPU {self.spu_id} answered")
                 if not self._write_locked(sock):
                     return BrokenConnection(f"connection to SPU {self.spu_id} broken while sending")
-                first = next(iter(self._pending.values()), None)
+                first = session.first_deadline()
                 want_write = bool(self._out)
             now = time.monotonic()
-            if first is not None and first[1] <= now:
+            if first is not None and first <= now:
                 self._timed_out = True
                 return BrokenConnection(f"connection to SPU {self.spu_id} closed: an earlier request timed out")
             if want_write != writing:
                 poller.modify(sock, select.POLLIN | (select.POLLOUT if want_write else 0))
                 writing = want_write
-            wait_s = self.request_timeout_s if first is None else first[1] - now
+            wait_s = self.request_timeout_s if first is None else first - now
             for fd, events in poller.poll(wait_s * 1000 + 1):
                 if fd == self._wake_r:
                     _drain(self._wake_r)
-                elif events & ~select.POLLOUT and not self._read(sock, frames, decoder):
+                elif events & ~select.POLLOUT and not self._read(sock):
                     return BrokenConnection(f"connection to SPU {self.spu_id} closed by the peer")
 
     def _write_locked(self, sock: socket.socket) -> bool:
@@ -209,7 +195,7 @@ class SpuLink:
         self._stalled = False
         return True
 
-    def _read(self, sock: socket.socket, frames: FrameDecoder, decoder) -> bool:
+    def _read(self, sock: socket.socket) -> bool:
         # Into one buffer kept for the link's life, then copied out at the size read: a
         # fresh recv(256 KiB) per answer cost an allocation of that size, and in this
         # thread's malloc arena a page fault or three, for an answer of ~30 bytes.
@@ -221,28 +207,25 @@ class SpuLink:
             return False
         if not n:
             return False
-        frames.receive_data(self._inview[:n].tobytes())
-        while (frame := frames.next_frame()) is not NEED_DATA:
-            try:
-                reply = decoder.decode(frame)
-            except msgspec.DecodeError as exc:
-                raise ProtocolError(f"malformed answer from SPU {self.spu_id}: {exc}") from exc
-            self._deliver(reply)
+        session = self._session
+        answers = []
+        try:
+            with self._lock:          # the session's pending table is shared with submit
+                session.receive_data(self._inview[:n].tobytes())
+                while (answer := session.next_event()) is not NEED_DATA:
+                    answers.append(answer)
+        finally:                      # answers taken before a bad frame are still delivered
+            for answer in answers:    # outside the lock: on_answer takes the producer's lock
+                self._deliver(answer)
         return True
 
-    def _deliver(self, reply: m.Message) -> None:
-        cid = getattr(reply, "cid", 0)
-        if cid == 0 and isinstance(reply, m.ErrorResponse):
-            raise error_from_code(reply.code, f"SPU {self.spu_id} closed the connection: {reply.message}")
-        with self._lock:
-            entry = self._pending.pop(cid, None)
-        if entry is None:
+    def _deliver(self, answer) -> None:
+        reply = answer.message
+        if answer.token is None:
+            if answer.cid == 0 and isinstance(reply, m.ErrorResponse):
+                raise error_from_code(reply.code, f"SPU {self.spu_id} closed the connection: {reply.message}")
             return
-        if entry[0] is _HELLO:
-            if isinstance(reply, m.ErrorResponse):
-                raise error_from_code(reply.code, f"SPU {self.spu_id} refused the handshake: {reply.message}")
-            return
-        self._on_answer(entry[0], reply)
+        self._on_answer(answer.token, reply)
 
 
 def _drain(fd: int) -> None:

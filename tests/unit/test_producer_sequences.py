@@ -20,7 +20,7 @@ from rillet.broker.spu.producer_state import ProducerStateTable
 from rillet.ipc import messages as m
 from rillet.ipc.errors import MessageTooLarge, NotLeader, OutOfOrderSequence, RilletError
 from rillet.ipc.records import decode_batch
-from rillet.ipc.transport import encode_message
+from rillet.ipc.framing import encode_message
 
 from .test_producer_paths import FakeSpu, producer
 
