@@ -95,6 +95,7 @@ class _Accumulator:
         finally:
             for link in links:          # the fast path's frames, written once the lock is released
                 link.write_out()
+                link.reap()             # answers already in: delivered here, no link thread wake-up
 
     def send_many(self, keys: list | None, values: list) -> list[ProduceOutput]:
         """Append records in order, as ``send`` one by one would (``keys`` None: all keyless).
@@ -128,6 +129,7 @@ class _Accumulator:
         finally:
             for link in links:
                 link.write_out()
+                link.reap()
         if too_large is not None:
             raise too_large
         return outputs
@@ -217,6 +219,8 @@ class _Accumulator:
                                   f"batch_queue_size={self.queue_limit} batches still unanswered")
                 for link in self._take_writes():     # nothing queued by this call may wait with it
                     link.write_out()
+                for link in self.links.values():     # answers free the room: have them read at once
+                    link.urge()
                 self.room.wait(deadline - now)
                 if self.closing:
                     raise Closed(f"producer for topic {self.topic!r} closed while send waited for room")
@@ -254,6 +258,7 @@ class _Accumulator:
                 return False
             self._build(batch)
             batch.first_sent = now
+            _urge_on(batch, link)
             if not link.submit(batch, partial(self._request, batch), write=False):
                 return False
         except Exception:        # no leader, a build error, ...: the sender thread retries and reports
@@ -337,6 +342,15 @@ def _split_slowly(chunk: list) -> tuple[list | None, list, Exception | None]:
         error = exc
     return None if keys.count(None) == len(keys) else keys, values, error
 
+
+
+def _urge_on(batch: _Batch, link: SpuLink) -> None:
+    """Waiters of ``batch`` urge ``link`` (it reads answers lazily otherwise); one waiting
+    already urges it now."""
+    result = batch.result
+    result.urge = link.urge
+    if result.waited:
+        link.urge()
 
 
 def to_bytes(value, what: str) -> bytes:

@@ -11,7 +11,9 @@ Threads and ownership:
   shared-memory table, opens links and hands the request to that SPU's link
   (client/_spu_link.py), several in flight per SPU; retries go through it.
 * one thread per SPU link writes requests, reads answers and enforces the
-  request deadline; it resolves each batch, or hands a failure back here.
+  request deadline; it resolves each batch, or hands a failure back here. While
+  the caller keeps sending, the caller reads the answers already in after each
+  send instead (client/_spu_link.py, lazy reading): no wake-up per answer.
 
 Backpressure. A partition holds at most ``batch_queue_size`` sealed batches that
 have no answer yet; a full batch waits open (taking no more records) until one is

@@ -21,7 +21,7 @@ from rillet.ipc.errors import (
 )
 from rillet.ipc.records import IDEMPOTENT_WINDOW, SEQUENCE_MODULUS
 
-from ._accumulator import _Batch
+from ._accumulator import _Batch, _urge_on
 from ._enums import Compression
 from ._spu_link import SpuLink
 
@@ -102,8 +102,12 @@ class _Sender:
             row = self.meta.leader(self.topic, batch.partition, refresh=batch.attempt > 0)
             make = partial(self._request, batch)
             link = self.links.get(row.leader)
+            if link is not None:
+                _urge_on(batch, link)
             if link is None or not link.submit(batch, make):
-                if not self._new_link(row.leader).submit(batch, make):
+                link = self._new_link(row.leader)
+                _urge_on(batch, link)
+                if not link.submit(batch, make):
                     raise BrokenConnection(f"cannot reach SPU {row.leader}: its connection failed at once")
         except RilletError as exc:
             self._failed(batch, exc)

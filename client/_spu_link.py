@@ -15,6 +15,12 @@ timeout would change the writer's. Here nobody ever blocks on the socket:
 * the link thread polls the socket (and a wake-up pipe), writes the out-buffer,
   reads answers and hands each to ``on_answer``; a transport failure fails every
   pending request with BrokenConnection through ``on_error``.
+* lazy reading: the producer's caller ``reap``s answers after each send (they
+  are usually in by the next one), and while it does, the link thread leaves them
+  to it and sleeps through their arrival: at linger 0 that saves a thread wake-up
+  and a GIL hand-off per record. The link thread reads them itself once the
+  caller has not reaped for LAZY_READ_S, and at once when someone waits for an
+  answer (``urge``: ProduceOutput.wait, flush, a send waiting for room).
 * request deadline: every request must be answered within ``request_timeout_s``
   of its submission (the producer passes its ``timeout_ms`` plus a margin, since
   a ReadCommitted produce may legitimately wait ``timeout_ms`` on the SPU). When
@@ -46,19 +52,28 @@ from rillet.ipc.unix_socket import connect_unix
 
 _RECV_CHUNK = 256 * 1024
 _CONNECT_TIMEOUT_S = 5.0           # a Unix-socket connect is instant unless the backlog is full
+# The link thread leaves answers to the producer's caller (``reap`` after each send) while
+# it reaped within this long; then it sleeps through them instead of waking once per answer.
+# A waiter urges it to read at once.
+LAZY_READ_S = 0.002
 
 
 class SpuLink:
     def __init__(self, spu_id: int, path: str, *, request_timeout_s: float, timeout_note: str,
                  on_answer: Callable[[object, m.Message], None],
                  on_error: Callable[[object, RilletError], None],
-                 client_id: str = "rillet-producer") -> None:
+                 client_id: str = "rillet-producer", lazy_read_s: float = LAZY_READ_S) -> None:
         self.spu_id = spu_id
         self.path = path
         self.request_timeout_s = request_timeout_s
+        self.lazy_read_s = lazy_read_s
         self._timeout_note = timeout_note
         self._on_answer, self._on_error = on_answer, on_error
         self._lock = threading.Lock()          # guards the session's sending side and _out
+        self._read_lock = threading.Lock()     # one reader of the socket at a time (link thread or reap)
+        self._urged = False                    # a waiter wants answers read now (see _serve)
+        self._reaped_at = 0.0                  # when the producer's caller last read answers (reap)
+        self._idle = False                     # the link thread sleeps with nothing pending
         self._session = ClientSession(f"SPU {spu_id}", client_id, request_timeout_s=request_timeout_s)
         self._out: deque[memoryview] = deque()
         self._sock: socket.socket | None = None
@@ -86,6 +101,9 @@ class SpuLink:
             if self.broken or self._closing:
                 return False
             self._out.append(memoryview(self._session.send(make, token, time.monotonic())))
+            if self._idle:          # the link thread sleeps without a timer: start its lazy one
+                self._idle = False
+                self._wake_locked()
             if write:
                 self._write_out_locked()
             return True
@@ -148,12 +166,20 @@ class SpuLink:
         return sock
 
     def _serve(self, sock: socket.socket) -> RilletError:
-        """Poll until the link fails or closes; return the error that ends it."""
+        """Poll until the link fails or closes; return the error that ends it.
+
+        Lazy reading: while the oldest pending request is younger than LAZY_READ_S
+        and nobody waits for an answer (``urge``), the socket's answers are left to
+        the producer's caller (``reap``, after each send): this thread then sleeps
+        through them instead of waking once per answer. Past that age, or once
+        urged, it reads them itself. A peer that hangs up is seen at once either
+        way (poll reports POLLHUP whatever it was asked).
+        """
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         poller.register(sock, select.POLLIN)
         session = self._session
-        writing = False
+        registered = select.POLLIN
         while True:
             with self._lock:
                 if self._closing:
@@ -162,18 +188,29 @@ class SpuLink:
                     return BrokenConnection(f"connection to SPU {self.spu_id} broken while sending")
                 first = session.first_deadline()
                 want_write = bool(self._out)
+                if first is None:
+                    self._urged = False
+                self._idle = first is None      # the next submit wakes this thread
+                urged = self._urged
             now = time.monotonic()
             if first is not None and first <= now:
                 self._timed_out = True
                 return BrokenConnection(f"connection to SPU {self.spu_id} closed: an earlier request timed out")
-            if want_write != writing:
-                poller.modify(sock, select.POLLIN | (select.POLLOUT if want_write else 0))
-                writing = want_write
-            wait_s = self.request_timeout_s if first is None else first - now
-            for fd, events in poller.poll(wait_s * 1000 + 1):
+            if first is None:                   # no answer due: only a hang-up (POLLHUP) can come
+                wait_s, reading = self.request_timeout_s, False
+            else:
+                # The grace runs from the oldest submission or the caller's last reap, the later.
+                read_at = max(first - self.request_timeout_s, self._reaped_at) + self.lazy_read_s
+                reading = urged or read_at <= now
+                wait_s = first - now if reading else min(read_at, first) - now
+            events = (select.POLLIN if reading else 0) | (select.POLLOUT if want_write else 0)
+            if events != registered:
+                poller.modify(sock, events)
+                registered = events
+            for fd, got in poller.poll(wait_s * 1000 + 1):
                 if fd == self._wake_r:
                     _drain(self._wake_r)
-                elif events & ~select.POLLOUT and not self._read(sock):
+                elif got & ~select.POLLOUT and not self._read(sock):
                     return BrokenConnection(f"connection to SPU {self.spu_id} closed by the peer")
 
     def _write_locked(self, sock: socket.socket) -> bool:
@@ -196,6 +233,13 @@ class SpuLink:
         return True
 
     def _read(self, sock: socket.socket) -> bool:
+        """Read and deliver the answers the socket has (without waiting); False when the
+        peer is gone. Readers (this thread, ``reap``) take turns under ``_read_lock``, so
+        answers are delivered in the order they came."""
+        with self._read_lock:
+            return self._read_turn(sock)
+
+    def _read_turn(self, sock: socket.socket) -> bool:
         # Into one buffer kept for the link's life, then copied out at the size read: a
         # fresh recv(256 KiB) per answer cost an allocation of that size, and in this
         # thread's malloc arena a page fault or three, for an answer of ~30 bytes.
@@ -218,6 +262,30 @@ class SpuLink:
             for answer in answers:    # outside the lock: on_answer takes the producer's lock
                 self._deliver(answer)
         return True
+
+    def reap(self) -> None:
+        """Deliver the answers already arrived, from the calling thread; never waits.
+        Never call it holding a lock that ``on_answer`` takes. Anything but answers (the
+        peer gone, a bad frame) is left to the link thread, woken for it."""
+        sock = self._sock
+        if sock is None or self.broken or not self._read_lock.acquire(False):
+            return                    # not connected yet, over, or another reader is at it
+        self._reaped_at = time.monotonic()
+        try:
+            if self._read_turn(sock):
+                return
+        except RilletError:
+            pass
+        finally:
+            self._read_lock.release()
+        self.urge()
+
+    def urge(self) -> None:
+        """Someone waits for an answer: the link thread reads them now, not lazily."""
+        if not self._urged:
+            self._urged = True
+            with self._lock:
+                self._wake_locked()
 
     def _deliver(self, answer) -> None:
         reply = answer.message
