@@ -54,7 +54,8 @@ capped the producer at about 5,000 records/s. So when the caller seals a batch
 thread (``unsent``: in its queue, in its hands, or back for a retry), the caller
 encodes it and queues its frame on the leader's link under the producer lock (so
 concurrent callers keep seal order), then writes it once the lock is released
-(``SpuLink.write_out``; the link orders frames as queued). Every batch of the
+(``SpuLink.write_out``; the link orders frames as queued), and takes the answers
+already in (``SpuLink.reap``). Every batch of the
 partition sealed before it was already on a link, so the order is the sender
 thread's; the link thread completes it as usual. No open link yet, a broken
 link, a paused partition, a build error: the batch goes to the sender thread,
@@ -111,6 +112,7 @@ class ProducerStatistics:
     batches_sent: int
     retries: int
     first_error: str | None  # the first failure, for a one-line report
+
 
 class _ProducerCore(_Accumulator, _Sender):
     def __init__(self, meta: MetadataView, topic: str, config: TopicProducerConfig) -> None:
