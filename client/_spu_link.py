@@ -95,7 +95,7 @@ class SpuLink:
         Never blocks on the socket. With ``write`` False the frame is only queued
         (after every frame queued before it); ``write_out`` then writes it. The
         answer or the failure comes back through ``on_answer`` / ``on_error``,
-        from the link thread, exactly once.
+        exactly once: from the link thread, or from the thread that called ``reap``.
         """
         with self._lock:
             if self.broken or self._closing:
