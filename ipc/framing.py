@@ -116,6 +116,15 @@ def encode_frame(payload, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> byt
         return b"".join((FRAME_PREFIX.pack(n), view))
 
 
+def encode_message(encoder, msg) -> bytearray:
+    """Frame ``msg`` with a msgspec msgpack ``encoder``: the 4-byte length prefix, then the
+    envelope, in one buffer (encoded in place: no copy of the payload)."""
+    buf = bytearray(4)
+    encoder.encode_into(msg, buf, 4)
+    FRAME_PREFIX.pack_into(buf, 0, len(buf) - 4)
+    return buf
+
+
 def _immutable_view(data) -> memoryview:
     """A byte-format view of ``data`` that nobody can change under us."""
     if isinstance(data, bytes):

@@ -53,7 +53,7 @@ def start_spu(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0, *,
     status, and wait for it Online under a new pid. Raises ClusterNotRunning,
     SpuNotFound, or Timeout naming the SPU's log.
     """
-    from rillet.broker.launcher import admin_connection
+    from rillet.ipc.admin_link import admin_connection
     deadline = time.monotonic() + timeout_s
     with admin_connection(paths) as conn:
         info = _spu(conn, spu_id)
@@ -73,7 +73,7 @@ def start_spu(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0, *,
 
 def wait_online(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0) -> m.SpuInfo:
     """Wait until the SC lists SPU ``spu_id`` Online (a resumed SIGSTOP, for one)."""
-    from rillet.broker.launcher import admin_connection
+    from rillet.ipc.admin_link import admin_connection
     deadline = time.monotonic() + timeout_s
     with admin_connection(paths) as conn:
         while True:
