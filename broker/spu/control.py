@@ -19,6 +19,9 @@ import os
 from dataclasses import dataclass, field, replace
 
 NEVER = float("-inf")
+# Event-loop timers may fire up to a clock tick early (asyncio's clock_resolution, uvloop's
+# 1 ms): a deadline this close counts as reached, instead of one more wake-up to find it is.
+SLACK_S = 0.001
 
 
 # --- events: what happened (put in the queue by replicas, followers and the control link) ---
@@ -143,10 +146,11 @@ def decide(state: ControlState, events: list, now: float, timings: Timings = Tim
         else:
             raise TypeError(f"not an SPU control event: {event!r}")
 
-    since = now - state.last_report_at
+    late = now + SLACK_S
+    since = late - state.last_report_at
     due = bool(changed) or since >= timings.heartbeat_s or (moved and since >= timings.report_interval_s)
-    expire = now >= state.next_expire_at
-    retention = now >= state.next_retention_at
+    expire = late >= state.next_expire_at
+    retention = late >= state.next_retention_at
     give_up = not connected and now - lost_since > timings.sc_lost_timeout_s
 
     new = replace(
