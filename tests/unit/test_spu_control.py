@@ -13,7 +13,7 @@ import logging
 import pytest
 
 from rillet.broker.spu.control import (
-    NEVER, OFFSETS_MOVED, Actions, ControlState, Decision, IsrChanged, ScConnected, ScLost, Timings, decide,
+    NEVER, OFFSETS_MOVED, Actions, ControlState, IsrChanged, ScConnected, ScLost, Timings, decide,
     retention_check_s,
 )
 from rillet.broker.spu.loop import EventQueue
