@@ -111,13 +111,17 @@ async def run_control(queue: EventQueue, service, link, stop: asyncio.Event, log
 
 def carry_out(actions, queue: EventQueue, service, link, now: float) -> None:
     """Carry out one decision (all but stopping) in the order ``Actions`` lists."""
-    if actions.checkpoint_hw:
-        queue.reported()                 # before reading the offsets: a change from here on is reported next time
-        service.checkpoint_hws(now)
-    if actions.report:
-        link.report(service.statuses())
-    for key in actions.release_hw:
-        service.release_hw(key)
+    try:
+        if actions.checkpoint_hw:
+            queue.reported()             # before reading the offsets: a change from here on is reported next time
+            service.checkpoint_hws(now)
+        if actions.report:
+            link.report(service.statuses())
+    finally:
+        # Even if the report failed: a HW held for good would stall every ReadCommitted produce,
+        # and an unsent report is what losing the SC means anyway.
+        for key in actions.release_hw:
+            service.release_hw(key)
     if actions.expire_isr:
         service.expire(now)
     if actions.flush_due:
