@@ -32,6 +32,8 @@ class SpuObserved:
     last_seen: float = 0.0       # monotonic time of its last message (heartbeats every 250 ms)
     replicas: dict[tuple[str, int], m.ReplicaStatus] = field(default_factory=dict)
     replicas_reported: bool = False   # a StatusReport arrived since it registered
+    # Replicas it cannot serve whole, with the cause (its last report): see m.ReplicaIssue.
+    problems: dict[tuple[str, int], m.ReplicaProblem] = field(default_factory=dict)
 
 
 def validate_config(config: m.TopicConfig, spu_count: int) -> m.TopicConfig:
@@ -133,6 +135,38 @@ def partition_status(topic: str, p: PartitionAssignment, observed: dict[int, Spu
     if report is not None and report.is_leader and report.leader_epoch == p.leader_epoch:
         return PartitionStatus.ONLINE
     return PartitionStatus.OFFLINE
+
+
+def partition_problems(topic: str, p: PartitionAssignment,
+                       observed: dict[int, SpuObserved]) -> list[m.ReplicaIssue]:
+    """What the online SPUs holding a replica of ``p`` report wrong with it, by SPU id."""
+    out = []
+    for spu in p.replicas:
+        o = observed.get(spu)
+        problem = o.problems.get((topic, p.partition)) if o is not None and o.online else None
+        if problem is not None:
+            out.append(m.ReplicaIssue(spu, problem.kind, problem.cause))
+    return out
+
+
+def creation_outcome(topic: TopicState, observed: dict[int, SpuObserved]) -> tuple[bool, str | None]:
+    """Has a new topic settled, and why did it fail (None: it did not)?
+
+    Settled: every online replica SPU reported each of its replicas (created or not), and
+    every partition is Online or has a replica that could not be created. A failure names
+    the first SPU, replica and cause (e.g. ENOSPC at preallocation)."""
+    settled = True
+    for p in topic.partitions:
+        for issue in partition_problems(topic.name, p, observed):
+            if issue.kind == "cannot-create":
+                return True, f"SPU {issue.spu} cannot create replica {topic.name}/{p.partition}: {issue.cause}"
+        if partition_status(topic.name, p, observed) != PartitionStatus.ONLINE:
+            settled = False
+        for spu in p.replicas:
+            o = observed.get(spu)
+            if o is not None and o.online and (topic.name, p.partition) not in o.replicas:
+                settled = False
+    return settled, None
 
 
 def leader_report(topic: str, p: PartitionAssignment, observed: dict[int, SpuObserved]) -> m.ReplicaStatus | None:

@@ -109,7 +109,7 @@ class ControlLink(asyncio.Protocol):
             # assignment: fence against the table as it is now.
             self.service.reopen_table()
             self.service.apply(msg)
-            self._send(m.StatusReport(msg.cid, self.service.statuses()))
+            self._send(self.service.status_report(msg.cid))
             if not self.registered.done():
                 self.registered.set_result(None)
         elif isinstance(msg, m.Shutdown):
@@ -133,7 +133,7 @@ class ControlLink(asyncio.Protocol):
     def report_now(self) -> None:
         """Send the replicas' state to the SC immediately (an ISR change: the SC elects from it)."""
         self._report_cid += 1
-        self._send(m.StatusReport(self._report_cid, self.service.statuses()))
+        self._send(self.service.status_report(self._report_cid))
 
     async def report_loop(self) -> None:
         """Send offsets when they change (coalesced) and as a heartbeat."""

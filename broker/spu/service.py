@@ -39,6 +39,9 @@ class SpuService:
         self.paths = paths
         self.log = logger
         self.replicas: dict[tuple[str, int], Replica] = {}
+        # Replicas this SPU cannot serve whole, with the cause, reported to the SC with every
+        # status report (it fails a topic creation with it and shows it in `partition list`).
+        self.problems: dict[tuple[str, int], m.ReplicaProblem] = {}
         self._followers: dict[tuple[str, int], asyncio.Task] = {}
         self._table: TableReader | None = None
         self._snapshot = None
@@ -59,6 +62,11 @@ class SpuService:
                 replica.close()
                 shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
                 self.log.info("removed replica %s/%d", *key)
+        for key in list(self.problems):
+            if key not in wanted:
+                del self.problems[key]
+                if key not in self.replicas:     # a replica never created may have left files
+                    shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
         for key, spec in wanted.items():
             replica = self.replicas.get(key)
             if replica is None:
@@ -67,9 +75,12 @@ class SpuService:
                     plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
                 except RilletError as exc:
                     # One damaged replica must not take the SPU's other replicas down with it: this
-                    # one stays unopened (its partition is not Online here) and the log says why.
+                    # one stays unopened (its partition is not Online here), the log says why, and
+                    # so does the next status report (the SC fails a topic creation with it).
                     self.log.error("replica %s/%d cannot be opened: %s", spec.topic, spec.partition, exc)
+                    self.problems[key] = m.ReplicaProblem(spec.topic, spec.partition, "cannot-create", str(exc))
                     continue
+                self.problems.pop(key, None)
                 for cut in plog.recovery_report:
                     self.log.warning("replica %s/%d recovery: %s", spec.topic, spec.partition, cut)
                 replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log,
@@ -99,6 +110,9 @@ class SpuService:
         task = self._followers.pop(key, None)
         if task is not None:
             task.cancel()
+
+    def status_report(self, cid: int) -> m.StatusReport:
+        return m.StatusReport(cid, self.statuses(), list(self.problems.values()))
 
     def statuses(self) -> list[m.ReplicaStatus]:
         for replica in self.replicas.values():

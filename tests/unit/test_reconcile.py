@@ -110,3 +110,30 @@ def test_apply_updates_writes_the_decision():
     reconcile.apply_updates(st, (upd(3, 5, [2, 3], "elected"),))
     p = st.topics["t"].partitions[0]
     assert (p.leader, p.leader_epoch, p.in_sync) == (3, 5, [2, 3])
+
+
+def _problem(kind="cannot-create", cause="cannot preallocate 64 bytes for x: No space left on device (ENOSPC)"):
+    return m.ReplicaProblem("t", 0, kind, cause)
+
+
+@pytest.mark.parametrize("case, seen, expected", [
+    ("nothing reported yet: not settled", spus(), (False, None)),
+    ("the leader reports its replica: settled once the followers did too",
+     spus(reports={1: report(leader=True), 2: report()}), (False, None)),
+    ("every replica reported, the leader online: settled, no failure",
+     spus(reports={1: report(leader=True), 2: report(), 3: report()}), (True, None)),
+    ("an offline follower is not waited for",
+     spus(online=(1, 2), reports={1: report(leader=True), 2: report()}), (True, None)),
+])
+def test_creation_outcome(case, seen, expected):
+    assert reconcile.creation_outcome(state(epoch=1).topics["t"], seen) == expected, case
+
+
+def test_creation_fails_with_the_first_replica_that_cannot_be_created():
+    seen = spus(reports={1: report(leader=True)})
+    seen[2].problems[("t", 0)] = _problem()
+    settled, failure = reconcile.creation_outcome(state(epoch=1).topics["t"], seen)
+    assert settled and failure == ("SPU 2 cannot create replica t/0: cannot preallocate 64 bytes for x: "
+                                   "No space left on device (ENOSPC)")
+    issues = reconcile.partition_problems("t", state().topics["t"].partitions[0], seen)
+    assert issues == [m.ReplicaIssue(2, "cannot-create", _problem().cause)]
