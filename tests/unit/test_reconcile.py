@@ -126,13 +126,13 @@ def _problem(kind="cannot-create", cause="cannot preallocate 64 bytes for x: No 
      spus(online=(1, 2), reports={1: report(leader=True), 2: report()}), (True, None)),
 ])
 def test_creation_outcome(case, seen, expected):
-    assert reconcile.creation_outcome(state(epoch=1).topics["t"], seen) == expected, case
+    assert reconcile.creation_outcome(state().topics["t"], seen) == expected, case
 
 
 def test_creation_fails_with_the_first_replica_that_cannot_be_created():
     seen = spus(reports={1: report(leader=True)})
     seen[2].problems[("t", 0)] = _problem()
-    settled, failure = reconcile.creation_outcome(state(epoch=1).topics["t"], seen)
+    settled, failure = reconcile.creation_outcome(state().topics["t"], seen)
     assert settled and failure == ("SPU 2 cannot create replica t/0: cannot preallocate 64 bytes for x: "
                                    "No space left on device (ENOSPC)")
     issues = reconcile.partition_problems("t", state().topics["t"].partitions[0], seen)
