@@ -243,6 +243,12 @@ class ForeignPeer(RilletError):
     code = 90
 
 
+class FollowerRefused(RilletError):
+    """A FollowerFetch from a process that is not the SPU it names (SO_PEERCRED pid checked
+    against the SC's metadata table): only real SPUs replicate, and only as themselves."""
+    code = 91
+
+
 class InternalError(RilletError):
     """A bug or an unexpected OS error inside a broker; details are in its log."""
     code = 99

@@ -313,13 +313,22 @@ def _partition_decision(name: str, p: PartitionAssignment, obs: Observation, onl
     if report is not None and report.is_leader and report.leader_epoch == epoch and sorted(report.in_sync) != sorted(in_sync):
         in_sync = sorted(report.in_sync)
         reasons.append("in-sync")
-    if elect and leader not in online:
+    # Copies their SPU reports damaged (directory gone, a bad batch): never preferred while a
+    # whole in-sync copy is online, and a damaged leader hands over to one (issue 10).
+    damaged = {s for s in online if (name, p.partition) in obs.spus[s].problems}
+    leader_gone = leader not in online
+    if elect and (leader_gone or leader in damaged):
         candidates = [s for s in in_sync if s in online and s in p.replicas]
+        whole = [s for s in candidates if s not in damaged]
+        if not leader_gone:
+            candidates = [s for s in whole if s != leader]      # hand over only to a whole copy
+        elif whole:
+            candidates = whole
         if candidates:
             leader = max(candidates, key=lambda s: (reported_leo(obs.spus, s, name, p.partition), -p.replicas.index(s)))
-            in_sync = [s for s in in_sync if s in online]
+            in_sync = [s for s in in_sync if s in online and (s not in damaged or s == leader)]
             epoch += 1
-            reasons.append("elected")
+            reasons.append("elected" if leader_gone else "elected (leader copy damaged)")
     if not reasons:
         return None
     return PartitionUpdate(name, p.partition, leader, epoch, tuple(in_sync), "+".join(reasons))

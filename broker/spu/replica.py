@@ -65,6 +65,9 @@ class Replica:
         self._unflushed = False
         self._flushed_at = time.monotonic()
         self.leader_state: LeaderState | None = None
+        # A follower copy fetched again from its leader after damage (service._rebuild): set
+        # until it reaches the leader's high watermark.
+        self.rebuilding = False
         # (bound_is_hw, offset, future): woken once the bound passes offset.
         self._waiters: list[tuple[bool, int, asyncio.Future]] = []
         self.producers = self._load_producers()

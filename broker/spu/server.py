@@ -37,6 +37,9 @@ class SpuConnection(FramedProtocol):
         self._following: dict[int, set[tuple[str, int]]] = {}   # follower SPU -> partitions it fetches here
 
     def _follower_fetch(self, req: m.FollowerFetch):
+        if req.follower not in self._following:
+            # Once per connection and follower id: the peer's pid cannot change on a connection.
+            self.service.check_follower(req.follower, self._peer_pid)
         self._following.setdefault(req.follower, set()).add((req.topic, req.partition))
         return self.service.follower_fetch(req)
 

@@ -18,12 +18,13 @@ import time
 from typing import Awaitable, Callable
 
 from rillet.ipc import messages as m
-from rillet.ipc.errors import InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch
+from rillet.ipc.errors import FollowerRefused, InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.shm import TableReader
 from rillet.broker.storage.log import PartitionLog
 
 from .follower import follow
+from .health import HEALTH_CHECK_S, files_problem
 from .positions import PositionsPublisher
 from .replica import Replica
 
@@ -42,6 +43,7 @@ class SpuService:
         # Replicas this SPU cannot serve whole, with the cause, reported to the SC with every
         # status report (it fails a topic creation with it and shows it in `partition list`).
         self.problems: dict[tuple[str, int], m.ReplicaProblem] = {}
+        self._next_health_check = 0.0
         self._followers: dict[tuple[str, int], asyncio.Task] = {}
         self._table: TableReader | None = None
         self._snapshot = None
@@ -70,23 +72,9 @@ class SpuService:
         for key, spec in wanted.items():
             replica = self.replicas.get(key)
             if replica is None:
-                directory = self.paths.replica_dir(self.spu_id, spec.topic, spec.partition)
-                try:
-                    plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
-                except RilletError as exc:
-                    # One damaged replica must not take the SPU's other replicas down with it: this
-                    # one stays unopened (its partition is not Online here), the log says why, and
-                    # so does the next status report (the SC fails a topic creation with it).
-                    self.log.error("replica %s/%d cannot be opened: %s", spec.topic, spec.partition, exc)
-                    self.problems[key] = m.ReplicaProblem(spec.topic, spec.partition, "cannot-create", str(exc))
-                    continue
-                self.problems.pop(key, None)
-                for cut in plog.recovery_report:
-                    self.log.warning("replica %s/%d recovery: %s", spec.topic, spec.partition, cut)
-                replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log,
-                                                       on_isr_change=lambda r: self.on_urgent_change(),
-                                                       on_positions=self.positions.publish)
-                self._restart_follower(key)
+                if self._open_replica(spec) is not None:
+                    self.problems.pop(key, None)
+                    self._restart_follower(key)
             else:
                 old = (replica.spec.leader, replica.spec.leader_epoch)
                 if spec.leader_epoch < old[1]:
@@ -100,9 +88,83 @@ class SpuService:
                     self._restart_follower(key)
         self.on_change()
 
+    def _open_replica(self, spec: m.ReplicaSpec) -> Replica | None:
+        """Open (or create) a replica's log; on failure record the cause as a problem, None."""
+        key = (spec.topic, spec.partition)
+        directory = self.paths.replica_dir(self.spu_id, spec.topic, spec.partition)
+        try:
+            plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
+        except RilletError as exc:
+            # One damaged replica must not take the SPU's other replicas down with it: this
+            # one stays unopened (its partition is not Online here), the log says why, and
+            # so does the next status report (the SC fails a topic creation with it).
+            self.log.error("replica %s/%d cannot be opened: %s", spec.topic, spec.partition, exc)
+            self.problems[key] = m.ReplicaProblem(spec.topic, spec.partition, "cannot-create", str(exc))
+            return None
+        for cut in plog.recovery_report:
+            self.log.warning("replica %s/%d recovery: %s", spec.topic, spec.partition, cut)
+        replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log,
+                                               on_isr_change=lambda r: self.on_urgent_change(),
+                                               on_positions=self.positions.publish)
+        return replica
+
+    # --- replica damage (broker/spu/health.py) ---
+    def check_health(self, now: float) -> None:
+        """Once a second: look at each replica's files; report damage, rebuild follower copies
+        from their leader, and clear a rebuild's problem once it has caught up."""
+        if now < self._next_health_check:
+            return
+        self._next_health_check = now + HEALTH_CHECK_S
+        changed = False
+        for key, replica in list(self.replicas.items()):
+            problem = self.problems.get(key)
+            if problem is not None and problem.kind == "rebuilding":
+                if not replica.rebuilding:
+                    del self.problems[key]
+                    self.log.warning("%s: rebuilt from leader SPU %d (leo %d)", replica.name, replica.spec.leader,
+                                     replica.leo)
+                    changed = True
+                continue
+            if problem is None:
+                cause = files_problem(replica.log.directory, replica.log.active_segment_path)
+                if cause is None:
+                    continue
+                self.log.error("%s: replica damaged: %s", replica.name, cause)
+                problem = self.problems[key] = m.ReplicaProblem(replica.spec.topic, replica.spec.partition,
+                                                                "missing", cause)
+                changed = True
+            if not replica.is_leader and replica.spec.leader >= 0:
+                self._rebuild(key, problem.cause)
+                changed = True
+        if changed:
+            self.on_urgent_change()       # the SC moves leadership off a damaged leader copy
+
+    def _rebuild(self, key, cause: str) -> None:
+        """Throw this follower copy away and fetch it again from the leader."""
+        self._stop_follower(key)
+        old = self.replicas.pop(key)
+        self.positions.remove(key)
+        try:
+            old.close()
+        except Exception as exc:              # its files are gone: the HW checkpoint cannot be written
+            self.log.info("%s: closing the damaged copy: %s", old.name, exc)
+        shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
+        replica = self._open_replica(old.spec)
+        if replica is None:
+            return
+        replica.rebuilding = True
+        self.problems[key] = m.ReplicaProblem(old.spec.topic, old.spec.partition, "rebuilding",
+                                              f"{cause}; fetching it again from leader SPU {old.spec.leader}")
+        self.log.warning("%s: %s; rebuilding it from leader SPU %d", old.name, cause, old.spec.leader)
+        self._restart_follower(key)
+
     def _restart_follower(self, key) -> None:
         self._stop_follower(key)
         replica = self.replicas[key]
+        problem = self.problems.get(key)
+        if problem is not None and problem.kind == "missing" and not replica.is_leader and replica.spec.leader >= 0:
+            self._rebuild(key, problem.cause)          # a damaged leader copy, now a follower
+            return
         if not replica.is_leader and replica.spec.leader >= 0:
             self._followers[key] = asyncio.ensure_future(follow(replica, self.paths, self.log, self.on_change))
 
@@ -124,6 +186,7 @@ class SpuService:
 
     def expire(self) -> None:
         now = time.monotonic()
+        self.check_health(now)
         for replica in self.replicas.values():
             replica.expire(now)
             try:
@@ -173,13 +236,30 @@ class SpuService:
         self._fence(replica)
         return replica
 
+    def _current_snapshot(self):
+        """The SC's metadata table as it is now; raises RilletError when it cannot be read."""
+        if self._table is None:
+            self._table = TableReader.open(self.paths.shm_name)
+        if self._snapshot is None or self._table.generation() != self._snapshot.generation:
+            self._snapshot = self._table.snapshot()
+        return self._snapshot
+
+    def check_follower(self, follower: int, pid: int) -> None:
+        """Only the process the SC registered as SPU ``follower`` may fetch as it: its pid
+        (SO_PEERCRED) must be the one in the metadata table. Otherwise any client of this user
+        could take a follower's place in the in-sync set, and drop it by disconnecting."""
+        try:
+            row = self._current_snapshot().spu(follower)
+        except RilletError as exc:
+            raise FollowerRefused(f"cannot check follower SPU {follower} (pid {pid}): metadata table: {exc}") from exc
+        if row is None or row.pid != pid or pid <= 0:
+            registered = f"registered as pid {row.pid}" if row is not None and row.pid else "not running"
+            raise FollowerRefused(f"pid {pid} may not fetch as follower SPU {follower} (that SPU is {registered})")
+
     def _fence(self, replica: Replica) -> None:
         """Refuse if the SC's table names a newer epoch or another leader for this partition."""
         try:
-            if self._table is None:
-                self._table = TableReader.open(self.paths.shm_name)
-            if self._snapshot is None or self._table.generation() != self._snapshot.generation:
-                self._snapshot = self._table.snapshot()
+            self._current_snapshot()
         except RilletError as exc:
             self.log.debug("metadata table unreadable (%s); fencing skipped", exc)
             return

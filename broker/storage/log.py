@@ -172,6 +172,11 @@ class PartitionLog:
         return self._segments[-1].next_offset
 
     @property
+    def active_segment_path(self) -> Path:
+        """The active segment's file (the SPU checks it still exists: broker/spu/health.py)."""
+        return self._segments[-1].log_path
+
+    @property
     def active_base_offset(self) -> int:
         """Base offset of the active segment (moves at roll; direct readers watch it)."""
         return self._segments[-1].base_offset
