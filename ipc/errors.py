@@ -15,6 +15,7 @@ once, at the I/O boundary, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 
@@ -238,6 +239,37 @@ class OutOfOrderSequence(RilletError):
         return error
 
 
+class RecordsLost(RilletError):
+    """Offsets of a partition whose records are damaged on every copy there is (a sealed
+    segment's batch failing its CRC at RF=1, say). Every record before them was delivered;
+    a reader steps past them only on purpose (``skip_damaged``, ``consume --skip-damaged``).
+
+    The fields survive the wire: the message starts with them in a fixed form that
+    :meth:`from_wire` parses back."""
+    code = 57
+    topic: str = ""
+    partition: int = -1
+    first_offset: int = -1
+    last_offset: int = -1
+
+    _FORM = re.compile(r"^(\S+)/(\d+): offsets (\d+) to (\d+) are lost")
+
+    @classmethod
+    def of(cls, topic: str, partition: int, first_offset: int, last_offset: int, cause: str) -> "RecordsLost":
+        error = cls(f"{topic}/{partition}: offsets {first_offset} to {last_offset} are lost: {cause}")
+        error.topic, error.partition, error.first_offset, error.last_offset = topic, partition, first_offset, last_offset
+        return error
+
+    @classmethod
+    def from_wire(cls, message: str) -> "RecordsLost":
+        error = cls(message)
+        found = cls._FORM.match(message)
+        if found:
+            error.topic, error.partition = found.group(1), int(found.group(2))
+            error.first_offset, error.last_offset = int(found.group(3)), int(found.group(4))
+        return error
+
+
 class ForeignPeer(RilletError):
     """The process at the other end of a socket runs as another user: refused, never retried."""
     code = 90
@@ -272,7 +304,8 @@ _register(RilletError)
 def error_from_code(code: int, message: str) -> RilletError:
     """Rebuild the error a peer sent; an unknown code becomes a plain RilletError."""
     cls = _REGISTRY.get(code, RilletError)
-    return cls(message)
+    from_wire = getattr(cls, "from_wire", None)
+    return from_wire(message) if from_wire is not None else cls(message)
 
 
 def error_codes() -> dict[int, type[RilletError]]:

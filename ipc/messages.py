@@ -163,8 +163,9 @@ class ReplicaIssue(msgspec.Struct, frozen=True):
 
 # cannot-create: the SPU could not open or create the replica (its cause: ENOSPC, a damaged log);
 # missing: its directory was deleted or became unreadable while the SPU ran;
+# damaged: a batch of a sealed segment fails its CRC (the scrub found it; the offsets are named);
 # rebuilding: a follower copy being fetched again from the leader after one of the above.
-ISSUE_KINDS = ("cannot-create", "missing", "rebuilding")
+ISSUE_KINDS = ("cannot-create", "missing", "damaged", "rebuilding")
 
 
 class PartitionInfo(msgspec.Struct, frozen=True):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from typing import Awaitable, Callable
@@ -25,6 +26,20 @@ from rillet.broker.storage.log import PartitionLog
 
 from .follower import follow
 from .health import HEALTH_CHECK_S, files_problem
+
+# The scrub reads at most this much per 0.1 s tick of the SPU (10 MiB/s), so it never holds the
+# event loop for more than about a millisecond of CRC work at a time.
+SCRUB_BYTES_PER_TICK = 1 << 20
+DEFAULT_SCRUB_INTERVAL_S = 3600.0
+
+
+def scrub_interval_s(environ=os.environ) -> float:
+    """Seconds between scrub passes over a replica: ``RILLET_SCRUB_INTERVAL_S``, default one hour."""
+    try:
+        value = float(environ.get("RILLET_SCRUB_INTERVAL_S", DEFAULT_SCRUB_INTERVAL_S))
+    except ValueError:
+        return DEFAULT_SCRUB_INTERVAL_S
+    return value if value > 0 else DEFAULT_SCRUB_INTERVAL_S
 from .positions import PositionsPublisher
 from .replica import Replica
 
@@ -134,10 +149,62 @@ class SpuService:
                                                                 "missing", cause)
                 changed = True
             if not replica.is_leader and replica.spec.leader >= 0:
-                self._rebuild(key, problem.cause)
+                self._repair(key, problem)
                 changed = True
         if changed:
             self.on_urgent_change()       # the SC moves leadership off a damaged leader copy
+
+    def scrub(self, now: float) -> None:
+        """Check sealed segments' CRCs, SCRUB_BYTES_PER_TICK per call over all replicas (called every
+        0.1 s): a first pass after each open (an unclean stop included), then every SCRUB_INTERVAL_S."""
+        budget = SCRUB_BYTES_PER_TICK
+        for key, replica in list(self.replicas.items()):
+            if budget <= 0:
+                break
+            if replica.damage is not None or now < replica.next_scrub_at or replica.log.closed:
+                continue
+            before = replica.scrubber.checked_bytes
+            done, found = replica.scrubber.step(budget)
+            budget -= replica.scrubber.checked_bytes - before
+            if done:
+                replica.next_scrub_at = now + scrub_interval_s()
+                self.log.debug("%s: scrub pass %d done", replica.name, replica.scrubber.passes)
+            if found:
+                self._damaged(key, replica, found[0])
+
+    def _damaged(self, key, replica: Replica, damage) -> None:
+        """A batch failed its CRC: report it; a follower copy repairs itself from its leader, a
+        leader's waits for the SC to hand leadership to a whole copy (or, with none, serves up to it)."""
+        replica.damage = damage
+        self.log.error("%s: %s", replica.name, damage.describe())
+        problem = self.problems[key] = m.ReplicaProblem(replica.spec.topic, replica.spec.partition, "damaged",
+                                                        damage.describe())
+        if not replica.is_leader and replica.spec.leader >= 0:
+            self._repair(key, problem)
+        self.on_urgent_change()
+
+    def _repair(self, key, problem: m.ReplicaProblem) -> None:
+        """Make a follower copy whole again from its leader: a damaged batch is cut off with
+        everything after it and fetched again; a copy whose files went missing is rebuilt."""
+        replica = self.replicas[key]
+        damage = replica.damage
+        if problem.kind == "damaged" and damage is not None:
+            self._stop_follower(key)
+            try:
+                replica.truncate_to(damage.first_offset, "cutting a damaged batch off to fetch it again")
+            except RilletError as exc:
+                self.log.error("%s: cannot truncate the damaged copy (%s); rebuilding it whole", replica.name, exc)
+                self._rebuild(key, problem.cause)
+                return
+            replica.damage = None
+            replica.rebuilding = True
+            replica.scrubber.restart()
+            self.problems[key] = m.ReplicaProblem(
+                replica.spec.topic, replica.spec.partition, "rebuilding",
+                f"{problem.cause}; fetching them again from leader SPU {replica.spec.leader}")
+            self._restart_follower(key)
+        else:
+            self._rebuild(key, problem.cause)
 
     def _rebuild(self, key, cause: str) -> None:
         """Throw this follower copy away and fetch it again from the leader."""
@@ -162,8 +229,9 @@ class SpuService:
         self._stop_follower(key)
         replica = self.replicas[key]
         problem = self.problems.get(key)
-        if problem is not None and problem.kind == "missing" and not replica.is_leader and replica.spec.leader >= 0:
-            self._rebuild(key, problem.cause)          # a damaged leader copy, now a follower
+        if (problem is not None and problem.kind in ("missing", "damaged") and not replica.is_leader
+                and replica.spec.leader >= 0):
+            self._repair(key, problem)          # a damaged leader copy, now a follower
             return
         if not replica.is_leader and replica.spec.leader >= 0:
             self._followers[key] = asyncio.ensure_future(follow(replica, self.paths, self.log, self.on_change))
@@ -187,6 +255,7 @@ class SpuService:
     def expire(self) -> None:
         now = time.monotonic()
         self.check_health(now)
+        self.scrub(now)
         for replica in self.replicas.values():
             replica.expire(now)
             try:

@@ -300,6 +300,10 @@ class PartitionLog:
 
     # --- retention -------------------------------------------------------------
 
+    def sealed(self) -> list[Segment]:
+        """The sealed segments, oldest first (the scrub reads them: storage/scrub.py)."""
+        return self._segments[:-1]
+
     def sealed_segments(self) -> list[tuple[int, int, int, int]]:
         """``(base_offset, next_offset, size_bytes, max_timestamp)`` of each sealed segment, oldest
         first (the active segment is never listed: retention never deletes it)."""
