@@ -343,6 +343,11 @@ class Replica:
         bound, damage = self.bound(committed), self.damage
         if damage is not None and offset <= damage.last_offset:
             if offset >= damage.first_offset:
+                if self.leader_state is not None and len(self.leader_state.isr) > 1:
+                    # Another in-sync copy has these records: the SC hands leadership to it, and
+                    # the reader (retrying on NotLeader) gets them from there.
+                    raise NotLeader(f"SPU {self.spu_id}'s copy of {self.name} is damaged at offsets "
+                                    f"{damage.first_offset} to {damage.last_offset}; leadership moves to a whole copy")
                 raise RecordsLost.of(self.spec.topic, self.spec.partition, damage.first_offset,
                                      damage.last_offset, f"{damage.cause} in {damage.segment}")
             bound = min(bound, damage.first_offset)
