@@ -178,6 +178,12 @@ class StorageError(RilletError):
     code = 47
 
 
+class DamagedLog(StorageError):
+    """A replica's sealed segments do not chain or hold bytes that are no batches: it cannot be
+    opened as it is. A follower copy is set aside and fetched again from its leader."""
+    code = 58
+
+
 class RequestTimedOut(RilletError):
     """The broker gave up waiting (for example for the high watermark)."""
     code = 48

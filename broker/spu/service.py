@@ -19,7 +19,7 @@ import time
 from typing import Awaitable, Callable
 
 from rillet.ipc import messages as m
-from rillet.ipc.errors import FollowerRefused, InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch
+from rillet.ipc.errors import DamagedLog, FollowerRefused, StorageError, InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.shm import TableReader
 from rillet.broker.storage.log import PartitionLog
@@ -88,7 +88,6 @@ class SpuService:
             replica = self.replicas.get(key)
             if replica is None:
                 if self._open_replica(spec) is not None:
-                    self.problems.pop(key, None)
                     self._restart_follower(key)
             else:
                 old = (replica.spec.leader, replica.spec.leader_epoch)
@@ -107,8 +106,14 @@ class SpuService:
         """Open (or create) a replica's log; on failure record the cause as a problem, None."""
         key = (spec.topic, spec.partition)
         directory = self.paths.replica_dir(self.spu_id, spec.topic, spec.partition)
+        set_aside = None
         try:
-            plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
+            try:
+                plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
+            except DamagedLog as exc:
+                if spec.leader in (-1, self.spu_id):
+                    raise                  # the leader's copy: nobody to fetch it from (the SC elects another)
+                plog, set_aside = self._set_aside(spec, directory, exc)
         except RilletError as exc:
             # One damaged replica must not take the SPU's other replicas down with it: this
             # one stays unopened (its partition is not Online here), the log says why, and
@@ -121,7 +126,25 @@ class SpuService:
         replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log,
                                                on_isr_change=lambda r: self.on_urgent_change(),
                                                on_positions=self.positions.publish)
+        self.problems.pop(key, None)
+        if set_aside is not None:
+            replica.rebuilding = True
+            self.problems[key] = m.ReplicaProblem(spec.topic, spec.partition, "rebuilding",
+                                                  f"{set_aside}; fetching it again from leader SPU {spec.leader}")
         return replica
+
+    def _set_aside(self, spec: m.ReplicaSpec, directory, exc: DamagedLog) -> tuple[PartitionLog, str]:
+        """A follower copy that cannot be opened: keep its files aside (evidence, never deleted by
+        rillet) and start an empty one, fetched again from the leader."""
+        aside = directory.with_name(f"{directory.name}.damaged-{int(time.time())}")
+        try:
+            directory.rename(aside)
+        except OSError as err:
+            raise StorageError(f"{exc}; and it cannot be set aside: {err}") from err
+        self.log.error("replica %s/%d cannot be opened (%s); its files are kept in %s and it is fetched again "
+                       "from leader SPU %d", spec.topic, spec.partition, exc, aside, spec.leader)
+        return (PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log),
+                f"{exc} (files kept in {aside.name})")
 
     # --- replica damage (broker/spu/health.py) ---
     def check_health(self, now: float) -> None:

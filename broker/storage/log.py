@@ -38,7 +38,9 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from rillet.ipc.errors import Closed, CorruptBatch, InvalidArgument, MessageTooLarge, OffsetOutOfRange, StorageError
+from rillet.ipc.errors import (
+    Closed, CorruptBatch, DamagedLog, InvalidArgument, MessageTooLarge, OffsetOutOfRange, StorageError,
+)
 from rillet.ipc.records import BatchHeader, iter_batches, validate_batch
 
 from .checkpoint import MAX_EPOCH, LeaderEpochCache, read_checkpoint, write_checkpoint
@@ -134,7 +136,7 @@ class PartitionLog:
     def _check_chain(self, active_base: int) -> None:
         for seg, next_base in zip(self._segments, self._bases[1:] + [active_base]):
             if seg.next_offset != next_base:
-                raise StorageError(
+                raise DamagedLog(
                     f"segment {seg.log_path} ends at offset {seg.next_offset} but the next segment starts at "
                     f"{next_base}: the log is damaged; the replica must be re-fetched from a healthy leader")
 

@@ -64,18 +64,23 @@ class Scrubber:
                 i += 1
                 continue
             start_offset = max(self._next, seg.base_offset)
-            pos = 0 if start_offset == seg.base_offset else seg.find(start_offset)[0]
-            for pos, base, size, _epoch, next_offset in walk_spans(seg.buffer, pos, seg.used, start_offset):
+            at = 0 if start_offset == seg.base_offset else seg.find(start_offset)[0]
+            for pos, base, size, _epoch, next_offset in walk_spans(seg.buffer, at, seg.used, start_offset):
                 try:
                     validate_batch(seg.buffer, pos)
                 except CorruptBatch as exc:
                     found.append(Damage(str(seg.log_path), pos, base, next_offset - 1, str(exc)))
-                self._next = next_offset
+                self._next, at = next_offset, pos + size
                 budget -= size
                 self.checked_bytes += size
                 if budget <= 0:
                     break
             else:
+                if self._next < seg.next_offset:
+                    # The walk stopped at a header that does not continue the chain (its magic, length
+                    # or base offset, which the CRC does not cover): nothing after it can be trusted.
+                    found.append(Damage(str(seg.log_path), at, self._next, seg.next_offset - 1,
+                                        f"batch header at position {at} is damaged"))
                 self._next = seg.next_offset
                 i += 1
         done = i >= len(segments)

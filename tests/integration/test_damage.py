@@ -148,3 +148,34 @@ def test_the_cli_fails_at_the_damage_or_steps_past_it_when_told(damaged_rf1):
     printed = [line[:12] for line in done.stdout.decode().splitlines()]
     assert done.returncode == 0 and printed == expected([*range(first), *range(last + 1, RECORDS)])
     assert f"warning: skipped damaged records: t/0: offsets {first} to {last} are lost" in done.stderr.decode()
+
+
+def test_a_follower_copy_that_cannot_be_opened_is_set_aside_and_fetched_again(tmp_path):
+    with LocalCluster(spus=2, home=tmp_path) as cluster:
+        cluster.create_topic("t", replication=2, segment_size=4096)
+        produce(cluster, RECORDS)
+        wait_for(lambda: len(partition(cluster).in_sync) == 2, "two in-sync copies")
+        before = partition(cluster)
+        follower = ({5001, 5002} - {before.leader}).pop()
+        cluster.stop()
+        path = cluster.paths.replica_dir(follower, "t", 0) / "00000000000000000000.log"
+        data = bytearray(path.read_bytes())
+        pos, _header = list(iter_batches(memoryview(data)))[-1]
+        data[pos + 8:pos + 12] = (1 << 30).to_bytes(4, "little")     # its length: past the file's end
+        path.write_bytes(bytes(data))
+        cluster.start()
+        seen = []
+
+        def whole_again():
+            p = partition(cluster)
+            seen.extend((i.spu, i.kind) for i in p.problems if (i.spu, i.kind) not in seen)
+            return not p.problems and len(p.in_sync) == 2
+
+        wait_for(whole_again, "the follower copy fetched again")
+        kept = list(cluster.paths.spu_data_dir(follower).glob("t-0.damaged-*"))
+        assert len(kept) == 1 and (kept[0] / "00000000000000000000.log").read_bytes() == bytes(data)
+        assert "its files are kept in" in cluster.paths.spu_log_file(follower).read_text()
+        cluster.kill_spu(before.leader)
+        wait_for(lambda: partition(cluster).leader == follower and partition(cluster).status == "Online", "failover")
+        got, error = values(cluster)
+        assert error is None and got == expected(range(RECORDS))

@@ -59,3 +59,17 @@ def test_segments_deleted_mid_pass_are_skipped(open_log, rng):
     scrubber.step(100)
     log.delete_oldest_segments(3)
     assert scrub_all(scrubber, 300) == [] and scrubber.passes == 1
+
+
+def test_a_damaged_header_inside_a_sealed_segment_loses_the_rest_of_it(open_log, rng):
+    log = open_log(segment_size=4096)
+    fill(log, rng, 200)
+    seg = log.sealed()[1]
+    spans = list(seg.spans())
+    pos, base, _size, _epoch, _next = spans[len(spans) // 2]
+    with open(seg.log_path, "r+b") as f:          # the magic byte: outside the CRC
+        f.seek(pos + 16)
+        f.write(b"\x07")
+    found = scrub_all(Scrubber(log), 1 << 20)
+    assert [(d.position, d.first_offset, d.last_offset) for d in found] == [(pos, base, seg.next_offset - 1)]
+    assert "header at position" in found[0].cause
