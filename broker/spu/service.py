@@ -27,9 +27,11 @@ from rillet.broker.storage.log import PartitionLog
 from .follower import follow
 from .health import HEALTH_CHECK_S, files_problem
 
-# The scrub reads at most this much per 0.1 s tick of the SPU (10 MiB/s), so it never holds the
-# event loop for more than about a millisecond of CRC work at a time.
+# The scrub checks at most this much per 0.1 s tick of the SPU (10 MiB/s, or 5,120 batches/s), so
+# it never holds the event loop for more than about a millisecond at a time (measured: a 1 MiB slice
+# of 16 KiB batches 0.6 ms; 512 batches of 100 B about 1 ms).
 SCRUB_BYTES_PER_TICK = 1 << 20
+SCRUB_BATCHES_PER_TICK = 512
 DEFAULT_SCRUB_INTERVAL_S = 3600.0
 
 
@@ -180,15 +182,16 @@ class SpuService:
     def scrub(self, now: float) -> None:
         """Check sealed segments' CRCs, SCRUB_BYTES_PER_TICK per call over all replicas (called every
         0.1 s): a first pass after each open (an unclean stop included), then every SCRUB_INTERVAL_S."""
-        budget = SCRUB_BYTES_PER_TICK
+        budget, batches = SCRUB_BYTES_PER_TICK, SCRUB_BATCHES_PER_TICK
         for key, replica in list(self.replicas.items()):
-            if budget <= 0:
+            if budget <= 0 or batches <= 0:
                 break
             if replica.damage is not None or now < replica.next_scrub_at or replica.log.closed:
                 continue
-            before = replica.scrubber.checked_bytes
-            done, found = replica.scrubber.step(budget)
+            before, started = replica.scrubber.checked_bytes, replica.scrubber.checked_batches
+            done, found = replica.scrubber.step(budget, batches)
             budget -= replica.scrubber.checked_bytes - before
+            batches -= replica.scrubber.checked_batches - started
             if done:
                 replica.next_scrub_at = now + scrub_interval_s()
                 self.log.debug("%s: scrub pass %d done", replica.name, replica.scrubber.passes)

@@ -46,19 +46,23 @@ class Scrubber:
         self._log = log
         self._next = 0           # the next offset to check (a batch boundary, or a later segment's base)
         self.passes = 0          # completed passes over every sealed segment
-        self.checked_bytes = 0   # in all passes, for the SPU's log and the tests
+        self.checked_bytes = 0   # in all passes, for the SPU's budget and the tests
+        self.checked_batches = 0
 
     def restart(self) -> None:
         self._next = 0
 
-    def step(self, max_bytes: int) -> tuple[bool, list[Damage]]:
-        """Check batches worth about ``max_bytes`` (at least one); return (pass finished, damage
-        found in this slice). A finished pass starts again from the oldest segment on the next call."""
+    def step(self, max_bytes: int, max_batches: int = 1 << 30) -> tuple[bool, list[Damage]]:
+        """Check batches worth about ``max_bytes``, and at most ``max_batches`` of them (at least
+        one); return (pass finished, damage found in this slice). A finished pass starts again
+        from the oldest segment on the next call. A check costs ~1.7 us per batch plus the CRC
+        (~2.5 GB/s): the batch bound is what keeps a slice of small batches short."""
         budget, found = max_bytes, []
+        batches = max_batches
         segments = self._log.sealed()
         bases = [s.base_offset for s in segments]
         i = max(bisect.bisect_right(bases, self._next) - 1, 0)
-        while i < len(segments) and budget > 0:
+        while i < len(segments) and budget > 0 and batches > 0:
             seg = segments[i]
             if self._next >= seg.next_offset or seg.buffer is None:
                 i += 1
@@ -72,8 +76,10 @@ class Scrubber:
                     found.append(Damage(str(seg.log_path), pos, base, next_offset - 1, str(exc)))
                 self._next, at = next_offset, pos + size
                 budget -= size
+                batches -= 1
+                self.checked_batches += 1
                 self.checked_bytes += size
-                if budget <= 0:
+                if budget <= 0 or batches <= 0:
                     break
             else:
                 if self._next < seg.next_offset:
