@@ -315,10 +315,14 @@ def _partition_decision(name: str, p: PartitionAssignment, obs: Observation, onl
         reasons.append("in-sync")
     # Copies their SPU reports damaged (directory gone, a bad batch): never preferred while a
     # whole in-sync copy is online, and a damaged leader hands over to one (issue 10).
-    damaged = {s for s in online if (name, p.partition) in obs.spus[s].problems}
+    key = (name, p.partition)
+    problems = {s: obs.spus[s].problems[key] for s in online if key in obs.spus[s].problems}
+    damaged = set(problems)
     leader_gone = leader not in online
     if elect and (leader_gone or leader in damaged):
-        candidates = [s for s in in_sync if s in online and s in p.replicas]
+        # A copy its SPU could not open holds nothing to serve: never a candidate, even the last.
+        candidates = [s for s in in_sync if s in online and s in p.replicas
+                      and not (s in problems and problems[s].kind == "cannot-create")]
         whole = [s for s in candidates if s not in damaged]
         if not leader_gone:
             candidates = [s for s in whole if s != leader]      # hand over only to a whole copy

@@ -19,17 +19,22 @@ import time
 from typing import Awaitable, Callable
 
 from rillet.ipc import messages as m
-from rillet.ipc.errors import DamagedLog, FollowerRefused, StorageError, InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch
+from rillet.ipc.errors import (
+    DamagedLog, FollowerRefused, InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch,
+    StorageError,
+)
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.shm import TableReader
 from rillet.broker.storage.log import PartitionLog
 
 from .follower import follow
 from .health import HEALTH_CHECK_S, files_problem
+from .positions import PositionsPublisher
+from .replica import Replica
 
 # The scrub checks at most this much per 0.1 s tick of the SPU (10 MiB/s, or 5,120 batches/s), so
 # it never holds the event loop for more than about a millisecond at a time (measured: a 1 MiB slice
-# of 16 KiB batches 0.6 ms; 512 batches of 100 B about 1 ms).
+# of 16 KiB batches about 1 ms, 512 batches of 100 B about 1 ms: `python -m rillet.tools.bench_scrub`).
 SCRUB_BYTES_PER_TICK = 1 << 20
 SCRUB_BATCHES_PER_TICK = 512
 DEFAULT_SCRUB_INTERVAL_S = 3600.0
@@ -42,8 +47,7 @@ def scrub_interval_s(environ=os.environ) -> float:
     except ValueError:
         return DEFAULT_SCRUB_INTERVAL_S
     return value if value > 0 else DEFAULT_SCRUB_INTERVAL_S
-from .positions import PositionsPublisher
-from .replica import Replica
+
 
 # A single fetch answer is capped here whatever the client asks (frames stay bounded).
 MAX_FETCH_BYTES = 32 * 1024 * 1024
@@ -78,7 +82,10 @@ class SpuService:
                 self._stop_follower(key)
                 replica = self.replicas.pop(key)
                 self.positions.remove(key)
-                replica.close()
+                try:
+                    replica.close()
+                except RilletError as exc:        # its files may be gone already (a damaged copy)
+                    self.log.info("%s: closing before removal: %s", replica.name, exc)
                 shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
                 self.log.info("removed replica %s/%d", *key)
         for key in list(self.problems):

@@ -160,3 +160,8 @@ def _damaged(seen, spu, kind="missing"):
 ])
 def test_damaged_copies_do_not_lead_while_a_whole_one_exists(case, seen, expected):
     assert reconcile.reconcile(state(), observe(seen)).updates == expected, case
+
+
+def test_a_copy_that_could_not_be_opened_is_never_elected():
+    seen = _damaged(spus(online=(2,), reports={}), 2, kind="cannot-create")
+    assert reconcile.reconcile(state(), observe(seen)).updates == ()
