@@ -320,9 +320,11 @@ def _partition_decision(name: str, p: PartitionAssignment, obs: Observation, onl
     damaged = set(problems)
     leader_gone = leader not in online
     if elect and (leader_gone or leader in damaged):
-        # A copy its SPU could not open holds nothing to serve: never a candidate, even the last.
-        candidates = [s for s in in_sync if s in online and s in p.replicas
-                      and not (s in problems and problems[s].kind == "cannot-create")]
+        # Only a copy its SPU has reported holding: one that registered a moment ago may not have
+        # opened it yet, and one it could not open holds nothing to serve (its report says why).
+        # A copy being fetched again from its leader is behind by definition: never elected.
+        candidates = [s for s in in_sync if s in online and s in p.replicas and key in obs.spus[s].replicas
+                      and not (s in problems and problems[s].kind in ("rebuilding", "cannot-create"))]
         whole = [s for s in candidates if s not in damaged]
         if not leader_gone:
             candidates = [s for s in whole if s != leader]      # hand over only to a whole copy

@@ -165,3 +165,8 @@ def test_damaged_copies_do_not_lead_while_a_whole_one_exists(case, seen, expecte
 def test_a_copy_that_could_not_be_opened_is_never_elected():
     seen = _damaged(spus(online=(2,), reports={}), 2, kind="cannot-create")
     assert reconcile.reconcile(state(), observe(seen)).updates == ()
+
+
+def test_a_copy_being_rebuilt_is_never_elected():
+    seen = _damaged(spus(online=(2,), reports={2: report(leo=0)}), 2, kind="rebuilding")
+    assert reconcile.reconcile(state(), observe(seen)).updates == ()
