@@ -9,6 +9,7 @@ only when asked to.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -139,6 +140,11 @@ def test_one_copy_reads_up_to_the_damage_then_a_typed_error(damaged_rf1):
 
 def test_the_cli_fails_at_the_damage_or_steps_past_it_when_told(damaged_rf1):
     cluster, first, last = damaged_rf1
+    wait_for(lambda: partition(cluster).problems, "the scrub's report")
+    listed = json.loads(run_cli(cluster, "partition", "list", "-O", "json").stdout)
+    assert [(i["spu"], i["kind"]) for i in listed[0]["problems"]] == [(5001, "damaged")]
+    table = run_cli(cluster, "partition", "list").stdout.decode().splitlines()
+    assert "PROBLEMS" in table[0] and f"5001 damaged: offsets {first} to {last} are damaged" in table[1]
     done = run_cli(cluster, "consume", "t", "-B", "-d")
     printed = [line[:12] for line in done.stdout.decode().splitlines()]
     assert done.returncode == 1 and printed == expected(range(first))
