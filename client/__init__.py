@@ -10,7 +10,7 @@ from rillet.ipc.errors import (
     OffsetOutOfRange, PartitionNotFound, PartitionOffline, RilletError, Timeout, TopicAlreadyExists, TopicNotFound,
     CompressionError, MessageTooLarge, RequestTimedOut, ScUnavailable,
 )
-from rillet.ipc.errors import OutOfOrderSequence
+from rillet.ipc.errors import OutOfOrderSequence, RecordsLost
 
 from ._admin import (
     FluvioAdmin, MessageMetadataTopicSpec, MetadataPartitionSpec, MetadataTopicSpec, MetaUpdateTopicSpec, TopicSpec,
@@ -46,5 +46,5 @@ __all__ = [
     "PartitionNotFound", "PartitionOffline", "NotLeader", "OffsetOutOfRange", "InvalidArgument", "Timeout",
     "Closed", "BrokenConnection", "ConsumerOffsetNotFound", "InvalidName",
     "CompressionError", "MessageTooLarge", "RequestTimedOut", "ProducerStatistics", "ScUnavailable",
-    "OutOfOrderSequence",
+    "OutOfOrderSequence", "RecordsLost",
 ]

@@ -42,10 +42,13 @@ from typing import Callable, Iterable, Iterator
 
 from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection, raise_for_error
-from rillet.ipc.errors import Closed, InvalidArgument, OffsetOutOfRange, RilletError, Timeout
+from rillet.ipc.errors import (
+    Closed, CompressionError, CorruptBatch, InvalidArgument, OffsetOutOfRange, RecordsLost, RilletError, Timeout,
+)
 from rillet.ipc.names import validate_name
 from rillet.ipc.records import decode_records, iter_batches
 
+from ._damage import log_skip, lost_range
 from ._direct import DirectPath, DirectUnavailable, direct_reads_enabled, wait_streams
 from ._enums import Isolation
 from ._metadata import MetadataView
@@ -157,6 +160,7 @@ class ConsumerConfig:
         self._max_bytes = DEFAULT_MAX_BYTES
         self._isolation = Isolation.ReadUncommitted
         self._smartmodules: list = []
+        self._skip_damaged = False
 
     def smartmodule(self, name: str | None = None, path: str | None = None, kind=None,
                     params: dict[str, str] | None = None, aggregate=None) -> None:
@@ -179,6 +183,12 @@ class ConsumerConfig:
         self._isolation = Isolation.parse(isolation)
         return self
 
+    def skip_damaged(self, val: bool = True) -> "ConsumerConfig":
+        """Step past records lost to damage (RecordsLost) instead of raising: each range skipped
+        is logged as a warning on the "rillet" logger and kept in the stream's ``skipped``."""
+        self._skip_damaged = bool(val)
+        return self
+
 
 class PartitionStream:
     """Iterator of :class:`Record` from one partition.
@@ -190,7 +200,8 @@ class PartitionStream:
     def __init__(self, meta: MetadataView, topic: str, partition: int, start: Offset, *,
                  max_bytes: int = DEFAULT_MAX_BYTES, isolation: Isolation = Isolation.ReadUncommitted,
                  continuous: bool = True, end_offset: int | None = None, stored_offset: int | None = None,
-                 direct: bool | None = None) -> None:
+                 direct: bool | None = None, skip_damaged: bool = False,
+                 on_skip: Callable[[RecordsLost], None] | None = None) -> None:
         if not isinstance(start, Offset):
             raise InvalidArgument(f"stream needs an Offset, got {type(start).__name__}")
         self.meta = meta
@@ -206,6 +217,12 @@ class PartitionStream:
         self._sent_at = 0.0
         self._buffer = RecordBuffer()
         self._closed = False
+        # Damaged records (RecordsLost): raised once the records before them are handed out, or
+        # stepped past with skip_damaged (on_skip told, default: a warning in the "rillet" log).
+        self.skip_damaged = skip_damaged
+        self._on_skip = on_skip or log_skip
+        self._lost: RecordsLost | None = None
+        self.skipped: list[RecordsLost] = []
         self._direct: DirectPath | None = None     # direct reads from the leader's files, if usable
         self._direct_reads = 0                     # of paths already dropped (statistics)
         if direct_reads_enabled(direct):
@@ -280,6 +297,8 @@ class PartitionStream:
 
     # --- stepping (used by the merged stream too) ---
     def _at_end(self) -> bool:
+        if self._lost is not None and not len(self._buffer):
+            self._step_past_lost()
         if self.finished:
             self.close()
             return True
@@ -290,14 +309,29 @@ class PartitionStream:
         conn = self._conn
         return conn.fileno() if conn is not None and not conn.closed else -1
 
+    def _step_past_lost(self) -> None:
+        lost, self._lost = self._lost, None
+        if not self.skip_damaged:
+            raise lost
+        self.skipped.append(lost)
+        self._on_skip(lost)
+
     def _step(self, block: bool) -> bool:
         """Send a fetch if none is in flight, then take its answer: waiting for it when
         ``block``, else only if it has already arrived. True when an answer was absorbed."""
+        if self._lost is not None:
+            return False                  # nothing after damaged records before they are reported
         if self._direct is not None:
             read = self._direct_step(block)
             if read is not None:
                 return read
-        reply = self._with_failover(lambda conn: self._receive(conn, block), block)
+        try:
+            reply = self._with_failover(lambda conn: self._receive(conn, block), block)
+        except RecordsLost as lost:       # the SPU's scrub knows the damage: it serves up to it
+            if lost.last_offset < self.next_offset:
+                raise
+            self.next_offset, self._lost = lost.last_offset + 1, lost
+            return False
         if reply is None:
             return False
         self._absorb(reply)
@@ -435,7 +469,12 @@ class PartitionStream:
         try:
             decode_records(data, self.partition, record_type=Record, first_offset=start, end_offset=self.stop_at,
                            out=records)
-        finally:   # a damaged batch raises; the records of the batches before it are still delivered
+        except (CorruptBatch, CompressionError) as exc:
+            # The records before the damaged batch are delivered, then RecordsLost (_at_end); a fetch
+            # already sent past it answers for the wrong offset: its answer is left unread.
+            lost = lost_range(data, start, self.topic, self.partition, exc)
+            self.next_offset, self._lost, self._pending = lost.last_offset + 1, lost, None
+        finally:
             if records:
                 self._buffer.put(records)
 
@@ -582,7 +621,8 @@ class PartitionConsumer:
     def stream_with_config(self, offset: Offset, config: ConsumerConfig) -> PartitionStream:
         refuse_smartmodules(config._smartmodules)
         return PartitionStream(self._meta, self.topic, self.partition, offset, max_bytes=config._max_bytes,
-                               isolation=config._isolation, continuous=not config._disable_continuous)
+                               isolation=config._isolation, continuous=not config._disable_continuous,
+                               skip_damaged=config._skip_damaged)
 
     async def async_stream(self, offset: Offset) -> MultiPartitionStream:
         return MultiPartitionStream([await asyncio.to_thread(self.stream, offset)])
@@ -651,7 +691,7 @@ class MultiplePartitionConsumer:
         refuse_smartmodules(config._smartmodules)
         return MultiPartitionStream(open_streams(
             self._meta, self.partitions, offset, max_bytes=config._max_bytes, isolation=config._isolation,
-            continuous=not config._disable_continuous))
+            continuous=not config._disable_continuous, skip_damaged=config._skip_damaged))
 
 
 def open_streams(meta: MetadataView, partitions: list[tuple[str, int]], start: Offset, *,

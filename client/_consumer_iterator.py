@@ -96,7 +96,8 @@ class ConsumerIterator:
                 self._meta, [(topic, p) for p in self._partitions], config.offset_start,
                 stored={(topic, p): o for p, o in stored.items()},
                 max_bytes=config.max_bytes, isolation=config.isolation,
-                continuous=not config.disable_continuous, end_offset=self._end_offset))
+                continuous=not config.disable_continuous, end_offset=self._end_offset,
+                skip_damaged=config.skip_damaged, on_skip=config.on_skip))
             self.stored_offsets = {p: o for p, o in stored.items() if p in self._partitions}
         return self._merged
 

@@ -75,6 +75,8 @@ class ConsumerConfigExt:
     disable_continuous: bool = False                   # True: stop at the end instead of waiting
     max_bytes: int = DEFAULT_MAX_BYTES                 # per fetch
     isolation: Isolation = Isolation.ReadUncommitted   # Fluvio's code default
+    skip_damaged: bool = False                         # step past RecordsLost (said, never silent)
+    on_skip: object = None                             # called with each RecordsLost skipped (None: logged)
 
     def __post_init__(self) -> None:
         validate_name(self.topic, "topic")
@@ -131,6 +133,11 @@ class ConsumerConfigExtBuilder:
 
     def isolation(self, isolation: Isolation | str) -> "ConsumerConfigExtBuilder":
         return self._set(isolation=Isolation.parse(isolation))
+
+    def skip_damaged(self, val: bool = True, on_skip=None) -> "ConsumerConfigExtBuilder":
+        """Step past records lost to damage instead of raising RecordsLost; ``on_skip(error)`` is
+        told of each range (default: a warning on the "rillet" logger)."""
+        return self._set(skip_damaged=bool(val), on_skip=on_skip)
 
     def build(self) -> ConsumerConfigExt:
         return ConsumerConfigExt(**self._fields)

@@ -15,6 +15,7 @@ once, at the I/O boundary, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 
@@ -177,6 +178,12 @@ class StorageError(RilletError):
     code = 47
 
 
+class DamagedLog(StorageError):
+    """A replica's sealed segments do not chain or hold bytes that are no batches: it cannot be
+    opened as it is. A follower copy is set aside and fetched again from its leader."""
+    code = 58
+
+
 class RequestTimedOut(RilletError):
     """The broker gave up waiting (for example for the high watermark)."""
     code = 48
@@ -238,9 +245,46 @@ class OutOfOrderSequence(RilletError):
         return error
 
 
+class RecordsLost(RilletError):
+    """Offsets of a partition whose records are damaged on every copy there is (a sealed
+    segment's batch failing its CRC at RF=1, say). Every record before them was delivered;
+    a reader steps past them only on purpose (``skip_damaged``, ``consume --skip-damaged``).
+
+    The fields survive the wire: the message starts with them in a fixed form that
+    :meth:`from_wire` parses back."""
+    code = 57
+    topic: str = ""
+    partition: int = -1
+    first_offset: int = -1
+    last_offset: int = -1
+
+    _FORM = re.compile(r"^(\S+)/(\d+): offsets (\d+) to (\d+) are lost")
+
+    @classmethod
+    def of(cls, topic: str, partition: int, first_offset: int, last_offset: int, cause: str) -> "RecordsLost":
+        error = cls(f"{topic}/{partition}: offsets {first_offset} to {last_offset} are lost: {cause}")
+        error.topic, error.partition, error.first_offset, error.last_offset = topic, partition, first_offset, last_offset
+        return error
+
+    @classmethod
+    def from_wire(cls, message: str) -> "RecordsLost":
+        error = cls(message)
+        found = cls._FORM.match(message)
+        if found:
+            error.topic, error.partition = found.group(1), int(found.group(2))
+            error.first_offset, error.last_offset = int(found.group(3)), int(found.group(4))
+        return error
+
+
 class ForeignPeer(RilletError):
     """The process at the other end of a socket runs as another user: refused, never retried."""
     code = 90
+
+
+class FollowerRefused(RilletError):
+    """A FollowerFetch from a process that is not the SPU it names (SO_PEERCRED pid checked
+    against the SC's metadata table): only real SPUs replicate, and only as themselves."""
+    code = 91
 
 
 class InternalError(RilletError):
@@ -266,7 +310,8 @@ _register(RilletError)
 def error_from_code(code: int, message: str) -> RilletError:
     """Rebuild the error a peer sent; an unknown code becomes a plain RilletError."""
     cls = _REGISTRY.get(code, RilletError)
-    return cls(message)
+    from_wire = getattr(cls, "from_wire", None)
+    return from_wire(message) if from_wire is not None else cls(message)
 
 
 def error_codes() -> dict[int, type[RilletError]]:

@@ -154,6 +154,20 @@ class ListPartitions(_Msg, tag=34):
     topics: list[str] = []
 
 
+class ReplicaIssue(msgspec.Struct, frozen=True):
+    """Why one SPU's replica of a partition is not whole. ``kind`` is one of ISSUE_KINDS."""
+    spu: int
+    kind: str
+    cause: str
+
+
+# cannot-create: the SPU could not open or create the replica (its cause: ENOSPC, a damaged log);
+# missing: its directory was deleted or became unreadable while the SPU ran;
+# damaged: a batch of a sealed segment fails its CRC (the scrub found it; the offsets are named);
+# rebuilding: a follower copy being fetched again from the leader after one of the above.
+ISSUE_KINDS = ("cannot-create", "missing", "damaged", "rebuilding")
+
+
 class PartitionInfo(msgspec.Struct, frozen=True):
     topic: str
     partition: int
@@ -167,6 +181,9 @@ class PartitionInfo(msgspec.Struct, frozen=True):
     log_start: int
     size_bytes: int
     flushes: int = 0          # fsyncs of this partition's log on its leader since the SPU started
+    # Replicas of this partition that are not whole (issue 10): a replica an SPU could not create
+    # (disk full), whose directory vanished, or that is being rebuilt from the leader.
+    problems: list[ReplicaIssue] = []
 
 
 class PartitionList(_Msg, tag=35):
@@ -298,9 +315,18 @@ class ReplicaStatus(msgspec.Struct, frozen=True):
     flushes: int = 0
 
 
+class ReplicaProblem(msgspec.Struct, frozen=True):
+    """An SPU's report of one replica it cannot serve whole (see ReplicaIssue)."""
+    topic: str
+    partition: int
+    kind: str
+    cause: str
+
+
 class StatusReport(_Msg, tag=62):
     cid: int
     replicas: list[ReplicaStatus]
+    problems: list[ReplicaProblem] = []
 
 
 class Shutdown(_Msg, tag=63):

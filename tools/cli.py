@@ -184,10 +184,17 @@ def cmd_partition_list(args) -> int:
         parts = admin.list_partitions(args.topics or [])
     rows = [dict(topic=p.topic, partition=p.partition, leader=p.leader, leader_epoch=p.leader_epoch,
                  replicas=list(p.replicas), in_sync=list(p.in_sync), status=p.status, hw=p.hw, leo=p.leo,
-                 log_start=p.log_start, size=p.size_bytes, flushes=p.flushes) for p in parts]
-    print(render(rows, [("TOPIC", "topic"), ("PARTITION", "partition"), ("LEADER", "leader"), ("EPOCH", "leader_epoch"),
-                        ("REPLICAS", "replicas"), ("IN-SYNC", "in_sync"), ("STATUS", "status"),
-                        ("SIZE", "size"), ("LOG START", "log_start"), ("HW", "hw"), ("LEO", "leo")], args.output))
+                 log_start=p.log_start, size=p.size_bytes, flushes=p.flushes,
+                 problems=[dict(spu=i.spu, kind=i.kind, cause=i.cause) for i in p.problems]) for p in parts]
+    columns = [("TOPIC", "topic"), ("PARTITION", "partition"), ("LEADER", "leader"), ("EPOCH", "leader_epoch"),
+               ("REPLICAS", "replicas"), ("IN-SYNC", "in_sync"), ("STATUS", "status"),
+               ("SIZE", "size"), ("LOG START", "log_start"), ("HW", "hw"), ("LEO", "leo")]
+    if args.output == "table" and any(r["problems"] for r in rows):
+        # Shown only when a replica is not whole, so the usual table stays as narrow as it was.
+        for r in rows:
+            r["problem_text"] = "; ".join(f"{i['spu']} {i['kind']}: {i['cause']}" for i in r["problems"]) or "-"
+        columns.append(("PROBLEMS", "problem_text"))
+    print(render(rows, columns, args.output))
     return EXIT_OK
 
 

@@ -34,7 +34,7 @@ import psutil
 from rillet.ipc import messages as m
 from rillet.ipc.errors import (
     ClusterNotRunning, InvalidArgument, MetadataTableError, ProtocolError, RequestTimedOut, SharedMemoryRefused,
-    SpuNotFound, TopicAlreadyExists, TopicNotFound,
+    SpuNotFound, StorageError, TopicAlreadyExists, TopicNotFound,
 )
 from rillet.ipc.metadata_table import PartitionStatus, SpuStatus, TableLayout
 from rillet.ipc.names import ClusterPaths, validate_name
@@ -276,6 +276,7 @@ class Controller:
             self.log.warning("SPU %d silent for %.1f s; treating it as dead", spu_id, obs.now - o.last_seen)
             o.online = False
             o.replicas = {}
+            o.problems = {}
         if actions.updates:
             reconcile.apply_updates(self.state, actions.updates)
             save_state(self.paths.metadata_file, self.state)
@@ -295,6 +296,7 @@ class Controller:
         if not obs.online or self.stopping:
             return
         obs.replicas = {(r.topic, r.partition): r for r in msg.replicas}
+        obs.problems = {(p.topic, p.partition): p for p in msg.problems}
         obs.replicas_reported = True
         self.reconcile_now()
 
@@ -305,6 +307,7 @@ class Controller:
         obs = self.observed[spu_id]
         obs.online = False
         obs.replicas = {}
+        obs.problems = {}
         alive = obs.pid and psutil.pid_exists(obs.pid) and _not_zombie(obs.pid)
         if self.stopping:
             self.log.info("SPU %d stopped", spu_id)
@@ -330,10 +333,29 @@ class Controller:
         self.push_assignments({s for p in topic.partitions for s in p.replicas})
         self.reconcile_now()
         self.log.info("created topic %s with %d partitions", name, config.partitions)
-        online = await self.wait_until(lambda: self._topic_online(name), msg.timeout_ms / 1000)
-        if not online:
+        await self.wait_until(lambda: self._creation_outcome(name)[0], msg.timeout_ms / 1000)
+        settled, failure = self._creation_outcome(name)
+        if failure is not None:
+            # The topic cannot be had as asked (a full disk, a damaged directory): undo it, so the
+            # same command works once the cause is fixed, and say the SPU's cause, not a timeout.
+            if self.state.topics.get(name) is topic:
+                self._drop_topic(name)
+            self.log.error("topic %s not created: %s", name, failure)
+            raise StorageError(f"topic {name!r} not created: {failure}")
+        if not self._topic_online(name):
             raise RequestTimedOut(f"topic {name!r} was created but not every partition was Online within {msg.timeout_ms} ms")
         return m.Ok(msg.cid)
+
+    def _creation_outcome(self, name: str) -> tuple[bool, str | None]:
+        topic = self.state.topics.get(name)
+        return (True, None) if topic is None else reconcile.creation_outcome(topic, self.observed)
+
+    def _drop_topic(self, name: str) -> None:
+        topic = self.state.topics.pop(name)
+        save_state(self.paths.metadata_file, self.state)
+        self.offsets.forget_topic(name)
+        self.push_assignments({s for p in topic.partitions for s in p.replicas})
+        self.reconcile_now()
 
     def _topic_online(self, name: str) -> bool:
         topic = self.state.topics.get(name)
@@ -342,13 +364,9 @@ class Controller:
         )
 
     def delete_topic(self, msg: m.DeleteTopic):
-        topic = self.state.topics.pop(msg.name, None)
-        if topic is None:
+        if msg.name not in self.state.topics:
             raise TopicNotFound(f"Topic not found: {msg.name}")
-        save_state(self.paths.metadata_file, self.state)
-        self.offsets.forget_topic(msg.name)
-        self.push_assignments({s for p in topic.partitions for s in p.replicas})
-        self.reconcile_now()
+        self._drop_topic(msg.name)
         self.log.info("deleted topic %s", msg.name)
         return m.Ok(msg.cid)
 
@@ -380,6 +398,7 @@ class Controller:
                     status=status.label, hw=report.hw if report else -1, leo=report.leo if report else -1,
                     log_start=report.log_start if report else -1, size_bytes=report.size_bytes if report else -1,
                     flushes=report.flushes if report else 0,
+                    problems=reconcile.partition_problems(name, p, self.observed),
                 ))
         return m.PartitionList(msg.cid, out)
 

@@ -32,6 +32,8 @@ class SpuObserved:
     last_seen: float = 0.0       # monotonic time of its last message (heartbeats every 250 ms)
     replicas: dict[tuple[str, int], m.ReplicaStatus] = field(default_factory=dict)
     replicas_reported: bool = False   # a StatusReport arrived since it registered
+    # Replicas it cannot serve whole, with the cause (its last report): see m.ReplicaIssue.
+    problems: dict[tuple[str, int], m.ReplicaProblem] = field(default_factory=dict)
 
 
 def validate_config(config: m.TopicConfig, spu_count: int) -> m.TopicConfig:
@@ -133,6 +135,38 @@ def partition_status(topic: str, p: PartitionAssignment, observed: dict[int, Spu
     if report is not None and report.is_leader and report.leader_epoch == p.leader_epoch:
         return PartitionStatus.ONLINE
     return PartitionStatus.OFFLINE
+
+
+def partition_problems(topic: str, p: PartitionAssignment,
+                       observed: dict[int, SpuObserved]) -> list[m.ReplicaIssue]:
+    """What the online SPUs holding a replica of ``p`` report wrong with it, by SPU id."""
+    out = []
+    for spu in p.replicas:
+        o = observed.get(spu)
+        problem = o.problems.get((topic, p.partition)) if o is not None and o.online else None
+        if problem is not None:
+            out.append(m.ReplicaIssue(spu, problem.kind, problem.cause))
+    return out
+
+
+def creation_outcome(topic: TopicState, observed: dict[int, SpuObserved]) -> tuple[bool, str | None]:
+    """Has a new topic settled, and why did it fail (None: it did not)?
+
+    Settled: every online replica SPU reported each of its replicas (created or not), and
+    every partition is Online or has a replica that could not be created. A failure names
+    the first SPU, replica and cause (e.g. ENOSPC at preallocation)."""
+    settled = True
+    for p in topic.partitions:
+        for issue in partition_problems(topic.name, p, observed):
+            if issue.kind == "cannot-create":
+                return True, f"SPU {issue.spu} cannot create replica {topic.name}/{p.partition}: {issue.cause}"
+        if partition_status(topic.name, p, observed) != PartitionStatus.ONLINE:
+            settled = False
+        for spu in p.replicas:
+            o = observed.get(spu)
+            if o is not None and o.online and (topic.name, p.partition) not in o.replicas:
+                settled = False
+    return settled, None
 
 
 def leader_report(topic: str, p: PartitionAssignment, observed: dict[int, SpuObserved]) -> m.ReplicaStatus | None:
@@ -279,13 +313,28 @@ def _partition_decision(name: str, p: PartitionAssignment, obs: Observation, onl
     if report is not None and report.is_leader and report.leader_epoch == epoch and sorted(report.in_sync) != sorted(in_sync):
         in_sync = sorted(report.in_sync)
         reasons.append("in-sync")
-    if elect and leader not in online:
-        candidates = [s for s in in_sync if s in online and s in p.replicas]
+    # Copies their SPU reports damaged (directory gone, a bad batch): never preferred while a
+    # whole in-sync copy is online, and a damaged leader hands over to one (issue 10).
+    key = (name, p.partition)
+    problems = {s: obs.spus[s].problems[key] for s in online if key in obs.spus[s].problems}
+    damaged = set(problems)
+    leader_gone = leader not in online
+    if elect and (leader_gone or leader in damaged):
+        # Only a copy its SPU has reported holding: one that registered a moment ago may not have
+        # opened it yet, and one it could not open holds nothing to serve (its report says why).
+        # A copy being fetched again from its leader is behind by definition: never elected.
+        candidates = [s for s in in_sync if s in online and s in p.replicas and key in obs.spus[s].replicas
+                      and not (s in problems and problems[s].kind in ("rebuilding", "cannot-create"))]
+        whole = [s for s in candidates if s not in damaged]
+        if not leader_gone:
+            candidates = [s for s in whole if s != leader]      # hand over only to a whole copy
+        elif whole:
+            candidates = whole
         if candidates:
             leader = max(candidates, key=lambda s: (reported_leo(obs.spus, s, name, p.partition), -p.replicas.index(s)))
-            in_sync = [s for s in in_sync if s in online]
+            in_sync = [s for s in in_sync if s in online and (s not in damaged or s == leader)]
             epoch += 1
-            reasons.append("elected")
+            reasons.append("elected" if leader_gone else "elected (leader copy damaged)")
     if not reasons:
         return None
     return PartitionUpdate(name, p.partition, leader, epoch, tuple(in_sync), "+".join(reasons))

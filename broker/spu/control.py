@@ -43,6 +43,15 @@ class IsrChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class ProblemsChanged:
+    """A replica's copy was found damaged or missing, or finished its rebuild: reported at
+    once (the SC moves leadership off a damaged leader copy)."""
+
+
+PROBLEMS_CHANGED = ProblemsChanged()
+
+
+@dataclass(frozen=True, slots=True)
 class ScConnected:
     """The control link to an SC is up (the SPU has registered with it)."""
 
@@ -52,7 +61,7 @@ class ScLost:
     """The control link closed: the SC died, was restarted or dropped this SPU."""
 
 
-Event = OffsetsMoved | IsrChanged | ScConnected | ScLost
+Event = OffsetsMoved | IsrChanged | ProblemsChanged | ScConnected | ScLost
 
 
 # --- settings, state, actions ---
@@ -104,11 +113,12 @@ class Actions:
     expire_isr: bool = False                # drop followers that stopped keeping up
     flush_due: bool = False                 # fsync replicas whose flush interval passed
     retention: bool = False                 # delete segments past retention
+    check_replicas: bool = False            # look at replicas' files (once a second) and scrub a slice
     stop_unless_supervised: bool = False    # no SC for too long: stop if no supervisor lives
 
     def __bool__(self) -> bool:
         return bool(self.checkpoint_hw or self.report or self.release_hw or self.expire_isr or self.flush_due
-                    or self.retention or self.stop_unless_supervised)
+                    or self.retention or self.check_replicas or self.stop_unless_supervised)
 
 
 @dataclass(frozen=True)
@@ -121,22 +131,25 @@ class Decision:
 def decide(state: ControlState, events: list, now: float, timings: Timings = Timings()) -> Decision:
     """Everything the SPU's control loop does next, from its state, the drained events and the time.
 
-    * Reports: at once on an ISR change (the SC elects from the ISR); for moved offsets at
+    * Reports: at once on an ISR change (the SC elects from the ISR) or a replica problem; for moved offsets at
       most once per ``report_interval_s`` (the first change after a quiet spell goes at once);
       otherwise every ``heartbeat_s``. With no SC connected the same pass only checkpoints HWs.
     * Replicas whose ISR changed get their HW released after the report, never before.
-    * ISR expiry with flush-on-interval every ``expire_interval_s``; retention every
+    * ISR expiry with flush-on-interval, and the replicas' file checks and scrub slice, every
+      ``expire_interval_s``; retention every
       ``retention_check_s``; both also on the first call.
     * With no SC for ``sc_lost_timeout_s``: stop unless a supervisor lives, then wait as long again.
     """
     connected, lost_since = state.connected, state.sc_lost_since
-    moved = False
+    moved = urgent = False
     changed: dict[tuple[str, int], None] = {}    # ordered, without duplicates
     for event in events:
         if isinstance(event, OffsetsMoved):
             moved = True
         elif isinstance(event, IsrChanged):
             changed[event.key] = None
+        elif isinstance(event, ProblemsChanged):
+            urgent = True
         elif isinstance(event, ScConnected):
             connected = True
         elif isinstance(event, ScLost):
@@ -148,7 +161,7 @@ def decide(state: ControlState, events: list, now: float, timings: Timings = Tim
 
     late = now + SLACK_S
     since = late - state.last_report_at
-    due = bool(changed) or since >= timings.heartbeat_s or (moved and since >= timings.report_interval_s)
+    due = bool(changed) or urgent or since >= timings.heartbeat_s or (moved and since >= timings.report_interval_s)
     expire = late >= state.next_expire_at
     retention = late >= state.next_retention_at
     give_up = not connected and now - lost_since > timings.sc_lost_timeout_s
@@ -161,7 +174,8 @@ def decide(state: ControlState, events: list, now: float, timings: Timings = Tim
         next_retention_at=now + timings.retention_check_s if retention else state.next_retention_at,
     )
     actions = Actions(checkpoint_hw=due, report=due and connected, release_hw=tuple(changed),
-                      expire_isr=expire, flush_due=expire, retention=retention, stop_unless_supervised=give_up)
+                      expire_isr=expire, flush_due=expire, retention=retention, check_replicas=expire,
+                      stop_unless_supervised=give_up)
     # Moved offsets not reported now are reported once the interval since the last report is over.
     report_at = new.last_report_at + (timings.report_interval_s if moved and not due else timings.heartbeat_s)
     wake_at = min(report_at, new.next_expire_at, new.next_retention_at)

@@ -27,9 +27,38 @@ FETCH_WAIT_MS = 500
 RETRY_DELAY_S = 0.05
 
 
+class Complaints:
+    """Follower errors at WARNING with their cause, without a line per 50 ms retry: a cause is
+    logged when it first appears or changes, and again every REPEAT_S while it lasts; the
+    recovery is logged once."""
+
+    REPEAT_S = 10.0
+
+    def __init__(self, log: logging.Logger, name: str) -> None:
+        self.log, self.name = log, name
+        self._last: str | None = None
+        self._at = 0.0
+        self._repeats = 0
+
+    def failed(self, cause: str, now: float) -> None:
+        if cause != self._last or now - self._at >= self.REPEAT_S:
+            again = f" ({self._repeats} more times since)" if cause == self._last and self._repeats else ""
+            self.log.warning("%s: %s%s", self.name, cause, again)
+            self._last, self._at, self._repeats = cause, now, 0
+        else:
+            self._repeats += 1
+
+    def fetched(self) -> None:
+        if self._last is not None:
+            self.log.warning("%s: following again after: %s", self.name, self._last)
+            self._last, self._repeats = None, 0
+
+
 async def follow(replica: Replica, paths: ClusterPaths, log: logging.Logger, on_progress) -> None:
     spec = replica.spec
     me = replica.spu_id
+    complaints = Complaints(log, f"{replica.name} follower of SPU {spec.leader} (epoch {spec.leader_epoch})")
+    loop = asyncio.get_running_loop()
     while True:
         conn = None
         try:
@@ -41,15 +70,18 @@ async def follow(replica: Replica, paths: ClusterPaths, log: logging.Logger, on_
                 reply = await conn.call(lambda cid: m.FollowerFetch(
                     cid, spec.topic, spec.partition, me, spec.leader_epoch, leo, FETCH_MAX_BYTES, FETCH_WAIT_MS),
                     timeout_s=FETCH_WAIT_MS / 1000 + 10)
+                complaints.fetched()
                 before = (replica.leo, replica.hw)
                 replica.catch_up_to_log_start(reply.log_start)
                 replica.append_replicated(reply.batches, reply.hw)
+                if replica.rebuilding and replica.leo >= reply.hw:
+                    replica.rebuilding = False        # the service clears its problem report
                 if (replica.leo, replica.hw) != before:
                     on_progress()
         except asyncio.CancelledError:
             raise
         except RilletError as exc:
-            log.debug("%s: following SPU %d: %s", replica.name, spec.leader, exc)
+            complaints.failed(f"{type(exc).__name__}: {exc}", loop.time())
         except Exception:
             log.exception("%s: follower loop failed", replica.name)
         finally:

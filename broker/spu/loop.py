@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 
-from .control import OFFSETS_MOVED, ControlState, IsrChanged, Timings, decide
+from .control import OFFSETS_MOVED, PROBLEMS_CHANGED, ControlState, IsrChanged, Timings, decide
 
 
 class EventQueue:
@@ -36,6 +36,9 @@ class EventQueue:
 
     def isr_changed(self, key: tuple[str, int]) -> None:
         self.push(IsrChanged(key))
+
+    def problems_changed(self) -> None:
+        self.push(PROBLEMS_CHANGED)
 
     def push(self, event) -> None:
         self._events.append(event)
@@ -116,7 +119,7 @@ def carry_out(actions, queue: EventQueue, service, link, now: float) -> None:
             queue.reported()             # before reading the offsets: a change from here on is reported next time
             service.checkpoint_hws(now)
         if actions.report:
-            link.report(service.statuses())
+            link.report(service.status_report)
     finally:
         # Even if the report failed: a HW held for good would stall every ReadCommitted produce,
         # and an unsent report is what losing the SC means anyway.
@@ -128,3 +131,6 @@ def carry_out(actions, queue: EventQueue, service, link, now: float) -> None:
         service.flush_due(now)
     if actions.retention:
         service.apply_retention(int(time.time() * 1000))
+    if actions.check_replicas:
+        service.check_health(now)       # rate-limited inside to once a second
+        service.scrub(now)

@@ -22,11 +22,12 @@ import time
 from rillet.ipc import messages as m
 from rillet.ipc.compression import parse_topic_compression
 from rillet.ipc.errors import (
-    CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, OutOfOrderSequence, RequestTimedOut,
+    CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, OutOfOrderSequence, RecordsLost, RequestTimedOut,
     StaleLeaderEpoch,
 )
 from rillet.ipc.records import HEADER_SIZE, check_readable, iter_batches, peek_header, validate_batch
 from rillet.broker.storage.log import PartitionLog
+from rillet.broker.storage.scrub import Damage, Scrubber
 
 from .isr import LeaderState
 from .producer_state import ProducerStateTable
@@ -69,6 +70,14 @@ class Replica:
         self._unflushed = False
         self._flushed_at = time.monotonic()
         self.leader_state: LeaderState | None = None
+        # A follower copy fetched again from its leader after damage (service._rebuild): set
+        # until it reaches the leader's high watermark.
+        self.rebuilding = False
+        # Sealed segments are checked in the background (broker/storage/scrub.py); the first
+        # damaged batch found stays here until the copy is repaired (SpuService._repair).
+        self.scrubber = Scrubber(log)
+        self.next_scrub_at = 0.0          # monotonic; 0: a first pass right after opening
+        self.damage: Damage | None = None
         # (bound_is_hw, offset, future): woken once the bound passes offset.
         self._waiters: list[tuple[bool, int, asyncio.Future]] = []
         self.producers = self._load_producers()
@@ -298,9 +307,9 @@ class Replica:
             self.on_positions(self)
         return count
 
-    def truncate_to(self, offset: int) -> None:
+    def truncate_to(self, offset: int, why: str = "leader epoch end offset") -> None:
         if offset < self.log.leo:
-            self.logger.warning("%s: truncating from leo %d to %d (leader epoch end offset)", self.name, self.log.leo, offset)
+            self.logger.warning("%s: truncating from leo %d to %d (%s)", self.name, self.log.leo, offset, why)
             self.log.truncate_to(offset)
             self.producers.truncate_from(offset)
             self.hw = min(self.hw, offset)
@@ -345,7 +354,19 @@ class Replica:
                     pass
 
     def read(self, offset: int, max_bytes: int, committed: bool) -> memoryview:
-        return self.log.read(offset, max_bytes, self.bound(committed))
+        """Batches from ``offset``; never a damaged batch (RecordsLost at it, and reads stop before it)."""
+        bound, damage = self.bound(committed), self.damage
+        if damage is not None and offset <= damage.last_offset:
+            if offset >= damage.first_offset:
+                if self.leader_state is not None and len(self.leader_state.isr) > 1:
+                    # Another in-sync copy has these records: the SC hands leadership to it, and
+                    # the reader (retrying on NotLeader) gets them from there.
+                    raise NotLeader(f"SPU {self.spu_id}'s copy of {self.name} is damaged at offsets "
+                                    f"{damage.first_offset} to {damage.last_offset}; leadership moves to a whole copy")
+                raise RecordsLost.of(self.spec.topic, self.spec.partition, damage.first_offset,
+                                     damage.last_offset, f"{damage.cause} in {damage.segment}")
+            bound = min(bound, damage.first_offset)
+        return self.log.read(offset, max_bytes, bound)
 
     # --- internals ---
     def _advance_hw(self) -> None:

@@ -34,6 +34,9 @@ class SpuConnection(FramedProtocol):
         self._following: dict[int, set[tuple[str, int]]] = {}   # follower SPU -> partitions it fetches here
 
     def _follower_fetch(self, req: m.FollowerFetch):
+        if req.follower not in self._following:
+            # Once per connection and follower id: the peer's pid cannot change on a connection.
+            self.service.check_follower(req.follower, self._peer_pid)
         self._following.setdefault(req.follower, set()).add((req.topic, req.partition))
         return self.service.follower_fetch(req)
 
@@ -104,7 +107,7 @@ class ControlLink(asyncio.Protocol):
             # assignment: fence against the table as it is now.
             self.service.reopen_table()
             self.service.apply(msg)
-            self._send(m.StatusReport(msg.cid, self.service.statuses()))
+            self._send(self.service.status_report(msg.cid))
             if not self.registered.done():
                 self.registered.set_result(None)
         elif isinstance(msg, m.Shutdown):
@@ -126,10 +129,10 @@ class ControlLink(asyncio.Protocol):
         if t is not None and not t.is_closing() and t.get_write_buffer_size() < self.MAX_UNSENT_BYTES:
             t.write(encode_message(self._encoder, msg))
 
-    def report(self, statuses: list[m.ReplicaStatus]) -> None:
-        """Send the replicas' state to the SC (dropped while none listens)."""
+    def report(self, make_report) -> None:
+        """Send ``make_report(cid)``, the replicas' state and problems, to the SC (dropped while none listens)."""
         self._report_cid += 1
-        self._send(m.StatusReport(self._report_cid, statuses))
+        self._send(make_report(self._report_cid))
 
     def close(self) -> None:
         if self.transport is not None:

@@ -38,7 +38,9 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from rillet.ipc.errors import Closed, CorruptBatch, InvalidArgument, MessageTooLarge, OffsetOutOfRange, StorageError
+from rillet.ipc.errors import (
+    Closed, CorruptBatch, DamagedLog, InvalidArgument, MessageTooLarge, OffsetOutOfRange, StorageError,
+)
 from rillet.ipc.records import BatchHeader, iter_batches, validate_batch
 
 from .checkpoint import MAX_EPOCH, LeaderEpochCache, read_checkpoint, write_checkpoint
@@ -134,7 +136,7 @@ class PartitionLog:
     def _check_chain(self, active_base: int) -> None:
         for seg, next_base in zip(self._segments, self._bases[1:] + [active_base]):
             if seg.next_offset != next_base:
-                raise StorageError(
+                raise DamagedLog(
                     f"segment {seg.log_path} ends at offset {seg.next_offset} but the next segment starts at "
                     f"{next_base}: the log is damaged; the replica must be re-fetched from a healthy leader")
 
@@ -170,6 +172,11 @@ class PartitionLog:
     def leo(self) -> int:
         """Log end offset: the offset the next record gets."""
         return self._segments[-1].next_offset
+
+    @property
+    def active_segment_path(self) -> Path:
+        """The active segment's file (the SPU checks it still exists: broker/spu/health.py)."""
+        return self._segments[-1].log_path
 
     @property
     def active_base_offset(self) -> int:
@@ -294,6 +301,10 @@ class PartitionLog:
         return new
 
     # --- retention -------------------------------------------------------------
+
+    def sealed(self) -> list[Segment]:
+        """The sealed segments, oldest first (the scrub reads them: storage/scrub.py)."""
+        return self._segments[:-1]
 
     def sealed_segments(self) -> list[tuple[int, int, int, int]]:
         """``(base_offset, next_offset, size_bytes, max_timestamp)`` of each sealed segment, oldest

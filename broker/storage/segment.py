@@ -35,7 +35,7 @@ import struct
 from pathlib import Path
 from typing import Iterator
 
-from rillet.ipc.errors import StorageError
+from rillet.ipc.errors import DamagedLog, StorageError
 from rillet.ipc.records import (
     ATTRIBUTES_POS,
     BATCH_LENGTH_POS,
@@ -247,7 +247,7 @@ class Segment:
     def _check_sealed_tail(self, size: int) -> None:
         tail_end = nonzero_end(self._map, self.used, size, self._fd) if self._map is not None else self.used
         if tail_end > self.used:
-            raise StorageError(
+            raise DamagedLog(
                 f"sealed segment {self.log_path} is damaged: {tail_end - self.used} bytes at position "
                 f"{self.used} (after offset {self.next_offset - 1}) are not valid batches; "
                 "the replica must be re-fetched from a healthy leader"

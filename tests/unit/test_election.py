@@ -35,7 +35,9 @@ def observed(online, leos=None):
     (1, [1], {2, 3}, {2: 10, 3: 10}, None),              # no in-sync replica left: LeaderOffline
     (1, [1, 2], {3}, None, None),                        # the only other ISR member is down too
     (1, [1, 2], {1, 3}, None, None),                     # the old leader is back: it leads again
-    (2, [2, 3], {3}, None, 3),
+    (2, [2, 3], {3}, {3: 7}, 3),
+    (2, [2, 3], {3}, None, None),                        # 3 has not reported the replica yet (just registered,
+                                                         # or could not open it): wait for its report
 ])
 def test_elections(leader, in_sync, online, leos, expected):
     decided = reconcile.elections(cluster(leader, in_sync), observed(online, leos))

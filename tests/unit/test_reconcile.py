@@ -110,3 +110,63 @@ def test_apply_updates_writes_the_decision():
     reconcile.apply_updates(st, (upd(3, 5, [2, 3], "elected"),))
     p = st.topics["t"].partitions[0]
     assert (p.leader, p.leader_epoch, p.in_sync) == (3, 5, [2, 3])
+
+
+def _problem(kind="cannot-create", cause="cannot preallocate 64 bytes for x: No space left on device (ENOSPC)"):
+    return m.ReplicaProblem("t", 0, kind, cause)
+
+
+@pytest.mark.parametrize("case, seen, expected", [
+    ("nothing reported yet: not settled", spus(), (False, None)),
+    ("the leader reports its replica: settled once the followers did too",
+     spus(reports={1: report(leader=True), 2: report()}), (False, None)),
+    ("every replica reported, the leader online: settled, no failure",
+     spus(reports={1: report(leader=True), 2: report(), 3: report()}), (True, None)),
+    ("an offline follower is not waited for",
+     spus(online=(1, 2), reports={1: report(leader=True), 2: report()}), (True, None)),
+])
+def test_creation_outcome(case, seen, expected):
+    assert reconcile.creation_outcome(state().topics["t"], seen) == expected, case
+
+
+def test_creation_fails_with_the_first_replica_that_cannot_be_created():
+    seen = spus(reports={1: report(leader=True)})
+    seen[2].problems[("t", 0)] = _problem()
+    settled, failure = reconcile.creation_outcome(state().topics["t"], seen)
+    assert settled and failure == ("SPU 2 cannot create replica t/0: cannot preallocate 64 bytes for x: "
+                                   "No space left on device (ENOSPC)")
+    issues = reconcile.partition_problems("t", state().topics["t"].partitions[0], seen)
+    assert issues == [m.ReplicaIssue(2, "cannot-create", _problem().cause)]
+
+
+def _damaged(seen, spu, kind="missing"):
+    seen[spu].problems[("t", 0)] = _problem(kind, "replica directory /x is gone: No such file or directory (ENOENT)")
+    return seen
+
+
+@pytest.mark.parametrize("case, seen, expected", [
+    ("a damaged leader copy hands over to the whole in-sync copy with most data",
+     _damaged(spus(reports={1: report(leader=True, in_sync=[1, 2, 3]), 2: report(leo=8), 3: report(leo=9)}), 1),
+     (upd(3, 5, [2, 3], "elected (leader copy damaged)"),)),
+    ("a damaged leader with no whole copy to hand over to keeps leading",
+     _damaged(_damaged(spus(online=(1, 2), reports={1: report(leader=True, in_sync=[1, 2, 3]), 2: report()}), 1), 2),
+     ()),
+    ("the leader died: a whole copy is elected before a damaged one with more data",
+     _damaged(spus(online=(2, 3), reports={2: report(leo=20), 3: report(leo=9)}), 2),
+     (upd(3, 5, [3], "elected"),)),
+    ("the leader died and only damaged copies are left: the best of them, rather than none",
+     _damaged(spus(online=(2,), reports={2: report(leo=20)}), 2),
+     (upd(2, 5, [2], "elected"),)),
+])
+def test_damaged_copies_do_not_lead_while_a_whole_one_exists(case, seen, expected):
+    assert reconcile.reconcile(state(), observe(seen)).updates == expected, case
+
+
+def test_a_copy_that_could_not_be_opened_is_never_elected():
+    seen = _damaged(spus(online=(2,), reports={}), 2, kind="cannot-create")
+    assert reconcile.reconcile(state(), observe(seen)).updates == ()
+
+
+def test_a_copy_being_rebuilt_is_never_elected():
+    seen = _damaged(spus(online=(2,), reports={2: report(leo=0)}), 2, kind="rebuilding")
+    assert reconcile.reconcile(state(), observe(seen)).updates == ()

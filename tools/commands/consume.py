@@ -70,6 +70,8 @@ def _config(args, start):
                .disable_continuous(args.disable_continuous))
     if args.isolation:
         builder.isolation(Isolation.parse(args.isolation))
+    if args.skip_damaged:
+        builder.skip_damaged(on_skip=lambda lost: say(f"warning: skipped damaged records: {lost}"))
     if not args.all_partitions:
         builder.partition(0 if args.partition is None else args.partition)
     if args.consumer:
@@ -122,6 +124,8 @@ def register(sub) -> None:
     consume.add_argument("-k", "--key-value", action="store_true", help="print [key] value")
     consume.add_argument("-b", "--max-bytes", type=size, default=1024 * 1024, help="bytes per fetch (default 1MiB)")
     consume.add_argument("--isolation", choices=["read_uncommitted", "read_committed"], default=None)
+    consume.add_argument("--skip-damaged", action="store_true",
+                         help="step past records lost to damage (each range said on stderr) instead of failing")
     consume.add_argument("-O", "--output", choices=["text", "json"], default="text",
                          help="text: the value; json: one object per record")
     consume.set_defaults(func=cmd_consume)
