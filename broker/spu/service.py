@@ -294,10 +294,6 @@ class SpuService:
             replica.release_hw()
 
     def expire(self, now: float) -> None:
-    def expire(self) -> None:
-        now = time.monotonic()
-        self.check_health(now)
-        self.scrub(now)
         for replica in self.replicas.values():
             replica.expire(now)
 
