@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 from typing import Awaitable
 
 from rillet.ipc import messages as m

@@ -13,7 +13,7 @@ import logging
 import pytest
 
 from rillet.broker.spu.control import (
-    NEVER, OFFSETS_MOVED, Actions, ControlState, IsrChanged, ScConnected, ScLost, Timings, decide,
+    NEVER, OFFSETS_MOVED, PROBLEMS_CHANGED, Actions, ControlState, IsrChanged, ScConnected, ScLost, Timings, decide,
     retention_check_s,
 )
 from rillet.broker.spu.loop import EventQueue
@@ -57,13 +57,16 @@ ISR = IsrChanged
      Actions(checkpoint_hw=True, release_hw=(K1,)), NOW + 0.05),
     ("no SC, offsets moved: HWs are checkpointed on the report's schedule",
      st(connected=False, lost=NOW - 1), [OFFSETS_MOVED], NOW, Actions(checkpoint_hw=True), NOW + 0.05),
-    ("the expiry timer is due: expire ISRs and flush what is due",
-     st(expire=NOW), [], NOW, Actions(expire_isr=True, flush_due=True), NOW + 0.1),
+    ("a replica problem 1 ms after a report: reported at once (the SC moves a damaged leader's leadership)",
+     st(reported=NOW - 0.001, expire=NOW + 1), [PROBLEMS_CHANGED], NOW, Actions(checkpoint_hw=True, report=True),
+     NOW + 0.25),
+    ("the expiry timer is due: expire ISRs, flush what is due, check the replicas' files",
+     st(expire=NOW), [], NOW, Actions(expire_isr=True, flush_due=True, check_replicas=True), NOW + 0.1),
     ("the retention timer is due",
      st(retention=NOW - 0.001, expire=NOW + 1), [], NOW, Actions(retention=True), NOW + 0.15),
     ("the first decision after start: every timer is due",
      ControlState.start(NOW), [], NOW,
-     Actions(checkpoint_hw=True, expire_isr=True, flush_due=True, retention=True), NOW + 0.1),
+     Actions(checkpoint_hw=True, expire_isr=True, flush_due=True, retention=True, check_replicas=True), NOW + 0.1),
     ("the SC just came: nothing extra (the link answers its assignment with a status itself)",
      st(connected=False, lost=NOW - 70, expire=NOW + 1), [ScConnected()], NOW, Actions(), NOW + 0.15),
     ("connected again, the heartbeat due: now it is sent, not only checkpointed",
