@@ -188,6 +188,25 @@ def write_row(buf, index: int, row: Positions) -> None:
     _SEQ.pack_into(buf, at, (seq + 1) & _U64_MASK)
 
 
+# The offsets at the end of a row, the only fields a leader's appends change.
+_OFFSETS = struct.Struct("<5q")
+_OFFSETS_AT = ROW_OFFSETS["log_start"]
+assert _OFFSETS_AT + _OFFSETS.size == ROW_SIZE
+
+
+def write_offsets(buf, index: int, log_start: int, hw: int, leo: int, active_base: int, active_used: int) -> None:
+    """Publish new offsets in row ``index``, whose other fields (topic, partition, epoch,
+    role) ``write_row`` wrote before and stay as they are: the leader's path on every
+    append, 40 bytes under the seqlock instead of the whole row."""
+    at = HEADER_SIZE + index * ROW_SIZE
+    seq = _SEQ.unpack_from(buf, at)[0]
+    if not seq & 1:
+        seq += 1
+        _SEQ.pack_into(buf, at, seq)
+    _OFFSETS.pack_into(buf, at + _OFFSETS_AT, log_start, hw, leo, active_base, active_used)
+    _SEQ.pack_into(buf, at, (seq + 1) & _U64_MASK)
+
+
 def bump_wake(buf, index: int) -> int:
     """Move row ``index``'s futex word on (after a publish); returns its new value."""
     at = wake_offset(index)

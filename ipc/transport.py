@@ -39,6 +39,9 @@ from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
 from .unix_socket import peer_credentials, require_own_user
 
 _PREFIX = struct.Struct("<I")
+# Every message class: a handler's answer of one of these is sent at once.
+_ANSWER_TYPES = frozenset(cls for cls in vars(m).values()
+                          if isinstance(cls, type) and issubclass(cls, msgspec.Struct))
 
 
 def encode_message(encoder: msgspec.msgpack.Encoder, msg: m.Message) -> bytearray:
@@ -221,7 +224,10 @@ class FramedProtocol(asyncio.Protocol):
         try:
             self._receive(data)
         finally:
-            if self.transport is not None:
+            # The common case, whole requests and nothing held before or after, skips the
+            # accounting: it would only add zero and find no deadline to start or stop.
+            if self.transport is not None and (self._decoder.buffered_bytes or self._held_bytes
+                                               or self._deadline is not None):
                 self._account()
                 self._arm_deadline()
 
@@ -340,7 +346,9 @@ class FramedProtocol(asyncio.Protocol):
             self.log.exception("handler for %s failed", type(msg).__name__)
             self.send(m.ErrorResponse(cid, InternalError.code, f"internal error: {type(exc).__name__}: {exc}"))
             return
-        if inspect.isawaitable(result):
+        if result.__class__ in _ANSWER_TYPES:      # the common case, without inspect's checks
+            self.send(result)
+        elif inspect.isawaitable(result):
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 if inspect.iscoroutine(result):
                     result.close()

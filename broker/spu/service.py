@@ -42,6 +42,7 @@ class SpuService:
         self._followers: dict[tuple[str, int], asyncio.Task] = {}
         self._table: TableReader | None = None
         self._snapshot = None
+        self._checked_seq = -1           # the table's seqlock word when _snapshot was last checked
         self.positions = PositionsPublisher(paths, spu_id, logger)
         # Called whenever offsets change (coalesced report to the SC) and when an ISR
         # changes (reported at once: the SC elects from it).
@@ -144,6 +145,7 @@ class SpuService:
         if self._table is not None:
             self._table.close()
         self._table = self._snapshot = None
+        self._checked_seq = -1
 
     # --- lookups and fencing ---
     def _replica(self, topic: str, partition: int) -> Replica:
@@ -164,8 +166,16 @@ class SpuService:
         try:
             if self._table is None:
                 self._table = TableReader.open(self.paths.shm_name)
-            if self._snapshot is None or self._table.generation() != self._snapshot.generation:
-                self._snapshot = self._table.snapshot()
+            # Fast path, every produce: the seqlock word still reads as it did when the
+            # snapshot was last checked, so the table was not written since (one 8-byte read
+            # instead of the generation's locked read).
+            seq = self._table.sequence()
+            if seq != self._checked_seq or self._snapshot is None:
+                if self._snapshot is None or self._table.generation() != self._snapshot.generation:
+                    self._snapshot = self._table.snapshot()
+                # Read before the check above, so it is never newer than what was checked;
+                # odd means a write was under way: check again next time.
+                self._checked_seq = -1 if seq & 1 else seq
         except RilletError as exc:
             self.log.debug("metadata table unreadable (%s); fencing skipped", exc)
             return

@@ -169,3 +169,28 @@ def test_futex_wait_any_wakes_on_any_word():
     assert time.monotonic() - start < 2.0
     with pytest.raises(ValueError):
         futex.wait_any([], 1.0)
+
+
+def test_an_offsets_only_write_moves_the_offsets_under_the_seqlock_and_keeps_the_rest():
+    buf = table()
+    p.write_row(buf, 2, ROW)
+    seq = struct.unpack_from("<Q", buf, p.row_offset(2))[0]
+    p.write_offsets(buf, 2, 11, 21, 30, 18, 4196)
+    assert p.read_row(buf, 2) == ROW._replace(log_start=11, hw=21, leo=30, active_used=4196)
+    assert struct.unpack_from("<Q", buf, p.row_offset(2))[0] == seq + 2        # one whole write: even again
+    assert p.read_row(buf, 1) == p.Positions("", 0, 0, p.Role.FREE, 0, 0, 0, 0, 0)   # neighbours untouched
+
+
+def test_publish_offsets_bumps_the_wake_word_like_a_whole_publish(shm_name):
+    writer = PositionsWriter.create(shm_name, 5001, os.getpid(), max_rows=8)
+    try:
+        writer.publish(5, ROW)
+        writer.publish_offsets(5, 10, 22, 26, 18, 4200)
+        reader = PositionsReader.open(shm_name)
+        try:
+            assert reader.row(5) == ROW._replace(hw=22, leo=26, active_used=4200)
+            assert reader.wake_word(5)[1] == 2
+        finally:
+            reader.close()
+    finally:
+        writer.close()
