@@ -22,7 +22,9 @@ Life cycle: ``create`` (new, preallocated with posix_fallocate, mapped read/writ
 A batch becomes readable only once whole: ``write`` copies everything after the stamped
 fields, stamps base offset and epoch, and writes ``batch_length`` last. The space is zero
 beforehand, so a process killed mid-copy leaves a header whose length is 0 or a CRC that
-fails, never a shorter valid batch.
+fails, never a shorter valid batch. The body of a batch of PWRITE_MIN_BYTES or more goes in
+with ``pwrite`` (the same page cache pages the map shows) instead of stores into the map;
+the stamps and ``batch_length`` follow as stores, so the order above holds either way.
 """
 
 from __future__ import annotations
