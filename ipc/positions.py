@@ -222,15 +222,25 @@ def read_wake(buf, index: int) -> int:
 _ROLES = tuple(Role)
 
 
+_TOPICS: dict[bytes, str] = {}         # raw topic field -> name: a reader decodes each name once
+_new_positions = Positions._make
+
+
 def _decode(fields: tuple) -> Positions:
     partition, topic, epoch, role, log_start, hw, leo, active_base, active_used = fields
     if role >= len(_ROLES):
         raise MetadataTableError(f"positions row has unknown role {role}")
-    try:
-        name = topic.rstrip(b"\0").decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise MetadataTableError(f"positions row has a topic that is not ASCII: {topic!r}") from exc
-    return Positions(name, partition, epoch, _ROLES[role], log_start, hw, leo, active_base, active_used)
+    name = _TOPICS.get(topic)
+    if name is None:
+        try:
+            name = topic.rstrip(b"\0").decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise MetadataTableError(f"positions row has a topic that is not ASCII: {topic!r}") from exc
+        if len(_TOPICS) < 4096:         # bounded: one entry per topic name seen
+            _TOPICS[topic] = name
+    # _make: a plain tuple build, without the keyword handling of Positions(...) (this runs
+    # three times per record a direct reader takes).
+    return _new_positions((name, partition, epoch, _ROLES[role], log_start, hw, leo, active_base, active_used))
 
 
 def read_row(buf, index: int, *, max_retries: int = 64) -> Positions:
