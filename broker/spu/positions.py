@@ -53,9 +53,10 @@ class PositionsPublisher:
         log = replica.log
         if log.closed:
             return
-        if replica.is_leader:
-            now = (spec.leader_epoch, Role.LEADER, log.log_start_offset, replica.hw, log.leo,
-                   log.active_base_offset, log.active_used)
+        if spec.leader == replica.spu_id:
+            active = log.active_segment
+            now = (spec.leader_epoch, Role.LEADER, log.log_start_offset, replica.hw, active.next_offset,
+                   active.base_offset, active.used)
         else:
             now = (spec.leader_epoch, Role.FOLLOWER, -1, -1, -1, -1, -1)
         last = self._last.get(index)
