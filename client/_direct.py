@@ -466,8 +466,14 @@ class DirectPath:
         try:
             futex.wait_any([(address, value) for _path, address, value in words], timeout_s)
             for path, address, value in words:
-                if path._table is not None and path._table.wake_word(path._row)[1] != value:
-                    futex.wake(address, futex.RELAY_FANOUT)     # pass the publish on (see futex.py)
+                table = path._table
+                if table is None:
+                    continue
+                now = table.wake_word(path._row)[1]
+                # Pass the publish on (see futex.py), unless the SPU's own wake found nobody
+                # else asleep: then this syscall per record would wake no one.
+                if now != value and not table.woke_all(path._row, now):
+                    futex.wake(address, futex.RELAY_FANOUT)
         except (OSError, Closed):                # EFAULT: closed from another thread meanwhile
             pass
 

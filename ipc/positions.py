@@ -29,7 +29,12 @@ Row, 128 bytes (``ROW``), at 64 + i * 128, one per replica the SPU holds::
      16  64  topic            ASCII, NUL-padded; all zero: a free row
      80   4  leader_epoch     i32, the epoch of the SPU's spec for this replica
      84   1  role             Role: FREE, LEADER, FOLLOWER
-     85   3  padding          zero
+     85   1  padding          zero
+     86   2  woken            u16 hint, written after each publish's FUTEX_WAKE (outside the
+                              seqlock): 0x8000 | (wake & 0x7FFF) when that wake found fewer
+                              sleepers than it may wake, so it woke them all and a reader that
+                              sees the word at that value need not relay it (futex.py); 0 else.
+                              Zero (a whole-row write, an older SPU) only means: relay
      88   8  log_start        i64 first offset still in the log
      96   8  hw               i64 high watermark
     104   8  leo              i64 log end offset
@@ -213,6 +218,27 @@ def bump_wake(buf, index: int) -> int:
     value = (_WAKE.unpack_from(buf, at)[0] + 1) & _U32_MASK
     _WAKE.pack_into(buf, at, value)
     return value
+
+
+_WOKEN = struct.Struct("<H")
+WOKEN_OFFSET = ROW_OFFSETS["role"] + 2        # in the row's padding, which readers' unpacks skip
+assert WOKEN_OFFSET == 86 and WOKEN_OFFSET + 2 == ROW_OFFSETS["log_start"]
+_WOKEN_FLAG = 0x8000
+
+
+def _woken_mark(value: int) -> int:
+    return _WOKEN_FLAG | (value & 0x7FFF)
+
+
+def mark_woken(buf, index: int, value: int, woke_all: bool) -> None:
+    """After the FUTEX_WAKE of the publish that moved row ``index``'s word to ``value``:
+    record whether it woke every sleeper (see the layout's ``woken``)."""
+    _WOKEN.pack_into(buf, HEADER_SIZE + index * ROW_SIZE + WOKEN_OFFSET, _woken_mark(value) if woke_all else 0)
+
+
+def woke_all(buf, index: int, value: int) -> bool:
+    """True when the publish that moved row ``index``'s word to ``value`` woke every sleeper."""
+    return _WOKEN.unpack_from(buf, HEADER_SIZE + index * ROW_SIZE + WOKEN_OFFSET)[0] == _woken_mark(value)
 
 
 def read_wake(buf, index: int) -> int:

@@ -503,9 +503,16 @@ class PositionsWriter:
         if mapping is None:
             raise Closed(f"positions table {self.name} is closed")
         positions.write_row(mapping.buf, index, row)
-        positions.bump_wake(mapping.buf, index)
-        if futex.AVAILABLE:             # a few; they relay to the others (futex.py)
-            futex.wake(mapping.address + positions.wake_offset(index), futex.RELAY_FANOUT)
+        self._wake(mapping, index)
+
+    def _wake(self, mapping: RawMapping, index: int) -> None:
+        """Move row ``index``'s wake word and wake a few sleepers; they relay to the others
+        (futex.py) unless this wake found so few that it woke them all, as the row then says."""
+        buf = mapping.buf
+        value = positions.bump_wake(buf, index)
+        if futex.AVAILABLE:
+            woken = futex.wake(mapping.address + positions.wake_offset(index), futex.RELAY_FANOUT)
+            positions.mark_woken(buf, index, value, woken < futex.RELAY_FANOUT)
 
     def publish_offsets(self, index: int, log_start: int, hw: int, leo: int, active_base: int,
                         active_used: int) -> None:
@@ -514,11 +521,8 @@ class PositionsWriter:
         mapping = self._map
         if mapping is None:
             raise Closed(f"positions table {self.name} is closed")
-        buf = mapping.buf
-        positions.write_offsets(buf, index, log_start, hw, leo, active_base, active_used)
-        positions.bump_wake(buf, index)
-        if futex.AVAILABLE:
-            futex.wake(mapping.address + positions.wake_offset(index), futex.RELAY_FANOUT)
+        positions.write_offsets(mapping.buf, index, log_start, hw, leo, active_base, active_used)
+        self._wake(mapping, index)
 
     def close(self) -> None:
         """Unmap and unlink (idempotent)."""
@@ -582,6 +586,11 @@ class PositionsReader:
         """``(address, value now)`` of row ``index``'s futex word, for futex.wait."""
         buf = self._buf()
         return self._map.address + positions.wake_offset(index), positions.read_wake(buf, index)
+
+    def woke_all(self, index: int, value: int) -> bool:
+        """True when the publish that moved row ``index``'s word to ``value`` woke every
+        sleeper: a reader woken by it has nobody left to relay the wake to."""
+        return positions.woke_all(self._buf(), index, value)
 
     def writer_alive(self) -> bool:
         return _process_alive(self.spu_pid)
