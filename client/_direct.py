@@ -366,10 +366,38 @@ class DirectPath:
         """A stream's step: batches at ``offset``, or (when ``block``) a wait for a publish
         and an empty view. A leader change is ridden through for ``window_s`` (at least one
         reattach); then its retriable error is raised for the stream's failover."""
+        # The wake word's value is taken before the read: a publish after it moves the word,
+        # so when the read finds nothing new the wait sleeps on that value without reading
+        # the row again (one row read less per record for a reader at the end of the log).
+        before = self._wake_value() if block else None
         data = self.read(offset, max_bytes, committed, time.monotonic() + window_s)
         if not len(data) and block:
-            self.wait(offset, committed, WAIT_SLICE_S)
+            if before is not None and before[0] is self._table and before[1] == self._row:
+                self._sleep(before[2], before[3], WAIT_SLICE_S)
+            else:                                # reattached meanwhile: that value is another table's
+                self.wait(offset, committed, WAIT_SLICE_S)
         return data
+
+    def _wake_value(self) -> tuple | None:
+        """``(table, row, address, value)`` of the wake word now, or None when detached."""
+        table = self._table
+        if table is None or self._moved:
+            return None
+        try:
+            address, value = table.wake_word(self._row)
+        except Closed:
+            return None
+        return table, self._row, address, value
+
+    def _sleep(self, address: int, value: int, timeout_s: float) -> None:
+        """Sleep on a wake word whose ``value`` was taken before a read that found nothing."""
+        try:
+            self._check_metadata()               # a dead or replaced leader publishes nothing
+        except (NotLeader, Closed):
+            return
+        if self._moved:
+            return                               # the next read reattaches
+        self._sleep_on([(self, address, value)], timeout_s)
 
     def read(self, offset: int, max_bytes: int, committed: bool, deadline: float) -> memoryview:
         """Batches at ``offset`` below the visible bound; empty when there are none yet."""
@@ -429,14 +457,26 @@ class DirectPath:
             if word is None:
                 return
             words.append(word)
+        DirectPath._sleep_on([(path, address, value) for (path, _o, _c), (address, value) in zip(waits, words)],
+                             timeout_s)
+
+    @staticmethod
+    def _sleep_on(words: list[tuple["DirectPath", int, int]], timeout_s: float) -> None:
+        """Sleep on ``(path, address, value)`` wake words until one moves; relay the wake."""
         timeout_s = min(timeout_s, WAIT_SLICE_S)
         if len(words) > futex.MAX_WAITV:         # futex_waitv's limit: poll the first ones in short slices
             words, timeout_s = words[:futex.MAX_WAITV], min(timeout_s, MIXED_SLICE_S)
         try:
-            futex.wait_any(words, timeout_s)
-            for (path, _offset, _committed), (address, value) in zip(waits, words):
-                if path._table is not None and path._table.wake_word(path._row)[1] != value:
-                    futex.wake(address, futex.RELAY_FANOUT)     # pass the publish on (see futex.py)
+            futex.wait_any([(address, value) for _path, address, value in words], timeout_s)
+            for path, address, value in words:
+                table = path._table
+                if table is None:
+                    continue
+                now = table.wake_word(path._row)[1]
+                # Pass the publish on (see futex.py), unless the SPU's own wake found nobody
+                # else asleep: then this syscall per record would wake no one.
+                if now != value and not table.woke_all(path._row, now):
+                    futex.wake(address, futex.RELAY_FANOUT)
         except (OSError, Closed):                # EFAULT: closed from another thread meanwhile
             pass
 

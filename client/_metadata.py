@@ -1,7 +1,8 @@
 """Leader lookup from the shared-memory metadata table (no request to the SC).
 
-The snapshot is re-read only when the table's generation changes (one integer
-read) or when a caller asks after a leader-change error.
+The snapshot is re-read only when the table's generation changes or when a caller
+asks after a leader-change error; the generation is read only when the table's
+seqlock word moved since the last check (one 8-byte read on the hot path).
 
 Restarts. The SC unlinks its table when it stops and a new SC creates a new one,
 while a client keeps mapping the object it opened: unlinked, it stays readable but
@@ -33,9 +34,10 @@ class MetadataView:
     def __init__(self, paths: ClusterPaths) -> None:
         self.paths = paths
         reader = TableReader.open(paths.shm_name)
-        # The reader and its latest snapshot, swapped together, so a thread never pairs
-        # a new table's generation with an old table's rows.
-        self._current: tuple[TableReader, TableSnapshot] = (reader, reader.snapshot())
+        # The reader, its latest snapshot and the table's seqlock word when that snapshot was
+        # last checked (-1: check next time), swapped together, so a thread never pairs a new
+        # table's generation with an old table's rows.
+        self._current: tuple[TableReader, TableSnapshot, int] = (reader, reader.snapshot(), -1)
         self._lock = threading.Lock()          # one thread checks and reopens at a time
         self._checked_at = time.monotonic()
         self._away: str | None = None          # why the cluster is unavailable, as last checked
@@ -43,12 +45,19 @@ class MetadataView:
     def snapshot(self, refresh: bool = False) -> TableSnapshot:
         if refresh:
             self._check_live()
-        reader, snapshot = self._current
+        reader, snapshot, checked = self._current
+        # The hot path: the seqlock word (one 8-byte read, moved by every write of the SC)
+        # still reads as when the snapshot was last checked, so the table is as it was.
+        seq = reader.sequence()
+        if seq == checked and not refresh:
+            return snapshot
         if refresh or reader.generation() != snapshot.generation:
             snapshot = reader.snapshot()
-            with self._lock:
-                if self._current[0] is reader:     # not replaced meanwhile by a reopen
-                    self._current = (reader, snapshot)
+        with self._lock:
+            if self._current[0] is reader:     # not replaced meanwhile by a reopen
+                # seq was read before the check, so it is never newer than what was checked;
+                # odd (a write under way): check again next time.
+                self._current = (reader, snapshot, -1 if seq & 1 else seq)
         return snapshot
 
     def _check_live(self) -> None:
@@ -82,7 +91,7 @@ class MetadataView:
         if snapshot.generation == 0:       # created, not yet written by the new SC: no rows yet
             reader.close()
             return f"cluster {self.paths.cluster!r} is starting: its metadata table is not published yet"
-        self._current = (reader, snapshot)
+        self._current = (reader, snapshot, -1)
         return None
 
     def partitions(self, topic: str, refresh: bool = False) -> list[PartitionRow]:

@@ -13,7 +13,10 @@ sleepers, and each consumer that wakes to a changed word relays the wake to
 ``RELAY_FANOUT`` more (client/_direct.py): the SPU's cost stays flat however many
 consumers wait, the wake spreads as a tree, and a consumer that dies before relaying
 leaves the other branch going (the rest notice at their wait slice). A relay does
-not write the shared memory: readers still never write state they do not own.
+not write the shared memory: readers still never write state they do not own. When the
+SPU's wake found fewer sleepers than it may wake, it woke them all and says so in the
+row (positions.py, ``woken``): the readers it woke then skip the relay, a syscall per
+record that would wake nobody (the common case: one reader per partition).
 
 ``wait_any`` uses futex_waitv (Linux 5.16+); where it is missing it waits on the
 first word only, in short slices (the caller re-checks every row between waits).

@@ -29,7 +29,12 @@ Row, 128 bytes (``ROW``), at 64 + i * 128, one per replica the SPU holds::
      16  64  topic            ASCII, NUL-padded; all zero: a free row
      80   4  leader_epoch     i32, the epoch of the SPU's spec for this replica
      84   1  role             Role: FREE, LEADER, FOLLOWER
-     85   3  padding          zero
+     85   1  padding          zero
+     86   2  woken            u16 hint, written after each publish's FUTEX_WAKE (outside the
+                              seqlock): 0x8000 | (wake & 0x7FFF) when that wake found fewer
+                              sleepers than it may wake, so it woke them all and a reader that
+                              sees the word at that value need not relay it (futex.py); 0 else.
+                              Zero (a whole-row write, an older SPU) only means: relay
      88   8  log_start        i64 first offset still in the log
      96   8  hw               i64 high watermark
     104   8  leo              i64 log end offset
@@ -188,12 +193,52 @@ def write_row(buf, index: int, row: Positions) -> None:
     _SEQ.pack_into(buf, at, (seq + 1) & _U64_MASK)
 
 
+# The offsets at the end of a row, the only fields a leader's appends change.
+_OFFSETS = struct.Struct("<5q")
+_OFFSETS_AT = ROW_OFFSETS["log_start"]
+assert _OFFSETS_AT + _OFFSETS.size == ROW_SIZE
+
+
+def write_offsets(buf, index: int, log_start: int, hw: int, leo: int, active_base: int, active_used: int) -> None:
+    """Publish new offsets in row ``index``, whose other fields (topic, partition, epoch,
+    role) ``write_row`` wrote before and stay as they are: the leader's path on every
+    append, 40 bytes under the seqlock instead of the whole row."""
+    at = HEADER_SIZE + index * ROW_SIZE
+    seq = _SEQ.unpack_from(buf, at)[0]
+    if not seq & 1:
+        seq += 1
+        _SEQ.pack_into(buf, at, seq)
+    _OFFSETS.pack_into(buf, at + _OFFSETS_AT, log_start, hw, leo, active_base, active_used)
+    _SEQ.pack_into(buf, at, (seq + 1) & _U64_MASK)
+
+
 def bump_wake(buf, index: int) -> int:
     """Move row ``index``'s futex word on (after a publish); returns its new value."""
     at = wake_offset(index)
     value = (_WAKE.unpack_from(buf, at)[0] + 1) & _U32_MASK
     _WAKE.pack_into(buf, at, value)
     return value
+
+
+_WOKEN = struct.Struct("<H")
+WOKEN_OFFSET = ROW_OFFSETS["role"] + 2        # in the row's padding, which readers' unpacks skip
+assert WOKEN_OFFSET == 86 and WOKEN_OFFSET + 2 == ROW_OFFSETS["log_start"]
+_WOKEN_FLAG = 0x8000
+
+
+def _woken_mark(value: int) -> int:
+    return _WOKEN_FLAG | (value & 0x7FFF)
+
+
+def mark_woken(buf, index: int, value: int, woke_all: bool) -> None:
+    """After the FUTEX_WAKE of the publish that moved row ``index``'s word to ``value``:
+    record whether it woke every sleeper (see the layout's ``woken``)."""
+    _WOKEN.pack_into(buf, HEADER_SIZE + index * ROW_SIZE + WOKEN_OFFSET, _woken_mark(value) if woke_all else 0)
+
+
+def woke_all(buf, index: int, value: int) -> bool:
+    """True when the publish that moved row ``index``'s word to ``value`` woke every sleeper."""
+    return _WOKEN.unpack_from(buf, HEADER_SIZE + index * ROW_SIZE + WOKEN_OFFSET)[0] == _woken_mark(value)
 
 
 def read_wake(buf, index: int) -> int:
@@ -203,15 +248,25 @@ def read_wake(buf, index: int) -> int:
 _ROLES = tuple(Role)
 
 
+_TOPICS: dict[bytes, str] = {}         # raw topic field -> name: a reader decodes each name once
+_new_positions = Positions._make
+
+
 def _decode(fields: tuple) -> Positions:
     partition, topic, epoch, role, log_start, hw, leo, active_base, active_used = fields
     if role >= len(_ROLES):
         raise MetadataTableError(f"positions row has unknown role {role}")
-    try:
-        name = topic.rstrip(b"\0").decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise MetadataTableError(f"positions row has a topic that is not ASCII: {topic!r}") from exc
-    return Positions(name, partition, epoch, _ROLES[role], log_start, hw, leo, active_base, active_used)
+    name = _TOPICS.get(topic)
+    if name is None:
+        try:
+            name = topic.rstrip(b"\0").decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise MetadataTableError(f"positions row has a topic that is not ASCII: {topic!r}") from exc
+        if len(_TOPICS) < 4096:         # bounded: one entry per topic name seen
+            _TOPICS[topic] = name
+    # _make: a plain tuple build, without the keyword handling of Positions(...) (this runs
+    # three times per record a direct reader takes).
+    return _new_positions((name, partition, epoch, _ROLES[role], log_start, hw, leo, active_base, active_used))
 
 
 def read_row(buf, index: int, *, max_retries: int = 64) -> Positions:

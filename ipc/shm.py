@@ -39,6 +39,7 @@ import errno
 import mmap
 import os
 import stat
+import struct
 from typing import Iterable
 
 import posix_ipc
@@ -66,6 +67,9 @@ from .metadata_table import (
 )
 from . import futex, positions
 from .seqlock import DEFAULT_MAX_RETRIES
+from .metadata_table import SEQ_OFFSET
+
+_U64_SEQ = struct.Struct("<Q")
 
 _MODE = 0o600
 # A stale object is replaced; if another process keeps recreating it in between, give up.
@@ -391,6 +395,12 @@ class TableReader:
             return False
         return (st.st_dev, st.st_ino) == self._identity
 
+    def sequence(self) -> int:
+        """The table's seqlock word, one unlocked 8-byte read: the writer moves it on every
+        write, so an even value equal to one read earlier means nothing changed in between
+        (an odd one: a write is under way)."""
+        return _U64_SEQ.unpack_from(self._mapping(), SEQ_OFFSET)[0]
+
     def generation(self, *, max_retries: int = DEFAULT_MAX_RETRIES) -> int:
         """The table's generation: one cheap read, to decide whether to re-read the snapshot."""
         return read_generation(self._mapping(), max_retries=max_retries)
@@ -493,9 +503,26 @@ class PositionsWriter:
         if mapping is None:
             raise Closed(f"positions table {self.name} is closed")
         positions.write_row(mapping.buf, index, row)
-        positions.bump_wake(mapping.buf, index)
-        if futex.AVAILABLE:             # a few; they relay to the others (futex.py)
-            futex.wake(mapping.address + positions.wake_offset(index), futex.RELAY_FANOUT)
+        self._wake(mapping, index)
+
+    def _wake(self, mapping: RawMapping, index: int) -> None:
+        """Move row ``index``'s wake word and wake a few sleepers; they relay to the others
+        (futex.py) unless this wake found so few that it woke them all, as the row then says."""
+        buf = mapping.buf
+        value = positions.bump_wake(buf, index)
+        if futex.AVAILABLE:
+            woken = futex.wake(mapping.address + positions.wake_offset(index), futex.RELAY_FANOUT)
+            positions.mark_woken(buf, index, value, woken < futex.RELAY_FANOUT)
+
+    def publish_offsets(self, index: int, log_start: int, hw: int, leo: int, active_base: int,
+                        active_used: int) -> None:
+        """:meth:`publish` of new offsets only, in a row :meth:`publish` wrote whole before
+        (same topic, partition, epoch and role)."""
+        mapping = self._map
+        if mapping is None:
+            raise Closed(f"positions table {self.name} is closed")
+        positions.write_offsets(mapping.buf, index, log_start, hw, leo, active_base, active_used)
+        self._wake(mapping, index)
 
     def close(self) -> None:
         """Unmap and unlink (idempotent)."""
@@ -559,6 +586,11 @@ class PositionsReader:
         """``(address, value now)`` of row ``index``'s futex word, for futex.wait."""
         buf = self._buf()
         return self._map.address + positions.wake_offset(index), positions.read_wake(buf, index)
+
+    def woke_all(self, index: int, value: int) -> bool:
+        """True when the publish that moved row ``index``'s word to ``value`` woke every
+        sleeper: a reader woken by it has nobody left to relay the wake to."""
+        return positions.woke_all(self._buf(), index, value)
 
     def writer_alive(self) -> bool:
         return _process_alive(self.spu_pid)

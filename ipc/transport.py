@@ -37,6 +37,10 @@ from .errors import Busy, InternalError, ProtocolError, RilletError, Unsupported
 from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder, encode_message
 from .unix_socket import peer_credentials
 
+# Every message class: a handler's answer of one of these is sent at once.
+_ANSWER_TYPES = frozenset(cls for cls in vars(m).values()
+                          if isinstance(cls, type) and issubclass(cls, msgspec.Struct))
+
 
 # Bounds on what one peer can hold (DESIGN, security and hygiene). The frame deadline
 # closes a connection that sent part of a frame and then went quiet (slowloris); it can
@@ -210,7 +214,10 @@ class FramedProtocol(asyncio.Protocol):
         try:
             self._receive(data)
         finally:
-            if self.transport is not None:
+            # The common case, whole requests and nothing held before or after, skips the
+            # accounting: it would only add zero and find no deadline to start or stop.
+            if self.transport is not None and (self._decoder.buffered_bytes or self._held_bytes
+                                               or self._deadline is not None):
                 self._account()
                 self._arm_deadline()
 
@@ -329,7 +336,9 @@ class FramedProtocol(asyncio.Protocol):
             self.log.exception("handler for %s failed", type(msg).__name__)
             self.send(m.ErrorResponse(cid, InternalError.code, f"internal error: {type(exc).__name__}: {exc}"))
             return
-        if inspect.isawaitable(result):
+        if result.__class__ in _ANSWER_TYPES:      # the common case, without inspect's checks
+            self.send(result)
+        elif inspect.isawaitable(result):
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 if inspect.iscoroutine(result):
                     result.close()

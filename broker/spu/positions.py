@@ -28,7 +28,8 @@ class PositionsPublisher:
     def __init__(self, paths: ClusterPaths, spu_id: int, logger: logging.Logger) -> None:
         self._log = logger
         self._rows: dict[tuple[str, int], int] = {}
-        self._last: dict[int, Positions] = {}
+        # Per row, what it says now: (leader_epoch, role, log_start, hw, leo, active_base, active_used).
+        self._last: dict[int, tuple] = {}
         self._free: list[int] = []
         self._next = 0
         self._writer: PositionsWriter | None = None
@@ -52,17 +53,24 @@ class PositionsPublisher:
         log = replica.log
         if log.closed:
             return
-        if replica.is_leader:
-            row = Positions(spec.topic, spec.partition, spec.leader_epoch, Role.LEADER, log.log_start_offset,
-                            replica.hw, log.leo, log.active_base_offset, log.active_used)
+        if spec.leader == replica.spu_id:
+            active = log.active_segment
+            now = (spec.leader_epoch, Role.LEADER, log.log_start_offset, replica.hw, active.next_offset,
+                   active.base_offset, active.used)
         else:
-            row = Positions(spec.topic, spec.partition, spec.leader_epoch, Role.FOLLOWER, -1, -1, -1, -1, -1)
-        if self._last.get(index) == row:
+            now = (spec.leader_epoch, Role.FOLLOWER, -1, -1, -1, -1, -1)
+        last = self._last.get(index)
+        if last == now:
             return
-        self._last[index] = row
+        self._last[index] = now
         try:
-            writer.publish(index, row)
+            if last is not None and last[:2] == now[:2]:
+                # Only offsets moved (every append of a leader): rewrite just those.
+                writer.publish_offsets(index, *now[2:])
+            else:
+                writer.publish(index, Positions(spec.topic, spec.partition, *now))
         except (RilletError, OSError) as exc:
+            self._last.pop(index, None)     # unknown what the row says now: the next publish writes it whole
             self._log.error("publishing %s/%d in the positions table failed: %s", *key, exc)
 
     def remove(self, key: tuple[str, int]) -> None:

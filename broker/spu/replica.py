@@ -80,6 +80,7 @@ class Replica:
         self.damage: Damage | None = None
         # (bound_is_hw, offset, future): woken once the bound passes offset.
         self._waiters: list[tuple[bool, int, asyncio.Future]] = []
+        self._compression_cache: tuple[str, int | None] | None = None
         self.producers = self._load_producers()
         self._become(spec)
 
@@ -137,7 +138,7 @@ class Replica:
         """Append every whole batch in ``batches``; return the first base offset and the offset a
         ReadCommitted ack waits for. A batch an idempotent producer already stored is not stored
         again: its original offsets count instead. OutOfOrderSequence for a sequence gap."""
-        compression = parse_topic_compression(self.spec.compression_type)
+        compression = self._compression()
         first_base, commit_end = -1, 0
         producers = self.producers
         pos, end = 0, len(batches)
@@ -145,11 +146,13 @@ class Replica:
             raise CorruptBatch(f"produce request carries {end} bytes, less than one batch header")
         while pos < end:
             header = peek_header(batches, pos)
-            if header.total_size > end - pos or header.batch_length <= 0:
-                raise CorruptBatch(f"batch at position {pos} claims {header.total_size} bytes, {end - pos} present")
-            if compression != "any" and header.codec != _CODEC_IDS[compression]:
+            size = header.total_size
+            if size > end - pos or header.batch_length <= 0:
+                raise CorruptBatch(f"batch at position {pos} claims {size} bytes, {end - pos} present")
+            if compression is not None and header.codec != compression:
                 raise CompressionError(
-                    f"topic {self.spec.topic} requires compression {compression}, batch uses codec {header.codec}"
+                    f"topic {self.spec.topic} requires compression {self.spec.compression_type.lower()}, "
+                    f"batch uses codec {header.codec}"
                 )
             pid, count = header.producer_id, header.record_count
             try:
@@ -161,8 +164,7 @@ class Replica:
                 # Storage never decodes records; the SPU checks once that every consumer will be able
                 # to (codec, decompression bound, record shape and count) so no poison batch is stored.
                 check_readable(batches, pos, header)
-                base, stored_end = self.log.append(batches[pos:pos + header.total_size],
-                                                   leader_epoch=self.spec.leader_epoch)
+                base, stored_end = self.log.append(batches[pos:pos + size], leader_epoch=self.spec.leader_epoch)
                 producers.apply(pid, header.first_sequence, count, base)
             else:
                 validate_batch(batches, pos)
@@ -171,12 +173,23 @@ class Replica:
                                   self.name, pid, header.first_sequence, base)
             if first_base < 0:
                 first_base = base
-            commit_end = max(commit_end, stored_end)
-            pos += header.total_size
+            if stored_end > commit_end:
+                commit_end = stored_end
+            pos += size
         self._written()
         self._advance_hw()
         self._wake()
         return first_base, commit_end
+
+    def _compression(self) -> int | None:
+        """The codec id the topic requires of every batch, None for any (parsed once per setting:
+        UnknownCodec for a bad one, at every append as before)."""
+        name = self.spec.compression_type
+        cached = self._compression_cache
+        if cached is None or cached[0] is not name:
+            parsed = parse_topic_compression(name)
+            cached = self._compression_cache = (name, None if parsed == "any" else _CODEC_IDS[parsed])
+        return cached[1]
 
     def _load_producers(self) -> ProducerStateTable:
         table = ProducerStateTable(self.spec.topic, self.spec.partition)

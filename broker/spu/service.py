@@ -69,6 +69,7 @@ class SpuService:
         self._followers: dict[tuple[str, int], asyncio.Task] = {}
         self._table: TableReader | None = None
         self._snapshot = None
+        self._checked_seq = -1           # the table's seqlock word when _snapshot was last checked
         self.positions = PositionsPublisher(paths, spu_id, logger)
         # What happened, for the SPU's main loop to decide on (broker/spu/loop.py): offsets that
         # moved (a flag, coalesced) and ISR changes (reported at once: the SC elects from them).
@@ -331,6 +332,7 @@ class SpuService:
         if self._table is not None:
             self._table.close()
         self._table = self._snapshot = None
+        self._checked_seq = -1
 
     # --- lookups and fencing ---
     def _replica(self, topic: str, partition: int) -> Replica:
@@ -350,8 +352,16 @@ class SpuService:
         """The SC's metadata table as it is now; raises RilletError when it cannot be read."""
         if self._table is None:
             self._table = TableReader.open(self.paths.shm_name)
-        if self._snapshot is None or self._table.generation() != self._snapshot.generation:
-            self._snapshot = self._table.snapshot()
+        # Fast path, every produce: the seqlock word still reads as it did when the
+        # snapshot was last checked, so the table was not written since (one 8-byte read
+        # instead of the generation's locked read).
+        seq = self._table.sequence()
+        if seq != self._checked_seq or self._snapshot is None:
+            if self._snapshot is None or self._table.generation() != self._snapshot.generation:
+                self._snapshot = self._table.snapshot()
+            # Read before the check above, so it is never newer than what was checked;
+            # odd means a write was under way: check again next time.
+            self._checked_seq = -1 if seq & 1 else seq
         return self._snapshot
 
     def check_follower(self, follower: int, pid: int) -> None:

@@ -22,7 +22,9 @@ Life cycle: ``create`` (new, preallocated with posix_fallocate, mapped read/writ
 A batch becomes readable only once whole: ``write`` copies everything after the stamped
 fields, stamps base offset and epoch, and writes ``batch_length`` last. The space is zero
 beforehand, so a process killed mid-copy leaves a header whose length is 0 or a CRC that
-fails, never a shorter valid batch.
+fails, never a shorter valid batch. The body of a batch of PWRITE_MIN_BYTES or more goes in
+with ``pwrite`` (the same page cache pages the map shows) instead of stores into the map;
+the stamps and ``batch_length`` follow as stores, so the order above holds either way.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ from .index import OffsetIndex, capacity_entries
 BATCH_SPAN = struct.Struct("<qiiB6xi")
 assert BATCH_SPAN.size == ATTRIBUTES_POS + 2 + 4 == 27, BATCH_SPAN.size
 _ZERO_CHUNK = bytes(1 << 20)
+# A batch at least this large is written with pwrite instead of stores into the map: a store
+# to a page not yet in the process's page tables costs a fault (~2 µs a 4 KiB page here),
+# pwrite one system call. Measured on the development VM, fresh pages of a preallocated
+# file: 64 KiB batches 43 -> 14 µs; below a page the store wins (130 B: 0.1 against 0.9 µs).
+PWRITE_MIN_BYTES = 4096
 
 
 def log_name(base_offset: int) -> str:
@@ -313,13 +320,27 @@ class Segment:
         """Append one validated batch, stamping ``base_offset`` and ``leader_epoch`` in the map."""
         m, pos, size = self._map, self.used, len(batch)
         # Body first, then the stamps, then batch_length: see the module docstring.
-        m[pos + MAGIC_POS:pos + size] = batch[MAGIC_POS:]
+        if size >= PWRITE_MIN_BYTES:
+            self._pwrite(batch[MAGIC_POS:], pos + MAGIC_POS)
+        else:
+            m[pos + MAGIC_POS:pos + size] = batch[MAGIC_POS:]
         stamp_batch(m, pos, base_offset, leader_epoch)
         m[pos + BATCH_LENGTH_POS:pos + LEADER_EPOCH_POS] = batch[BATCH_LENGTH_POS:LEADER_EPOCH_POS]
         if self.index.wants_entry(pos):
             self.index.add(base_offset - self.base_offset, pos)
         self.used, self.next_offset = pos + size, next_offset
         self._mark_dirty(pos, pos + size)
+
+    def _pwrite(self, data: memoryview, pos: int) -> None:
+        """Write ``data`` at ``pos`` through the file, not the map: the same page cache pages
+        (every map of the file sees them at once), without a page fault per fresh page."""
+        fd = self._fd
+        try:
+            while data:
+                n = os.pwrite(fd, data, pos)
+                data, pos = data[n:], pos + n
+        except OSError as exc:
+            raise storage_error(exc, "write segment", self.log_path) from exc
 
     def truncate_at(self, pos: int, next_offset: int) -> None:
         """Remove every batch from ``pos`` on; their bytes are zeroed (a torn tail must not revive)."""

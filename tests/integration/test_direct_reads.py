@@ -348,3 +348,28 @@ def test_every_waiting_reader_wakes_though_the_spu_wakes_only_a_few(tmp_path, di
             s.close()
         assert all(t is not None for t in got)
         assert max(got) - sent < 2.0, [round(t - sent, 3) for t in got]
+
+
+def test_a_publish_after_the_wake_value_was_taken_ends_the_sleep_at_once(cluster):
+    """fetch takes the wake word's value before its read; a record published after that (here:
+    between the read and the sleep) must end the sleep at once, not after the wait slice."""
+    cluster.create_topic("prewake")
+    fluvio = cluster.fluvio()
+    path = DirectPath.open(fluvio._meta, "prewake", 0, time.monotonic() + 10)
+    assert path is not None
+    try:
+        with fluvio.topic_producer("prewake") as producer:
+            start = time.monotonic()
+            assert not len(path.fetch(0, 1000, False, True))          # nothing yet: sleeps one slice
+            assert time.monotonic() - start >= 0.05
+            _table, _row, address, value = path._wake_value()
+            assert not len(path.read(0, 1000, False, time.monotonic() + 5))
+            producer.send(None, b"late")
+            producer.flush()
+            start = time.monotonic()
+            path._sleep(address, value, 5.0)
+            assert time.monotonic() - start < 0.05
+            assert len(path.fetch(0, 1000, False, True))
+    finally:
+        path.close()
+        fluvio.close()

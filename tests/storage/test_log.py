@@ -342,3 +342,20 @@ def test_iter_batches_sees_the_stamped_bytes(open_log, rng):
     headers = [h for _, h in iter_batches(log.read(0, 1 << 20))]
     assert [h.leader_epoch for h in headers] == [2] * 5
     assert headers[0].base_offset == 0 and headers[-1].next_offset == log.leo
+
+
+def test_batches_written_through_the_file_and_through_the_map_read_back_alike(open_log, rng):
+    """Batches of PWRITE_MIN_BYTES and more go in with pwrite, smaller ones as stores into the
+    map: both must read back byte for byte, through the map and from a reopened log."""
+    from rillet.broker.storage.segment import PWRITE_MIN_BYTES
+    log = open_log(segment_size=1 << 20)
+    sizes = [PWRITE_MIN_BYTES - 1, PWRITE_MIN_BYTES, 200, 3 * PWRITE_MIN_BYTES + 7, 100, 65536 + 90]
+    stored = []
+    for size in sizes:
+        batch = sized_batch(size, rng, record_count=rng.randrange(1, 4))
+        base, _leo = log.append(batch, leader_epoch=2)
+        stored.append(stamped(batch, base, 2))
+    assert read_all(log) == stored
+    log.close()
+    reopened = open_log()
+    assert reopened.recovery_report == [] and read_all(reopened) == stored

@@ -169,3 +169,66 @@ def test_futex_wait_any_wakes_on_any_word():
     assert time.monotonic() - start < 2.0
     with pytest.raises(ValueError):
         futex.wait_any([], 1.0)
+
+
+def test_an_offsets_only_write_moves_the_offsets_under_the_seqlock_and_keeps_the_rest():
+    buf = table()
+    p.write_row(buf, 2, ROW)
+    seq = struct.unpack_from("<Q", buf, p.row_offset(2))[0]
+    p.write_offsets(buf, 2, 11, 21, 30, 18, 4196)
+    assert p.read_row(buf, 2) == ROW._replace(log_start=11, hw=21, leo=30, active_used=4196)
+    assert struct.unpack_from("<Q", buf, p.row_offset(2))[0] == seq + 2        # one whole write: even again
+    assert p.read_row(buf, 1) == p.Positions("", 0, 0, p.Role.FREE, 0, 0, 0, 0, 0)   # neighbours untouched
+
+
+def test_publish_offsets_bumps_the_wake_word_like_a_whole_publish(shm_name):
+    writer = PositionsWriter.create(shm_name, 5001, os.getpid(), max_rows=8)
+    try:
+        writer.publish(5, ROW)
+        writer.publish_offsets(5, 10, 22, 26, 18, 4200)
+        reader = PositionsReader.open(shm_name)
+        try:
+            assert reader.row(5) == ROW._replace(hw=22, leo=26, active_used=4200)
+            assert reader.wake_word(5)[1] == 2
+        finally:
+            reader.close()
+    finally:
+        writer.close()
+
+
+def test_the_woken_hint_names_one_wake_value_and_a_whole_row_write_clears_it():
+    buf = table()
+    p.write_row(buf, 1, ROW)
+    assert not p.woke_all(buf, 1, 0)                                   # zero: relay
+    p.mark_woken(buf, 1, 7, True)
+    assert p.woke_all(buf, 1, 7) and not p.woke_all(buf, 1, 6) and not p.woke_all(buf, 1, 8)
+    assert p.read_row(buf, 1) == ROW                                   # in the padding: the row reads the same
+    p.mark_woken(buf, 1, 8, False)
+    assert not p.woke_all(buf, 1, 8)
+    p.mark_woken(buf, 1, 9, True)
+    p.write_row(buf, 1, ROW._replace(hw=21))
+    assert not p.woke_all(buf, 1, 9)
+    assert not p.woke_all(buf, 0, 0) and not p.woke_all(buf, 2, 0)     # neighbours untouched
+
+
+@needs_futex
+def test_a_publish_says_whether_its_wake_reached_every_sleeper(shm_name):
+    writer = PositionsWriter.create(shm_name, 5001, os.getpid(), max_rows=8)
+    reader = PositionsReader.open(shm_name)
+    try:
+        writer.publish(5, ROW)
+        address, value = reader.wake_word(5)
+        assert value == 1 and reader.woke_all(5, 1)                    # nobody asleep: all (none) woken
+        sleepers = [threading.Thread(target=futex.wait, args=(address, value, 5.0)) for _ in range(futex.RELAY_FANOUT + 1)]
+        for t in sleepers:
+            t.start()
+        time.sleep(0.2)                                                # all of them in FUTEX_WAIT
+        writer.publish_offsets(5, 10, 21, 26, 18, 4200)
+        assert reader.wake_word(5)[1] == 2 and not reader.woke_all(5, 2)   # one left: readers must relay
+        futex.wake(address)                                            # the relay, done here
+        for t in sleepers:
+            t.join(5)
+        assert not any(t.is_alive() for t in sleepers)
+    finally:
+        reader.close()
+        writer.close()

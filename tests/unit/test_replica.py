@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 
+import msgspec
 import pytest
 
 from rillet.broker.spu.replica import HW_CHECKPOINT_INTERVAL_S, Replica
@@ -112,3 +113,38 @@ def test_waiters_wake_on_append_and_time_out_quietly_or_loudly(tmp_path):
         assert len(left) == 1                          # only the scenario itself: no timer task outlives a wait
     finally:
         single.close()
+
+
+def test_the_positions_row_follows_appends_and_a_role_change(tmp_path):
+    """Appends rewrite only the row's offsets; a new epoch or a role change rewrites it whole."""
+    import uuid
+    from rillet.broker.spu.positions import PositionsPublisher
+    from rillet.ipc.names import ClusterPaths
+    from rillet.ipc.positions import Positions, Role
+    from rillet.ipc.shm import PositionsReader
+
+    paths = ClusterPaths.for_cluster(f"pos{uuid.uuid4().hex[:8]}", tmp_path / "home")
+    publisher = PositionsPublisher(paths, LEADER, LOGGER)
+    r = make_replica(tmp_path, replicas=(LEADER,))
+    reader = None
+    try:
+        r.on_positions = publisher.publish
+        publisher.publish(r)
+        reader = PositionsReader.open(paths.positions_shm_name(LEADER))
+        index = reader.find("t", 0)
+        builder = BatchBuilder()
+        builder.append(None, b"v", 0)
+        for _ in range(3):
+            r.append(memoryview(builder.build()))
+        used = r.log.active_used
+        assert reader.row(index) == Positions("t", 0, 1, Role.LEADER, 0, 3, 3, 0, used)
+        assert reader.wake_word(index)[1] == 4                     # the first publish and one per append
+        r.update_spec(msgspec.structs.replace(r.spec, leader=2, leader_epoch=2))
+        assert reader.row(index) == Positions("t", 0, 2, Role.FOLLOWER, -1, -1, -1, -1, -1)
+        r.update_spec(msgspec.structs.replace(r.spec, leader=LEADER, leader_epoch=3))
+        assert reader.row(index) == Positions("t", 0, 3, Role.LEADER, 0, 3, 3, 0, used)
+    finally:
+        if reader is not None:
+            reader.close()
+        r.close()
+        publisher.close()

@@ -115,3 +115,20 @@ def test_a_topic_created_after_a_restart_is_found_without_an_error_first(paths, 
         stop(second)
     finally:
         view.close()
+
+
+def test_the_view_sees_every_write_though_its_hot_path_reads_only_the_seqlock_word(paths):
+    table = new_sc(paths)
+    try:
+        publish(table, 5001)
+        view = MetadataView(paths)
+        try:
+            for _ in range(3):                   # the first call checks the generation, the next ones do not
+                assert view.leader("t", 0).leader == 5001
+            publish(table, 5002)
+            assert view.leader("t", 0).leader == 5002
+            assert view.snapshot() is view.snapshot()      # unchanged table: the same snapshot, not a new read
+        finally:
+            view.close()
+    finally:
+        stop(table)
