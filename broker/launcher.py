@@ -20,13 +20,12 @@ import subprocess
 import sys
 import time
 
-import psutil
-
+# psutil and ipc.shm are imported inside the functions that use them: every admin command
+# (`rillet topic list`) imports this module for admin_connection, and they cost ~25 ms of start-up.
 from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection
 from rillet.ipc.errors import ClusterAlreadyRunning, ClusterNotRunning, RilletError, ScUnavailable
 from rillet.ipc.names import ClusterPaths
-from rillet.ipc.shm import positions_objects, unlink_if_exists
 
 
 SC = "rillet.broker.sc"
@@ -56,6 +55,7 @@ def _pid_from(pid_file, module: str, paths: ClusterPaths) -> int | None:
 
 
 def _is_ours(pid: int, module: str, paths: ClusterPaths) -> bool:
+    import psutil
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -182,6 +182,7 @@ def stop_cluster(paths: ClusterPaths, timeout_s: float = 15.0) -> bool:
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     """Wait until ``pid`` has exited; a zombie counts as gone (its parent, perhaps the
     process that ran `cluster start`, reaps it, not us)."""
+    import psutil
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -206,6 +207,7 @@ def _signal(pid: int, sig: int) -> None:
 
 def _kill_group(pid: int) -> None:
     """SIGKILL the process group of ``pid`` (the cluster's session), never our own."""
+    import psutil
     try:
         group = os.getpgid(pid)
         if group == os.getpgrp():
@@ -223,6 +225,7 @@ def _kill_group(pid: int) -> None:
 def cluster_processes(paths: ClusterPaths, modules: tuple[str, ...] = (SUPERVISOR, SC, SPU)) -> list[psutil.Process]:
     """Every live supervisor, SC and SPU process of this cluster (by command line), or
     only those running ``modules``."""
+    import psutil
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:
@@ -241,6 +244,8 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
 
     ``keep_spus``: live SPU processes and their sockets stay (a starting SC adopts them).
     """
+    import psutil
+    from rillet.ipc.shm import positions_objects, unlink_if_exists
     spus = cluster_processes(paths, modules=(SPU,)) if keep_spus else []
     kept = {str(paths.spu_socket(_spu_id(p))) for p in spus}
     procs = [p for p in cluster_processes(paths) if p.pid not in {s.pid for s in spus}]
@@ -269,6 +274,7 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
 
 
 def _spu_id(proc: psutil.Process) -> int:
+    import psutil
     try:
         cmd = proc.cmdline()
         return int(cmd[cmd.index("--spu-id") + 1])
