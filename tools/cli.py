@@ -53,10 +53,21 @@ def cmd_cluster_start(args) -> int:
                                         f"SPU(s), not {args.spus}: {fix}") from None
         print(f"cluster {paths.cluster!r} is already running: {status.spus_online}/{status.spus_total} SPU(s) online, "
               f"{status.partitions_online}/{status.partitions_total} partitions online (SC pid {status.sc_pid})")
+        _make_current(paths)
         return EXIT_OK
+    _make_current(paths)
     print(f"started cluster {paths.cluster!r}: {status.spus_online} SPU(s) online, "
           f"{status.partitions_online}/{status.partitions_total} partitions online (SC pid {status.sc_pid})")
     return EXIT_OK
+
+
+def _make_current(paths: ClusterPaths) -> None:
+    """The cluster just started becomes the current profile (Fluvio's `cluster start` does
+    the same), so later commands without --cluster go there."""
+    from rillet.ipc import profiles
+    known = profiles.load(paths.home)
+    if known.current != paths.cluster or known.clusters.get(paths.cluster) != paths.cluster:
+        profiles.save(paths.home, known.with_cluster_started(paths.cluster))
 
 
 def cmd_cluster_status(args) -> int:
@@ -86,6 +97,10 @@ def cmd_cluster_delete(args) -> int:
     from rillet.broker import launcher
     paths = _paths(args)
     launcher.delete_cluster(paths)
+    from rillet.ipc import profiles
+    known = profiles.load(paths.home)
+    if paths.cluster in known.clusters.values():          # Fluvio's `cluster delete` drops its profile too
+        profiles.save(paths.home, known.without_cluster(paths.cluster))
     print(f"deleted cluster {paths.cluster!r} and its data ({paths.cluster_dir})")
     return EXIT_OK
 
@@ -259,8 +274,9 @@ def build_parser() -> Parser:
     plist.set_defaults(func=cmd_partition_list)
 
     from .commands import consume, produce
-    from .commands import consumer
+    from .commands import consumer, profile
     produce.register(sub)
+    profile.register(sub)
     consume.register(sub)
     consumer.register(sub)
     _accept_cluster_everywhere(p)
