@@ -133,6 +133,32 @@ class DeleteTopic(_Msg, tag=31):
     name: str
 
 
+class TopicChanges(msgspec.Struct, frozen=True, kw_only=True):
+    """What `topic update` may change on a live topic; None keeps the current value.
+    Partitions grow with AddPartitions; the replication factor cannot change."""
+    retention_time_s: int | None = None
+    max_partition_size: int | None = None
+    segment_size: int | None = None          # for segments created from now on
+    compression_type: str | None = None
+    flush: str | None = None
+    flush_interval_ms: int | None = None
+    min_in_sync_replicas: int | None = None
+
+
+class UpdateTopic(_Msg, tag=46):
+    cid: int
+    name: str
+    changes: TopicChanges
+
+
+class AddPartitions(_Msg, tag=47):
+    """Add ``count`` partitions to a topic (Fluvio's `topic add-partition`)."""
+    cid: int
+    name: str
+    count: int
+    timeout_ms: int = 30_000   # wait this long for the new partitions to be Online
+
+
 class ListTopics(_Msg, tag=32):
     cid: int
     names: list[str] = []      # empty: all
@@ -362,7 +388,7 @@ class ConsumerOffsetsDeleted(_Msg, tag=85):
 Message = Union[
     Hello, HelloOk, ErrorResponse, Ok,
     ProduceRequest, ProduceResponse, FetchRequest, FetchResponse, OffsetsRequest, OffsetsResponse,
-    CreateTopic, DeleteTopic, ListTopics, TopicList, ListPartitions, PartitionList, ListSpus, SpuList,
+    CreateTopic, DeleteTopic, UpdateTopic, AddPartitions, ListTopics, TopicList, ListPartitions, PartitionList, ListSpus, SpuList,
     ClusterStatusRequest, ClusterStatus, ShutdownCluster, StartSpu,
     RegisterSpu, UpdateReplicas, StatusReport, Shutdown,
     FollowerFetch, FollowerFetchResponse, EpochEndOffset, EpochEndOffsetResponse,

@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Callable
 
+import msgspec
 import psutil
 
 from rillet.ipc import messages as m
@@ -109,6 +110,8 @@ class Controller:
         self.admin_routes: dict[type, Callable] = {
             m.CreateTopic: self.create_topic,
             m.DeleteTopic: self.delete_topic,
+            m.UpdateTopic: self.update_topic,
+            m.AddPartitions: self.add_partitions,
             m.ListTopics: self.list_topics,
             m.ListPartitions: self.list_partitions,
             m.ListSpus: self.list_spus,
@@ -351,6 +354,36 @@ class Controller:
         self.reconcile_now()
         self.log.info("deleted topic %s", msg.name)
         return m.Ok(msg.cid)
+
+    def update_topic(self, msg: m.UpdateTopic):
+        topic = self._existing(msg.name)
+        config = reconcile.updated_config(topic.config, msg.changes, len(self.state.spus))
+        topic.config = config
+        save_state(self.paths.metadata_file, self.state)
+        self.push_assignments({s for p in topic.partitions for s in p.replicas})
+        self.log.info("updated topic %s: %s", msg.name, config)
+        return m.Ok(msg.cid)
+
+    async def add_partitions(self, msg: m.AddPartitions):
+        topic = self._existing(msg.name)
+        rows = self.table.layout.max_partitions if self.table is not None else TableLayout().max_partitions
+        new = reconcile.added_partitions(self.state, msg.name, msg.count, rows)
+        topic.partitions.extend(new)
+        topic.config = msgspec.structs.replace(topic.config, partitions=len(topic.partitions))
+        save_state(self.paths.metadata_file, self.state)
+        self.push_assignments({s for p in new for s in p.replicas})
+        self.reconcile_now()
+        self.log.info("added %d partitions to topic %s (now %d)", msg.count, msg.name, len(topic.partitions))
+        if not await self.wait_until(lambda: self._topic_online(msg.name), msg.timeout_ms / 1000):
+            raise RequestTimedOut(f"partitions were added to {msg.name!r} but not every one was Online "
+                                  f"within {msg.timeout_ms} ms")
+        return m.Ok(msg.cid)
+
+    def _existing(self, name: str):
+        topic = self.state.topics.get(name)
+        if topic is None:
+            raise TopicNotFound(f"Topic not found: {name}")
+        return topic
 
     def _status_label(self, topic: str) -> str:
         return "provisioned" if self._topic_online(topic) else "pending"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 from rillet.ipc import messages as m
 from rillet.ipc.errors import InsufficientResources, InvalidArgument
 from rillet.ipc.metadata_table import PartitionRow, PartitionStatus, SpuRow, SpuStatus
@@ -103,6 +105,40 @@ def new_topic(state: ClusterState, name: str, config: m.TopicConfig, now_ms: int
     parts = [PartitionAssignment(partition=i, replicas=r, leader=r[0], leader_epoch=1, in_sync=list(r))
              for i, r in enumerate(placement)]
     return TopicState(name=name, config=config, partitions=parts, created_ms=now_ms)
+
+
+UPDATABLE = ("retention_time_s", "max_partition_size", "segment_size", "compression_type", "flush",
+             "flush_interval_ms", "min_in_sync_replicas")
+
+
+def updated_config(config: m.TopicConfig, changes: m.TopicChanges, spu_count: int) -> m.TopicConfig:
+    """``config`` with ``changes`` applied, checked as a new topic's config is. Each of these is
+    safe on a live topic: SPUs apply them to the next batch, segment or retention pass."""
+    given = {f: getattr(changes, f) for f in UPDATABLE if getattr(changes, f) is not None}
+    if not given:
+        raise InvalidArgument("nothing to update: give at least one of " + ", ".join(UPDATABLE))
+    if "flush_interval_ms" in given and "flush" not in given and config.flush != "interval":
+        given["flush"] = "interval"             # as `topic create --flush-interval` alone means
+    return validate_config(msgspec.structs.replace(config, **given), spu_count)
+
+
+def added_partitions(state: ClusterState, name: str, count: int, table_rows: int) -> list[PartitionAssignment]:
+    """``count`` new partitions for topic ``name``, numbered after its last, placed as a new
+    topic's are. Existing partitions keep their replicas, leaders and records; keys then hash
+    over the new count (Fluvio's rule). ``table_rows``: the metadata table's partition rows."""
+    topic = state.topics[name]
+    if not isinstance(count, int) or count < 1:
+        raise InvalidArgument(f"partitions to add must be at least 1, got {count!r}")
+    total = len(topic.partitions) + count
+    if total > MAX_PARTITIONS:
+        raise InvalidArgument(f"topic {name!r} has {len(topic.partitions)} partitions; {count} more would make "
+                              f"{total}, over the limit of {MAX_PARTITIONS}")
+    in_cluster = sum(len(t.partitions) for t in state.topics.values()) + count
+    if in_cluster > table_rows:
+        raise InsufficientResources(f"the cluster would have {in_cluster} partitions; its metadata table holds {table_rows}")
+    first = len(topic.partitions)
+    return [PartitionAssignment(partition=first + i, replicas=r, leader=r[0], leader_epoch=1, in_sync=list(r))
+            for i, r in enumerate(place_partitions(state, count, topic.config.replication))]
 
 
 def replica_specs_for(state: ClusterState, spu_id: int) -> list[m.ReplicaSpec]:
