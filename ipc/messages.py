@@ -238,6 +238,19 @@ class ShutdownCluster(_Msg, tag=40):
     cid: int
 
 
+class AddSpu(_Msg, tag=48):
+    """Start one more SPU (the next id); answered with a SpuList of that SPU once it is Online."""
+    cid: int
+    timeout_ms: int = 30_000
+
+
+class RemoveSpu(_Msg, tag=49):
+    """Move every replica off an SPU (copies caught up first), then stop it and forget it."""
+    cid: int
+    spu_id: int
+    timeout_ms: int = 60_000
+
+
 class StartSpu(_Msg, tag=41):
     cid: int
     spu_id: int
@@ -389,7 +402,7 @@ Message = Union[
     Hello, HelloOk, ErrorResponse, Ok,
     ProduceRequest, ProduceResponse, FetchRequest, FetchResponse, OffsetsRequest, OffsetsResponse,
     CreateTopic, DeleteTopic, UpdateTopic, AddPartitions, ListTopics, TopicList, ListPartitions, PartitionList, ListSpus, SpuList,
-    ClusterStatusRequest, ClusterStatus, ShutdownCluster, StartSpu,
+    ClusterStatusRequest, ClusterStatus, ShutdownCluster, StartSpu, AddSpu, RemoveSpu,
     RegisterSpu, UpdateReplicas, StatusReport, Shutdown,
     FollowerFetch, FollowerFetchResponse, EpochEndOffset, EpochEndOffsetResponse,
     CommitConsumerOffsets, FetchConsumerOffsets, ListConsumerOffsets, ConsumerOffsetList,

@@ -48,7 +48,7 @@ def cmd_cluster_start(args) -> int:
         status = launcher.cluster_status(paths)
         if args.spus is not None and args.spus != status.spus_total:
             fix = (f"stop it (rillet cluster stop), then run rillet cluster start --spus {args.spus}"
-                   if args.spus > status.spus_total else "removing SPUs from a cluster is not supported")
+                   if args.spus > status.spus_total else "remove SPUs with rillet cluster spu remove ID")
             raise ClusterAlreadyRunning(f"cluster {paths.cluster!r} is already running with {status.spus_total} "
                                         f"SPU(s), not {args.spus}: {fix}") from None
         print(f"cluster {paths.cluster!r} is already running: {status.spus_online}/{status.spus_total} SPU(s) online, "

@@ -46,6 +46,7 @@ from rillet.broker import launcher
 
 from . import reconcile
 from .reconcile import Observation, SpuObserved
+from .membership import Membership
 from .offsets import ConsumerOffsetStore
 from .processes import SpuProcesses
 from .state import ClusterState, load_state, save_state
@@ -121,6 +122,8 @@ class Controller:
         }
         self.offsets = ConsumerOffsetStore(paths.sc_dir / "consumer-offsets.log", topic_partitions=lambda t: len(self.state.topics[t].partitions) if t in self.state.topics else None)
         self.admin_routes.update(self.offsets.routes())
+        self.membership = Membership(self)
+        self.admin_routes.update(self.membership.routes())
 
     # --- lifecycle ---
     def ensure_spus(self, count: int | None) -> None:
@@ -128,7 +131,7 @@ class Controller:
             count = count or 1
         if count is None or count <= len(self.state.spus):
             if count is not None and count < len(self.state.spus):
-                self.log.warning("cluster has %d SPUs; --spus %d ignored (removing SPUs is not supported)",
+                self.log.warning("cluster has %d SPUs; --spus %d ignored (remove SPUs with rillet cluster spu remove)",
                                  len(self.state.spus), count)
             return
         start = max(self.state.spus, default=reconcile.FIRST_SPU_ID - 1) + 1

@@ -141,6 +141,62 @@ def added_partitions(state: ClusterState, name: str, count: int, table_rows: int
             for i, r in enumerate(place_partitions(state, count, topic.config.replication))]
 
 
+# --- SPUs added and removed (broker/sc/membership.py carries these out) ---
+
+def next_spu_id(state: ClusterState) -> int:
+    return max(state.spus, default=FIRST_SPU_ID - 1) + 1
+
+
+def replica_moves(state: ClusterState, topics_replication: dict[str, int], spu: int) -> list[tuple[str, int, int]]:
+    """Where each replica SPU ``spu`` holds goes before the SPU is removed: ``(topic, partition,
+    target)``, targets spread over the other SPUs with the fewest replicas. A partition that
+    already has an extra replica (a removal that timed out) keeps it as its target.
+    ``topics_replication``: each topic's replication factor."""
+    rest = sorted(s for s in state.spus if s != spu)
+    if not rest:
+        raise InvalidArgument(f"SPU {spu} is the last SPU of the cluster; a cluster keeps at least one")
+    load = {s: sum(1 for t in state.topics.values() for p in t.partitions if s in p.replicas) for s in rest}
+    moves = []
+    for name in sorted(state.topics):
+        for p in state.topics[name].partitions:
+            if spu not in p.replicas:
+                continue
+            if len(p.replicas) > topics_replication[name]:
+                target = p.replicas[-1]                 # the copy a previous attempt added
+            else:
+                free = [s for s in rest if s not in p.replicas]
+                if not free:
+                    raise InsufficientResources(
+                        f"removing SPU {spu} leaves {len(rest)} SPU(s); topic {name!r} has replication factor "
+                        f"{len(p.replicas)}: add an SPU first (rillet cluster spu add)")
+                target = min(free, key=lambda s: (load[s], s))
+                load[target] += 1
+            moves.append((name, p.partition, target))
+    return moves
+
+
+def with_replica_added(p: PartitionAssignment, target: int) -> PartitionAssignment:
+    """Step 1 of a move: ``target`` follows the leader as one more replica (not in sync yet)."""
+    if target in p.replicas:
+        return p
+    return PartitionAssignment(partition=p.partition, replicas=[*p.replicas, target], leader=p.leader,
+                               leader_epoch=p.leader_epoch, in_sync=list(p.in_sync))
+
+
+def handed_over(p: PartitionAssignment, spu: int, target: int) -> PartitionAssignment:
+    """Step 2, once ``target`` is in sync: ``target`` takes ``spu``'s place in the replica list;
+    if ``spu`` led, the first in-sync replica of the new list leads at the next epoch (a
+    controlled failover: every committed record is on it)."""
+    replicas = [target if s == spu else s for s in p.replicas if s != target]
+    in_sync = [s for s in p.in_sync if s != spu]
+    leader, epoch = p.leader, p.leader_epoch
+    if leader == spu:
+        leader = next(s for s in replicas if s in in_sync)
+        epoch += 1
+    return PartitionAssignment(partition=p.partition, replicas=replicas, leader=leader, leader_epoch=epoch,
+                               in_sync=in_sync)
+
+
 def replica_specs_for(state: ClusterState, spu_id: int) -> list[m.ReplicaSpec]:
     """Everything SPU ``spu_id`` must run, as UpdateReplicas carries it."""
     specs = []
