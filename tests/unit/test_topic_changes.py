@@ -101,3 +101,50 @@ def test_a_larger_segment_size_never_writes_past_the_active_segment(tmp_path):
         assert reopened.leo == 11
     finally:
         reopened.close()
+
+
+# --- SPUs removed: where their replicas go ---
+
+def _cluster(spus, topics):
+    """topics: name -> list of replica lists (the first leads)."""
+    from rillet.broker.sc.state import PartitionAssignment, TopicState
+    st = ClusterState(spus=list(spus))
+    for name, parts in topics.items():
+        st.topics[name] = TopicState(name=name, config=m.TopicConfig(replication=len(parts[0])), created_ms=0,
+                                     partitions=[PartitionAssignment(partition=i, replicas=list(r), leader=r[0],
+                                                                     leader_epoch=3, in_sync=list(r))
+                                                 for i, r in enumerate(parts)])
+    return st
+
+
+def _rf(st):
+    return {n: t.config.replication for n, t in st.topics.items()}
+
+
+def test_replica_moves_spread_over_the_least_loaded():
+    st = _cluster([1, 2, 3, 4], {"a": [[1, 2], [2, 1], [3, 4]], "b": [[1], [4]]})
+    assert reconcile.replica_moves(st, _rf(st), 1) == [("a", 0, 3), ("a", 1, 3), ("b", 0, 2)]
+    assert reconcile.next_spu_id(st) == 5
+    assert reconcile.next_spu_id(ClusterState()) == reconcile.FIRST_SPU_ID
+
+
+def test_replica_moves_refusals_and_a_second_attempt():
+    st = _cluster([1, 2], {"a": [[1, 2]]})
+    with pytest.raises(InsufficientResources, match="removing SPU 1 leaves 1 SPU.*replication factor 2"):
+        reconcile.replica_moves(st, _rf(st), 1)
+    with pytest.raises(InvalidArgument, match="last SPU"):
+        reconcile.replica_moves(ClusterState(spus=[1]), {}, 1)
+    st = _cluster([1, 2, 3], {"a": [[1, 2]]})
+    p = st.topics["a"].partitions[0] = reconcile.with_replica_added(st.topics["a"].partitions[0], 3)
+    assert (p.replicas, p.in_sync) == ([1, 2, 3], [1, 2])          # the copy is not in sync yet
+    assert reconcile.replica_moves(st, _rf(st), 1) == [("a", 0, 3)]  # a timed-out removal's copy is reused
+
+
+def test_hand_over_a_led_and_a_followed_partition():
+    from rillet.broker.sc.state import PartitionAssignment
+    led = PartitionAssignment(partition=0, replicas=[1, 2, 3], leader=1, leader_epoch=3, in_sync=[1, 2, 3])
+    after = reconcile.handed_over(led, 1, 3)
+    assert (after.replicas, after.leader, after.leader_epoch, after.in_sync) == ([3, 2], 3, 4, [2, 3])
+    followed = PartitionAssignment(partition=0, replicas=[2, 1, 3], leader=2, leader_epoch=3, in_sync=[2, 1, 3])
+    after = reconcile.handed_over(followed, 1, 3)
+    assert (after.replicas, after.leader, after.leader_epoch, after.in_sync) == ([2, 3], 2, 3, [2, 3])
