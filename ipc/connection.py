@@ -22,9 +22,8 @@ import msgspec
 
 from . import messages as m
 from .errors import BrokenConnection, ProtocolError, RilletError, Timeout, error_from_code
-from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
+from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder, encode_message
 from .unix_socket import connect_unix
-from .transport import encode_message
 
 # Reads while no large frame is under way: answers are small, and the start of a large one
 # read this way is copied once more into its own buffer (FrameDecoder.body_buffer).

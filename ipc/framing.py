@@ -116,6 +116,17 @@ def encode_frame(payload, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> byt
         return b"".join((FRAME_PREFIX.pack(n), view))
 
 
+def encode_message(encoder, msg) -> bytearray:
+    """Frame a message (ipc/messages.py) with a msgspec msgpack ``encoder``: the 4-byte length
+    prefix, then the envelope, in one buffer (no copy of the payload). Here rather than in
+    transport.py so that a synchronous client (ipc/connection.py, every CLI command) need
+    not import asyncio."""
+    buf = bytearray(PREFIX_SIZE)
+    encoder.encode_into(msg, buf, PREFIX_SIZE)
+    FRAME_PREFIX.pack_into(buf, 0, len(buf) - PREFIX_SIZE)
+    return buf
+
+
 def _immutable_view(data) -> memoryview:
     """A byte-format view of ``data`` that nobody can change under us."""
     if isinstance(data, bytes):

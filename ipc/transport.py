@@ -35,18 +35,12 @@ import msgspec
 
 from . import messages as m
 from .errors import Busy, InternalError, ProtocolError, RilletError, UnsupportedVersion
-from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder
+from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder, encode_message  # noqa: F401 (re-exported)
 from .unix_socket import peer_credentials, require_own_user
 
 _PREFIX = struct.Struct("<I")
 
 
-def encode_message(encoder: msgspec.msgpack.Encoder, msg: m.Message) -> bytearray:
-    """Frame ``msg``: a 4-byte length prefix, then the msgpack envelope, in one buffer."""
-    buf = bytearray(4)
-    encoder.encode_into(msg, buf, 4)
-    _PREFIX.pack_into(buf, 0, len(buf) - 4)
-    return buf
 
 
 # Bounds on what one peer can hold (DESIGN, security and hygiene). The frame deadline

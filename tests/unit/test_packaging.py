@@ -60,3 +60,17 @@ def test_spu_command_online_label_matches_table():
     from rillet.ipc.metadata_table import SpuStatus
     from rillet.tools.commands import spu
     assert spu.ONLINE == SpuStatus.ONLINE.label
+
+
+def test_an_admin_command_does_not_import_asyncio_or_the_data_path(tmp_path):
+    """`rillet topic list` runs synchronously: no asyncio, producer, consumer or shared memory."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, rillet.tools.cli as c; c.main(['topic', 'list']); "
+            "print(sorted(n for n in ('asyncio', 'rillet._producer', 'rillet._consumer', 'rillet.ipc.shm') "
+            "if n in sys.modules))")
+    env = {**os.environ, "RILLET_HOME": str(tmp_path), "RILLET_CLUSTER": "not-running"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "not running" in r.stderr
+    assert r.stdout.strip() == "[]"
