@@ -92,3 +92,16 @@ def test_two_clusters_from_one_process(two):
     finally:
         for fluvio in clients.values():
             fluvio.close()
+
+
+def test_cluster_start_makes_a_profile_and_delete_drops_it(tmp_path):
+    home = tmp_path / "home"
+    try:
+        assert ok(_cli(home, "--cluster", "gamma", "cluster", "start")).startswith("started cluster 'gamma'")
+        assert ok(_cli(home, "profile", "current")) == "gamma\n"
+        ok(_cli(home, "topic", "create", "made-in-gamma"))                # no --cluster: the current profile
+        assert _topics(home, "--cluster", "gamma") == ["made-in-gamma"]
+    finally:
+        ok(_cli(home, "--cluster", "gamma", "cluster", "delete"))
+    assert json.loads(ok(_cli(home, "profile", "list", "-O", "json"))) == []
+    assert "no current profile" in one_line_error(_cli(home, "profile", "current"), 1)
