@@ -330,6 +330,7 @@ class Controller:
         if name in self.state.topics:
             raise TopicAlreadyExists(f"topic {name!r} already exists")
         config = reconcile.validate_config(msg.config, len(self.state.spus))
+        reconcile.check_table_room(self.state, config.partitions, self._table_rows())
         topic = reconcile.new_topic(self.state, name, config, int(time.time() * 1000))
         self.state.topics[name] = topic
         save_state(self.paths.metadata_file, self.state)
@@ -369,8 +370,7 @@ class Controller:
 
     async def add_partitions(self, msg: m.AddPartitions):
         topic = self._existing(msg.name)
-        rows = self.table.layout.max_partitions if self.table is not None else TableLayout().max_partitions
-        new = reconcile.added_partitions(self.state, msg.name, msg.count, rows)
+        new = reconcile.added_partitions(self.state, msg.name, msg.count, self._table_rows())
         topic.partitions.extend(new)
         topic.config = msgspec.structs.replace(topic.config, partitions=len(topic.partitions))
         save_state(self.paths.metadata_file, self.state)
@@ -381,6 +381,9 @@ class Controller:
             raise RequestTimedOut(f"partitions were added to {msg.name!r} but not every one was Online "
                                   f"within {msg.timeout_ms} ms")
         return m.Ok(msg.cid)
+
+    def _table_rows(self) -> int:
+        return (self.table.layout if self.table is not None else TableLayout()).max_partitions
 
     def _existing(self, name: str):
         topic = self.state.topics.get(name)

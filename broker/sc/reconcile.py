@@ -100,6 +100,14 @@ def place_partitions(state: ClusterState, partitions: int, replication: int) -> 
     return placement
 
 
+def check_table_room(state: ClusterState, more: int, table_rows: int) -> None:
+    """Refuse ``more`` partitions when the metadata table (``table_rows`` partition rows) could
+    not publish them all: clients would never see the ones past its end."""
+    in_cluster = sum(len(t.partitions) for t in state.topics.values()) + more
+    if in_cluster > table_rows:
+        raise InsufficientResources(f"the cluster would have {in_cluster} partitions; its metadata table holds {table_rows}")
+
+
 def new_topic(state: ClusterState, name: str, config: m.TopicConfig, now_ms: int) -> TopicState:
     placement = place_partitions(state, config.partitions, config.replication)
     parts = [PartitionAssignment(partition=i, replicas=r, leader=r[0], leader_epoch=1, in_sync=list(r))
@@ -133,9 +141,7 @@ def added_partitions(state: ClusterState, name: str, count: int, table_rows: int
     if total > MAX_PARTITIONS:
         raise InvalidArgument(f"topic {name!r} has {len(topic.partitions)} partitions; {count} more would make "
                               f"{total}, over the limit of {MAX_PARTITIONS}")
-    in_cluster = sum(len(t.partitions) for t in state.topics.values()) + count
-    if in_cluster > table_rows:
-        raise InsufficientResources(f"the cluster would have {in_cluster} partitions; its metadata table holds {table_rows}")
+    check_table_room(state, count, table_rows)
     first = len(topic.partitions)
     return [PartitionAssignment(partition=first + i, replicas=r, leader=r[0], leader_epoch=1, in_sync=list(r))
             for i, r in enumerate(place_partitions(state, count, topic.config.replication))]

@@ -148,3 +148,11 @@ def test_hand_over_a_led_and_a_followed_partition():
     followed = PartitionAssignment(partition=0, replicas=[2, 1, 3], leader=2, leader_epoch=3, in_sync=[2, 1, 3])
     after = reconcile.handed_over(followed, 1, 3)
     assert (after.replicas, after.leader, after.leader_epoch, after.in_sync) == ([2, 3], 2, 3, [2, 3])
+
+
+def test_a_new_topic_must_fit_the_metadata_table():
+    st = ClusterState(spus=[1])
+    st.topics["t"] = reconcile.new_topic(st, "t", reconcile.validate_config(m.TopicConfig(partitions=1000), 1), 0)
+    reconcile.check_table_room(st, 24, 1024)
+    with pytest.raises(InsufficientResources, match="would have 1025 partitions; its metadata table holds 1024"):
+        reconcile.check_table_room(st, 25, 1024)
