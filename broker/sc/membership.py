@@ -6,7 +6,8 @@ stay where they are, as in Fluvio). Removing never drops a replica: for each par
 on the SPU, a copy is first added on another SPU and the removal waits until the
 leader counts that copy in sync; only then does the copy take the SPU's place (and
 leadership, at the next epoch, where the SPU led). Then the SPU is stopped, forgotten
-and its data deleted. A removal that times out while copies catch up changes nothing
+and its data deleted. An SPU that died can be removed too when failover left none of
+its partitions without another in-sync copy; the copies are then made from those. A removal that times out while copies catch up changes nothing
 but the extra copies, which a second attempt reuses.
 
 The decisions are reconcile.py's (next_spu_id, replica_moves, with_replica_added,
@@ -67,8 +68,13 @@ class Membership:
             if spu not in sc.state.spus:
                 raise SpuNotFound(f"no SPU {spu} in this cluster (its SPUs: {', '.join(map(str, sc.state.spus))})")
             if not sc.observed[spu].online:
-                raise InvalidArgument(f"SPU {spu} is not online; start it first (rillet cluster spu start {spu}): "
-                                      "its replicas are copied off it before it goes")
+                # A dead SPU can go when every partition it holds has another in-sync copy
+                # (failover already moved its leaderships); copies are made from those.
+                stuck = reconcile.stranded(sc.state, spu)
+                if stuck:
+                    raise InvalidArgument(
+                        f"SPU {spu} is not online and holds the only in-sync copy of {', '.join(stuck[:5])}"
+                        f"{' ...' if len(stuck) > 5 else ''}; start it first (rillet cluster spu start {spu})")
             deadline = time.monotonic() + msg.timeout_ms / 1000
             moves = reconcile.replica_moves(
                 sc.state, {n: t.config.replication for n, t in sc.state.topics.items()}, spu)

@@ -181,6 +181,13 @@ def replica_moves(state: ClusterState, topics_replication: dict[str, int], spu: 
     return moves
 
 
+def stranded(state: ClusterState, spu: int) -> list[str]:
+    """Partitions an offline ``spu`` still leads (no other in-sync replica took over): only
+    its own copy is known complete, so it cannot be removed until it comes back."""
+    return [f"{name}/{p.partition}" for name in sorted(state.topics) for p in state.topics[name].partitions
+            if spu in p.replicas and p.leader in (spu, -1) and not set(p.in_sync) - {spu}]
+
+
 def with_replica_added(p: PartitionAssignment, target: int) -> PartitionAssignment:
     """Step 1 of a move: ``target`` follows the leader as one more replica (not in sync yet)."""
     if target in p.replicas:

@@ -7,6 +7,7 @@ it, as the README's guarantees say of failover.)"""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -52,3 +53,29 @@ def test_add_then_remove_an_spu_under_traffic(cluster):
     assert all(len(p.replicas) == (2 if p.topic == "replicated" else 1) for p in parts)
     assert not cluster.paths.spu_data_dir(5001).exists()
     assert "no SPU 5001 in this cluster" in one_line_error(run_cli(cluster, "cluster", "spu", "remove", "5001"), 1)
+
+
+def test_remove_a_dead_spu_whose_partitions_failed_over(tmp_path):
+    from rillet.testing import LocalCluster
+    with LocalCluster(spus=3, home=tmp_path) as c:
+        c.create_topic("survivors", partitions=2, replication=2)
+        c.create_topic("lonely", partitions=3, replication=1)          # one partition per SPU
+        fluvio, admin = c.fluvio(), c.admin()
+        traffic = Traffic(fluvio, "survivors", 2, isolation=Isolation.ReadCommitted)
+        traffic.wait_sent(200)
+        c.kill_spu(5001)
+        deadline = time.monotonic() + 10
+        while any(s.status == "Online" for s in admin.list_spus() if s.id == 5001):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        lonely = next(p.partition for p in admin.list_partitions(["lonely"]) if p.replicas == [5001])
+        err = one_line_error(run_cli(c, "cluster", "spu", "remove", "5001"), 1)
+        assert f"SPU 5001 is not online and holds the only in-sync copy of lonely/{lonely}" in err
+        admin.delete_topic("lonely")
+        ok(run_cli(c, "cluster", "spu", "remove", "5001"))
+        traffic.wait_sent(len(traffic.sent) + 200)
+        traffic.finish()
+        parts = admin.list_partitions(["survivors"])
+        assert all(5001 not in p.replicas and len(p.replicas) == 2 and p.status == "Online" for p in parts)
+        assert [s.id for s in admin.list_spus()] == [5002, 5003]
+    assert not c.leftovers()

@@ -156,3 +156,11 @@ def test_a_new_topic_must_fit_the_metadata_table():
     reconcile.check_table_room(st, 24, 1024)
     with pytest.raises(InsufficientResources, match="would have 1025 partitions; its metadata table holds 1024"):
         reconcile.check_table_room(st, 25, 1024)
+
+
+def test_stranded_partitions_of_a_dead_spu():
+    st = _cluster([1, 2, 3], {"a": [[1, 2]], "b": [[1], [2]]})
+    st.topics["a"].partitions[0].leader, st.topics["a"].partitions[0].in_sync = 2, [2]    # failed over
+    st.topics["b"].partitions[0].leader = -1                                               # LeaderOffline
+    assert reconcile.stranded(st, 1) == ["b/0"]
+    assert reconcile.stranded(st, 3) == []
