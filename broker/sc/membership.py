@@ -82,6 +82,7 @@ class Membership:
             if not await sc.wait_until(lambda: self._caught_up(moves), max(deadline - time.monotonic(), 0)):
                 raise RequestTimedOut(f"the copies of SPU {spu}'s replicas did not catch up within {msg.timeout_ms} ms; "
                                       f"SPU {spu} was not removed (run the command again to go on)")
+            await self._fence_led(spu, moves, deadline, msg.timeout_ms)
             self._change(moves, lambda p, target: reconcile.handed_over(p, spu, target))
             await self._stop(spu)
             sc.state.spus.remove(spu)
@@ -105,6 +106,35 @@ class Membership:
         save_state(sc.paths.metadata_file, sc.state)
         sc.push_assignments(told)
         sc.reconcile_now()
+
+    async def _fence_led(self, spu: int, moves, deadline: float, timeout_ms: int) -> None:
+        """For the partitions ``spu`` leads: fence it (reconcile.fenced: published, not pushed),
+        then wait until each new copy reports the leader's last offset, so that handing over
+        loses no record, ReadUncommitted-acknowledged ones included."""
+        sc = self.sc
+        led = [(t, p, target) for t, p, target in moves
+               if t in sc.state.topics and sc.state.topics[t].partitions[p].leader == spu]
+        if not led or not sc.observed[spu].online:
+            return
+        for t, p, _target in led:
+            parts = sc.state.topics[t].partitions
+            parts[p] = reconcile.fenced(parts[p])
+        save_state(sc.paths.metadata_file, sc.state)
+        sc.publish()
+        fenced_at = time.monotonic()
+
+        def copied() -> bool:
+            # A report of the leader sent after the fence holds its final offsets (reports are
+            # coalesced over REPORT_INTERVAL_S = 0.05 s; heartbeats carry one every 0.25 s).
+            if sc.observed[spu].last_seen < fenced_at + 0.1:
+                return False
+            return all(reconcile.reported_leo(sc.observed, target, t, p) >= reconcile.reported_leo(sc.observed, spu, t, p)
+                       for t, p, target in led if t in sc.state.topics)
+        if not await sc.wait_until(copied, max(deadline - time.monotonic(), 0.5)):
+            sc.push_assignments({s for t, p, _ in led if t in sc.state.topics
+                                 for s in sc.state.topics[t].partitions[p].replicas})   # lead on, at the new epoch
+            raise RequestTimedOut(f"the copies of SPU {spu}'s partitions did not reach its last offset within "
+                                  f"{timeout_ms} ms; SPU {spu} was not removed (run the command again to go on)")
 
     def _caught_up(self, moves) -> bool:
         topics = self.sc.state.topics

@@ -196,6 +196,14 @@ def with_replica_added(p: PartitionAssignment, target: int) -> PartitionAssignme
                                leader_epoch=p.leader_epoch, in_sync=list(p.in_sync))
 
 
+def fenced(p: PartitionAssignment) -> PartitionAssignment:
+    """Before a led partition is handed over: the same leader at the next epoch, published in
+    the table but not sent to the SPUs. The leader sees the newer epoch and refuses produces
+    (its fence) while its followers still copy from it, so the new leader gets every record."""
+    return PartitionAssignment(partition=p.partition, replicas=list(p.replicas), leader=p.leader,
+                               leader_epoch=p.leader_epoch + 1, in_sync=list(p.in_sync))
+
+
 def handed_over(p: PartitionAssignment, spu: int, target: int) -> PartitionAssignment:
     """Step 2, once ``target`` is in sync: ``target`` takes ``spu``'s place in the replica list;
     if ``spu`` led, the first in-sync replica of the new list leads at the next epoch (a
