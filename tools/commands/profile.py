@@ -7,11 +7,20 @@ delete. `--cluster` and ``$RILLET_CLUSTER`` still override the current profile.
 
 from __future__ import annotations
 
+import argparse
+
 from rillet.ipc import profiles
 from rillet.ipc.errors import InvalidArgument
-from rillet.ipc.names import rillet_home
-from rillet.tools.args import EXIT_OK, name, say
+from rillet.ipc.names import rillet_home, validate_name
+from rillet.tools.args import EXIT_OK, say
 from rillet.tools.output import FORMATS, render
+
+
+def profile_name(text: str) -> str:
+    try:
+        return validate_name(text, "profile")
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_current(args) -> int:
@@ -60,8 +69,8 @@ def register(sub) -> None:
     lst.add_argument("-O", "--output", choices=FORMATS, default="table")
     lst.set_defaults(func=cmd_list)
     switch = psub.add_parser("switch", help="make a profile current")
-    switch.add_argument("name", type=name)
+    switch.add_argument("name", type=profile_name)
     switch.set_defaults(func=cmd_switch)
     delete = psub.add_parser("delete", help="delete a profile (its cluster and data stay)")
-    delete.add_argument("name", type=name)
+    delete.add_argument("name", type=profile_name)
     delete.set_defaults(func=cmd_delete)
