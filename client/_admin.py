@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Iterator
 
 from rillet.ipc import messages as m
+from rillet.ipc.admin_link import admin_connection
 from rillet.ipc.errors import BrokenConnection, InvalidArgument, RilletError, ScUnavailable
 from rillet.ipc.names import ClusterPaths, validate_name
 from rillet.ipc.units import parse_duration, parse_size
@@ -186,7 +187,6 @@ class FluvioAdmin:
     effect is unknown."""
 
     def __init__(self, paths: ClusterPaths) -> None:
-        from rillet.broker.launcher import admin_connection
         self.paths = paths
         self._connect = admin_connection
         self._conn = admin_connection(paths)

@@ -56,6 +56,7 @@ from ._smartmodule import refuse_smartmodules, smartmodule_invocation
 
 LONG_POLL_MS = 1000                  # one fetch waits at most this long for new records
 REPLY_GRACE_S = 10.0                 # a fetch unanswered this long past its long poll: the SPU is stuck
+_DROPPED = object()                 # a direct read found the direct path unusable
 FAILOVER_WINDOW_S = 30.0             # how long a disable_continuous stream looks for a leader (or the
                                      # cluster); a following stream looks for as long as it takes
 WAIT_SLICE_S = 1.0                   # a multi-partition wait re-checks for stuck fetches this often
@@ -320,34 +321,23 @@ class PartitionStream:
 
     def _direct_step(self, block: bool) -> bool | None:
         """One direct read (or a wait for a publish), with the stream's failover around it
-        (the socket path's rules: follow forever, or give up after the window). None when
-        the direct path cannot be used any more: the socket path takes over."""
-        failover = self._failover
-        while True:
-            if self._closed:
-                raise Closed("stream is closed")
-            wait = failover.wait_s()
-            if wait > 0:
-                if not block:
-                    return False
-                time.sleep(wait)         # a leader or the cluster is coming back
-                continue
+        (the socket path's rules). None when the direct path cannot be used any more: the
+        socket path takes over."""
+        def attempt():
             try:
-                data = self._direct.fetch(self.next_offset, self.max_bytes, self.isolation == Isolation.ReadCommitted,
-                                          block)
+                return self._direct.fetch(self.next_offset, self.max_bytes,
+                                          self.isolation == Isolation.ReadCommitted, block)
             except DirectUnavailable:
-                self._drop_direct()
-                return None
-            except RilletError as exc:
-                if not exc.retriable:
-                    raise
-                failover.failed(exc, self.next_offset)
-                continue
-            if failover.active:
-                failover.recovered(self.next_offset)
-            if len(data):
-                self._absorb_bytes(data)
-            return bool(len(data))
+                return _DROPPED
+        data = self._retrying(attempt, block)
+        if data is None:                    # the next try is not due
+            return False
+        if data is _DROPPED:
+            self._drop_direct()
+            return None
+        if len(data):
+            self._absorb_bytes(data)
+        return bool(len(data))
 
     def _drop_direct(self) -> None:
         if self._direct is not None:
@@ -372,14 +362,29 @@ class PartitionStream:
         return self._conn
 
     def _with_failover(self, fn, block: bool = True):
-        """Run ``fn(connection)``; on a retriable error, find the leader again and retry.
+        """Run ``fn(connection)``; on a retriable error, find the leader again and retry
+        (see :meth:`_retrying`). The outage ends with the first answer, not with a send
+        that merely did not fail."""
+        def attempt():
+            try:
+                return fn(self._connection(refresh=self._failover.active))
+            except RilletError as exc:
+                if exc.retriable:
+                    if self._conn is not None:
+                        self._conn.close()
+                        self._conn = None
+                    self._pending = None
+                raise
+        return self._retrying(attempt, block)
+
+    def _retrying(self, attempt, block: bool):
+        """``attempt()`` until it returns without a retriable error; its result.
 
         Retries back off (10 ms doubling to 1 s). A following stream retries for as
         long as it takes (a cluster restart included); a disable_continuous one
         raises once the outage is FAILOVER_WINDOW_S old. Without ``block``, a stream
         whose next try is not due returns None at once (a merged reader waits on its
-        other partitions meanwhile). The outage ends with the first answer, not with
-        a send that merely did not fail.
+        other partitions meanwhile). A result other than None ends an outage.
         """
         failover = self._failover
         while True:
@@ -392,14 +397,10 @@ class PartitionStream:
                 time.sleep(wait)         # a leader or the cluster is coming back; not a wait for data
                 continue
             try:
-                result = fn(self._connection(refresh=failover.active))
+                result = attempt()
             except RilletError as exc:
                 if not exc.retriable:
                     raise
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-                self._pending = None
                 failover.failed(exc, self.next_offset)
                 continue
             if result is not None and failover.active:

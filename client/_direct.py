@@ -115,9 +115,12 @@ class SegmentFiles:
         return view[:os.preadv(fd, [view], pos)]
 
     def close(self) -> None:
-        if self._cur is not None:
-            os.close(self._cur.fd)
-            self._cur = None
+        cur, self._cur = self._cur, None        # taken first: a close from another thread closes once
+        if cur is not None:
+            try:
+                os.close(cur.fd)
+            except OSError:                     # EBADF: that other thread won
+                pass
 
     def read(self, offset: int, max_bytes: int, bound: int, active: tuple[int, int]) -> memoryview:
         """Whole batches from the one holding ``offset``, those with base < ``bound``, up to

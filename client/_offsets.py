@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from rillet.ipc import messages as m
+from rillet.ipc.admin_link import admin_connection
 from rillet.ipc.errors import BrokenConnection, InvalidArgument, OffsetOutOfRange, RilletError
 from rillet.ipc.names import ClusterPaths, validate_name
 
@@ -200,7 +201,6 @@ class OffsetClient:
         self._closed = False
 
     def _call(self, make, *, retry: bool = True, wait: bool = True):
-        from rillet.broker.launcher import admin_connection
         if not self._lock.acquire(blocking=wait):
             raise RilletError("the SC connection is busy")
         try:

@@ -50,7 +50,8 @@ class RecordMetadata:
 class _BatchResult:
     """Completion of one batch: its base offset, or the error that ended it."""
 
-    __slots__ = ("_latch", "_done", "base_offset", "error", "_callbacks", "partition", "where", "records", "seq")
+    __slots__ = ("_latch", "_done", "base_offset", "error", "_callbacks", "partition", "where", "records", "seq",
+                 "urge", "waited")
 
     def __init__(self, partition: int, where: str) -> None:
         self._latch = allocate_lock()
@@ -63,6 +64,10 @@ class _BatchResult:
         self.where = where           # "topic/partition", for messages
         self.records = 0             # set when sealed
         self.seq = -1                # seal order within the producer
+        # Set by the producer once the batch is on a link: tells the link that someone waits,
+        # so it reads the answer at once (links leave young answers to the producer's caller).
+        self.urge = None
+        self.waited = False          # someone waits (or a callback is due): urge the link it goes to
 
     def resolve(self, base_offset: int = -1, error: RilletError | None = None) -> None:
         """Record the outcome and wake every waiter; the producer calls it exactly once."""
@@ -86,6 +91,9 @@ class _BatchResult:
         """Wait for the answer without raising; False if ``timeout_s`` passed first."""
         if self._done:
             return True
+        self.waited = True
+        if self.urge is not None:
+            self.urge()
         if not self._latch.acquire(True, -1 if timeout_s is None else max(0.0, timeout_s)):
             return False
         self._latch.release()        # hand it on to the next waiter
@@ -100,6 +108,9 @@ class _BatchResult:
         callbacks = self._callbacks
         if callbacks is not None:
             callbacks.append(cb)
+            self.waited = True
+            if self.urge is not None:
+                self.urge()
         if self._done:
             cb()
 

@@ -15,6 +15,12 @@ timeout would change the writer's. Here nobody ever blocks on the socket:
 * the link thread polls the socket (and a wake-up pipe), writes the out-buffer,
   reads answers and hands each to ``on_answer``; a transport failure fails every
   pending request with BrokenConnection through ``on_error``.
+* lazy reading: the producer's caller ``reap``s answers after each send (they
+  are usually in by the next one), and while it does, the link thread leaves them
+  to it and sleeps through their arrival: at linger 0 that saves a thread wake-up
+  and a GIL hand-off per record. The link thread reads them itself once the
+  caller has not reaped for LAZY_READ_S, and at once when someone waits for an
+  answer (``urge``: ProduceOutput.wait, flush, a send waiting for room).
 * request deadline: every request must be answered within ``request_timeout_s``
   of its submission (the producer passes its ``timeout_ms`` plus a margin, since
   a ReadCommitted produce may legitimately wait ``timeout_ms`` on the SPU). When
@@ -24,12 +30,13 @@ timeout would change the writer's. Here nobody ever blocks on the socket:
   so a deadline is checked late by at most the poll granularity.
 
 Answers are matched by correlation id. A link that failed is ``broken`` for good;
-the producer opens a new one (after re-reading the metadata table).
+the producer opens a new one (after re-reading the metadata table). Cids, the
+handshake, decoding and the deadlines are the sans-IO ClientSession's
+(ipc/session.py); this module is its socket shell.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import select
 import socket
@@ -38,35 +45,36 @@ import time
 from collections import deque
 from typing import Callable
 
-import msgspec
-
 from rillet.ipc import messages as m
-from rillet.ipc.errors import BrokenConnection, Closed, ProtocolError, RilletError, Timeout, error_from_code
-from rillet.ipc.framing import NEED_DATA, FrameDecoder
+from rillet.ipc.errors import BrokenConnection, Closed, RilletError, Timeout, error_from_code
+from rillet.ipc.session import NEED_DATA, ClientSession
 from rillet.ipc.unix_socket import connect_unix
-from rillet.ipc.transport import encode_message
 
 _RECV_CHUNK = 256 * 1024
 _CONNECT_TIMEOUT_S = 5.0           # a Unix-socket connect is instant unless the backlog is full
-_HELLO = object()                  # the pending entry of the handshake
+# The link thread leaves answers to the producer's caller (``reap`` after each send) while
+# it reaped within this long; then it sleeps through them instead of waking once per answer.
+# A waiter urges it to read at once.
+LAZY_READ_S = 0.002
 
 
 class SpuLink:
     def __init__(self, spu_id: int, path: str, *, request_timeout_s: float, timeout_note: str,
                  on_answer: Callable[[object, m.Message], None],
                  on_error: Callable[[object, RilletError], None],
-                 client_id: str = "rillet-producer") -> None:
+                 client_id: str = "rillet-producer", lazy_read_s: float = LAZY_READ_S) -> None:
         self.spu_id = spu_id
         self.path = path
         self.request_timeout_s = request_timeout_s
+        self.lazy_read_s = lazy_read_s
         self._timeout_note = timeout_note
         self._on_answer, self._on_error = on_answer, on_error
-        self._lock = threading.Lock()
-        self._cids = itertools.count(1)
-        self._encoder = m.new_encoder()
-        # cid -> (token, deadline); insertion order is submission order, so the
-        # first entry always holds the earliest deadline.
-        self._pending: dict[int, tuple[object, float]] = {}
+        self._lock = threading.Lock()          # guards the session's sending side and _out
+        self._read_lock = threading.Lock()     # one reader of the socket at a time (link thread or reap)
+        self._urged = False                    # a waiter wants answers read now (see _serve)
+        self._reaped_at = 0.0                  # when the producer's caller last read answers (reap)
+        self._idle = False                     # the link thread sleeps with nothing pending
+        self._session = ClientSession(f"SPU {spu_id}", client_id, request_timeout_s=request_timeout_s)
         self._out: deque[memoryview] = deque()
         self._sock: socket.socket | None = None
         self._stalled = False           # the socket took less than offered: the link thread writes the rest
@@ -76,9 +84,7 @@ class SpuLink:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._inbuf = bytearray(_RECV_CHUNK)        # the link thread's read buffer (see _read)
         self._inview = memoryview(self._inbuf)
-        hello = m.Hello(next(self._cids), m.PROTOCOL_VERSION, client_id)
-        self._pending[hello.cid] = (_HELLO, time.monotonic() + request_timeout_s)
-        self._out.append(memoryview(encode_message(self._encoder, hello)))
+        self._out.append(memoryview(self._session.start(time.monotonic())))
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"rillet-producer-spu-{spu_id}")
         self._thread.start()
 
@@ -89,15 +95,15 @@ class SpuLink:
         Never blocks on the socket. With ``write`` False the frame is only queued
         (after every frame queued before it); ``write_out`` then writes it. The
         answer or the failure comes back through ``on_answer`` / ``on_error``,
-        from the link thread, exactly once.
+        exactly once: from the link thread, or from the thread that called ``reap``.
         """
         with self._lock:
             if self.broken or self._closing:
                 return False
-            cid = next(self._cids)
-            frame = memoryview(encode_message(self._encoder, make(cid)))
-            self._pending[cid] = (token, time.monotonic() + self.request_timeout_s)
-            self._out.append(frame)
+            self._out.append(memoryview(self._session.send(make, token, time.monotonic())))
+            if self._idle:          # the link thread sleeps without a timer: start its lazy one
+                self._idle = False
+                self._wake_locked()
             if write:
                 self._write_out_locked()
             return True
@@ -137,8 +143,7 @@ class SpuLink:
             error = BrokenConnection(f"link to SPU {self.spu_id} failed: {type(exc).__name__}: {exc}")
         with self._lock:
             self.broken = True
-            pending = list(self._pending.values())
-            self._pending.clear()
+            pending = self._session.take_pending()
             self._out.clear()
             if self._sock is not None:
                 self._sock.close()
@@ -148,8 +153,7 @@ class SpuLink:
         timeout = Timeout(f"SPU {self.spu_id} did not answer within {self.request_timeout_s:g} s "
                           f"({self._timeout_note}); connection closed")
         for token, deadline in pending:
-            if token is not _HELLO:
-                self._on_error(token, timeout if self._timed_out and deadline <= now else error)
+            self._on_error(token, timeout if self._timed_out and deadline <= now else error)
 
     def _connect(self) -> socket.socket:
         try:
@@ -162,32 +166,51 @@ class SpuLink:
         return sock
 
     def _serve(self, sock: socket.socket) -> RilletError:
-        """Poll until the link fails or closes; return the error that ends it."""
+        """Poll until the link fails or closes; return the error that ends it.
+
+        Lazy reading: while the oldest pending request is younger than LAZY_READ_S
+        and nobody waits for an answer (``urge``), the socket's answers are left to
+        the producer's caller (``reap``, after each send): this thread then sleeps
+        through them instead of waking once per answer. Past that age, or once
+        urged, it reads them itself. A peer that hangs up is seen at once either
+        way (poll reports POLLHUP whatever it was asked).
+        """
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         poller.register(sock, select.POLLIN)
-        frames, decoder = FrameDecoder(), m.new_decoder()
-        writing = False
+        session = self._session
+        registered = select.POLLIN
         while True:
             with self._lock:
                 if self._closing:
                     return Closed(f"producer closed before SPU {self.spu_id} answered")
                 if not self._write_locked(sock):
                     return BrokenConnection(f"connection to SPU {self.spu_id} broken while sending")
-                first = next(iter(self._pending.values()), None)
+                first = session.first_deadline()
                 want_write = bool(self._out)
+                if first is None:
+                    self._urged = False
+                self._idle = first is None      # the next submit wakes this thread
+                urged = self._urged
             now = time.monotonic()
-            if first is not None and first[1] <= now:
+            if first is not None and first <= now:
                 self._timed_out = True
                 return BrokenConnection(f"connection to SPU {self.spu_id} closed: an earlier request timed out")
-            if want_write != writing:
-                poller.modify(sock, select.POLLIN | (select.POLLOUT if want_write else 0))
-                writing = want_write
-            wait_s = self.request_timeout_s if first is None else first[1] - now
-            for fd, events in poller.poll(wait_s * 1000 + 1):
+            if first is None:                   # no answer due: only a hang-up (POLLHUP) can come
+                wait_s, reading = self.request_timeout_s, False
+            else:
+                # The grace runs from the oldest submission or the caller's last reap, the later.
+                read_at = max(first - self.request_timeout_s, self._reaped_at) + self.lazy_read_s
+                reading = urged or read_at <= now
+                wait_s = first - now if reading else min(read_at, first) - now
+            events = (select.POLLIN if reading else 0) | (select.POLLOUT if want_write else 0)
+            if events != registered:
+                poller.modify(sock, events)
+                registered = events
+            for fd, got in poller.poll(wait_s * 1000 + 1):
                 if fd == self._wake_r:
                     _drain(self._wake_r)
-                elif events & ~select.POLLOUT and not self._read(sock, frames, decoder):
+                elif got & ~select.POLLOUT and not self._read(sock):
                     return BrokenConnection(f"connection to SPU {self.spu_id} closed by the peer")
 
     def _write_locked(self, sock: socket.socket) -> bool:
@@ -209,7 +232,14 @@ class SpuLink:
         self._stalled = False
         return True
 
-    def _read(self, sock: socket.socket, frames: FrameDecoder, decoder) -> bool:
+    def _read(self, sock: socket.socket) -> bool:
+        """Read and deliver the answers the socket has (without waiting); False when the
+        peer is gone. Readers (this thread, ``reap``) take turns under ``_read_lock``, so
+        answers are delivered in the order they came."""
+        with self._read_lock:
+            return self._read_turn(sock)
+
+    def _read_turn(self, sock: socket.socket) -> bool:
         # Into one buffer kept for the link's life, then copied out at the size read: a
         # fresh recv(256 KiB) per answer cost an allocation of that size, and in this
         # thread's malloc arena a page fault or three, for an answer of ~30 bytes.
@@ -221,28 +251,49 @@ class SpuLink:
             return False
         if not n:
             return False
-        frames.receive_data(self._inview[:n].tobytes())
-        while (frame := frames.next_frame()) is not NEED_DATA:
-            try:
-                reply = decoder.decode(frame)
-            except msgspec.DecodeError as exc:
-                raise ProtocolError(f"malformed answer from SPU {self.spu_id}: {exc}") from exc
-            self._deliver(reply)
+        session = self._session
+        answers = []
+        try:
+            with self._lock:          # the session's pending table is shared with submit
+                session.receive_data(self._inview[:n].tobytes())
+                while (answer := session.next_event()) is not NEED_DATA:
+                    answers.append(answer)
+        finally:                      # answers taken before a bad frame are still delivered
+            for answer in answers:    # outside the lock: on_answer takes the producer's lock
+                self._deliver(answer)
         return True
 
-    def _deliver(self, reply: m.Message) -> None:
-        cid = getattr(reply, "cid", 0)
-        if cid == 0 and isinstance(reply, m.ErrorResponse):
-            raise error_from_code(reply.code, f"SPU {self.spu_id} closed the connection: {reply.message}")
-        with self._lock:
-            entry = self._pending.pop(cid, None)
-        if entry is None:
+    def reap(self) -> None:
+        """Deliver the answers already arrived, from the calling thread; never waits.
+        Never call it holding a lock that ``on_answer`` takes. Anything but answers (the
+        peer gone, a bad frame) is left to the link thread, woken for it."""
+        sock = self._sock
+        if sock is None or self.broken or not self._read_lock.acquire(False):
+            return                    # not connected yet, over, or another reader is at it
+        self._reaped_at = time.monotonic()
+        try:
+            if self._read_turn(sock):
+                return
+        except RilletError:
+            pass
+        finally:
+            self._read_lock.release()
+        self.urge()
+
+    def urge(self) -> None:
+        """Someone waits for an answer: the link thread reads them now, not lazily."""
+        if not self._urged:
+            self._urged = True
+            with self._lock:
+                self._wake_locked()
+
+    def _deliver(self, answer) -> None:
+        reply = answer.message
+        if answer.token is None:
+            if answer.cid == 0 and isinstance(reply, m.ErrorResponse):
+                raise error_from_code(reply.code, f"SPU {self.spu_id} closed the connection: {reply.message}")
             return
-        if entry[0] is _HELLO:
-            if isinstance(reply, m.ErrorResponse):
-                raise error_from_code(reply.code, f"SPU {self.spu_id} refused the handshake: {reply.message}")
-            return
-        self._on_answer(entry[0], reply)
+        self._on_answer(answer.token, reply)
 
 
 def _drain(fd: int) -> None:

@@ -1,4 +1,5 @@
-"""Blocking client connection over a Unix socket: the client-side socket shell.
+"""Blocking client connection over a Unix socket: a socket shell around the sans-IO
+ClientSession (ipc/session.py: cids, handshake, decoding, error translation).
 
 One request at a time with :meth:`call`, or pipelined with :meth:`send` and
 :meth:`recv` (the producer and consumer keep several requests in flight).
@@ -14,15 +15,13 @@ chunks to join. The socket's timeout is only changed when the wait changes.
 
 from __future__ import annotations
 
-import itertools
 import socket
 from pathlib import Path
 
-import msgspec
-
 from . import messages as m
-from .errors import BrokenConnection, ProtocolError, RilletError, Timeout, error_from_code
-from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder, encode_message
+from .errors import BrokenConnection, RilletError, Timeout
+from .framing import DEFAULT_MAX_FRAME_BYTES
+from .session import NEED_DATA, ClientSession, raise_for_error
 from .unix_socket import connect_unix
 
 # Reads while no large frame is under way: answers are small, and the start of a large one
@@ -35,10 +34,7 @@ class Connection:
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.path = str(path)
         self.timeout_s = timeout_s
-        self._cids = itertools.count(1)
-        self._frames = FrameDecoder(max_frame_bytes)
-        self._decoder = m.new_decoder()
-        self._encoder = m.new_encoder()
+        self._session = ClientSession(self.path, client_id, max_frame_bytes=max_frame_bytes)
         try:
             self._sock = connect_unix(self.path, timeout_s)
         except OSError as exc:
@@ -46,20 +42,27 @@ class Connection:
         self._sock_timeout: float | None = timeout_s    # what the socket is set to now
         self.closed = False
         try:
-            hello = self.call(m.Hello(self.next_cid(), m.PROTOCOL_VERSION, client_id))
+            self.send_raw(self._session.start())
+            while not self._session.greeted:
+                answer = self._event()
+                if answer is NEED_DATA:
+                    if not self._session.greeted:       # the HelloOk may have been the last frame
+                        self._fill(None)
+                elif answer.cid == 0:       # the server refused us (busy, too many connections)
+                    raise_for_error(answer.message)
         except BaseException:
             self.close()
             raise
-        self.server = hello.server
+        self.server = self._session.server
 
     def next_cid(self) -> int:
-        return next(self._cids)
+        return self._session.next_cid()
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
     def send(self, msg: m.Message) -> None:
-        self.send_raw(encode_message(self._encoder, msg))
+        self.send_raw(self._session.send(msg))
 
     def send_raw(self, frame: bytes | bytearray | memoryview) -> None:
         try:
@@ -73,28 +76,26 @@ class Connection:
 
     def recv(self, timeout_s: float | None = None) -> m.Message:
         """Next message from the peer (blocking, at most ``timeout_s``)."""
-        while True:
-            frame = self._frames.next_frame()
-            if frame is not NEED_DATA:
-                try:
-                    return self._decoder.decode(frame)
-                except msgspec.DecodeError as exc:
-                    self.close()
-                    raise ProtocolError(f"malformed message from {self.path}: {exc}") from exc
-            self._fill(timeout_s)
+        return self._next_answer(timeout_s).message
 
     def poll(self) -> m.Message | None:
         """A message if one is already buffered or readable without waiting, else None."""
-        frame = self._frames.next_frame()
-        while frame is NEED_DATA:
+        while (answer := self._event()) is NEED_DATA:
             if not self._read(0.0):
                 return None
-            frame = self._frames.next_frame()
+        return answer.message
+
+    def _next_answer(self, timeout_s: float | None):
+        while (answer := self._event()) is NEED_DATA:
+            self._fill(timeout_s)
+        return answer
+
+    def _event(self):
         try:
-            return self._decoder.decode(frame)
-        except msgspec.DecodeError as exc:
+            return self._session.next_event()
+        except RilletError:      # malformed, or a refused handshake: this connection is over
             self.close()
-            raise ProtocolError(f"malformed message from {self.path}: {exc}") from exc
+            raise
 
     def call(self, msg: m.Message, timeout_s: float | None = None):
         """Send ``msg`` and return its answer; an ErrorResponse is raised as its error."""
@@ -112,7 +113,7 @@ class Connection:
         seconds for it (0: not at all). False if nothing was there (``wait`` 0 only)."""
         if self.closed:
             raise BrokenConnection(f"connection to {self.path} is closed")
-        frames = self._frames
+        frames = self._session
         try:
             self._set_timeout(wait)
             body = frames.body_buffer()
@@ -158,12 +159,6 @@ class Connection:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def raise_for_error(reply: m.Message):
-    if isinstance(reply, m.ErrorResponse):
-        raise error_from_code(reply.code, reply.message)
-    return reply
 
 
 __all__ = ["Connection", "raise_for_error", "RilletError"]

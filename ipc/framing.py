@@ -117,13 +117,11 @@ def encode_frame(payload, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> byt
 
 
 def encode_message(encoder, msg) -> bytearray:
-    """Frame a message (ipc/messages.py) with a msgspec msgpack ``encoder``: the 4-byte length
-    prefix, then the envelope, in one buffer (no copy of the payload). Here rather than in
-    transport.py so that a synchronous client (ipc/connection.py, every CLI command) need
-    not import asyncio."""
-    buf = bytearray(PREFIX_SIZE)
-    encoder.encode_into(msg, buf, PREFIX_SIZE)
-    FRAME_PREFIX.pack_into(buf, 0, len(buf) - PREFIX_SIZE)
+    """Frame ``msg`` with a msgspec msgpack ``encoder``: the 4-byte length prefix, then the
+    envelope, in one buffer (encoded in place: no copy of the payload)."""
+    buf = bytearray(4)
+    encoder.encode_into(msg, buf, 4)
+    FRAME_PREFIX.pack_into(buf, 0, len(buf) - 4)
     return buf
 
 

@@ -347,10 +347,25 @@ def _check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
         raise InvalidArgument(f"{name} {value} is outside [{low}, {high}]")
 
 
-def _as_bytes(value, what: str) -> bytes:
+def coerce_bytes(value, what: str, *, text: bool = False) -> bytes:
+    """``value`` as bytes: bytes as is, bytearray and memoryview copied. With ``text`` (the
+    producer's send, which always took them): a str as UTF-8 and a list of ints too, and a
+    TypeError for anything else; without, InvalidArgument (BatchBuilder's contract)."""
+    if value.__class__ is bytes:
+        return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
+    if text:
+        if isinstance(value, str):
+            return value.encode()
+        if isinstance(value, list):
+            return bytes(value)
+        raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
     raise InvalidArgument(f"record {what} must be bytes, bytearray or memoryview, not {type(value).__name__}")
+
+
+def _as_bytes(value, what: str) -> bytes:
+    return coerce_bytes(value, what)
 
 
 def _as_timestamp(timestamp_ms) -> int:

@@ -26,7 +26,6 @@ import logging
 import os
 import socket
 import stat
-import struct
 import time
 from pathlib import Path
 from typing import Any, Awaitable
@@ -35,12 +34,8 @@ import msgspec
 
 from . import messages as m
 from .errors import Busy, InternalError, ProtocolError, RilletError, UnsupportedVersion
-from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder, encode_message  # noqa: F401 (re-exported)
-from .unix_socket import peer_credentials, require_own_user
-
-_PREFIX = struct.Struct("<I")
-
-
+from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder, encode_message
+from .unix_socket import peer_credentials
 
 
 # Bounds on what one peer can hold (DESIGN, security and hygiene). The frame deadline
@@ -432,63 +427,3 @@ async def start_unix_server(factory, path: Path) -> asyncio.AbstractServer:
         return await asyncio.get_running_loop().create_unix_server(factory, str(path), backlog=LISTEN_BACKLOG)
     finally:
         os.umask(old)
-
-
-class AsyncConnection:
-    """Client side of a framed connection inside an asyncio process (an SPU following
-    its leader): one request at a time, answers matched by correlation id."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
-        self._reader, self._writer, self.path = reader, writer, path
-        self._encoder = m.new_encoder()
-        self._decoder = m.new_decoder()
-        self._cid = 0
-
-    @classmethod
-    async def open(cls, path: Path | str, client_id: str) -> "AsyncConnection":
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(path), limit=DEFAULT_MAX_FRAME_BYTES)
-        except OSError as exc:
-            from .errors import BrokenConnection
-            raise BrokenConnection(f"cannot connect to {path}: {exc.strerror or exc}") from exc
-        try:
-            require_own_user(writer.get_extra_info("socket"), str(path))
-        except BaseException:
-            writer.close()
-            raise
-        conn = cls(reader, writer, str(path))
-        await conn.call(lambda cid: m.Hello(cid, m.PROTOCOL_VERSION, client_id))
-        return conn
-
-    async def call(self, make, timeout_s: float = 30.0):
-        """Send ``make(cid)`` and return the answer; an ErrorResponse is raised as its error."""
-        from .errors import BrokenConnection, Timeout, error_from_code
-        self._cid += 1
-        cid = self._cid
-        self._writer.write(encode_message(self._encoder, make(cid)))
-        try:
-            while True:
-                prefix = await asyncio.wait_for(self._reader.readexactly(4), timeout_s)
-                (size,) = _PREFIX.unpack(prefix)
-                if size == 0 or size > DEFAULT_MAX_FRAME_BYTES:
-                    raise ProtocolError(f"frame of {size} bytes from {self.path} exceeds max_frame_bytes={DEFAULT_MAX_FRAME_BYTES}")
-                payload = await asyncio.wait_for(self._reader.readexactly(size), timeout_s)
-                try:
-                    reply = self._decoder.decode(payload)
-                except msgspec.DecodeError as exc:
-                    raise ProtocolError(f"malformed message from {self.path}: {exc}") from exc
-                if reply.cid in (cid, 0):
-                    break
-        except asyncio.TimeoutError:
-            raise Timeout(f"no answer from {self.path} within {timeout_s} s") from None
-        except (asyncio.IncompleteReadError, OSError) as exc:
-            raise BrokenConnection(f"connection to {self.path} broken: {exc}") from exc
-        if isinstance(reply, m.ErrorResponse):
-            raise error_from_code(reply.code, reply.message)
-        return reply
-
-    def close(self) -> None:
-        try:
-            self._writer.close()
-        except Exception:
-            pass

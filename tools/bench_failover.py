@@ -127,8 +127,14 @@ def _kill_loop(cluster, table, run: Run, producer, kills: list) -> str | None:
             return f"the producer exited after {k} kills"
         if time.monotonic() > until:
             return f"--timeout passed after {k} of {run.kills} kills"
+        # Every replica back in sync first: a kill then never takes the last in-sync replica (that
+        # partition would rightly stay LeaderOffline; this workload measures failover, not double faults).
+        t_sync = time.monotonic()
+        _wait_all_in_sync(table, run.topic, SETUP_TIMEOUT_S)
+        in_sync_wait_ms = (time.monotonic() - t_sync) * 1000
         next_kill = time.monotonic() + run.kill_interval_s
         kills.append(kill := _kill_leader(cluster, table, run.topic))
+        kill["in_sync_wait_ms"] = in_sync_wait_ms
         if kill["t_leader_ns"] is None:
             return (f"kill {k + 1}: no new leader for {run.topic}/0 within {NEW_LEADER_LIMIT_S:g} s "
                     f"after SPU {kill['spu']} was killed")
@@ -218,7 +224,7 @@ def _failover_figures(kills: list[dict], prod: dict, log: list[tuple[int, bytes]
         per_kill.append({"spu": k["spu"], "epoch": k["epoch"], "in_sync_at_kill": k["in_sync"],
                          "new_leader": k["new_leader"], "new_epoch": k["new_epoch"], "new_leader_ms": _r3(leader),
                          "first_ack_ms": _r3(first_ack), "old_leader_acks": j - i,
-                         "restart_ms": _r3(k["restart_ms"])})
+                         "restart_ms": _r3(k["restart_ms"]), "in_sync_wait_ms": _r3(k.get("in_sync_wait_ms"))})
     return {"kills": len(kills), "records_acked": len(seqs), "lost": lost,
             "duplicates": sum(1 for c in copies.values() if c > 1),
             "time_to_new_leader_ms": _ms_stats([p["new_leader_ms"] for p in per_kill]),

@@ -138,23 +138,33 @@ def _pick_fault(rng: random.Random, snapshot, plan: Plan) -> tuple[str, str, int
     return "follower", sig, rng.choice(followers)
 
 
-def _inject(cluster, rng: random.Random, plan: Plan, log: Counter) -> None:
+def _inject(cluster, rng: random.Random, plan: Plan, log: Counter) -> bool:
+    """One fault, healed; False when the chosen process was not there (an SC mid-restart): none injected."""
     from rillet.broker import launcher
     with _table(cluster) as table:
         what, sig, spu = _pick_fault(rng, table.snapshot(), plan)
         pid = launcher.sc_pid(cluster.paths) if spu == 0 else table.snapshot().spu(spu).pid
     if not pid:
         log["skipped"] += 1
-        return
+        time.sleep(0.01)
+        return False
+    try:
+        os.kill(pid, getattr(signal, f"SIG{sig}"))
+    except ProcessLookupError:          # it died between the look-up and the signal (an SC being replaced)
+        log["skipped"] += 1
+        return False
     log[f"{what}_{sig.lower()}"] += 1
-    os.kill(pid, getattr(signal, f"SIG{sig}"))
     time.sleep(rng.uniform(0.05, 1.0) if sig == "STOP" else rng.uniform(0.0, 0.3))
     if sig == "STOP":
-        os.kill(pid, signal.SIGCONT)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:      # killed while stopped (a paused SC replaced): nothing to continue
+            pass
     elif spu:
         _start_spu(cluster, spu)
     else:
         _wait_admin(cluster, HEAL_TIMEOUT_S)         # a killed SC comes back by itself
+    return True
 
 
 def _start_spu(cluster, spu: int) -> None:
@@ -237,9 +247,11 @@ def run(plan: Plan, cluster) -> dict:
         for proc in procs:
             proc.start()
         time.sleep(plan.interval_s)
-        for _ in range(plan.faults):
-            _inject(cluster, rng, plan, faults)
-            time.sleep(plan.interval_s)
+        injected = 0
+        while injected < plan.faults:
+            if _inject(cluster, rng, plan, faults):
+                injected += 1
+                time.sleep(plan.interval_s)
         _heal(cluster, plan)
         time.sleep(0.5)                     # acknowledgements on the healed cluster too
         stop.set()

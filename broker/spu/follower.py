@@ -18,7 +18,7 @@ import logging
 from rillet.ipc import messages as m
 from rillet.ipc.errors import RilletError
 from rillet.ipc.names import ClusterPaths
-from rillet.ipc.transport import AsyncConnection
+from rillet.ipc.async_connection import AsyncConnection
 
 from .replica import Replica
 

@@ -11,6 +11,10 @@ connects again with a backoff bounded by RECONNECT_MAX_S and registers with the 
 SC, which adopts it. It only stops (so no SPU outlives its cluster) when no SC has
 answered for ``RILLET_SC_LOST_TIMEOUT_S`` (default 60 s) and no supervisor of the
 cluster is alive to bring one back, or when told to (Shutdown, SIGTERM).
+
+Three tasks besides the sockets: ``control_loop`` keeps the SC connected; the main
+loop (broker/spu/loop.py ``run_control``) drains the events replicas and the link put
+in the SPU's queue and carries out what ``decide`` (broker/spu/control.py) says.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import logging
 import os
 import signal
 import sys
-import time
 
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.transport import prepare_runtime_dir, start_unix_server
 
+from .control import Timings, retention_check_s
+from .loop import run_control
 from .server import ControlLink, SpuConnection
 from .service import SpuService
 
@@ -52,12 +57,10 @@ def sc_lost_timeout_s(environ=os.environ) -> float:
 
 
 async def control_loop(link: ControlLink, paths: ClusterPaths, stop: asyncio.Event, log: logging.Logger) -> None:
-    """Keep the control link connected: connect, wait for it to drop, connect again."""
-    from rillet.broker.launcher import supervisor_pid
+    """Keep the control link connected: connect, wait for it to drop, connect again.
+    (Whether to give up on a lost SC is the main loop's decision: broker/spu/control.py.)"""
     loop = asyncio.get_running_loop()
-    lost_timeout_s = sc_lost_timeout_s()
     delay = RECONNECT_MIN_S
-    lost_since = time.monotonic()
     connected_once = False
     while not stop.is_set():
         try:
@@ -75,14 +78,6 @@ async def control_loop(link: ControlLink, paths: ClusterPaths, stop: asyncio.Eve
             if stop.is_set():
                 return
             log.warning("control connection to the SC closed; serving on and reconnecting")
-            lost_since = time.monotonic()
-        away = time.monotonic() - lost_since
-        if away > lost_timeout_s:
-            if supervisor_pid(paths) is None:
-                log.error("no SC for %.0f s and no supervisor to restart it: stopping", away)
-                stop.set()
-                return
-            lost_since = time.monotonic()      # a supervisor lives: it brings the SC back; wait on
         try:
             await asyncio.wait_for(stop.wait(), delay)
         except asyncio.TimeoutError:
@@ -119,9 +114,12 @@ async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
     socket_path = paths.spu_socket(spu_id)
     server = await start_unix_server(lambda: SpuConnection(service, log), socket_path)
     link = ControlLink(service, log, stop)
+    from rillet.broker.launcher import supervisor_pid
+    timings = Timings(retention_check_s=retention_check_s(), sc_lost_timeout_s=sc_lost_timeout_s())
     try:
         tasks = [asyncio.ensure_future(control_loop(link, paths, stop, log)),
-                 asyncio.ensure_future(link.report_loop()), asyncio.ensure_future(link.expire_loop())]
+                 asyncio.ensure_future(run_control(service.events, service, link, stop, log, timings,
+                                                   supervised=lambda: supervisor_pid(paths) is not None))]
         log.info("SPU %d serving on %s", spu_id, socket_path)
         await stop.wait()
         for task in tasks:

@@ -50,12 +50,16 @@ def _time_out(fut: asyncio.Future) -> None:
 
 class Replica:
     def __init__(self, spu_id: int, spec: m.ReplicaSpec, log: PartitionLog, logger: logging.Logger, *,
-                 on_isr_change=lambda replica: None, on_positions=lambda replica: None) -> None:
+                 events=None, on_positions=lambda replica: None) -> None:
         self.spu_id = spu_id
         self.spec = spec
         self.log = log
         self.logger = logger
-        self.on_isr_change = on_isr_change
+        # The SPU's event queue (broker/spu/loop.py): an ISR change is put there, and the HW
+        # holds still until the main loop has reported it and calls release_hw. A replica
+        # with no queue (unit tests) has nobody to tell and moves its HW at once.
+        self.events = events
+        self._hw_held = False
         # Publishes log start, HW and LEO for direct readers (broker/spu/positions.py).
         self.on_positions = on_positions
         self.hw = log.leo if len(spec.replicas) == 1 else log.read_high_watermark()
@@ -96,6 +100,7 @@ class Replica:
             self._become(spec)
 
     def _become(self, spec: m.ReplicaSpec) -> None:
+        self._hw_held = False          # the SC's spec carries the in-sync set: it knows this one
         if spec.leader == self.spu_id:
             if self.replicated:
                 self.leader_state = LeaderState(self.spu_id, spec.replicas, spec.in_sync,
@@ -231,9 +236,19 @@ class Replica:
             self._isr_event(self.leader_state.expire(now))
 
     def _isr_event(self, changed: bool) -> None:
-        if changed:
-            # Tell the SC first (it elects from the ISR), then let the HW move with the new set.
-            self.on_isr_change(self)
+        if changed and self.events is not None:
+            # Tell the SC first (it elects from the ISR), then let the HW move with the new set:
+            # a record acknowledged under a shrunk set the SC never heard of could be lost to
+            # an election from the old one. The main loop reports, then calls release_hw.
+            self._hw_held = True
+            self.events.isr_changed((self.spec.topic, self.spec.partition))
+            return
+        self._advance_hw()
+        self._wake()
+
+    def release_hw(self) -> None:
+        """The ISR change is reported: the HW follows the in-sync set again."""
+        self._hw_held = False
         self._advance_hw()
         self._wake()
 
@@ -337,7 +352,8 @@ class Replica:
     # --- internals ---
     def _advance_hw(self) -> None:
         if self.leader_state is not None:
-            self._set_hw(self.leader_state.high_watermark(self.log.leo))
+            if not self._hw_held:
+                self._set_hw(self.leader_state.high_watermark(self.log.leo))
         elif self.is_leader:
             self._set_hw(self.log.leo)
 

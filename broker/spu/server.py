@@ -13,11 +13,8 @@ from rillet.ipc.errors import ProtocolError, RilletError
 from rillet.ipc.framing import NEED_DATA, FrameDecoder
 from rillet.ipc.transport import FramedProtocol, encode_message
 
+from .control import ScConnected, ScLost
 from .service import SpuService
-
-
-# How often replicas look for segments past their topic's retention (Fluvio: every 10 s).
-RETENTION_CHECK_S = float(os.environ.get("RILLET_RETENTION_CHECK_S", "10"))
 
 
 class SpuConnection(FramedProtocol):
@@ -53,17 +50,17 @@ class SpuConnection(FramedProtocol):
 
 
 class ControlLink(asyncio.Protocol):
-    """This SPU's connection to the SC: register, receive assignments, report offsets.
+    """This SPU's connection to the SC: register, receive assignments, send reports.
 
     The SC learns of this SPU's death when this connection closes. When the SC goes
     away the SPU keeps serving and the same link is connected again to the next SC
     (broker/spu/process.py ``control_loop``): ``closed`` resolves on each loss, and
-    each new connection registers afresh. Reports made while no SC listens are
-    dropped; the first one on the next connection carries the whole state.
+    each new connection registers afresh. Connecting and losing the link are events
+    for the SPU's main loop (broker/spu/loop.py), which decides when to report.
+    Reports made while no SC listens are dropped; the first one on the next
+    connection carries the whole state.
     """
 
-    REPORT_INTERVAL_S = 0.05   # coalesce offset changes into one report per interval
-    HEARTBEAT_S = 0.25          # the SC declares an SPU dead after missing heartbeats for SPU_TIMEOUT_S
     # A paused SC (SIGSTOP) reads nothing: reports are snapshots, so past this much
     # unsent data the next ones are dropped instead of queued without bound.
     MAX_UNSENT_BYTES = 1 << 20
@@ -76,10 +73,7 @@ class ControlLink(asyncio.Protocol):
         self._decoder = FrameDecoder()
         self._msg_decoder = m.new_decoder()
         self._encoder = m.new_encoder()
-        self._dirty = asyncio.Event()
         self.registered = asyncio.get_event_loop().create_future()
-        service.on_change = self._dirty.set
-        service.on_urgent_change = self.report_now
         self._report_cid = 1000
         self.closed: asyncio.Future = asyncio.get_event_loop().create_future()
 
@@ -89,6 +83,7 @@ class ControlLink(asyncio.Protocol):
         self.closed = asyncio.get_event_loop().create_future()
         self._send(m.Hello(1, m.PROTOCOL_VERSION, f"spu-{self.service.spu_id}"))
         self._send(m.RegisterSpu(2, self.service.spu_id, os.getpid()))
+        self.service.events.push(ScConnected())
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -122,6 +117,7 @@ class ControlLink(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.transport = None
+        self.service.events.push(ScLost())
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -130,32 +126,10 @@ class ControlLink(asyncio.Protocol):
         if t is not None and not t.is_closing() and t.get_write_buffer_size() < self.MAX_UNSENT_BYTES:
             t.write(encode_message(self._encoder, msg))
 
-    def report_now(self) -> None:
-        """Send the replicas' state to the SC immediately (an ISR change: the SC elects from it)."""
+    def report(self, statuses: list[m.ReplicaStatus]) -> None:
+        """Send the replicas' state to the SC (dropped while none listens)."""
         self._report_cid += 1
-        self._send(m.StatusReport(self._report_cid, self.service.statuses()))
-
-    async def report_loop(self) -> None:
-        """Send offsets when they change (coalesced) and as a heartbeat."""
-        while not self.stop.is_set():
-            try:
-                await asyncio.wait_for(self._dirty.wait(), self.HEARTBEAT_S)
-            except asyncio.TimeoutError:
-                pass
-            self._dirty.clear()
-            self.report_now()
-            await asyncio.sleep(self.REPORT_INTERVAL_S)
-
-    async def expire_loop(self) -> None:
-        """Drop followers that stopped keeping up from the leaders' in-sync sets; apply retention."""
-        next_retention = 0.0
-        loop = asyncio.get_running_loop()
-        while not self.stop.is_set():
-            self.service.expire()
-            if loop.time() >= next_retention:
-                self.service.apply_retention()
-                next_retention = loop.time() + RETENTION_CHECK_S
-            await asyncio.sleep(0.1)
+        self._send(m.StatusReport(self._report_cid, statuses))
 
     def close(self) -> None:
         if self.transport is not None:

@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import time
-from typing import Awaitable, Callable
+from typing import Awaitable
 
 from rillet.ipc import messages as m
 from rillet.ipc.errors import InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch
@@ -24,6 +23,7 @@ from rillet.ipc.shm import TableReader
 from rillet.broker.storage.log import PartitionLog
 
 from .follower import follow
+from .loop import EventQueue
 from .positions import PositionsPublisher
 from .replica import Replica
 
@@ -43,10 +43,10 @@ class SpuService:
         self._table: TableReader | None = None
         self._snapshot = None
         self.positions = PositionsPublisher(paths, spu_id, logger)
-        # Called whenever offsets change (coalesced report to the SC) and when an ISR
-        # changes (reported at once: the SC elects from it).
-        self.on_change: Callable[[], None] = lambda: None
-        self.on_urgent_change: Callable[[], None] = lambda: None
+        # What happened, for the SPU's main loop to decide on (broker/spu/loop.py): offsets that
+        # moved (a flag, coalesced) and ISR changes (reported at once: the SC elects from them).
+        self.events = EventQueue()
+        self._offsets_moved = self.events.offsets_moved     # bound once: called per produce
 
     # --- assignment from the SC ---
     def apply(self, update: m.UpdateReplicas) -> None:
@@ -73,7 +73,7 @@ class SpuService:
                 for cut in plog.recovery_report:
                     self.log.warning("replica %s/%d recovery: %s", spec.topic, spec.partition, cut)
                 replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log,
-                                                       on_isr_change=lambda r: self.on_urgent_change(),
+                                                       events=self.events,
                                                        on_positions=self.positions.publish)
                 self._restart_follower(key)
             else:
@@ -87,42 +87,52 @@ class SpuService:
                 replica.update_spec(spec)
                 if old != (spec.leader, spec.leader_epoch):
                     self._restart_follower(key)
-        self.on_change()
+        self._offsets_moved()
 
     def _restart_follower(self, key) -> None:
         self._stop_follower(key)
         replica = self.replicas[key]
         if not replica.is_leader and replica.spec.leader >= 0:
-            self._followers[key] = asyncio.ensure_future(follow(replica, self.paths, self.log, self.on_change))
+            self._followers[key] = asyncio.ensure_future(follow(replica, self.paths, self.log, self._offsets_moved))
 
     def _stop_follower(self, key) -> None:
         task = self._followers.pop(key, None)
         if task is not None:
             task.cancel()
 
+    # --- actions of the SPU's main loop (broker/spu/loop.py carries them out) ---
     def statuses(self) -> list[m.ReplicaStatus]:
-        for replica in self.replicas.values():
-            try:
-                replica.save_hw()
-            except RilletError as exc:
-                self.log.warning("%s: cannot checkpoint the high watermark: %s", replica.name, exc)
         return [r.status() for r in self.replicas.values()]
 
-    def expire(self) -> None:
-        now = time.monotonic()
+    def checkpoint_hws(self, now: float) -> None:
+        for replica in self.replicas.values():
+            try:
+                replica.save_hw(now=now)
+            except RilletError as exc:
+                self.log.warning("%s: cannot checkpoint the high watermark: %s", replica.name, exc)
+
+    def release_hw(self, key: tuple[str, int]) -> None:
+        """The SC has been told of this replica's ISR change: its HW may move with the new set."""
+        replica = self.replicas.get(key)
+        if replica is not None:
+            replica.release_hw()
+
+    def expire(self, now: float) -> None:
         for replica in self.replicas.values():
             replica.expire(now)
+
+    def flush_due(self, now: float) -> None:
+        for replica in self.replicas.values():
             try:
                 replica.flush_if_due(now)
             except RilletError as exc:
                 self.log.error("%s: flush failed: %s", replica.name, exc)
 
-    def apply_retention(self) -> None:
-        now_ms = int(time.time() * 1000)
+    def apply_retention(self, now_ms: int) -> None:
         for replica in self.replicas.values():
             try:
                 if replica.apply_retention(now_ms):
-                    self.on_change()
+                    self._offsets_moved()
             except RilletError as exc:
                 self.log.warning("%s: retention failed: %s", replica.name, exc)
 
@@ -193,7 +203,7 @@ class SpuService:
         committed = req.isolation == m.ISOLATION_READ_COMMITTED
         replica.check_can_append(committed)
         base, end = replica.append(req.batches)
-        self.on_change()
+        self._offsets_moved()
         if committed and replica.hw < end:     # end: leo, or a duplicate's end (a retry waits for it too)
             return self._produce_committed(req.cid, replica, base, end, req.timeout_ms)
         return m.ProduceResponse(req.cid, base, replica.leo, replica.hw)

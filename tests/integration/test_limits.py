@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from rillet.ipc import messages as m
-from rillet.ipc.transport import encode_message
+from rillet.ipc.framing import encode_message
 from rillet.testing import LocalCluster
 
 SPU = 5001

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 
-import rillet._producer
+import rillet._accumulator
 from rillet import ConsumerConfig, Offset, RilletError, Timeout, TopicProducerConfigBuilder
 
 SPU = 5001
@@ -110,7 +110,7 @@ def test_a_full_batch_queue_blocks_send_until_the_spu_answers(cluster):
 
 
 def test_send_gives_up_after_the_queue_wait(cluster, monkeypatch):
-    monkeypatch.setattr(rillet._producer, "_QUEUE_WAIT_S", 0.4)      # 30 s in real life
+    monkeypatch.setattr(rillet._accumulator, "_QUEUE_WAIT_S", 0.4)      # 30 s in real life
     cluster.create_topic("queue-timeout")
     wait_online(cluster, "queue-timeout")
     producer = cluster.fluvio().topic_producer_with_config("queue-timeout", tight_queue())

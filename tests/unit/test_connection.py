@@ -94,7 +94,7 @@ def test_poll_returns_an_answer_only_once_it_is_whole(peer_and_conn):
     wire = answer(4, 1, 150_000)
     peer.send_in_pieces(wire[:70_000], 70_000)
     deadline = time.monotonic() + 5
-    while conn._frames.buffered_bytes < 70_000 and time.monotonic() < deadline:
+    while conn._session.buffered_bytes < 70_000 and time.monotonic() < deadline:
         assert conn.poll() is None
     assert conn.poll() is None
     peer.send_in_pieces(wire[70_000:], 100_000)

@@ -74,3 +74,24 @@ def test_an_admin_command_does_not_import_asyncio_or_the_data_path(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "not running" in r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_the_client_never_imports_the_broker():
+    """rillet (the client library) and rillet.ipc run in users' processes: they must not
+    pull in the broker (rillet.broker) nor the asyncio server module (ipc/transport.py).
+    Only rillet.testing, which starts clusters, and rillet.tools, the CLI, may."""
+    import subprocess
+    import sys
+    probe = """
+import importlib, pkgutil, sys
+import rillet, rillet.ipc
+for info in pkgutil.iter_modules(rillet.__path__):
+    if info.name != "testing":
+        importlib.import_module("rillet." + info.name)
+for info in pkgutil.iter_modules(rillet.ipc.__path__):
+    if info.name != "transport":
+        importlib.import_module("rillet.ipc." + info.name)
+print(" ".join(sorted(n for n in sys.modules if n.startswith(("rillet.broker", "rillet.ipc.transport")))))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == []

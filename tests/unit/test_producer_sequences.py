@@ -15,12 +15,12 @@ import tempfile
 
 import pytest
 
-import rillet._producer
+import rillet._sender
 from rillet.broker.spu.producer_state import ProducerStateTable
 from rillet.ipc import messages as m
 from rillet.ipc.errors import MessageTooLarge, NotLeader, OutOfOrderSequence, RilletError
 from rillet.ipc.records import decode_batch
-from rillet.ipc.transport import encode_message
+from rillet.ipc.framing import encode_message
 
 from .test_producer_paths import FakeSpu, producer
 
@@ -124,7 +124,7 @@ def test_batches_behind_a_refused_one_are_sent_again_after_it_in_order(spu):
 
 
 def test_a_batch_stored_whose_answer_was_lost_is_not_stored_again(spu, monkeypatch):
-    monkeypatch.setattr(rillet._producer, "_DEADLINE_MARGIN_S", 0.2)   # the link gives up 0.3 s after a send
+    monkeypatch.setattr(rillet._sender, "_DEADLINE_MARGIN_S", 0.2)   # the link gives up 0.3 s after a send
     spu.drop = {3}                           # stored, unanswered: the link times out, every pending batch is retried
     with producer(spu, linger=0, timeout=100) as prod:
         results = send(prod, 40)

@@ -57,8 +57,8 @@ def start_spu(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0, *,
     status, and wait for it Online under a new pid. Raises ClusterNotRunning,
     SpuNotFound, or Timeout naming the SPU's log.
     """
-    from rillet.broker.launcher import admin_connection
     from rillet.ipc import messages as m
+    from rillet.ipc.admin_link import admin_connection
     deadline = time.monotonic() + timeout_s
     with admin_connection(paths) as conn:
         info = _spu(conn, spu_id)
@@ -78,7 +78,7 @@ def start_spu(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0, *,
 
 def wait_online(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0) -> m.SpuInfo:
     """Wait until the SC lists SPU ``spu_id`` Online (a resumed SIGSTOP, for one)."""
-    from rillet.broker.launcher import admin_connection
+    from rillet.ipc.admin_link import admin_connection
     deadline = time.monotonic() + timeout_s
     with admin_connection(paths) as conn:
         while True:
@@ -106,7 +106,7 @@ def cmd_spu_start(args) -> int:
 
 
 def cmd_spu_add(args) -> int:
-    from rillet.broker.launcher import admin_connection
+    from rillet.ipc.admin_link import admin_connection
     from rillet.ipc import messages as m
     from rillet.ipc.names import ClusterPaths
     timeout_ms = int(args.timeout * 1000)
@@ -117,7 +117,7 @@ def cmd_spu_add(args) -> int:
 
 
 def cmd_spu_remove(args) -> int:
-    from rillet.broker.launcher import admin_connection
+    from rillet.ipc.admin_link import admin_connection
     from rillet.ipc import messages as m
     from rillet.ipc.names import ClusterPaths
     timeout_ms = int(args.timeout * 1000)

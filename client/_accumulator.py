@@ -1,0 +1,359 @@
+"""The producer's caller side: ``send`` / ``send_all`` append records to each
+partition's open batch, seal full batches (or every batch with ``linger(0)``) and
+take the fast path (client/_producer.py's docstring describes it: the caller
+encodes a sealed batch and writes it on the leader's link itself).
+
+``_Accumulator`` is a part of ``_ProducerCore`` (client/_producer.py), which owns
+the state these methods share with the sender thread (client/_sender.py), all of
+it guarded by ``self.lock``.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_right
+from functools import partial
+from itertools import accumulate, repeat
+from operator import add, itemgetter, sub
+
+from rillet.ipc.errors import Closed, MessageTooLarge, RilletError, Timeout
+from rillet.ipc.metadata_table import PartitionStatus
+from rillet.ipc.records import RECORD_OVERHEAD, BatchBuilder, coerce_bytes
+
+from ._produce_output import ProduceOutput, _BatchResult
+from ._producer_config import EMPTY_BATCH
+from ._spu_link import SpuLink
+
+_QUEUE_WAIT_S = 30.0            # Fluvio's BatchQueueWaitTimeout: longest wait of send() for room
+SEND_ALL_CHUNK = 1024           # send_all holds the lock for this many records at most (~0.5 ms)
+# The fast path trusts a partition's leader link this long before reading the table again
+# (a read costs 3-8 us); a leader change inside it fails the batch as it would any: retried.
+_ROUTE_TTL_S = 0.005
+
+
+class _Batch:
+    """One batch from its first record to its answer: open, then sealed (queued,
+    in flight, maybe retried), then finished."""
+
+    __slots__ = ("partition", "builder", "result", "deadline", "size", "attempt", "first_sent", "payload",
+                 "finished", "producer_id", "sequence", "built")
+
+    def __init__(self, partition: int, codec: int, deadline: float, where: str) -> None:
+        self.partition = partition
+        self.builder = BatchBuilder(codec)
+        self.result = _BatchResult(partition, where)
+        self.deadline = deadline         # linger expiry (monotonic)
+        self.size = EMPTY_BATCH         # uncompressed estimate, bytes
+        self.attempt = 0                 # retries made
+        self.first_sent = 0.0
+        self.payload: bytes | None = None
+        self.finished = False
+        self.producer_id = -1            # idempotence: its producer id and first sequence, once built
+        self.sequence = -1
+        self.built = -1                  # build order within the producer
+
+
+
+class _Accumulator:
+    """The caller-side methods of _ProducerCore (lock held where they say so)."""
+
+    def send(self, key: bytes | None, value: bytes, partition: int | None, block: bool = True) -> ProduceOutput | None:
+        """Append one record; None only when ``block`` is False and send would wait."""
+        size = len(value) + RECORD_OVERHEAD if key is None else len(key) + len(value) + RECORD_OVERHEAD
+        if size > self.max_record:
+            raise self._too_large(size)
+        ts = time.time_ns() // 1_000_000
+        links = ()
+        try:
+            with self.lock:
+                try:
+                    if self.closing:
+                        raise Closed(f"producer for topic {self.topic!r} is closed")
+                    keyless = False
+                    if partition is None:
+                        if self.fixed is not None:
+                            partition = self.fixed
+                        elif key is not None:
+                            partition = self.partitioner.for_key(key, self.partition_count)
+                        else:
+                            keyless = True
+                            partition = self.partitioner.keyless
+                    batch = self.open.get(partition)
+                    if batch is None or batch.size + size > self.batch_limit:
+                        batch = self._batch_for(partition, size, keyless, block)
+                        if batch is None:
+                            return None
+                        partition = batch.partition
+                    index = batch.builder.append(key, value, ts)
+                    batch.size += size
+                    if (self.linger0 or batch.size >= self.batch_limit) and self.queued[partition] < self.queue_limit:
+                        self._seal(batch, direct=True)
+                    return ProduceOutput(batch.result, index)
+                finally:
+                    if self.to_write:
+                        links, self.to_write = self.to_write, []
+        finally:
+            for link in links:          # the fast path's frames, written once the lock is released
+                link.write_out()
+                link.reap()             # answers already in: delivered here, no link thread wake-up
+
+    def send_many(self, keys: list | None, values: list) -> list[ProduceOutput]:
+        """Append records in order, as ``send`` one by one would (``keys`` None: all keyless).
+
+        Records of one partition keep their order; a record too large fails as in
+        ``send``, after the records before it were queued (their outputs are lost
+        with the raise, as with a loop of ``send``).
+        """
+        lens = map(len, values)
+        if keys is not None:
+            lens = map(add, lens, [0 if k is None else len(k) for k in keys])
+        cum = list(accumulate(map(add, lens, repeat(RECORD_OVERHEAD))))   # bytes up to each record
+        too_large = None
+        if cum[-1] > self.max_record:            # some record may be too large: find the first
+            first = next((i for i, size in enumerate(map(sub, cum, [0, *cum[:-1]])) if size > self.max_record), None)
+            if first is not None:
+                too_large = self._too_large(cum[first] - (cum[first - 1] if first else 0))
+                keys, values, cum = None if keys is None else keys[:first], values[:first], cum[:first]
+        outputs: list[ProduceOutput] = []
+        links = ()
+        try:
+            if values:
+                ts = time.time_ns() // 1_000_000
+                with self.lock:
+                    if self.closing:
+                        raise Closed(f"producer for topic {self.topic!r} is closed")
+                    try:
+                        outputs = self._append_routed(keys, values, cum, ts)
+                    finally:
+                        links = self._take_writes()
+        finally:
+            for link in links:
+                link.write_out()
+                link.reap()
+        if too_large is not None:
+            raise too_large
+        return outputs
+
+    def _append_routed(self, keys, values, cum: list[int], ts: int) -> list[ProduceOutput]:
+        """Split records into per-partition runs, in order, and append each (lock held)."""
+        if self.fixed is not None:
+            return self._append_run(self.fixed, False, keys, values, cum, ts)
+        if keys is None:
+            return self._append_run(0, True, None, values, cum, ts)
+        n, count = len(values), self.partition_count
+        keyless = keys.count(None)
+        if keyless:
+            keyed = [i for i, k in enumerate(keys) if k is not None]
+            parts = [-1] * n
+            for i, p in zip(keyed, self.partitioner.for_keys([keys[i] for i in keyed], count)):
+                parts[i] = p
+        else:
+            parts = self.partitioner.for_keys(keys, count)
+        if parts.count(parts[0]) == n:
+            return self._append_run(parts[0], keyless == n, keys, values, cum, ts)
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(parts):
+            groups.setdefault(p, []).append(i)
+        sizes = list(map(sub, cum, [0, *cum[:-1]]))
+        outputs: list = [None] * n
+        for p, picked in groups.items():
+            run = self._append_run(p, p < 0, [keys[i] for i in picked], [values[i] for i in picked],
+                                   list(accumulate(sizes[i] for i in picked)), ts)
+            for i, out in zip(picked, run):
+                outputs[i] = out
+        return outputs
+
+    def _append_run(self, partition: int, keyless: bool, keys, values, cum: list[int], ts: int) -> list[ProduceOutput]:
+        """Append records of one partition (or keyless ones) batch by batch (lock held).
+
+        ``cum``: the records' sizes (RECORD_OVERHEAD included), accumulated. Each batch
+        takes the longest prefix that fits (a bisect), then is sealed or waited for
+        as in ``send``.
+        """
+        limit, n, j, before = self.batch_limit, len(values), 0, 0
+        outputs: list[ProduceOutput] = []
+        while j < n:
+            if keyless:
+                partition = self.partitioner.keyless
+            batch = self.open.get(partition)
+            if batch is None or batch.size + cum[j] - before > limit:
+                batch = self._batch_for(partition, cum[j] - before, keyless, True)
+                partition = batch.partition
+            end = bisect_right(cum, before + limit - batch.size, j + 1)
+            index = batch.builder.extend(None if keys is None else keys[j:end], values[j:end], ts,
+                                         cum[end - 1] - before)
+            outputs += map(ProduceOutput, repeat(batch.result), range(index, index + end - j))
+            batch.size += cum[end - 1] - before
+            before, j = cum[end - 1], end
+            if batch.size >= limit and self.queued[partition] < self.queue_limit:
+                self._seal(batch, direct=True)
+        return outputs
+
+    def _too_large(self, size: int) -> MessageTooLarge:
+        return MessageTooLarge(f"record of {size} bytes for topic {self.topic!r} exceeds max_request_size="
+                               f"{self.config.max_request_size} (with {EMPTY_BATCH} bytes of batch header); "
+                               f"records are never split")
+
+    def _batch_for(self, partition: int, size: int, keyless: bool, block: bool) -> _Batch | None:
+        """The open batch that takes a record of ``size`` bytes (lock held); waits for room."""
+        deadline = None
+        while True:
+            batch = self.open.get(partition)
+            if batch is None:
+                deadline = time.monotonic() + self.linger_s
+                batch = self.open[partition] = _Batch(partition, self.codec, deadline, self.where[partition])
+                if deadline < self.sender_wake_at and not self.linger0:
+                    self.work.notify()   # the sender thread sleeps past this batch's linger
+                return batch
+            if batch.size + size <= self.batch_limit:
+                return batch
+            if self.queued[partition] < self.queue_limit:
+                self._seal(batch, direct=True)
+            elif not block:
+                return None
+            else:
+                now = time.monotonic()
+                deadline = deadline or now + _QUEUE_WAIT_S
+                if now >= deadline:
+                    raise Timeout(f"send to {self.where[partition]} waited {_QUEUE_WAIT_S:g} s for room: "
+                                  f"batch_queue_size={self.queue_limit} batches still unanswered")
+                for link in self._take_writes():     # nothing queued by this call may wait with it
+                    link.write_out()
+                for link in self.links.values():     # answers free the room: have them read at once
+                    link.urge()
+                self.room.wait(deadline - now)
+                if self.closing:
+                    raise Closed(f"producer for topic {self.topic!r} closed while send waited for room")
+            if keyless:
+                partition = self.partitioner.keyless
+
+    def _seal(self, batch: _Batch, direct: bool = False) -> None:
+        """Move an open batch to its partition's send queue (lock held); with ``direct``,
+        write it on its link from this thread when nothing of its partition waits."""
+        p = batch.partition
+        del self.open[p]
+        batch.result.records = len(batch.builder)
+        batch.result.seq = next(self._seq)
+        self.queued[p] += 1
+        self.unresolved.add(batch.result)
+        if self.fixed is None and self.partition_count > 1 and p == self.partitioner.keyless:
+            self.partitioner.next_keyless(self.partition_count, self._online())
+        if direct and not self.unsent[p] and self._submit_now(batch):     # the fast path
+            return
+        self.unsent[p] += 1
+        self.ready[p].append(batch)
+        self.ready_parts.add(p)
+        self.work.notify()
+
+    def _submit_now(self, batch: _Batch) -> bool:
+        """The fast path (lock held): encode ``batch`` and queue it on its leader's open
+        link, for the caller to write out; False (nothing queued) when that needs the
+        sender thread."""
+        p, now = batch.partition, time.monotonic()
+        if self.paused_until[p] > now:
+            return False
+        try:
+            link = self._route(p, now)
+            if link is None:
+                return False
+            self._build(batch)
+            batch.first_sent = now
+            _urge_on(batch, link)
+            if not link.submit(batch, partial(self._request, batch), write=False):
+                return False
+        except Exception:        # no leader, a build error, ...: the sender thread retries and reports
+            return False
+        self.to_write.append(link)       # written by the caller once it released the lock
+        return True
+
+    def _route(self, p: int, now: float) -> SpuLink | None:
+        """The open link to ``p``'s leader, for the fast path (lock held). The table is
+        read again after _ROUTE_TTL_S, and at once after any failure of the partition."""
+        route = self.routes[p]
+        if route is not None and now < route[1] and not route[0].broken:
+            return route[0]
+        link = self.links.get(self.meta.leader(self.topic, p).leader)
+        if link is None or link.broken:
+            self.routes[p] = None
+            return None
+        self.routes[p] = (link, now + _ROUTE_TTL_S)
+        return link
+
+    def _take_writes(self) -> list[SpuLink] | tuple:
+        """Links with frames the fast path queued (lock held); the caller calls write_out on
+        each after releasing the lock, so no socket call happens under it."""
+        links = self.to_write
+        if not links:
+            return ()
+        self.to_write = []
+        return links
+
+    def _online(self) -> frozenset[int] | None:
+        """Partitions with an online leader, cached per metadata snapshot; None if unknown."""
+        try:
+            snap = self.meta.snapshot()
+            if self._online_cache[0] is not snap:
+                rows = snap.partitions_of(self.topic)
+                self._online_cache = (snap, frozenset(r.partition for r in rows
+                                                      if r.status == PartitionStatus.ONLINE and r.leader >= 0))
+        except RilletError:
+            return None
+        return self._online_cache[1]
+
+
+_KEY_TYPES = frozenset((bytes, type(None)))
+_VALUE_TYPES = frozenset((bytes,))
+_PAIR = frozenset((2,))
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
+def _split_pairs(chunk: list) -> tuple[list | None, list, Exception | None]:
+    """Keys (None when all are None) and values of (key, value) pairs, as bytes.
+
+    When a pair is bad (not a pair, a type ``_to_bytes`` refuses), the pairs before
+    it and its error, for the caller to send and then raise. The common case (bytes
+    values, None or bytes keys) costs a few C-level passes over the chunk.
+    """
+    try:
+        if not _PAIR.issuperset(map(len, chunk)):
+            return _split_slowly(chunk)
+        keys, values = list(map(_FIRST, chunk)), list(map(_SECOND, chunk))
+    except (TypeError, LookupError):       # not a sequence, a mapping, ...: as ``for k, v in`` would say
+        return _split_slowly(chunk)
+    if not _VALUE_TYPES.issuperset(map(type, values)):
+        return _split_slowly(chunk)
+    if keys.count(None) == len(keys):
+        return None, values, None
+    if not _KEY_TYPES.issuperset(map(type, keys)):
+        return _split_slowly(chunk)
+    return keys, values, None
+
+
+def _split_slowly(chunk: list) -> tuple[list | None, list, Exception | None]:
+    keys: list = []
+    values: list = []
+    error = None
+    try:
+        for k, v in chunk:
+            key, value = None if k is None else to_bytes(k, "key"), to_bytes(v, "value")
+            keys.append(key)
+            values.append(value)
+    except Exception as exc:      # what a loop of send would have raised at this record
+        error = exc
+    return None if keys.count(None) == len(keys) else keys, values, error
+
+
+
+def _urge_on(batch: _Batch, link: SpuLink) -> None:
+    """Waiters of ``batch`` urge ``link`` (it reads answers lazily otherwise); one waiting
+    already urges it now."""
+    result = batch.result
+    result.urge = link.urge
+    if result.waited:
+        link.urge()
+
+
+def to_bytes(value, what: str) -> bytes:
+    """A key or value the producer takes (bytes-like, str as UTF-8, a list of ints) as bytes;
+    TypeError for anything else, as the producer always raised."""
+    return coerce_bytes(value, what, text=True)

@@ -1,0 +1,83 @@
+"""SpuLink's lazy reading against the fake SPU of test_producer_paths (real socket, real
+link thread): answers are left to the caller's ``reap`` while it reaps, read by the link
+thread once urged or once the caller stopped reaping for ``lazy_read_s``."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rillet._spu_link import SpuLink
+from rillet.ipc import messages as m
+from rillet.ipc.records import encode_batch
+
+from .test_producer_paths import spu  # noqa: F401 (fixture)
+
+
+class Answers:
+    def __init__(self) -> None:
+        self.threads: dict[object, str] = {}
+        self.done = threading.Condition()
+
+    def on_answer(self, token, reply) -> None:
+        assert isinstance(reply, m.ProduceResponse)
+        with self.done:
+            self.threads[token] = threading.current_thread().name
+            self.done.notify_all()
+
+    def on_error(self, token, exc) -> None:
+        raise AssertionError(f"request {token} failed: {exc}")
+
+    def wait_for(self, token, timeout_s: float = 5.0) -> str | None:
+        with self.done:
+            self.done.wait_for(lambda: token in self.threads, timeout_s)
+        return self.threads.get(token)
+
+
+def produce(cid: int) -> m.ProduceRequest:
+    return m.ProduceRequest(cid, "t", 0, 0, 1000, encode_batch([(None, b"v", 0)]))
+
+
+def open_link(spu, answers: Answers, lazy_read_s: float) -> SpuLink:
+    return SpuLink(7, spu.path, request_timeout_s=30.0, timeout_note="test", on_answer=answers.on_answer,
+                   on_error=answers.on_error, lazy_read_s=lazy_read_s)
+
+
+def test_the_caller_reaps_answers_the_link_thread_leaves_to_it(spu):
+    answers = Answers()
+    link = open_link(spu, answers, lazy_read_s=30.0)
+    try:
+        for token in ("a", "b", "c"):
+            assert link.submit(token, produce)
+            deadline = time.monotonic() + 5
+            while token not in answers.threads and time.monotonic() < deadline:
+                link.reap()              # what the producer's send does after writing
+                time.sleep(0.001)
+        assert answers.threads == {t: threading.current_thread().name for t in ("a", "b", "c")}
+    finally:
+        link.close()
+
+
+def test_a_waiter_urges_the_link_thread_to_read_at_once(spu):
+    answers = Answers()
+    link = open_link(spu, answers, lazy_read_s=30.0)
+    try:
+        assert link.submit("a", produce)
+        link.urge()                      # ProduceOutput.wait and flush do this
+        started = time.monotonic()
+        assert answers.wait_for("a") == "rillet-producer-spu-7"
+        assert time.monotonic() - started < 5
+    finally:
+        link.close()
+
+
+def test_unreaped_answers_are_read_by_the_link_thread_after_the_grace(spu):
+    answers = Answers()
+    link = open_link(spu, answers, lazy_read_s=0.05)
+    try:
+        assert link.submit("a", produce)
+        started = time.monotonic()
+        assert answers.wait_for("a") == "rillet-producer-spu-7"
+        assert time.monotonic() - started >= 0.04     # it waited for a reap that never came
+    finally:
+        link.close()
