@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 
-import psutil
-
+# psutil (and ipc.shm) are imported inside the functions that use them: every admin command
+# (`rillet topic list`) imports this module, and they cost ~25 ms of start-up.
 from rillet.ipc import messages as m
 from rillet.ipc.admin_link import (  # noqa: F401 (admin_connection and the pid helpers are the launcher's API too)
     ADMIN_WAIT_S, SC, SPU, SUPERVISOR, _cmd_matches, admin_connection, cluster_processes, cluster_status, sc_pid,
@@ -30,7 +30,6 @@ from rillet.ipc.admin_link import (  # noqa: F401 (admin_connection and the pid 
 from rillet.ipc.connection import Connection
 from rillet.ipc.errors import ClusterAlreadyRunning, ClusterNotRunning, RilletError
 from rillet.ipc.names import ClusterPaths
-from rillet.ipc.shm import positions_objects, unlink_if_exists
 
 
 def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float = 30.0) -> m.ClusterStatus:
@@ -104,6 +103,7 @@ def stop_cluster(paths: ClusterPaths, timeout_s: float = 15.0) -> bool:
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     """Wait until ``pid`` has exited; a zombie counts as gone (its parent, perhaps the
     process that ran `cluster start`, reaps it, not us)."""
+    import psutil
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -128,6 +128,7 @@ def _signal(pid: int, sig: int) -> None:
 
 def _kill_group(pid: int) -> None:
     """SIGKILL the process group of ``pid`` (the cluster's session), never our own."""
+    import psutil
     try:
         group = os.getpgid(pid)
         if group == os.getpgrp():
@@ -148,6 +149,8 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
 
     ``keep_spus``: live SPU processes and their sockets stay (a starting SC adopts them).
     """
+    import psutil
+    from rillet.ipc.shm import positions_objects, unlink_if_exists
     spus = cluster_processes(paths, modules=(SPU,)) if keep_spus else []
     kept = {str(paths.spu_socket(_spu_id(p))) for p in spus}
     procs = [p for p in cluster_processes(paths) if p.pid not in {s.pid for s in spus}]
@@ -176,6 +179,7 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
 
 
 def _spu_id(proc: psutil.Process) -> int:
+    import psutil
     try:
         cmd = proc.cmdline()
         return int(cmd[cmd.index("--spu-id") + 1])

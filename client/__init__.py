@@ -3,36 +3,56 @@
 ``from rillet import Fluvio`` is meant to stand where ``from fluvio import Fluvio``
 stood: the same classes, methods and enums, with a few documented fixes (keyless
 records have key None; errors are typed).
+
+Names are imported on first use (PEP 562 ``__getattr__``): every ``rillet`` command
+imports this package first, and most need only a small part of it (``rillet topic
+list`` never loads the producer or the consumer), so start-up stays short.
 """
 
-from rillet.ipc.errors import (
-    BrokenConnection, Closed, ClusterNotRunning, ConsumerOffsetNotFound, InvalidArgument, InvalidName, NotLeader,
-    OffsetOutOfRange, PartitionNotFound, PartitionOffline, RilletError, Timeout, TopicAlreadyExists, TopicNotFound,
-    CompressionError, MessageTooLarge, RequestTimedOut, ScUnavailable,
-)
-from rillet.ipc.errors import OutOfOrderSequence, RecordsLost
+from __future__ import annotations
 
-from ._admin import (
-    FluvioAdmin, MessageMetadataTopicSpec, MetadataPartitionSpec, MetadataTopicSpec, MetaUpdateTopicSpec, TopicSpec,
-)
-from ._config import FluvioConfig
-from ._consumer import (
-    ConsumerConfig, MultiPartitionStream, MultiplePartitionConsumer, PartitionConsumer, PartitionSelectionStrategy,
-    PartitionStream,
-)
-from ._consumer_iterator import ConsumerIterator
-from ._enums import Compression, CompressionType, DeliverySemantic, Isolation, OffsetManagementStrategy
-from ._fluvio import Fluvio
-from ._offsets import ConsumerConfigExt, ConsumerConfigExtBuilder, ConsumerOffset
-from ._producer import ProduceOutput, RecordMetadata, TopicProducer, TopicProducerConfig, TopicProducerConfigBuilder
-from ._producer import ProducerStatistics
-from ._record import Offset, Record
-from ._retry import RetryPolicy, RetryStrategy
-from ._smartmodule import SmartModuleKind
+import importlib
 
+# public name -> module that defines it (relative to this package, or absolute)
+_ERRORS = "rillet.ipc.errors"
+_HOME: dict[str, str] = {
+    **dict.fromkeys([
+        "BrokenConnection", "Closed", "ClusterNotRunning", "ConsumerOffsetNotFound", "InvalidArgument", "InvalidName",
+        "NotLeader", "OffsetOutOfRange", "PartitionNotFound", "PartitionOffline", "RilletError", "Timeout",
+        "TopicAlreadyExists", "TopicNotFound", "CompressionError", "MessageTooLarge", "RequestTimedOut",
+        "ScUnavailable", "OutOfOrderSequence", "RecordsLost"], _ERRORS),
+    **dict.fromkeys(["FluvioAdmin", "MessageMetadataTopicSpec", "MetadataPartitionSpec", "MetadataTopicSpec",
+                     "MetaUpdateTopicSpec", "TopicSpec"], "._admin"),
+    "FluvioConfig": "._config",
+    **dict.fromkeys(["ConsumerConfig", "MultiPartitionStream", "MultiplePartitionConsumer", "PartitionConsumer",
+                     "PartitionSelectionStrategy", "PartitionStream"], "._consumer"),
+    "ConsumerIterator": "._consumer_iterator",
+    **dict.fromkeys(["Compression", "CompressionType", "DeliverySemantic", "Isolation", "OffsetManagementStrategy"],
+                    "._enums"),
+    "Fluvio": "._fluvio",
+    **dict.fromkeys(["ConsumerConfigExt", "ConsumerConfigExtBuilder", "ConsumerOffset"], "._offsets"),
+    **dict.fromkeys(["ProduceOutput", "RecordMetadata", "TopicProducer", "TopicProducerConfig",
+                     "TopicProducerConfigBuilder", "ProducerStatistics"], "._producer"),
+    **dict.fromkeys(["Offset", "Record"], "._record"),
+    **dict.fromkeys(["RetryPolicy", "RetryStrategy"], "._retry"),
+    "SmartModuleKind": "._smartmodule",
+}
 # Fluvio's exception is spelled FluviorError in its Python package; both names work here.
-FluvioError = RilletError
-FluviorError = RilletError
+_ALIASES = {"FluvioError": "RilletError", "FluviorError": "RilletError"}
+
+
+def __getattr__(name: str):
+    home = _HOME.get(_ALIASES.get(name, name))
+    if home is None:
+        raise AttributeError(f"module 'rillet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), _ALIASES.get(name, name))
+    globals()[name] = value              # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "Fluvio", "FluvioConfig", "FluvioAdmin", "TopicSpec", "SmartModuleKind", "MetaUpdateTopicSpec",

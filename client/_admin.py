@@ -235,6 +235,40 @@ class FluvioAdmin:
     def delete_topic(self, topic: str) -> None:
         self._call(lambda cid: m.DeleteTopic(cid, topic))
 
+    def update_topic(self, topic: str, *, retention_time: str | int | None = None,
+                     max_partition_size: str | int | None = None, segment_size: str | int | None = None,
+                     compression_type: CompressionType | Compression | str | None = None,
+                     flush: str | None = None, flush_interval: str | int | None = None,
+                     min_in_sync_replicas: int | None = None) -> None:
+        """Change a live topic (what ``rillet topic update`` changes); arguments left None keep
+        their value. Values read as in TopicSpec (``"7d"``, ``"64MiB"``, a codec); the SC checks
+        them as it checks a new topic's. ``segment_size`` applies to segments made from now on."""
+        spec, given = TopicSpec(), {}
+        if retention_time is not None:
+            given["retention_time_s"] = spec.with_retention_time(retention_time).retention_time
+        if max_partition_size is not None:
+            given["max_partition_size"] = parse_size(max_partition_size)
+        if segment_size is not None:
+            given["segment_size"] = parse_size(segment_size)
+        if compression_type is not None:
+            given["compression_type"] = spec.with_compression(compression_type).compression_type
+        if flush is not None or flush_interval is not None:
+            flushed = spec.with_flush(flush or "interval", flush_interval)
+            given["flush"] = flush
+            if flush_interval is not None:
+                given["flush_interval_ms"] = flushed.flush_interval_ms
+        if min_in_sync_replicas is not None:
+            given["min_in_sync_replicas"] = int(min_in_sync_replicas)
+        changes = m.TopicChanges(**given)
+        self._call(lambda cid: m.UpdateTopic(cid, topic, changes))
+
+    def add_partitions(self, topic: str, count: int = 1, *, timeout_ms: int = 30_000) -> None:
+        """Add ``count`` partitions (Fluvio's ``topic add-partition``); returns once they are Online.
+        Records already stored stay where they are; keys sent after this hash over the new count."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise InvalidArgument(f"partitions to add must be an integer of at least 1, got {count!r}")
+        self._call(lambda cid: m.AddPartitions(cid, topic, count, timeout_ms))
+
     def all_topics(self) -> list[MetadataTopicSpec]:
         reply = self._call(lambda cid: m.ListTopics(cid, []))
         return [MetadataTopicSpec(t) for t in reply.topics]

@@ -308,7 +308,9 @@ class DirectPath:
     def positions(self) -> Positions:
         """The leader's published row; NotLeader when it no longer leads at our epoch."""
         table = self._table
-        if table is None or self._moved:
+        # _row < 0: an attach that found the leader's table but not yet its row (a leader
+        # just moved there) left it half done; reading row -1 would read out of bounds.
+        if table is None or self._moved or self._row < 0:
             raise NotLeader(f"no leader attached for {self.topic}/{self.partition}")
         try:
             row = table.row(self._row)
@@ -436,7 +438,7 @@ class DirectPath:
     def wake_word(self, offset: int, committed: bool) -> tuple[int, int] | None:
         """The futex word to sleep on, or None when ``offset`` is visible already (or the
         leader changed: the next read finds out)."""
-        if self._table is None:
+        if self._table is None or self._row < 0:     # not (fully) attached: the next read attaches
             return None
         try:
             self._check_metadata()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-import psutil
-
+# psutil (and ipc.shm) are imported inside the functions that use them: every admin command
+# (`rillet topic list`) imports this module, and they cost ~25 ms of start-up.
 from . import messages as m
 from .connection import Connection
 from .errors import ClusterNotRunning, RilletError, ScUnavailable
@@ -45,6 +45,7 @@ def _pid_from(pid_file, module: str, paths: ClusterPaths) -> int | None:
 
 
 def _is_ours(pid: int, module: str, paths: ClusterPaths) -> bool:
+    import psutil
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -103,6 +104,7 @@ def cluster_status(paths: ClusterPaths) -> m.ClusterStatus:
 def cluster_processes(paths: ClusterPaths, modules: tuple[str, ...] = (SUPERVISOR, SC, SPU)) -> list[psutil.Process]:
     """Every live supervisor, SC and SPU process of this cluster (by command line), or
     only those running ``modules``."""
+    import psutil
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:

@@ -133,6 +133,32 @@ class DeleteTopic(_Msg, tag=31):
     name: str
 
 
+class TopicChanges(msgspec.Struct, frozen=True, kw_only=True):
+    """What `topic update` may change on a live topic; None keeps the current value.
+    Partitions grow with AddPartitions; the replication factor cannot change."""
+    retention_time_s: int | None = None
+    max_partition_size: int | None = None
+    segment_size: int | None = None          # for segments created from now on
+    compression_type: str | None = None
+    flush: str | None = None
+    flush_interval_ms: int | None = None
+    min_in_sync_replicas: int | None = None
+
+
+class UpdateTopic(_Msg, tag=46):
+    cid: int
+    name: str
+    changes: TopicChanges
+
+
+class AddPartitions(_Msg, tag=47):
+    """Add ``count`` partitions to a topic (Fluvio's `topic add-partition`)."""
+    cid: int
+    name: str
+    count: int
+    timeout_ms: int = 30_000   # wait this long for the new partitions to be Online
+
+
 class ListTopics(_Msg, tag=32):
     cid: int
     names: list[str] = []      # empty: all
@@ -227,6 +253,19 @@ class ClusterStatus(_Msg, tag=39):
 
 class ShutdownCluster(_Msg, tag=40):
     cid: int
+
+
+class AddSpu(_Msg, tag=48):
+    """Start one more SPU (the next id); answered with a SpuList of that SPU once it is Online."""
+    cid: int
+    timeout_ms: int = 30_000
+
+
+class RemoveSpu(_Msg, tag=49):
+    """Move every replica off an SPU (copies caught up first), then stop it and forget it."""
+    cid: int
+    spu_id: int
+    timeout_ms: int = 60_000
 
 
 class StartSpu(_Msg, tag=41):
@@ -388,8 +427,8 @@ class ConsumerOffsetsDeleted(_Msg, tag=85):
 Message = Union[
     Hello, HelloOk, ErrorResponse, Ok,
     ProduceRequest, ProduceResponse, FetchRequest, FetchResponse, OffsetsRequest, OffsetsResponse,
-    CreateTopic, DeleteTopic, ListTopics, TopicList, ListPartitions, PartitionList, ListSpus, SpuList,
-    ClusterStatusRequest, ClusterStatus, ShutdownCluster, StartSpu,
+    CreateTopic, DeleteTopic, UpdateTopic, AddPartitions, ListTopics, TopicList, ListPartitions, PartitionList, ListSpus, SpuList,
+    ClusterStatusRequest, ClusterStatus, ShutdownCluster, StartSpu, AddSpu, RemoveSpu,
     RegisterSpu, UpdateReplicas, StatusReport, Shutdown,
     FollowerFetch, FollowerFetchResponse, EpochEndOffset, EpochEndOffsetResponse,
     CommitConsumerOffsets, FetchConsumerOffsets, ListConsumerOffsets, ConsumerOffsetList,

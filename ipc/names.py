@@ -2,6 +2,7 @@
 
 Layout (``home`` is ``$RILLET_HOME``, default ``~/.rillet``)::
 
+    <home>/profiles.json                  profiles: name -> cluster, and the current one (ipc/profiles.py)
     <home>/clusters/<cluster>/
         sc/metadata.json                  SC state (topics, placement, epochs), atomic writes
         sc/sc.pid                         pid of the running SC
@@ -59,8 +60,14 @@ def rillet_home() -> Path:
     return Path(os.environ.get("RILLET_HOME") or (Path.home() / ".rillet")).expanduser().resolve()
 
 
-def default_cluster_name() -> str:
-    return os.environ.get("RILLET_CLUSTER") or DEFAULT_CLUSTER
+def default_cluster_name(home: Path | None = None) -> str:
+    """The cluster meant when none is named: ``$RILLET_CLUSTER``, else the current profile
+    of ``home`` (ipc/profiles.py; `cluster start` sets it), else ``local``."""
+    env = os.environ.get("RILLET_CLUSTER")
+    if env:
+        return env
+    from . import profiles                  # imports this module: not at the top
+    return profiles.load(home if home is not None else rillet_home()).current_cluster() or DEFAULT_CLUSTER
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,8 @@ class ClusterPaths:
 
     @classmethod
     def for_cluster(cls, cluster: str | None = None, home: str | os.PathLike | None = None) -> "ClusterPaths":
-        name = validate_name(cluster if cluster is not None else default_cluster_name(), "cluster")
         base = Path(home).expanduser().resolve() if home is not None else rillet_home()
+        name = validate_name(cluster if cluster is not None else default_cluster_name(base), "cluster")
         paths = cls(name, base)
         if len(str(paths.spu_socket(99999))) > MAX_SOCKET_PATH:
             raise InvalidName(f"socket path {paths.spu_socket(99999)} is longer than {MAX_SOCKET_PATH} bytes")

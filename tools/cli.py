@@ -48,15 +48,26 @@ def cmd_cluster_start(args) -> int:
         status = launcher.cluster_status(paths)
         if args.spus is not None and args.spus != status.spus_total:
             fix = (f"stop it (rillet cluster stop), then run rillet cluster start --spus {args.spus}"
-                   if args.spus > status.spus_total else "removing SPUs from a cluster is not supported")
+                   if args.spus > status.spus_total else "remove SPUs with rillet cluster spu remove ID")
             raise ClusterAlreadyRunning(f"cluster {paths.cluster!r} is already running with {status.spus_total} "
                                         f"SPU(s), not {args.spus}: {fix}") from None
         print(f"cluster {paths.cluster!r} is already running: {status.spus_online}/{status.spus_total} SPU(s) online, "
               f"{status.partitions_online}/{status.partitions_total} partitions online (SC pid {status.sc_pid})")
+        _make_current(paths)
         return EXIT_OK
+    _make_current(paths)
     print(f"started cluster {paths.cluster!r}: {status.spus_online} SPU(s) online, "
           f"{status.partitions_online}/{status.partitions_total} partitions online (SC pid {status.sc_pid})")
     return EXIT_OK
+
+
+def _make_current(paths: ClusterPaths) -> None:
+    """The cluster just started becomes the current profile (Fluvio's `cluster start` does
+    the same), so later commands without --cluster go there."""
+    from rillet.ipc import profiles
+    known = profiles.load(paths.home)
+    if known.current != paths.cluster or known.clusters.get(paths.cluster) != paths.cluster:
+        profiles.save(paths.home, known.with_cluster_started(paths.cluster))
 
 
 def cmd_cluster_status(args) -> int:
@@ -86,6 +97,10 @@ def cmd_cluster_delete(args) -> int:
     from rillet.broker import launcher
     paths = _paths(args)
     launcher.delete_cluster(paths)
+    from rillet.ipc import profiles
+    known = profiles.load(paths.home)
+    if paths.cluster in known.clusters.values():          # Fluvio's `cluster delete` drops its profile too
+        profiles.save(paths.home, known.without_cluster(paths.cluster))
     print(f"deleted cluster {paths.cluster!r} and its data ({paths.cluster_dir})")
     return EXIT_OK
 
@@ -170,6 +185,33 @@ def cmd_topic_describe(args) -> int:
     return EXIT_OK
 
 
+def cmd_topic_update(args) -> int:
+    from rillet import FluvioAdmin
+    changes = {k: getattr(args, k) for k in ("retention_time", "max_partition_size", "segment_size",
+                                             "compression_type", "flush", "flush_interval", "min_in_sync_replicas")
+               if getattr(args, k) is not None}
+    if not changes:
+        raise UsageError("nothing to update: give at least one of --retention-time, --max-partition-size, "
+                         "--segment-size, --compression-type, --flush, --flush-interval, --min-in-sync-replicas")
+    if "retention_time" in changes:
+        changes["retention_time"] = int(changes["retention_time"])
+    if "flush_interval" in changes:
+        changes["flush_interval"] = f"{changes['flush_interval']}ms"
+    with FluvioAdmin.connect(args.cluster) as admin:
+        admin.update_topic(args.name, **changes)
+    print(f'topic "{args.name}" updated')
+    return EXIT_OK
+
+
+def cmd_topic_add_partition(args) -> int:
+    from rillet import FluvioAdmin
+    with FluvioAdmin.connect(args.cluster) as admin:
+        admin.add_partitions(args.name, args.count, timeout_ms=int(args.timeout * 1000))
+        count = admin.list_topics([args.name])[0].spec.partitions
+    print(f'added {args.count} partition(s) to topic "{args.name}": it has {count}')
+    return EXIT_OK
+
+
 def cmd_topic_delete(args) -> int:
     from rillet import FluvioAdmin
     with FluvioAdmin.connect(args.cluster) as admin:
@@ -233,19 +275,17 @@ def build_parser() -> Parser:
     create.add_argument("name", type=name)
     create.add_argument("-p", "--partitions", type=positive, default=1)
     create.add_argument("-r", "--replication", type=positive, default=1)
-    create.add_argument("--retention-time", type=duration_s, default=None, help="e.g. 7d, 12h (at least 10s)")
-    create.add_argument("--segment-size", type=size, default=None, help="e.g. 64MiB (default 64MiB)")
-    create.add_argument("--max-partition-size", type=size, default=None, help="e.g. 10GiB")
-    create.add_argument("--compression-type", type=topic_codec, default=None,
-                        help="any (default), none, gzip, snappy, lz4 or zstd")
-    create.add_argument("--min-in-sync-replicas", type=positive, default=None,
-                        help="ReadCommitted produces need this many in-sync replicas (default 1 for -r 1, else 2)")
-    create.add_argument("--flush", choices=["none", "interval", "every-batch"], default=None,
-                        help="fsync policy: none (default; survives process crashes, not power loss), "
-                             "every-batch (before each ack), interval")
-    create.add_argument("--flush-interval", type=duration_ms, default=None, metavar="DUR",
-                        help="with --flush interval: how often (default 1s)")
+    _add_topic_settings(create)
     create.set_defaults(func=cmd_topic_create)
+    update = tsub.add_parser("update", help="change a live topic's retention, sizes, compression, flush or min ISR")
+    update.add_argument("name", type=name)
+    _add_topic_settings(update)
+    update.set_defaults(func=cmd_topic_update)
+    add = tsub.add_parser("add-partition", help="add partitions to a topic (keys then hash over the new count)")
+    add.add_argument("name", type=name)
+    add.add_argument("-c", "--count", type=positive, default=1, help="how many to add (default 1)")
+    add.add_argument("--timeout", type=duration_s, default=30.0, help="how long to wait for them Online (default 30s)")
+    add.set_defaults(func=cmd_topic_add_partition)
     tlist = tsub.add_parser("list", help="list topics")
     _add_output(tlist)
     tlist.set_defaults(func=cmd_topic_list)
@@ -266,8 +306,9 @@ def build_parser() -> Parser:
     plist.set_defaults(func=cmd_partition_list)
 
     from .commands import consume, produce
-    from .commands import consumer
+    from .commands import consumer, profile
     produce.register(sub)
+    profile.register(sub)
     consume.register(sub)
     consumer.register(sub)
     _accept_cluster_everywhere(p)
@@ -285,6 +326,22 @@ def _accept_cluster_everywhere(parser: Parser, top: bool = True) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
                 _accept_cluster_everywhere(child, top=False)
+
+
+def _add_topic_settings(parser) -> None:
+    """The settings `topic create` takes and `topic update` can change."""
+    parser.add_argument("--retention-time", type=duration_s, default=None, help="e.g. 7d, 12h (at least 10s)")
+    parser.add_argument("--segment-size", type=size, default=None, help="e.g. 64MiB (default 64MiB)")
+    parser.add_argument("--max-partition-size", type=size, default=None, help="e.g. 10GiB")
+    parser.add_argument("--compression-type", type=topic_codec, default=None,
+                        help="any (default), none, gzip, snappy, lz4 or zstd")
+    parser.add_argument("--min-in-sync-replicas", type=positive, default=None,
+                        help="ReadCommitted produces need this many in-sync replicas (default 1 for -r 1, else 2)")
+    parser.add_argument("--flush", choices=["none", "interval", "every-batch"], default=None,
+                        help="fsync policy: none (default; survives process crashes, not power loss), "
+                             "every-batch (before each ack), interval")
+    parser.add_argument("--flush-interval", type=duration_ms, default=None, metavar="DUR",
+                        help="with --flush interval: how often (default 1s)")
 
 
 def _add_output(parser) -> None:

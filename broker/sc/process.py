@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Callable
 
+import msgspec
 import psutil
 
 from rillet.ipc import messages as m
@@ -45,6 +46,7 @@ from rillet.broker import launcher
 
 from . import reconcile
 from .reconcile import Observation, SpuObserved
+from .membership import Membership
 from .offsets import ConsumerOffsetStore
 from .processes import SpuProcesses
 from .state import ClusterState, load_state, save_state
@@ -109,6 +111,8 @@ class Controller:
         self.admin_routes: dict[type, Callable] = {
             m.CreateTopic: self.create_topic,
             m.DeleteTopic: self.delete_topic,
+            m.UpdateTopic: self.update_topic,
+            m.AddPartitions: self.add_partitions,
             m.ListTopics: self.list_topics,
             m.ListPartitions: self.list_partitions,
             m.ListSpus: self.list_spus,
@@ -118,6 +122,8 @@ class Controller:
         }
         self.offsets = ConsumerOffsetStore(paths.sc_dir / "consumer-offsets.log", topic_partitions=lambda t: len(self.state.topics[t].partitions) if t in self.state.topics else None)
         self.admin_routes.update(self.offsets.routes())
+        self.membership = Membership(self)
+        self.admin_routes.update(self.membership.routes())
 
     # --- lifecycle ---
     def ensure_spus(self, count: int | None) -> None:
@@ -125,7 +131,7 @@ class Controller:
             count = count or 1
         if count is None or count <= len(self.state.spus):
             if count is not None and count < len(self.state.spus):
-                self.log.warning("cluster has %d SPUs; --spus %d ignored (removing SPUs is not supported)",
+                self.log.warning("cluster has %d SPUs; --spus %d ignored (remove SPUs with rillet cluster spu remove)",
                                  len(self.state.spus), count)
             return
         start = max(self.state.spus, default=reconcile.FIRST_SPU_ID - 1) + 1
@@ -327,6 +333,7 @@ class Controller:
         if name in self.state.topics:
             raise TopicAlreadyExists(f"topic {name!r} already exists")
         config = reconcile.validate_config(msg.config, len(self.state.spus))
+        reconcile.check_table_room(self.state, config.partitions, self._table_rows())
         topic = reconcile.new_topic(self.state, name, config, int(time.time() * 1000))
         self.state.topics[name] = topic
         save_state(self.paths.metadata_file, self.state)
@@ -369,6 +376,38 @@ class Controller:
         self._drop_topic(msg.name)
         self.log.info("deleted topic %s", msg.name)
         return m.Ok(msg.cid)
+
+    def update_topic(self, msg: m.UpdateTopic):
+        topic = self._existing(msg.name)
+        config = reconcile.updated_config(topic.config, msg.changes, len(self.state.spus))
+        topic.config = config
+        save_state(self.paths.metadata_file, self.state)
+        self.push_assignments({s for p in topic.partitions for s in p.replicas})
+        self.log.info("updated topic %s: %s", msg.name, config)
+        return m.Ok(msg.cid)
+
+    async def add_partitions(self, msg: m.AddPartitions):
+        topic = self._existing(msg.name)
+        new = reconcile.added_partitions(self.state, msg.name, msg.count, self._table_rows())
+        topic.partitions.extend(new)
+        topic.config = msgspec.structs.replace(topic.config, partitions=len(topic.partitions))
+        save_state(self.paths.metadata_file, self.state)
+        self.push_assignments({s for p in new for s in p.replicas})
+        self.reconcile_now()
+        self.log.info("added %d partitions to topic %s (now %d)", msg.count, msg.name, len(topic.partitions))
+        if not await self.wait_until(lambda: self._topic_online(msg.name), msg.timeout_ms / 1000):
+            raise RequestTimedOut(f"partitions were added to {msg.name!r} but not every one was Online "
+                                  f"within {msg.timeout_ms} ms")
+        return m.Ok(msg.cid)
+
+    def _table_rows(self) -> int:
+        return (self.table.layout if self.table is not None else TableLayout()).max_partitions
+
+    def _existing(self, name: str):
+        topic = self.state.topics.get(name)
+        if topic is None:
+            raise TopicNotFound(f"Topic not found: {name}")
+        return topic
 
     def _status_label(self, topic: str) -> str:
         return "provisioned" if self._topic_online(topic) else "pending"

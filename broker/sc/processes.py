@@ -79,6 +79,16 @@ class SpuProcesses:
             if spu_id not in except_ids:
                 _signal(proc, "terminate")
 
+    def kill(self, spu_id: int) -> None:
+        """SIGKILL SPU ``spu_id`` if it still runs, and forget it (an SPU removed from the cluster)."""
+        proc = self.children.pop(spu_id, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        adopted = self.adopted.pop(spu_id, None)
+        if adopted is not None:
+            _signal(adopted, "kill")
+
     def kill_all(self, why: str | None = None) -> None:
         """SIGKILL every SPU still running (logged with ``why``) and forget them all."""
         for spu_id in sorted(set(self.children) | set(self.adopted)):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 from rillet.ipc import messages as m
 from rillet.ipc.errors import InsufficientResources, InvalidArgument
 from rillet.ipc.metadata_table import PartitionRow, PartitionStatus, SpuRow, SpuStatus
@@ -100,11 +102,122 @@ def place_partitions(state: ClusterState, partitions: int, replication: int) -> 
     return placement
 
 
+def check_table_room(state: ClusterState, more: int, table_rows: int) -> None:
+    """Refuse ``more`` partitions when the metadata table (``table_rows`` partition rows) could
+    not publish them all: clients would never see the ones past its end."""
+    in_cluster = sum(len(t.partitions) for t in state.topics.values()) + more
+    if in_cluster > table_rows:
+        raise InsufficientResources(f"the cluster would have {in_cluster} partitions; its metadata table holds {table_rows}")
+
+
 def new_topic(state: ClusterState, name: str, config: m.TopicConfig, now_ms: int) -> TopicState:
     placement = place_partitions(state, config.partitions, config.replication)
     parts = [PartitionAssignment(partition=i, replicas=r, leader=r[0], leader_epoch=1, in_sync=list(r))
              for i, r in enumerate(placement)]
     return TopicState(name=name, config=config, partitions=parts, created_ms=now_ms)
+
+
+UPDATABLE = ("retention_time_s", "max_partition_size", "segment_size", "compression_type", "flush",
+             "flush_interval_ms", "min_in_sync_replicas")
+
+
+def updated_config(config: m.TopicConfig, changes: m.TopicChanges, spu_count: int) -> m.TopicConfig:
+    """``config`` with ``changes`` applied, checked as a new topic's config is. Each of these is
+    safe on a live topic: SPUs apply them to the next batch, segment or retention pass."""
+    given = {f: getattr(changes, f) for f in UPDATABLE if getattr(changes, f) is not None}
+    if not given:
+        raise InvalidArgument("nothing to update: give at least one of " + ", ".join(UPDATABLE))
+    if "flush_interval_ms" in given and "flush" not in given and config.flush != "interval":
+        given["flush"] = "interval"             # as `topic create --flush-interval` alone means
+    return validate_config(msgspec.structs.replace(config, **given), spu_count)
+
+
+def added_partitions(state: ClusterState, name: str, count: int, table_rows: int) -> list[PartitionAssignment]:
+    """``count`` new partitions for topic ``name``, numbered after its last, placed as a new
+    topic's are. Existing partitions keep their replicas, leaders and records; keys then hash
+    over the new count (Fluvio's rule). ``table_rows``: the metadata table's partition rows."""
+    topic = state.topics[name]
+    if not isinstance(count, int) or count < 1:
+        raise InvalidArgument(f"partitions to add must be at least 1, got {count!r}")
+    total = len(topic.partitions) + count
+    if total > MAX_PARTITIONS:
+        raise InvalidArgument(f"topic {name!r} has {len(topic.partitions)} partitions; {count} more would make "
+                              f"{total}, over the limit of {MAX_PARTITIONS}")
+    check_table_room(state, count, table_rows)
+    first = len(topic.partitions)
+    return [PartitionAssignment(partition=first + i, replicas=r, leader=r[0], leader_epoch=1, in_sync=list(r))
+            for i, r in enumerate(place_partitions(state, count, topic.config.replication))]
+
+
+# --- SPUs added and removed (broker/sc/membership.py carries these out) ---
+
+def next_spu_id(state: ClusterState) -> int:
+    return max(state.spus, default=FIRST_SPU_ID - 1) + 1
+
+
+def replica_moves(state: ClusterState, topics_replication: dict[str, int], spu: int) -> list[tuple[str, int, int]]:
+    """Where each replica SPU ``spu`` holds goes before the SPU is removed: ``(topic, partition,
+    target)``, targets spread over the other SPUs with the fewest replicas. A partition that
+    already has an extra replica (a removal that timed out) keeps it as its target.
+    ``topics_replication``: each topic's replication factor."""
+    rest = sorted(s for s in state.spus if s != spu)
+    if not rest:
+        raise InvalidArgument(f"SPU {spu} is the last SPU of the cluster; a cluster keeps at least one")
+    load = {s: sum(1 for t in state.topics.values() for p in t.partitions if s in p.replicas) for s in rest}
+    moves = []
+    for name in sorted(state.topics):
+        for p in state.topics[name].partitions:
+            if spu not in p.replicas:
+                continue
+            if len(p.replicas) > topics_replication[name]:
+                target = p.replicas[-1]                 # the copy a previous attempt added
+            else:
+                free = [s for s in rest if s not in p.replicas]
+                if not free:
+                    raise InsufficientResources(
+                        f"removing SPU {spu} leaves {len(rest)} SPU(s); topic {name!r} has replication factor "
+                        f"{len(p.replicas)}: add an SPU first (rillet cluster spu add)")
+                target = min(free, key=lambda s: (load[s], s))
+                load[target] += 1
+            moves.append((name, p.partition, target))
+    return moves
+
+
+def stranded(state: ClusterState, spu: int) -> list[str]:
+    """Partitions an offline ``spu`` still leads (no other in-sync replica took over): only
+    its own copy is known complete, so it cannot be removed until it comes back."""
+    return [f"{name}/{p.partition}" for name in sorted(state.topics) for p in state.topics[name].partitions
+            if spu in p.replicas and p.leader in (spu, -1) and not set(p.in_sync) - {spu}]
+
+
+def with_replica_added(p: PartitionAssignment, target: int) -> PartitionAssignment:
+    """Step 1 of a move: ``target`` follows the leader as one more replica (not in sync yet)."""
+    if target in p.replicas:
+        return p
+    return PartitionAssignment(partition=p.partition, replicas=[*p.replicas, target], leader=p.leader,
+                               leader_epoch=p.leader_epoch, in_sync=list(p.in_sync))
+
+
+def fenced(p: PartitionAssignment) -> PartitionAssignment:
+    """Before a led partition is handed over: the same leader at the next epoch, published in
+    the table but not sent to the SPUs. The leader sees the newer epoch and refuses produces
+    (its fence) while its followers still copy from it, so the new leader gets every record."""
+    return PartitionAssignment(partition=p.partition, replicas=list(p.replicas), leader=p.leader,
+                               leader_epoch=p.leader_epoch + 1, in_sync=list(p.in_sync))
+
+
+def handed_over(p: PartitionAssignment, spu: int, target: int) -> PartitionAssignment:
+    """Step 2, once ``target`` is in sync: ``target`` takes ``spu``'s place in the replica list;
+    if ``spu`` led, the first in-sync replica of the new list leads at the next epoch (a
+    controlled failover: every committed record is on it)."""
+    replicas = [target if s == spu else s for s in p.replicas if s != target]
+    in_sync = [s for s in p.in_sync if s != spu]
+    leader, epoch = p.leader, p.leader_epoch
+    if leader == spu:
+        leader = next(s for s in replicas if s in in_sync)
+        epoch += 1
+    return PartitionAssignment(partition=p.partition, replicas=replicas, leader=leader, leader_epoch=epoch,
+                               in_sync=in_sync)
 
 
 def replica_specs_for(state: ClusterState, spu_id: int) -> list[m.ReplicaSpec]:

@@ -104,6 +104,8 @@ class Replica:
     def update_spec(self, spec: m.ReplicaSpec) -> None:
         old = self.spec
         self.spec = spec
+        if spec.segment_size != old.segment_size:      # `topic update`: segments made from now on
+            self.log.set_segment_size(spec.segment_size)
         if (old.leader, old.leader_epoch) != (spec.leader, spec.leader_epoch) or old.replicas != spec.replicas:
             self._become(spec)
 

@@ -376,16 +376,26 @@ class SpuService:
             registered = f"registered as pid {row.pid}" if row is not None and row.pid else "not running"
             raise FollowerRefused(f"pid {pid} may not fetch as follower SPU {follower} (that SPU is {registered})")
 
-    def _fence(self, replica: Replica) -> None:
-        """Refuse if the SC's table names a newer epoch or another leader for this partition."""
+    def _fence(self, replica: Replica, *, follower: bool = False) -> None:
+        """Refuse if the SC's table names a newer epoch or another leader for this partition.
+
+        Follower fetches are refused only when the leadership moved to another SPU: the SC
+        fences a leader it hands over (`cluster spu remove`) by publishing it at the next
+        epoch, so producers stop while its followers copy its last records."""
         try:
             self._current_snapshot()
         except RilletError as exc:
             self.log.debug("metadata table unreadable (%s); fencing skipped", exc)
             return
         row = self._snapshot.partition(replica.spec.topic, replica.spec.partition)
-        if row is not None and (row.leader_epoch > replica.spec.leader_epoch or
-                                (row.leader_epoch == replica.spec.leader_epoch and row.leader != self.spu_id)):
+        if row is None:
+            return
+        if follower:
+            moved = row.leader != self.spu_id and row.leader_epoch >= replica.spec.leader_epoch
+        else:
+            moved = row.leader_epoch > replica.spec.leader_epoch or (
+                row.leader_epoch == replica.spec.leader_epoch and row.leader != self.spu_id)
+        if moved:
             raise StaleLeaderEpoch(
                 f"SPU {self.spu_id} leads {replica.name} at epoch {replica.spec.leader_epoch}, but the cluster moved "
                 f"to epoch {row.leader_epoch} with leader {row.leader}"
@@ -442,7 +452,7 @@ class SpuService:
     def follower_fetch(self, req: m.FollowerFetch):
         replica = self._replica(req.topic, req.partition)
         if replica.is_leader:
-            self._fence(replica)
+            self._fence(replica, follower=True)
         replica.follower_fetch(req)
         if replica.leo > req.offset or req.max_wait_ms <= 0:
             return self._follower_answer(req, replica)

@@ -109,6 +109,12 @@ class PartitionLog:
             raise
         return log
 
+    def set_segment_size(self, segment_size: int) -> None:
+        """The size of segments created from now on (a topic update); the active one keeps its own."""
+        if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+            raise InvalidArgument(f"segment_size={segment_size} is out of range [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]")
+        self.segment_size = segment_size
+
     def _load(self) -> None:
         try:
             names = [p.name for p in self.directory.iterdir()]
@@ -282,7 +288,9 @@ class PartitionLog:
 
     def _write(self, batch: memoryview, header: BatchHeader, base: int, epoch: int) -> None:
         active = self._segments[-1]
-        if (active.used + header.total_size > self.segment_size
+        # The active segment keeps the size it was made with: a topic update changes the
+        # size of the segments made after it (set_segment_size), never this one's mapping.
+        if (active.used + header.total_size > min(self.segment_size, active.capacity)
                 or base - active.base_offset > MAX_RELATIVE_OFFSET):
             active = self._roll()
         if epoch > self.last_epoch:

@@ -35,6 +35,47 @@ def test_public_names_are_pinned():
         assert name in rillet.__all__, name
 
 
+def test_cli_start_up_imports_little():
+    """`import rillet` and the CLI's parser load no producer, consumer or psutil: every command
+    pays for what this imports, and `rillet topic list` should start in well under 0.1 s."""
+    import subprocess
+    import sys
+    code = ("import sys, rillet, rillet.tools.cli as c; c.build_parser(); "
+            "print(sorted(n for n in ('rillet._producer', 'rillet._consumer', 'rillet._admin', 'psutil', "
+            "'asyncio', 'rillet.ipc.shm') if n in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_lazy_names_resolve_and_star_import():
+    import rillet
+    namespace: dict = {}
+    exec("from rillet import *", namespace)
+    assert set(rillet.__all__) <= set(namespace)
+    assert rillet.FluviorError is rillet.RilletError
+    assert "Fluvio" in dir(rillet)
+
+
+def test_spu_command_online_label_matches_table():
+    from rillet.ipc.metadata_table import SpuStatus
+    from rillet.tools.commands import spu
+    assert spu.ONLINE == SpuStatus.ONLINE.label
+
+
+def test_an_admin_command_does_not_import_asyncio_or_the_data_path(tmp_path):
+    """`rillet topic list` runs synchronously: no asyncio, producer, consumer or shared memory."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, rillet.tools.cli as c; c.main(['topic', 'list']); "
+            "print(sorted(n for n in ('asyncio', 'rillet._producer', 'rillet._consumer', 'rillet.ipc.shm') "
+            "if n in sys.modules))")
+    env = {**os.environ, "RILLET_HOME": str(tmp_path), "RILLET_CLUSTER": "not-running"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "not running" in r.stderr
+    assert r.stdout.strip() == "[]"
+
+
 def test_the_client_never_imports_the_broker():
     """rillet (the client library) and rillet.ipc run in users' processes: they must not
     pull in the broker (rillet.broker) nor the asyncio server module (ipc/transport.py).
