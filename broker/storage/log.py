@@ -184,6 +184,7 @@ class PartitionLog:
         """The active segment's file (the SPU checks it still exists: broker/spu/health.py)."""
         return self._segments[-1].log_path
 
+    @property
     def active_segment(self):
         """The segment appends go to (its ``next_offset`` is the leo, ``base_offset`` and
         ``used`` are what direct readers are told); for reading its fields, not for writing."""
