@@ -27,6 +27,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class Plan:
     interval_s: float
     sc_faults: bool
     seed: int
+    keep: bool = False
 
 
 # --- the client processes (spawned) ------------------------------------------------------------
@@ -66,7 +68,8 @@ def _producer(plan: Plan, index: int, stop, results) -> None:
                             max_retries=RETRY_TIMEOUT_MS // RETRY_DELAY_MS, timeout_ms=RETRY_TIMEOUT_MS).build())
     acked: dict[int, list] = {p: [] for p in range(plan.partitions)}
     failed, first_failure, seq = 0, None, 0
-    with fluvio.topic_producer_with_config(TOPIC, config) as producer:
+    producer = fluvio.topic_producer_with_config(TOPIC, config)
+    try:
         while not stop.is_set():
             sent = []
             for _ in range(20):
@@ -81,6 +84,13 @@ def _producer(plan: Plan, index: int, stop, results) -> None:
                     first_failure = first_failure or f"{type(exc).__name__}: {exc}"
                 else:
                     acked[meta.partition_id()].append((value, meta.offset()))
+            if failed:
+                break                       # a send that failed for good: the report says which and why
+    finally:
+        try:
+            producer.close()
+        except RilletError:                 # the failures are counted above already
+            pass
     results.put(("producer", index, {"acked": acked, "sent": seq, "failed": failed, "first_failure": first_failure}))
 
 
@@ -283,7 +293,8 @@ def run(plan: Plan, cluster) -> dict:
             "first_send_failure": next((p["first_failure"] for p in producers if p["first_failure"]), None),
             "log_records": sum(len(h.log) for h in history.values()),
             "consumed": sum(len(c) for h in history.values() for c in h.consumed),
-            **report.counts, "clean": report.clean, "examples": report.examples,
+            **report.counts, "clean": report.clean and not any(p["failed"] for p in producers),
+            "examples": report.examples,
             "partitions": plan.partitions, "producers": plan.producers, "consumers": plan.consumers,
             "sc_faults": plan.sc_faults, "seed": plan.seed}
 
@@ -313,10 +324,11 @@ def _parse(argv: list[str] | None) -> Plan:
     parser.add_argument("--consumers", type=positive, default=2)
     parser.add_argument("--sc-faults", action="store_true", help="also SIGKILL and SIGSTOP the SC")
     parser.add_argument("--seed", type=int, default=None, help="the nemesis's random seed (printed on stderr)")
+    parser.add_argument("--keep", action="store_true", help="keep the cluster's directory (logs, data) afterwards")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     return Plan("", "", args.partitions, args.producers, args.consumers, args.faults, args.interval,
-                args.sc_faults, seed)
+                args.sc_faults, seed, args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     print(f"rillet-chaos: seed {plan.seed}", file=sys.stderr)
     try:
-        with LocalCluster(spus=SPUS) as cluster:
+        home = tempfile.mkdtemp(prefix="rillet-chaos-") if plan.keep else None
+        if home:
+            print(f"rillet-chaos: cluster directory kept in {home}", file=sys.stderr)
+        with LocalCluster(spus=SPUS, home=home) as cluster:
             plan = replace(plan, cluster=cluster.name, home=str(cluster.home))
             cluster.create_topic(TOPIC, partitions=plan.partitions, replication=SPUS)
             line = run(plan, cluster)
