@@ -171,18 +171,21 @@ def _inject(cluster, rng: random.Random, plan: Plan, log: Counter) -> bool:
         except ProcessLookupError:      # killed while stopped (a paused SC replaced): nothing to continue
             pass
     elif spu:
-        _start_spu(cluster, spu)
+        _start_spu(cluster, spu, old_pid=pid)
     else:
         _wait_admin(cluster, HEAL_TIMEOUT_S)         # a killed SC comes back by itself
     return True
 
 
-def _start_spu(cluster, spu: int) -> None:
-    """Restart a killed SPU, waiting out an SC that is itself coming back."""
+def _start_spu(cluster, spu: int, old_pid: int | None = None) -> None:
+    """Restart a killed SPU and wait until the SC lists it Online under a new pid, waiting
+    out an SC that is itself coming back (a StartSpu answered by an SC that is then killed
+    may never have started anything: only the SPU Online counts as healed)."""
+    from rillet.tools.commands.spu import start_spu
     until = time.monotonic() + HEAL_TIMEOUT_S
     while True:
         try:
-            cluster.start_spu(spu)
+            start_spu(cluster.paths, spu, timeout_s=max(1.0, until - time.monotonic()), old_pid=old_pid)
             return
         except Exception:
             if time.monotonic() > until:
