@@ -214,6 +214,26 @@ def unlink_if_exists(name: str) -> bool:
     return True
 
 
+
+def _create_initialised(name: str, peek_pid, busy: str, size: int, map_it, init):
+    """Create ``name`` (replacing a stale object, refusing a live owner's with ``busy``), size
+    it, ``map_it(shm, size)`` (which closes the fd) and ``init(mapping)``; the mapping. On any
+    failure nothing is left behind: the mapping closed, the fd closed, the name unlinked."""
+    shm = _create_replacing_stale(name, peek_pid, busy)
+    mapping = None
+    try:
+        _size(shm, size)
+        mapping = map_it(shm, size)
+        init(mapping)
+    except BaseException:
+        if mapping is not None:
+            mapping.close()
+        if shm.fd >= 0:
+            shm.close_fd()
+        unlink_if_exists(name)
+        raise
+    return mapping
+
 class SharedTable:
     """The SC's writable mapping of the table. Build with :meth:`create`.
 
@@ -236,20 +256,10 @@ class SharedTable:
         ClusterAlreadyRunning (its SC is alive), MetadataTableError (OS failure).
         A stale object from a crashed SC is replaced silently.
         """
-        shm = _create_replacing_stale(
-            name, peek_sc_pid, f"metadata table {name} belongs to a running SC; stop that cluster first")
-        mapping = None
-        try:
-            _size(shm, layout.size)
-            mapping = _map(shm, layout.size, writable=True)   # closes the fd
-            init_table(mapping, layout, sc_pid)
-        except BaseException:
-            if mapping is not None:
-                mapping.close()
-            if shm.fd >= 0:
-                shm.close_fd()
-            unlink_if_exists(name)
-            raise
+        mapping = _create_initialised(
+            name, peek_sc_pid, f"metadata table {name} belongs to a running SC; stop that cluster first",
+            layout.size, lambda shm, size: _map(shm, size, writable=True),
+            lambda mapping: init_table(mapping, layout, sc_pid))
         return cls(name, mapping, layout)
 
     @classmethod
@@ -481,20 +491,10 @@ class PositionsWriter:
         with one id), MetadataTableError.
         """
         size = positions.size_for(max_rows)
-        shm = _create_replacing_stale(name, positions.peek_spu_pid,
-                                      f"positions table {name} belongs to a running SPU {spu_id}")
-        mapping = None
-        try:
-            _size(shm, size)
-            mapping = _mapped(shm, size, writable=True)
-            positions.init_positions(mapping.buf, max_rows, spu_id, spu_pid)
-        except BaseException:
-            if mapping is not None:
-                mapping.close()
-            if shm.fd >= 0:
-                shm.close_fd()
-            unlink_if_exists(name)
-            raise
+        mapping = _create_initialised(
+            name, positions.peek_spu_pid, f"positions table {name} belongs to a running SPU {spu_id}",
+            size, lambda shm, n: _mapped(shm, n, writable=True),
+            lambda mapping: positions.init_positions(mapping.buf, max_rows, spu_id, spu_pid))
         return cls(name, mapping, max_rows)
 
     def publish(self, index: int, row: positions.Positions) -> None:
