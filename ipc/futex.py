@@ -101,14 +101,17 @@ def wait(address: int, expected: int, timeout_s: float) -> bool:
     ts = _timespec(timeout_s)
     r = _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAIT, ctypes.c_uint32(expected),
                  ctypes.byref(ts), None, 0)
-    if r == 0:
-        return True
-    err = ctypes.get_errno()
+    return True if r == 0 else _outcome(ctypes.get_errno(), "futex wait")
+
+
+def _outcome(err: int, what: str) -> bool:
+    """A failed wait's errno as :func:`wait`'s result: a changed word or a signal is a wake
+    (True), a timeout False; anything else raises."""
     if err in (errno.EAGAIN, errno.EINTR):
         return True
     if err == errno.ETIMEDOUT:
         return False
-    raise OSError(err, f"futex wait: {os.strerror(err)}")
+    raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def wait_any(words: list[tuple[int, int]], timeout_s: float) -> bool:
@@ -129,11 +132,7 @@ def wait_any(words: list[tuple[int, int]], timeout_s: float) -> bool:
         if r >= 0:
             return True
         err = ctypes.get_errno()
-        if err in (errno.EAGAIN, errno.EINTR):
-            return True
-        if err == errno.ETIMEDOUT:
-            return False
         if err != errno.ENOSYS:
-            raise OSError(err, f"futex_waitv: {os.strerror(err)}")
+            return _outcome(err, "futex_waitv")
         _waitv_ok = False                       # an older kernel: slices from now on
     return wait(words[0][0], words[0][1], min(timeout_s, _SLICE_S))
