@@ -22,6 +22,7 @@ from datetime import timedelta
 
 from rillet.ipc import messages as m
 from rillet.ipc.admin_link import admin_connection
+from rillet.ipc.lag import consumer_lag
 from rillet.ipc.errors import BrokenConnection, InvalidArgument, OffsetOutOfRange, RilletError
 from rillet.ipc.names import ClusterPaths, validate_name
 
@@ -37,29 +38,35 @@ DEFAULT_OFFSET_FLUSH_MS = 10_000         # Fluvio's library default auto-flush p
 class ConsumerOffset:
     """One stored offset, with Fluvio's attribute names. ``offset`` is the last offset
     the consumer has seen; ``modified_time`` is when it was stored, in seconds since
-    the epoch (``modified_ms`` in milliseconds)."""
+    the epoch (``modified_ms`` in milliseconds). Beyond Fluvio: ``lag``, the records
+    below the partition's high watermark it has not seen (ipc/lag.py), None when no
+    leader is online (and on objects ``delete_consumer_offset`` returns)."""
 
-    __slots__ = ("consumer_id", "topic", "partition", "offset", "modified_time", "modified_ms")
+    __slots__ = ("consumer_id", "topic", "partition", "offset", "modified_time", "modified_ms", "lag")
 
-    def __init__(self, consumer_id: str, topic: str, partition: int, offset: int, modified_ms: int) -> None:
+    def __init__(self, consumer_id: str, topic: str, partition: int, offset: int, modified_ms: int,
+                 lag: int | None = None) -> None:
         self.consumer_id = consumer_id
         self.topic = topic
         self.partition = partition
         self.offset = offset
         self.modified_ms = modified_ms
         self.modified_time = modified_ms // 1000
+        self.lag = lag
 
     @classmethod
     def _from_info(cls, info: m.ConsumerOffsetInfo) -> "ConsumerOffset":
-        return cls(info.consumer, info.topic, info.partition, info.offset, info.modified_ms)
+        return cls(info.consumer, info.topic, info.partition, info.offset, info.modified_ms,
+                   consumer_lag(info.hw, info.offset))
 
     def __repr__(self) -> str:
         return (f"ConsumerOffset(consumer_id={self.consumer_id!r}, topic={self.topic!r}, "
-                f"partition={self.partition}, offset={self.offset}, modified_time={self.modified_time})")
+                f"partition={self.partition}, offset={self.offset}, modified_time={self.modified_time}, lag={self.lag})")
 
     def __eq__(self, other) -> bool:
+        # lag is an observation of the partition, not part of the stored offset
         return isinstance(other, ConsumerOffset) and all(
-            getattr(self, a) == getattr(other, a) for a in self.__slots__)
+            getattr(self, a) == getattr(other, a) for a in self.__slots__ if a != "lag")
 
 
 @dataclass(frozen=True, kw_only=True)

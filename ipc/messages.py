@@ -386,6 +386,9 @@ class ConsumerOffsetInfo(msgspec.Struct, frozen=True):
     partition: int
     offset: int          # the last offset the consumer has seen
     modified_ms: int     # when it was stored, ms since the epoch (SC clock)
+    # The partition's high watermark as the SC last heard it from the leader (ListConsumerOffsets
+    # only; -1 unknown: no leader online). Lag is ipc/lag.consumer_lag(hw, offset).
+    hw: int = -1
 
 
 class CommitConsumerOffsets(_Msg, tag=80):

@@ -286,6 +286,19 @@ def read_row(buf, index: int, *, max_retries: int = 64) -> Positions:
     raise MetadataTableBusy(f"positions row {index} stayed mid-update after {max_retries} reads; is its SPU alive?")
 
 
+def used_rows(buf, max_rows: int) -> list[Positions]:
+    """Every row in use (role not FREE), each a consistent copy; for observers that want the
+    whole table at once (the SC's metrics and consumer lag). A free row's topic is all zero."""
+    topic_at = ROW_OFFSETS["topic"]
+    out = []
+    for index in range(max_rows):
+        if buf[row_offset(index) + topic_at]:
+            row = read_row(buf, index)
+            if row.role != Role.FREE:
+                out.append(row)
+    return out
+
+
 def find_row(buf, max_rows: int, topic: str, partition: int) -> int | None:
     """The index of the row of ``topic``/``partition`` (any role but FREE), or None."""
     key = struct.pack("<i64s", partition, topic.encode("ascii"))

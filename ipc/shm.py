@@ -576,6 +576,10 @@ class PositionsReader:
     def find(self, topic: str, partition: int) -> int | None:
         return positions.find_row(self._buf(), self.max_rows, topic, partition)
 
+    def rows(self) -> list[positions.Positions]:
+        """Every row in use, as published now."""
+        return positions.used_rows(self._buf(), self.max_rows)
+
     def row(self, index: int) -> positions.Positions:
         try:
             return positions.read_row(self._buf(), index)

@@ -46,6 +46,7 @@ from rillet.broker import launcher
 
 from . import reconcile
 from .reconcile import Observation, SpuObserved
+from .live import LivePositions
 from .membership import Membership
 from .offsets import ConsumerOffsetStore
 from .processes import SpuProcesses
@@ -98,6 +99,7 @@ class Controller:
         self.observed: dict[int, SpuObserved] = {s: SpuObserved(s) for s in self.state.spus}
         self.sessions: dict[int, ScConnection] = {}
         self.processes = SpuProcesses(paths, log)
+        self.live = LivePositions(paths, log)
         self.awaiting: set[int] = set()                       # adopted SPUs that have not reported yet
         self.adopt_deadline = 0.0
         self.spawn_missing = spawn_missing
@@ -122,6 +124,7 @@ class Controller:
         }
         self.offsets = ConsumerOffsetStore(paths.sc_dir / "consumer-offsets.log", topic_partitions=lambda t: len(self.state.topics[t].partitions) if t in self.state.topics else None)
         self.admin_routes.update(self.offsets.routes())
+        self.admin_routes[m.ListConsumerOffsets] = self.list_consumer_offsets     # with each partition's HW
         self.membership = Membership(self)
         self.admin_routes.update(self.membership.routes())
 
@@ -441,6 +444,26 @@ class Controller:
                 ))
         return m.PartitionList(msg.cid, out)
 
+    def live_positions(self) -> dict:
+        """(topic, partition) -> its online leader's positions row as published now (broker/sc/live.py)."""
+        return self.live.leaders({s: o.pid for s, o in self.observed.items() if o.online and o.pid})
+
+    def partition_hw(self, topic: str, partition: int, live: dict) -> int:
+        """The partition's HW now (its leader's positions table), else as last reported; -1: no leader online."""
+        t = self.state.topics.get(topic)
+        if t is None or not 0 <= partition < len(t.partitions):
+            return -1
+        row = live.get((topic, partition))
+        if row is not None and row.leader_epoch == t.partitions[partition].leader_epoch:
+            return row.hw
+        report = reconcile.leader_report(topic, t.partitions[partition], self.observed)
+        return report.hw if report is not None and report.is_leader else -1
+
+    def list_consumer_offsets(self, msg: m.ListConsumerOffsets):
+        live = self.live_positions()
+        return m.ConsumerOffsetList(msg.cid, [msgspec.structs.replace(r, hw=self.partition_hw(r.topic, r.partition, live))
+                                              for r in self.offsets.rows()])
+
     def list_spus(self, msg: m.ListSpus):
         out = []
         for spu_id in sorted(self.state.spus):
@@ -523,6 +546,7 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
         if liveness is not None:
             liveness.cancel()
         sc.offsets.close()
+        sc.live.close()
         if sc.table is not None:
             sc.table.close()
             sc.table.unlink()

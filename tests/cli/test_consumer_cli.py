@@ -13,7 +13,7 @@ import pytest
 from tests.cli.test_cli import ok, one_line_error
 from tests.conftest import run_cli
 
-HEADER = ["CONSUMER", "TOPIC", "PARTITION", "OFFSET", "LAST SEEN"]
+HEADER = ["CONSUMER", "TOPIC", "PARTITION", "OFFSET", "LAG", "LAST SEEN"]
 AGE = re.compile(r"^(\d+d )?(\d+h )?(\d+m )?\d+s$")
 
 
@@ -22,8 +22,8 @@ def table(text: str) -> list[list[str]]:
     rows = [re.split(r" {2,}", line.strip()) for line in lines]
     assert rows[0] == HEADER, text
     for row in rows[1:]:
-        assert AGE.match(row[4]), row
-    return [row[:4] for row in rows[1:]]
+        assert AGE.match(row[5]), row
+    return [row[:5] for row in rows[1:]]
 
 
 def listing(cluster) -> list:
@@ -39,7 +39,7 @@ def test_the_consumer_offsets_walk_through(cluster):
     assert ok(first) == "One\nTwo\n"
     assert first.stderr.decode() == "Consuming records from 'hello-topic' starting from the beginning of log\n"
 
-    assert table(ok(run_cli(cluster, "consumer", "list"))) == [["c1", "hello-topic", "0", "1"]]
+    assert table(ok(run_cli(cluster, "consumer", "list"))) == [["c1", "hello-topic", "0", "1", "0"]]
 
     ok(run_cli(cluster, "produce", "hello-topic", input=b"Three\n"))
     again = run_cli(cluster, "consume", "hello-topic", "-c", "c1", "-Bd")
@@ -50,7 +50,7 @@ def test_the_consumer_offsets_walk_through(cluster):
     assert ok(run_cli(cluster, "consume", "hello-topic", "-c", "c2", "-Bd")) == "One\nTwo\nThree\n"
 
     assert table(ok(run_cli(cluster, "consumer", "list"))) == [
-        ["c1", "hello-topic", "0", "2"], ["c2", "hello-topic", "0", "2"]]
+        ["c1", "hello-topic", "0", "2", "0"], ["c2", "hello-topic", "0", "2", "0"]]
 
     assert ok(run_cli(cluster, "consumer", "delete", "c1")) == \
         'consumer "c1" on topic "hello-topic" and partition "0" deleted\n'
@@ -65,11 +65,42 @@ def test_list_formats(cluster):
     ok(run_cli(cluster, "consume", "cc-formats", "-p", "1", "-c", "fmt", "-Bd"))
     rows = [r for r in listing(cluster) if r["topic"] == "cc-formats"]
     assert [(r["consumer"], r["partition"], r["offset"]) for r in rows] == [("fmt", 1, 1)]
-    assert set(rows[0]) == {"consumer", "topic", "partition", "offset", "last_seen", "modified_ms"}
+    assert set(rows[0]) == {"consumer", "topic", "partition", "offset", "lag", "last_seen", "modified_ms"}
     assert isinstance(rows[0]["last_seen"], int) and rows[0]["last_seen"] >= 0
     yaml = ok(run_cli(cluster, "consumer", "list", "-O", "yaml"))
     assert '- consumer: "fmt"' in yaml and "  offset: 1" in yaml
     ok(run_cli(cluster, "consumer", "delete", "fmt", "--topic", "cc-formats", "--partition", "1"))
+
+
+def _lag_of(cluster, consumer: str, topic: str) -> int:
+    rows = [r for r in listing(cluster) if (r["consumer"], r["topic"]) == (consumer, topic)]
+    assert len(rows) == 1, rows
+    return rows[0]["lag"]
+
+
+def test_lag_against_known_offsets(cluster):
+    """Produce 10, consume 4 as a named consumer: lag 6 (HW 10 - (offset 3 + 1)); 5 more: 11; all: 0."""
+    ok(run_cli(cluster, "topic", "create", "cc-lag"))
+    ok(run_cli(cluster, "produce", "cc-lag", input=b"".join(b"r%d\n" % i for i in range(10))))
+    ok(run_cli(cluster, "consume", "cc-lag", "-c", "lagger", "-B", "--end-offset", "3"))
+    assert _lag_of(cluster, "lagger", "cc-lag") == 6
+    row = table(ok(run_cli(cluster, "consumer", "list")))
+    assert ["lagger", "cc-lag", "0", "3", "6"] in row
+    ok(run_cli(cluster, "produce", "cc-lag", input=b"".join(b"s%d\n" % i for i in range(5))))
+    # the SC learns the new HW from the leader's next report (within 50 ms)
+    assert _wait_for(lambda: _lag_of(cluster, "lagger", "cc-lag") == 11)
+    ok(run_cli(cluster, "consume", "cc-lag", "-c", "lagger", "-Bd"))
+    assert _lag_of(cluster, "lagger", "cc-lag") == 0
+
+
+def _wait_for(predicate, timeout_s: float = 5.0) -> bool:
+    import time
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 def test_all_partitions_and_resume_across_them(cluster):

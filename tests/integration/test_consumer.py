@@ -337,3 +337,34 @@ def test_large_fetches_read_every_way_agree(cluster):
     assert all(r.value()[:6] == b"%06d" % r.offset() and r.partition() == 0 for r in got)
     with fluvio._consumer_with_config(config("c-large", start=Offset.absolute(777)), end_offset=25_001) as s:
         assert [r.offset() for r in s] == list(range(777, 25_002))
+
+
+def _lags(fluvio, consumer, topic):
+    return {o.partition: o.lag for o in fluvio.consumer_offsets() if (o.consumer_id, o.topic) == (consumer, topic)}
+
+
+def _eventually(predicate, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_consumer_offsets_carry_lag(cluster):
+    """lag = HW - (stored offset + 1): 20 produced, 7 seen -> 13; 5 more -> 18; all seen -> 0."""
+    cluster.create_topic("c-lag")
+    fluvio = cluster.fluvio()
+    produce(fluvio, "c-lag", range(20))
+    stream = fluvio.consumer_with_config(config("c-lag", "lg", MANUAL))
+    assert values(next(stream) for _ in range(7)) == [str(i) for i in range(7)]
+    stream.offset_commit()
+    stream.offset_flush()
+    assert _lags(fluvio, "lg", "c-lag") == {0: 13}, [(o.offset, o.lag) for o in fluvio.consumer_offsets()]
+    (row,) = [o for o in fluvio.consumer_offsets() if o.consumer_id == "lg"]
+    assert (row.offset, row.lag) == (6, 13) and "lag=13" in repr(row)
+    produce(fluvio, "c-lag", range(5))
+    assert _eventually(lambda: _lags(fluvio, "lg", "c-lag") == {0: 18}), _lags(fluvio, "lg", "c-lag")
+    stream.close()
+    with fluvio.consumer_with_config(config("c-lag", "lg", AUTO)) as rest:    # resumes after offset 6
+        assert len(list(rest)) == 18
+    assert _lags(fluvio, "lg", "c-lag") == {0: 0}

@@ -1,7 +1,8 @@
 """`rillet consumer list | delete`: the offsets named consumers have stored.
 
 ``list`` shows, per consumer, topic and partition, the last offset the consumer has
-seen and how long ago it was stored; ``delete NAME [--topic T] [--partition P]``
+seen, its lag (records below the high watermark it has not seen: ipc/lag.py) and how
+long ago it was stored; ``delete NAME [--topic T] [--partition P]``
 removes them, printing one line per deleted offset as Fluvio does.
 """
 
@@ -16,7 +17,7 @@ from rillet.tools.args import EXIT_OK, Parser, UsageError, name, non_negative, s
 from rillet.tools.output import FORMATS, render
 
 COLUMNS = [("CONSUMER", "consumer"), ("TOPIC", "topic"), ("PARTITION", "partition"), ("OFFSET", "offset"),
-           ("LAST SEEN", "last_seen_text")]
+           ("LAG", "lag_text"), ("LAST SEEN", "last_seen_text")]
 
 
 def consumer_name(text: str) -> str:
@@ -44,7 +45,7 @@ def cmd_consumer_list(args) -> int:
     with Fluvio.connect(args.cluster) as fluvio:
         offsets = fluvio.consumer_offsets()
     now_ms = int(time.time() * 1000)
-    rows = [dict(consumer=o.consumer_id, topic=o.topic, partition=o.partition, offset=o.offset,
+    rows = [dict(consumer=o.consumer_id, topic=o.topic, partition=o.partition, offset=o.offset, lag=o.lag,
                  last_seen=max(0, now_ms - o.modified_ms) // 1000, modified_ms=o.modified_ms) for o in offsets]
     if args.output != "table":
         print(render(rows, [], args.output))
@@ -54,6 +55,7 @@ def cmd_consumer_list(args) -> int:
         return EXIT_OK
     for row in rows:
         row["last_seen_text"] = human_age(row["last_seen"])
+        row["lag_text"] = "-" if row["lag"] is None else row["lag"]
     print(render(rows, COLUMNS, "table"))
     return EXIT_OK
 
