@@ -32,10 +32,17 @@ from rillet.ipc.errors import ClusterAlreadyRunning, ClusterNotRunning, RilletEr
 from rillet.ipc.names import ClusterPaths
 
 
-def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float = 30.0) -> m.ClusterStatus:
+METRICS_OFF = -1     # `--metrics-port off`: the cluster serves no metrics from now on
+
+
+def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float = 30.0,
+                  metrics_port: int | None = None) -> m.ClusterStatus:
+    """``metrics_port``: None keeps the cluster's metrics config as it is, METRICS_OFF turns
+    metrics off, 0 serves them on any free port, N on 127.0.0.1:N (broker/sc/metrics_http.py)."""
     pid = sc_pid(paths) or supervisor_pid(paths)
     if pid is not None:
         raise ClusterAlreadyRunning(f"cluster {paths.cluster!r} is already running (pid {pid})")
+    _configure_metrics(paths, metrics_port)
     clean_leftovers(paths, keep_spus=True)      # live SPUs of a cluster whose SC died are adopted
     for d in (paths.sc_dir, paths.log_dir, paths.data_dir):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -52,6 +59,28 @@ def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float
         # Not ready, or Ctrl-C: a cluster half started is stopped, never left behind.
         stop_cluster(paths)
         raise
+
+
+def _configure_metrics(paths: ClusterPaths, metrics_port: int | None) -> None:
+    """Check the port before anything starts (a port in use fails `cluster start` at once,
+    naming it), then keep it as the cluster's config for every SC that follows."""
+    from rillet.broker.sc import metrics_http
+    if metrics_port == METRICS_OFF:
+        metrics_http.save_config(paths.sc_dir, None)
+        return
+    if metrics_port is None:
+        kept = metrics_http.load_config(paths.sc_dir) if paths.sc_dir.exists() else None
+        if kept is not None and kept.port:
+            try:
+                metrics_http.probe_port(kept.port)
+            except RilletError as exc:
+                raise RilletError(f"{exc} (the port this cluster was started with; choose another with "
+                                  f"--metrics-port N, or --metrics-port off)") from None
+        return
+    metrics_http.check_port(metrics_port)
+    metrics_http.probe_port(metrics_port)
+    paths.sc_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    metrics_http.save_config(paths.sc_dir, metrics_http.MetricsConfig(port=metrics_port))
 
 
 def _wait_ready(paths: ClusterPaths, proc: subprocess.Popen, timeout_s: float) -> m.ClusterStatus:

@@ -30,11 +30,13 @@ CREATED: list["LocalCluster"] = []
 
 
 class LocalCluster:
-    def __init__(self, spus: int = 1, *, home: str | os.PathLike | None = None, name: str | None = None) -> None:
+    def __init__(self, spus: int = 1, *, home: str | os.PathLike | None = None, name: str | None = None,
+                 metrics_port: int | None = None) -> None:
         self._own_home = home is None
         self.home = Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="rillet-test-"))
         self.name = name or f"t{uuid.uuid4().hex[:10]}"
         self.spus = spus
+        self.metrics_port = metrics_port       # 0: serve metrics on a free port (see metrics_url)
         self.paths = ClusterPaths.for_cluster(self.name, self.home)
         self._clients: list = []
         CREATED.append(self)
@@ -45,8 +47,13 @@ class LocalCluster:
         return {**os.environ, "RILLET_HOME": str(self.home), "RILLET_CLUSTER": self.name}
 
     def start(self, timeout_s: float = 30.0) -> "LocalCluster":
-        launcher.start_cluster(self.paths, self.spus, timeout_s=timeout_s)
+        launcher.start_cluster(self.paths, self.spus, timeout_s=timeout_s, metrics_port=self.metrics_port)
         return self
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://127.0.0.1:PORT/metrics`` while the cluster serves metrics, else ""."""
+        return launcher.cluster_status(self.paths).metrics_url
 
     def stop(self) -> None:
         for client in self._clients:

@@ -249,6 +249,8 @@ class ClusterStatus(_Msg, tag=39):
     topics: int
     partitions_online: int
     partitions_total: int
+    metrics_url: str = ""          # the metrics endpoint, when the cluster serves one
+    metrics_error: str = ""        # why it is configured but not served (port taken, extra missing)
 
 
 class ShutdownCluster(_Msg, tag=40):
@@ -352,6 +354,22 @@ class ReplicaStatus(msgspec.Struct, frozen=True):
     size_bytes: int
     in_sync: list[int]
     flushes: int = 0
+    # Counters since the SPU started (metrics, broker/sc/metrics.py). In: records and bytes of
+    # produced batches this replica stored as leader (retried duplicates not counted). Out:
+    # records and bytes sent to consumers over this SPU's socket (direct reads and followers
+    # not counted).
+    records_in: int = 0
+    bytes_in: int = 0
+    records_out: int = 0
+    bytes_out: int = 0
+
+
+class SpuCounters(msgspec.Struct, frozen=True):
+    """An SPU's own counters since it started, sent with each status report (metrics)."""
+    connections: int = 0                   # open connections to its socket now
+    requests: dict[str, int] = {}          # by request type name (ProduceRequest, FetchRequest, ...)
+    errors: dict[str, int] = {}            # error answers by error name (NotLeader, ...)
+    leaderships_gained: int = 0            # times a replica here became leader (start included)
 
 
 class ReplicaProblem(msgspec.Struct, frozen=True):
@@ -366,6 +384,7 @@ class StatusReport(_Msg, tag=62):
     cid: int
     replicas: list[ReplicaStatus]
     problems: list[ReplicaProblem] = []
+    counters: SpuCounters | None = None
 
 
 class Shutdown(_Msg, tag=63):

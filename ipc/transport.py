@@ -83,6 +83,10 @@ class _Slots:
         self.clients = 0                        # greeted, not privileged
         self.per_peer: dict[int, int] = {}
         self.buffered_request_bytes = 0
+        self.errors: dict[str, int] = {}        # error answers by error name (the SPU's metrics)
+
+    def count_error(self, name: str) -> None:
+        self.errors[name] = self.errors.get(name, 0) + 1
 
 
 def _trim_heap() -> None:
@@ -330,10 +334,12 @@ class FramedProtocol(asyncio.Protocol):
         try:
             result = self.dispatch(msg)
         except RilletError as exc:
+            self.slots.count_error(type(exc).__name__)
             self.send(m.ErrorResponse(cid, exc.code, str(exc)))
             return
         except Exception as exc:  # a bug must not take the broker down
             self.log.exception("handler for %s failed", type(msg).__name__)
+            self.slots.count_error(InternalError.__name__)
             self.send(m.ErrorResponse(cid, InternalError.code, f"internal error: {type(exc).__name__}: {exc}"))
             return
         if result.__class__ in _ANSWER_TYPES:      # the common case, without inspect's checks
@@ -374,10 +380,12 @@ class FramedProtocol(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except RilletError as exc:
+            self.slots.count_error(type(exc).__name__)
             self.send(m.ErrorResponse(cid, exc.code, str(exc)))
             return
         except Exception as exc:
             self.log.exception("handler task failed")
+            self.slots.count_error(InternalError.__name__)
             self.send(m.ErrorResponse(cid, InternalError.code, f"internal error: {type(exc).__name__}: {exc}"))
             return
         if result is not None:

@@ -41,7 +41,7 @@ def cmd_cluster_start(args) -> int:
     from rillet.broker import launcher
     paths = _paths(args)
     try:
-        status = launcher.start_cluster(paths, args.spus, timeout_s=args.timeout)
+        status = launcher.start_cluster(paths, args.spus, timeout_s=args.timeout, metrics_port=args.metrics_port)
     except ClusterAlreadyRunning:
         # Starting what already runs is done, not an error (the quick start and scripts can
         # run it twice), unless it asks for a different SPU count: say how to get that.
@@ -51,14 +51,55 @@ def cmd_cluster_start(args) -> int:
                    if args.spus > status.spus_total else "remove SPUs with rillet cluster spu remove ID")
             raise ClusterAlreadyRunning(f"cluster {paths.cluster!r} is already running with {status.spus_total} "
                                         f"SPU(s), not {args.spus}: {fix}") from None
+        _check_running_metrics(paths, status, args.metrics_port)
         print(f"cluster {paths.cluster!r} is already running: {status.spus_online}/{status.spus_total} SPU(s) online, "
               f"{status.partitions_online}/{status.partitions_total} partitions online (SC pid {status.sc_pid})")
+        _say_metrics(status)
         _make_current(paths)
         return EXIT_OK
     _make_current(paths)
     print(f"started cluster {paths.cluster!r}: {status.spus_online} SPU(s) online, "
           f"{status.partitions_online}/{status.partitions_total} partitions online (SC pid {status.sc_pid})")
+    _say_metrics(status)
     return EXIT_OK
+
+
+def metrics_port(text: str) -> int:
+    """`--metrics-port`: 0 to 65535 (0: any free port), or `off`."""
+    from rillet.broker.launcher import METRICS_OFF
+    if text.strip().lower() == "off":
+        return METRICS_OFF
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port (0 to 65535, 0: any free one) or 'off', got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0 to 65535 (0: any free one), got {port}")
+    return port
+
+
+def _say_metrics(status) -> None:
+    if status.metrics_url:
+        print(f"metrics: {status.metrics_url}")
+    elif status.metrics_error:
+        say(f"warning: metrics not served: {status.metrics_error}")
+
+
+def _check_running_metrics(paths: ClusterPaths, status, wanted: int | None) -> None:
+    """A running cluster asked for other metrics than it serves: say how to get them (exit 1)."""
+    from rillet.broker.launcher import METRICS_OFF
+    if wanted is None:
+        return
+    serving = int(status.metrics_url.rsplit(":", 1)[1].split("/", 1)[0]) if status.metrics_url else None
+    if wanted == METRICS_OFF:
+        same = serving is None
+    else:
+        same = serving is not None and wanted in (0, serving)
+    if same:
+        return
+    now = f"serves metrics on port {serving}" if serving is not None else "serves no metrics"
+    raise ClusterAlreadyRunning(f"cluster {paths.cluster!r} is already running and {now}: stop it (rillet cluster "
+                                f"stop), then start it with the --metrics-port you want")
 
 
 def _make_current(paths: ClusterPaths) -> None:
@@ -82,6 +123,7 @@ def cmd_cluster_status(args) -> int:
     print(f"cluster {status.cluster!r} is running (SC pid {status.sc_pid}): "
           f"{status.spus_online}/{status.spus_total} SPUs online, {status.topics} topics, "
           f"{status.partitions_online}/{status.partitions_total} partitions online")
+    _say_metrics(status)
     return EXIT_OK
 
 
@@ -254,6 +296,9 @@ def build_parser() -> Parser:
     start = csub.add_parser("start", help="start the SC and SPUs in the background; returns when all is Online")
     start.add_argument("--spus", type=positive, default=None, help="number of SPUs (default 1; kept across restarts)")
     start.add_argument("--timeout", type=duration_s, default=30.0, help="how long to wait for readiness (default 30s)")
+    start.add_argument("--metrics-port", type=metrics_port, default=None, metavar="N|off",
+                       help="serve Prometheus metrics on 127.0.0.1:N/metrics (0: any free port; kept across "
+                            "restarts; off: stop serving them)")
     start.set_defaults(func=cmd_cluster_start)
     csub.add_parser("status", help="is the cluster running?").set_defaults(func=cmd_cluster_status)
     csub.add_parser("stop", help="stop every process; data is kept").set_defaults(func=cmd_cluster_stop)

@@ -46,7 +46,10 @@ from rillet.broker import launcher
 
 from . import reconcile
 from .reconcile import Observation, SpuObserved
+from . import metrics
 from .live import LivePositions
+from .metrics_http import MetricsEndpoint
+from .stats import ScStats
 from .membership import Membership
 from .offsets import ConsumerOffsetStore
 from .processes import SpuProcesses
@@ -100,6 +103,8 @@ class Controller:
         self.sessions: dict[int, ScConnection] = {}
         self.processes = SpuProcesses(paths, log)
         self.live = LivePositions(paths, log)
+        self.stats = ScStats()                  # elections, SPU deaths (broker/sc/stats.py)
+        self.metrics = MetricsEndpoint(paths.sc_dir, lambda: metrics.renderer(self), log)
         self.awaiting: set[int] = set()                       # adopted SPUs that have not reported yet
         self.adopt_deadline = 0.0
         self.spawn_missing = spawn_missing
@@ -214,6 +219,7 @@ class Controller:
                 old.transport.close()
         conn.spu_id = msg.spu_id
         self.sessions[msg.spu_id] = conn
+        self.stats.spu_back(msg.spu_id)
         self.observed[msg.spu_id] = SpuObserved(msg.spu_id, pid=msg.pid, online=True, last_seen=time.monotonic())
         self.log.info("SPU %d registered (pid %d)%s", msg.spu_id, msg.pid,
                       " (adopted)" if msg.spu_id in self.awaiting else "")
@@ -286,13 +292,18 @@ class Controller:
             o.online = False
             o.replicas = {}
             o.problems = {}
+            self.stats.spu_lost(spu_id, o.last_seen)
         if actions.updates:
+            before = {(u.topic, u.partition): self.state.topics[u.topic].partitions[u.partition].leader
+                      for u in actions.updates}
             reconcile.apply_updates(self.state, actions.updates)
             save_state(self.paths.metadata_file, self.state)
             for u in actions.updates:
                 log = self.log.warning if "elected" in u.reason else self.log.info
                 log("%s/%d: %s: leader SPU %d, epoch %d, in-sync %s",
                     u.topic, u.partition, u.reason, u.leader, u.leader_epoch, list(u.in_sync))
+                if "elected" in u.reason:
+                    self.stats.elected(before[(u.topic, u.partition)], obs.now)
         self.push_assignments(actions.push)
         self.publish()
         for spu_id in actions.spawn:
@@ -306,6 +317,7 @@ class Controller:
             return
         obs.replicas = {(r.topic, r.partition): r for r in msg.replicas}
         obs.problems = {(p.topic, p.partition): p for p in msg.problems}
+        obs.counters = msg.counters
         obs.replicas_reported = True
         self.reconcile_now()
 
@@ -314,6 +326,8 @@ class Controller:
             return
         del self.sessions[spu_id]
         obs = self.observed[spu_id]
+        if obs.online and not self.stopping:
+            self.stats.spu_lost(spu_id, time.monotonic())
         obs.online = False
         obs.replicas = {}
         obs.problems = {}
@@ -481,6 +495,7 @@ class Controller:
         return m.ClusterStatus(
             msg.cid, self.paths.cluster, os.getpid(), sum(1 for o in self.observed.values() if o.online),
             len(self.state.spus), len(self.state.topics), online, len(parts),
+            metrics_url=self.metrics.url, metrics_error=self.metrics.error,
         )
 
     def shutdown_cluster(self, msg: m.ShutdownCluster):
@@ -525,6 +540,7 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
     server = liveness = None
     try:
         server = await start_unix_server(lambda: ScConnection(sc), paths.sc_socket)
+        await sc.metrics.start()         # before the table: `cluster start` shows the URL once ready
         paths.sc_pid_file.write_text(f"{os.getpid()}\n")
         liveness = asyncio.ensure_future(sc.liveness_loop())
         log.info("SC for cluster %s ready on %s", paths.cluster, paths.sc_socket)
@@ -545,6 +561,7 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
         sc.processes.kill_all()
         if liveness is not None:
             liveness.cancel()
+        sc.metrics.close()
         sc.offsets.close()
         sc.live.close()
         if sc.table is not None:

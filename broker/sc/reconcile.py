@@ -36,6 +36,7 @@ class SpuObserved:
     replicas_reported: bool = False   # a StatusReport arrived since it registered
     # Replicas it cannot serve whole, with the cause (its last report): see m.ReplicaIssue.
     problems: dict[tuple[str, int], m.ReplicaProblem] = field(default_factory=dict)
+    counters: m.SpuCounters | None = None     # its own counters, as of its last report (metrics)
 
 
 def validate_config(config: m.TopicConfig, spu_count: int) -> m.TopicConfig:

@@ -67,6 +67,8 @@ class Replica:
         self._saved_hw = self.hw
         self._saved_at = float("-inf")     # never saved: the first change is written at once
         self.flushes = 0                 # fsyncs of the log (flush policy), reported to the SC
+        # Metrics counters (plain ints on the hot path), reported to the SC: see m.ReplicaStatus.
+        self.records_in = self.bytes_in = self.records_out = self.bytes_out = 0
         self._unflushed = False
         self._flushed_at = time.monotonic()
         self.leader_state: LeaderState | None = None
@@ -168,6 +170,8 @@ class Replica:
                 check_readable(batches, pos, header)
                 base, stored_end = self.log.append(batches[pos:pos + size], leader_epoch=self.spec.leader_epoch)
                 producers.apply(pid, header.first_sequence, count, base)
+                self.records_in += count
+                self.bytes_in += size
             else:
                 validate_batch(batches, pos)
                 base, stored_end = duplicate
@@ -438,7 +442,8 @@ class Replica:
             size_bytes=self.log.size_bytes,
             in_sync=(self.leader_state.in_sync() if self.leader_state is not None
                      else [self.spu_id] if self.is_leader else []),
-            flushes=self.flushes,
+            flushes=self.flushes, records_in=self.records_in, bytes_in=self.bytes_in,
+            records_out=self.records_out, bytes_out=self.bytes_out,
         )
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ class SpuConnection(FramedProtocol):
             m.EpochEndOffset: service.epoch_end_offset,
         }
         self._following: dict[int, set[tuple[str, int]]] = {}   # follower SPU -> partitions it fetches here
+        self._requests = service.requests
 
     def _follower_fetch(self, req: m.FollowerFetch):
         if req.follower not in self._following:
@@ -46,9 +47,12 @@ class SpuConnection(FramedProtocol):
             self.service.follower_disconnected(follower, keys)
 
     def dispatch(self, msg):
-        route = self._routes.get(type(msg))
+        kind = type(msg)
+        route = self._routes.get(kind)
         if route is None:
-            raise ProtocolError(f"SPU does not handle {type(msg).__name__}")
+            raise ProtocolError(f"SPU does not handle {kind.__name__}")
+        requests = self._requests
+        requests[kind] = requests.get(kind, 0) + 1      # metrics: one dict add per request
         return route(msg)
 
 

@@ -24,7 +24,9 @@ from rillet.ipc.errors import (
     StorageError,
 )
 from rillet.ipc.names import ClusterPaths
+from rillet.ipc.records import peek_header
 from rillet.ipc.shm import TableReader
+from rillet.ipc.transport import FramedProtocol
 from rillet.broker.storage.log import PartitionLog
 
 from .follower import follow
@@ -56,6 +58,17 @@ MAX_FETCH_BYTES = 32 * 1024 * 1024
 MAX_WAIT_MS = 60_000
 
 
+def _records_from(batches: memoryview, offset: int) -> int:
+    """Records at or after ``offset`` in whole ``batches`` (the first may start before it):
+    headers only, a few per fetch answer."""
+    pos, end, last = 0, len(batches), offset - 1
+    while pos < end:
+        header = peek_header(batches, pos)
+        last = header.last_offset
+        pos += header.total_size
+    return max(0, last + 1 - offset)
+
+
 class SpuService:
     def __init__(self, spu_id: int, paths: ClusterPaths, logger: logging.Logger) -> None:
         self.spu_id = spu_id
@@ -75,6 +88,9 @@ class SpuService:
         # moved (a flag, coalesced) and ISR changes (reported at once: the SC elects from them).
         self.events = EventQueue()
         self._offsets_moved = self.events.offsets_moved     # bound once: called per produce
+        # Metrics (m.SpuCounters): requests by type, counted by the connections (server.py).
+        self.requests: dict[type, int] = {}
+        self.leaderships_gained = 0
 
     # --- assignment from the SC ---
     def apply(self, update: m.UpdateReplicas) -> None:
@@ -97,6 +113,8 @@ class SpuService:
                     shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
         for key, spec in wanted.items():
             replica = self.replicas.get(key)
+            if spec.leader == self.spu_id and (replica is None or not replica.is_leader):
+                self.leaderships_gained += 1          # metrics; counted as the SC hands it over
             if replica is None:
                 if self._open_replica(spec) is not None:
                     self._restart_follower(key)
@@ -277,7 +295,12 @@ class SpuService:
 
     # --- actions of the SPU's main loop (broker/spu/loop.py carries them out) ---
     def status_report(self, cid: int) -> m.StatusReport:
-        return m.StatusReport(cid, self.statuses(), list(self.problems.values()))
+        return m.StatusReport(cid, self.statuses(), list(self.problems.values()), self.counters())
+
+    def counters(self) -> m.SpuCounters:
+        slots = FramedProtocol.slots
+        return m.SpuCounters(connections=len(slots.open), requests={t.__name__: n for t, n in self.requests.items()},
+                             errors=dict(slots.errors), leaderships_gained=self.leaderships_gained)
 
     def statuses(self) -> list[m.ReplicaStatus]:
         return [r.status() for r in self.replicas.values()]
@@ -434,6 +457,9 @@ class SpuService:
 
     def _fetch_now(self, req: m.FetchRequest, replica: Replica, committed: bool) -> m.Message:
         data = replica.read(req.offset, min(req.max_bytes, MAX_FETCH_BYTES), committed)
+        if data:
+            replica.records_out += _records_from(data, req.offset)
+            replica.bytes_out += len(data)
         return m.FetchResponse(req.cid, replica.hw, replica.leo, replica.log.log_start_offset, data)
 
     def offsets(self, req: m.OffsetsRequest) -> m.Message:
