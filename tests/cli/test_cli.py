@@ -138,3 +138,25 @@ def test_ctrl_c_during_cluster_start_leaves_nothing(tmp_path):
     assert launcher.cluster_processes(paths) == []
     assert not os.path.exists("/dev/shm" + paths.shm_name)
     assert not paths.runtime_dir.exists()
+
+
+def test_cluster_start_refuses_a_bad_metrics_port(tmp_path):
+    """Out of range: usage error (2); in use: operation error (1), nothing started."""
+    import socket
+    import subprocess
+    import sys
+    from rillet.testing import LocalCluster
+    cluster = LocalCluster(home=tmp_path)          # not started: its paths and env only
+    start = [sys.executable, "-m", "rillet.tools.cli", "cluster", "start", "--metrics-port"]
+    err = one_line_error(subprocess.run(start + ["70000"], capture_output=True, env=cluster.env, timeout=60), 2)
+    assert "port must be 0 to 65535" in err
+    assert "expected a port" in one_line_error(
+        subprocess.run(start + ["http"], capture_output=True, env=cluster.env, timeout=60), 2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(start + [str(port)], capture_output=True, env=cluster.env, timeout=60)
+    err = one_line_error(result, 1)
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in err and "in use" in err, err
+    assert cluster.leftovers() == []
