@@ -150,6 +150,7 @@ class Run:
     kill_interval_s: float = 0.0    # FAILOVER: time from one kill to the next
     cluster: str = ""
     home: str = ""
+    metrics: bool = False       # the cluster serves metrics and the parent scrapes them (--metrics)
 
     @property
     def spus(self) -> int:
@@ -231,6 +232,8 @@ def build_parser() -> _Parser:
     p.add_argument("--kills", type=_positive, default=20, help="FAILOVER: leader kills (default 20)")
     p.add_argument("--kill-interval", type=_duration, default=1.0, help="FAILOVER: between kills (default 1s)")
     p.add_argument("--keep", action="store_true", help="keep the cluster's home directory (logs) after the run")
+    p.add_argument("--metrics", action="store_true",
+                   help="run with the metrics endpoint on, scraped every second (to measure what metrics cost)")
     return p
 
 
@@ -257,7 +260,7 @@ def parse_runs(args: argparse.Namespace) -> list[Run]:
                   linger_ms=linger_ms, partitions=args.partitions or (SPLIT_PARTITIONS if split else 1),
                   timeout_s=args.timeout, kills=args.kills, kill_interval_s=args.kill_interval,
                   producers=(args.producers or producers) if split else producers,
-                  consumers=(args.consumers or consumers) if fanout else consumers, split=split,
+                  consumers=(args.consumers or consumers) if fanout else consumers, split=split, metrics=args.metrics,
                   send_mode="send" if latency else args.send_mode)
         if latency and run.size < HDR.size:
             raise UsageError(f"rillet-bench: {name} needs --size of at least {HDR.size}, got {run.size}")
@@ -449,11 +452,14 @@ def _run_on_cluster(ctx, spus: int, runs: list[Run], keep: bool) -> bool:
     """Start a cluster, print one line per workload, stop the cluster whatever happens; True if one failed."""
     from rillet.testing import LocalCluster
     home = tempfile.mkdtemp(prefix="rillet-bench-")
-    cluster = LocalCluster(spus=spus, home=home)
-    failed, not_started = False, None
+    metrics = runs[0].metrics
+    cluster = LocalCluster(spus=spus, home=home, metrics_port=0 if metrics else None)
+    failed, not_started, scraper = False, None, None
     try:
         try:
             cluster.start()
+            if metrics:
+                scraper = _Scraper(cluster.metrics_url)
         except Exception as exc:  # noqa: BLE001 - reported on every workload's line
             not_started = f"cluster did not start: {type(exc).__name__}: {exc}"
         _say(f"rillet-bench: cluster {cluster.name} in {home} ({spus} SPU{'s' if spus > 1 else ''})")
@@ -464,11 +470,15 @@ def _run_on_cluster(ctx, spus: int, runs: list[Run], keep: bool) -> bool:
             line = {**_blank(run), "error": not_started} if not_started else \
                 (bench_failover.measure_failover if run.mode == "failover" else measure)(ctx, cluster, run)
             line.update(python=platform.python_version(), ts=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            if scraper is not None:
+                line.update(metrics=True, metrics_scrapes=scraper.take())
             print(json.dumps(line), flush=True)
             failed = failed or "error" in line
     finally:  # a second Ctrl-C or SIGTERM must not cut the teardown short
         handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            if scraper is not None:
+                scraper.stop()
             cluster.close()
         finally:
             if keep:
@@ -478,6 +488,38 @@ def _run_on_cluster(ctx, spus: int, runs: list[Run], keep: bool) -> bool:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
     return failed
+
+
+class _Scraper:
+    """Scrapes the cluster's metrics every SCRAPE_INTERVAL_S in a thread of the parent, as a
+    Prometheus server would (its default interval is 15 s: this is the harsher case)."""
+
+    SCRAPE_INTERVAL_S = 1.0
+
+    def __init__(self, url: str) -> None:
+        import threading
+        self.url, self.count, self._stop = url, 0, threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="metrics-scraper", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import urllib.request
+        while not self._stop.wait(self.SCRAPE_INTERVAL_S):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as answer:
+                    answer.read()
+                self.count += 1
+            except OSError as exc:
+                _say(f"rillet-bench: metrics scrape failed: {exc}")
+
+    def take(self) -> int:
+        """Scrapes since the last call."""
+        count, self.count = self.count, 0
+        return count
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def _say(message: str) -> None:

@@ -186,3 +186,14 @@ def test_failover_is_not_in_the_default_set():
     [run] = bench_tool.parse_runs(bench_tool.build_parser().parse_args(["--workload", "failover", "--records", "5"]))
     assert (run.mode, run.spus, run.kills, run.kill_interval_s, run.partitions, run.linger_ms) == \
         ("failover", 3, 20, 1.0, 1, 0)
+
+
+def test_metrics_option_runs_with_the_endpoint_scraped():
+    """--metrics: the cluster serves metrics and the run scrapes them (to compare on and off)."""
+    result = bench("--workload", "W1", "--records", "200000", "--size", "10", "--metrics", "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(text) for text in result.stdout.splitlines()]
+    assert "error" not in line and line["metrics"] is True and line["metrics_scrapes"] >= 0
+    assert "metrics scrape failed" not in result.stderr
+    assert not leftovers(result.stderr)
+    assert "metrics" not in json.loads(bench("--workload", "W1", "--records", "1000").stdout)
