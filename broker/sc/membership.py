@@ -144,6 +144,7 @@ class Membership:
         sc = self.sc
         conn = sc.sessions.get(spu)
         if conn is not None:
+            sc.stats.spu_leaving(spu)            # metrics: removed, not dead
             conn.send(m.Shutdown(next(sc._cids)))
         # Its control link must be gone (spu_disconnected has run) before it is forgotten.
         if not await sc.wait_until(lambda: spu not in sc.sessions and not sc.processes.running(spu), STOP_WAIT_S):

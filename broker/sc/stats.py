@@ -54,8 +54,16 @@ class ScStats:
     spu_deaths: int = 0                 # SPUs lost: control link closed, or silent past the timeout
     time_to_new_leader: Histogram = field(default_factory=Histogram)
     _lost_at: dict[int, float] = field(default_factory=dict)    # SPU -> when it was lost (monotonic)
+    _leaving: set[int] = field(default_factory=set)              # SPUs stopped on purpose (spu remove)
+
+    def spu_leaving(self, spu_id: int) -> None:
+        """``spu_id`` is being stopped on purpose: its loss is not a death."""
+        self._leaving.add(spu_id)
 
     def spu_lost(self, spu_id: int, since: float) -> None:
+        if spu_id in self._leaving:
+            self._leaving.discard(spu_id)
+            return
         self.spu_deaths += 1
         self._lost_at[spu_id] = since
 

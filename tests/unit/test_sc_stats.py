@@ -28,3 +28,12 @@ def test_histogram_overflow_bucket():
     h = Histogram()
     h.observe(60.0)
     assert h.cumulative()[-1] == ("+Inf", 1) and h.cumulative()[-2][1] == 0
+
+
+def test_a_removed_spu_is_not_a_death():
+    stats = ScStats()
+    stats.spu_leaving(5003)
+    stats.spu_lost(5003, since=1.0)
+    assert stats.spu_deaths == 0
+    stats.spu_lost(5003, since=2.0)          # a later death of a new process with that id counts
+    assert stats.spu_deaths == 1
