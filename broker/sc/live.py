@@ -38,8 +38,8 @@ class LivePositions:
     def _rows(self, spu_id: int, pid: int) -> list[Positions]:
         reader = self._readers.get(spu_id)
         if reader is not None and reader.spu_pid != pid:
-            reader.close()                       # the SPU was restarted: it made a new object
-            reader = self._readers.pop(spu_id)
+            del self._readers[spu_id]            # the SPU was restarted: it made a new object
+            reader.close()
             reader = None
         try:
             if reader is None:

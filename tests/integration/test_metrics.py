@@ -196,3 +196,35 @@ def test_readme_documents_every_metric_and_nothing_else():
     section = section[:section.index("\n## ", 1)]
     documented = set(re.findall(r"`(rillet_[a-z_]+)`", section))
     assert documented == {metric.name for metric in METRICS}
+
+
+def cli(cluster, *args):
+    return subprocess.run([sys.executable, "-m", "rillet.tools.cli", *args], capture_output=True, text=True,
+                          env=cluster.env, timeout=60)
+
+
+def test_the_cli_shows_the_url_and_guards_it(mcluster):
+    url = mcluster.metrics_url
+    status = cli(mcluster, "cluster", "status")
+    assert status.returncode == 0 and status.stdout.splitlines()[-1] == f"metrics: {url}"
+    again = cli(mcluster, "cluster", "start", "--metrics-port", "0")          # any port: the running one is fine
+    assert again.returncode == 0 and f"metrics: {url}" in again.stdout, again.stderr
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    assert cli(mcluster, "cluster", "start", "--metrics-port", str(port)).returncode == 0
+    for other in ("off", str(port + 1 if port < 65535 else port - 1)):
+        refused = cli(mcluster, "cluster", "start", "--metrics-port", other)
+        assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert f"serves metrics on port {port}" in refused.stderr
+
+
+def test_metrics_off_is_kept_until_turned_on(mcluster):
+    """Last in this module: restarts the shared cluster. `off` drops the config; None keeps it."""
+    from rillet.broker.launcher import METRICS_OFF
+    config = mcluster.paths.sc_dir / "metrics.json"
+    assert config.exists()
+    mcluster.metrics_port = METRICS_OFF
+    mcluster.restart()
+    assert mcluster.metrics_url == "" and not config.exists()
+    mcluster.metrics_port = None
+    mcluster.restart()
+    assert mcluster.metrics_url == ""
