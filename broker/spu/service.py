@@ -94,6 +94,7 @@ class SpuService:
 
     # --- assignment from the SC ---
     def apply(self, update: m.UpdateReplicas) -> None:
+        led = self._led()
         wanted = {(s.topic, s.partition): s for s in update.replicas}
         for key in list(self.replicas):
             if key not in wanted:
@@ -113,8 +114,6 @@ class SpuService:
                     shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
         for key, spec in wanted.items():
             replica = self.replicas.get(key)
-            if spec.leader == self.spu_id and (replica is None or not replica.is_leader):
-                self.leaderships_gained += 1          # metrics; counted as the SC hands it over
             if replica is None:
                 if self._open_replica(spec) is not None:
                     self._restart_follower(key)
@@ -129,7 +128,11 @@ class SpuService:
                 replica.update_spec(spec)
                 if old != (spec.leader, spec.leader_epoch):
                     self._restart_follower(key)
+        self.leaderships_gained += len(self._led() - led)      # metrics
         self._offsets_moved()
+
+    def _led(self) -> set[tuple[str, int]]:
+        return {key for key, replica in self.replicas.items() if replica.is_leader}
 
     def _open_replica(self, spec: m.ReplicaSpec) -> Replica | None:
         """Open (or create) a replica's log; on failure record the cause as a problem, None."""
