@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from rillet.ipc.errors import InvalidArgument, RilletError
+from rillet.ipc.errors import InvalidArgument, RilletError, StorageError
 
 CONFIG_FILE = "metrics.json"
 HOST = "127.0.0.1"                 # never another interface: there is no authentication
@@ -45,11 +45,17 @@ def check_port(port: int) -> int:
 
 
 def load_config(sc_dir: Path) -> MetricsConfig | None:
-    """The cluster's metrics config; None when metrics are off (or the file is unreadable: logged by the SC)."""
+    """The cluster's metrics config; None when metrics are off. StorageError when it cannot be read."""
+    path = sc_dir / CONFIG_FILE
     try:
-        return msgspec.json.decode((sc_dir / CONFIG_FILE).read_bytes(), type=MetricsConfig)
+        config = msgspec.json.decode(path.read_bytes(), type=MetricsConfig)
+        check_port(config.port)
+        return config
     except FileNotFoundError:
         return None
+    except (OSError, msgspec.DecodeError, InvalidArgument) as exc:
+        raise StorageError(f"cannot read the metrics config {path}: {exc} (cluster start --metrics-port "
+                           f"N or off writes it afresh)") from None
 
 
 def save_config(sc_dir: Path, config: MetricsConfig | None) -> None:
@@ -100,8 +106,8 @@ class MetricsEndpoint:
     async def start(self) -> None:
         try:
             self.config = load_config(self.sc_dir)
-        except (OSError, msgspec.DecodeError) as exc:
-            self.error = f"unreadable {self.sc_dir / CONFIG_FILE}: {exc}"
+        except RilletError as exc:
+            self.error = str(exc)
             self.log.error("metrics not served: %s", self.error)
             return
         if self.config is None:
