@@ -72,6 +72,9 @@ def _make_current(paths: ClusterPaths) -> None:
 
 def cmd_cluster_status(args) -> int:
     from rillet.broker import launcher
+    if args.watch:                  # `cluster status --watch` is `rillet top`
+        from .commands.top import cmd_top
+        return cmd_top(args)
     paths = _paths(args)
     try:
         status = launcher.cluster_status(paths)
@@ -255,7 +258,11 @@ def build_parser() -> Parser:
     start.add_argument("--spus", type=positive, default=None, help="number of SPUs (default 1; kept across restarts)")
     start.add_argument("--timeout", type=duration_s, default=30.0, help="how long to wait for readiness (default 30s)")
     start.set_defaults(func=cmd_cluster_start)
-    csub.add_parser("status", help="is the cluster running?").set_defaults(func=cmd_cluster_status)
+    status = csub.add_parser("status", help="is the cluster running? (--watch: live, as rillet top)")
+    status.add_argument("--watch", action="store_true", help="the live view of rillet top")
+    from .commands import top
+    top.add_arguments(status, output=False)
+    status.set_defaults(func=cmd_cluster_status)
     csub.add_parser("stop", help="stop every process; data is kept").set_defaults(func=cmd_cluster_stop)
     csub.add_parser("delete", help="stop and delete all data").set_defaults(func=cmd_cluster_delete)
     spu = csub.add_parser("spu", help="SPUs of the cluster")
@@ -306,8 +313,10 @@ def build_parser() -> Parser:
     plist.set_defaults(func=cmd_partition_list)
 
     from .commands import consume, produce
-    from .commands import consumer, profile
+    from .commands import consumer, dashboard, profile
     produce.register(sub)
+    top.register(sub)
+    dashboard.register(sub)
     profile.register(sub)
     consume.register(sub)
     consumer.register(sub)

@@ -1,0 +1,122 @@
+"""`rillet top` (also `rillet cluster status --watch`): the cluster, live, on a terminal.
+
+On a terminal it redraws every ``--interval`` (default 1 s) with plain ANSI escapes (the
+alternate screen, so the shell's scrollback is left as it was): SPUs and their liveness,
+partitions with leader, epoch, in-sync set, HW/LEO, rate and the largest consumer lag,
+named consumers with their lag, and the latest events (leader changes, SPUs going offline
+and back) as they happen. Ctrl-C ends it (exit 0). When stdout is not a terminal, or with
+``--once`` or ``-O json``, it prints one snapshot and exits 0: rates need two
+samples, so they are empty there. tools/view.py computes everything; this module draws.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+
+from rillet.tools.args import EXIT_OK, duration_s
+from rillet.tools.output import table
+
+REFRESH_S = 1.0
+EVENTS_SHOWN = 8
+PART_COLUMNS = [("TOPIC", "topic"), ("PARTITION", "partition"), ("LEADER", "leader"), ("EPOCH", "leader_epoch"),
+                ("IN-SYNC", "in_sync"), ("STATUS", "status"), ("HW", "hw"), ("LEO", "leo"), ("RATE/S", "rate"),
+                ("LAG", "lag")]
+SPU_COLUMNS = [("SPU", "id"), ("STATUS", "status"), ("PID", "pid"), ("LEADERS", "leaders"), ("REPLICAS", "replicas")]
+CONSUMER_COLUMNS = [("CONSUMER", "consumer"), ("TOPIC", "topic"), ("PARTITION", "partition"), ("OFFSET", "offset"),
+                    ("LAG", "lag")]
+_COLOURS = {"leader": "\x1b[33m", "spu": "\x1b[36m", "status": "\x1b[35m", "topic": "\x1b[34m", "sc": "\x1b[31m"}
+_RESET = "\x1b[0m"
+
+
+def clock(wall_ms: int) -> str:
+    """``14:02:03.123`` in local time."""
+    return time.strftime("%H:%M:%S", time.localtime(wall_ms / 1000)) + f".{wall_ms % 1000:03d}"
+
+
+def render_text(cluster: str, frame, events=(), *, colour: bool = False) -> str:
+    """One frame as text: a header line, the SPU, partition and consumer tables, recent events."""
+    if frame.error is not None:
+        head = f"cluster {cluster!r} at {clock(frame.wall_ms)}: the SC cannot be asked: {frame.error}"
+        lines = [head]
+    else:
+        online = sum(1 for s in frame.spus if s["online"])
+        parts_online = sum(1 for p in frame.partitions if p["status"] == "Online")
+        lines = [f"cluster {cluster!r} at {clock(frame.wall_ms)}: {online}/{len(frame.spus)} SPUs online, "
+                 f"{parts_online}/{len(frame.partitions)} partitions online", "",
+                 table(frame.spus, SPU_COLUMNS), "",
+                 table(frame.partitions, PART_COLUMNS) if frame.partitions else "  no topics"]
+        if frame.consumers:
+            lines += ["", table(frame.consumers, CONSUMER_COLUMNS)]
+    if events:
+        lines += ["", "  EVENTS"]
+        for e in events:
+            text = f"{_COLOURS.get(e.kind, '')}{e.text}{_RESET}" if colour else e.text
+            lines.append(f"  {clock(e.wall_ms)}  {text}")
+    return "\n".join(lines)
+
+
+def fit(text: str, columns: int, rows: int) -> str:
+    """Cut ``text`` to the terminal (escapes are only in event lines, which keep their start)."""
+    lines = text.split("\n")[:max(1, rows - 1)]
+    return "\n".join(line if "\x1b" in line else line[:columns] for line in lines)
+
+
+def cmd_top(args) -> int:
+    from rillet.ipc.names import ClusterPaths
+    from rillet.tools.view import ClusterView
+    from rillet.tools.view_sampler import Sampler
+    paths = ClusterPaths.for_cluster(args.cluster)
+    output = getattr(args, "output", "table")
+    live = output == "table" and not args.once and sys.stdout.isatty()
+    with Sampler(paths) as sampler:
+        view = ClusterView()
+        if not live:
+            frame = view.update(sampler.snapshot())
+            if output == "table":
+                print(render_text(paths.cluster, frame))
+            else:
+                print(json.dumps(frame.to_json(), indent=2))
+            return EXIT_OK
+        _watch(paths.cluster, sampler, view, args.interval)
+    return EXIT_OK
+
+
+def _watch(cluster: str, sampler, view, interval_s: float) -> None:
+    out = sys.stdout
+    out.write("\x1b[?1049h\x1b[?25l")          # the alternate screen, no cursor
+    try:
+        next_at = time.monotonic()
+        while True:
+            frame = view.update(sampler.snapshot())
+            size = shutil.get_terminal_size()
+            text = render_text(cluster, frame, list(view.events)[-EVENTS_SHOWN:], colour=True)
+            body = fit(text + "\n\n  (Ctrl-C to quit)", size.columns, size.lines)
+            out.write("\x1b[H" + body.replace("\n", "\x1b[K\n") + "\x1b[K\x1b[J")
+            out.flush()
+            next_at += interval_s
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at, time.monotonic())     # a slow sample does not cause a burst
+    except KeyboardInterrupt:
+        pass
+    finally:
+        out.write("\x1b[?25h\x1b[?1049l")
+        out.flush()
+
+
+def add_arguments(parser, *, output: bool = True) -> None:
+    parser.add_argument("--interval", type=duration_s, default=REFRESH_S, metavar="DUR",
+                        help="time between refreshes on a terminal (default 1s)")
+    parser.add_argument("--once", action="store_true", help="print one snapshot and exit, even on a terminal")
+    if output:
+        parser.add_argument("-O", "--output", choices=("table", "json"), default="table",
+                            help="json: one snapshot for scripts")
+
+
+def register(sub) -> None:
+    top = sub.add_parser("top", help="live view of SPUs, partitions, rates, lag and leader changes")
+    add_arguments(top)
+    top.set_defaults(func=cmd_top)
+
