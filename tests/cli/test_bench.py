@@ -186,3 +186,27 @@ def test_failover_is_not_in_the_default_set():
     [run] = bench_tool.parse_runs(bench_tool.build_parser().parse_args(["--workload", "failover", "--records", "5"]))
     assert (run.mode, run.spus, run.kills, run.kill_interval_s, run.partitions, run.linger_ms) == \
         ("failover", 3, 20, 1.0, 1, 0)
+
+
+def test_plot_draws_an_svg_and_a_pipe_gets_no_progress(tmp_path):
+    import xml.etree.ElementTree as ET
+    out = tmp_path / "bench.svg"
+    result = bench("--workload", "W1,W3", "--records", "2000", "--timeout", "120", "--plot", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and " records/s" not in result.stderr       # no progress line in a pipe
+    assert all(line.startswith("rillet-bench: ") for line in result.stderr.splitlines()), result.stderr
+    assert f"rillet-bench: wrote {out}" in result.stderr
+    root = ET.parse(out).getroot()                  # well-formed, or this raises
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == f"{ns}svg"
+    texts = [t.text or "" for t in root.iter(f"{ns}text")]
+    assert any(t.startswith("W1: throughput over time") for t in texts), texts
+    assert any(t.startswith("W3: throughput over time") for t in texts), texts
+    assert "W3: one-way latency distribution" in texts and any(t.startswith("p99 ") for t in texts)
+    assert len(list(root.iter(f"{ns}polyline"))) == 2 and len(list(root.iter(f"{ns}rect"))) > 10
+    assert not leftovers(result.stderr)
+
+
+def test_plot_needs_an_existing_directory(tmp_path):
+    result = bench("--plot", str(tmp_path / "missing" / "x.svg"), timeout=30)
+    assert result.returncode == 2 and "no directory" in result.stderr
