@@ -24,7 +24,7 @@ th { background: #eee; font-weight: 600; }
 #error { color: #b00; font-weight: 600; }
 #timeline { background: #fff; border: 1px solid #ddd; }
 #events { list-style: none; padding: 0; margin: .4em 0; max-height: 14em; overflow-y: auto; font-family: monospace; }
-#events li.leader { color: #a60; } #events li.spu { color: #06a; } #events li.sc { color: #b00; }
+#events li.leader, #events li.isr { color: #a60; } #events li.spu { color: #06a; } #events li.sc { color: #b00; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
 .chart { background: #fff; border: 1px solid #ddd; padding: .3em; }
 .chart div { font-size: .9em; }
@@ -41,7 +41,7 @@ th { background: #eee; font-weight: 600; }
 <h2>Consumers</h2>
 <table><thead><tr><th>consumer</th><th>topic</th><th>partition</th><th>offset</th><th>lag</th></tr></thead>
 <tbody id="consumers"></tbody></table>
-<h2>Leader changes and SPU events (last 60 s)</h2>
+<h2>Leader changes and SPU events (last 60 s; upper row partitions, lower row SPUs and the SC)</h2>
 <svg id="timeline" width="900" height="60" viewBox="0 0 900 60"></svg>
 <ul id="events"></ul>
 <h2>Records/s per partition (last 60 s)</h2>
@@ -92,8 +92,10 @@ function drawTimeline(s) {
     t.textContent = (k === 6 ? "now" : "-" + (60 - k * 10) + "s"); parts.push(t); }
   for (const e of s.events) {
     if (e.wall_ms < t0) continue;
-    const x = (e.wall_ms - t0) / SPAN_MS * w, colour = e.kind === "leader" ? "#d80" : e.kind === "spu" ? "#06a" : "#b00";
-    const mark = svg("circle", {cx: x, cy: e.kind === "leader" ? 20 : 38, r: 5, fill: colour});
+    const partition = e.kind === "leader" || e.kind === "isr" || e.kind === "status";
+    const colour = partition ? "#d80" : e.kind === "spu" ? "#06a" : "#b00";
+    const x = (e.wall_ms - t0) / SPAN_MS * w;
+    const mark = svg("circle", {cx: x, cy: partition ? 20 : 38, r: e.kind === "leader" ? 6 : 4, fill: colour});
     const title = svg("title", {}); title.textContent = clock(e.wall_ms) + " " + e.text; mark.append(title);
     parts.push(mark);
   }
@@ -111,7 +113,7 @@ function drawCharts(s) {
     const key = p.topic + "/" + p.partition, points = (s.history[key] || []).filter(q => q[0] >= t0);
     const top = Math.max(1, ...points.map(q => q[1]));
     const box = el("div", undefined, "chart"); box.id = "chart-" + p.topic + "-" + p.partition;
-    box.append(el("div", key + ": " + cell(p.rate) + " records/s (max " + Math.round(top) + ")"));
+    box.append(el("div", key + ": " + cell(p.rate) + " records/s (max " + Math.round(top).toLocaleString() + ")"));
     const chart = svg("svg", {width: w, height: h, viewBox: "0 0 " + w + " " + h});
     chart.append(svg("rect", {x: 0, y: 0, width: w, height: h, fill: "#f6f6f6"}));
     if (points.length > 1) chart.append(svg("polyline", {fill: "none", stroke: "#06a", "stroke-width": 1.5,

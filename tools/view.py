@@ -5,8 +5,8 @@ ISR, HW and LEO; SPUs and their liveness; stored consumer offsets), stamped with
 sampler's monotonic and wall clocks. ``ClusterView.update(snapshot)`` compares it with the
 previous ones and returns a ``Frame``: the rows to show, each partition's rate (records/s,
 from LEO deltas over the last ``rate_window_s``), consumer lag, and the events since the
-last snapshot (a leader change, an SPU going offline or coming back, a partition's status,
-a topic created or deleted, the SC unreachable). The shells (tools/top.py, tools/dashboard.py)
+last snapshot (a leader change, an in-sync set shrinking or growing, an SPU going offline
+or coming back, a partition's status, a topic created or deleted, the SC unreachable). The shells (tools/top.py, tools/dashboard.py)
 only take snapshots and draw frames, so every rule here is tested with tables.
 
 Objects in a snapshot only need the attributes of ``rillet.ipc.messages.PartitionInfo``,
@@ -48,7 +48,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class Event:
     wall_ms: int
-    kind: str                       # "leader", "status", "spu", "topic", "sc"
+    kind: str                       # "leader", "isr", "status", "spu", "topic", "sc"
     text: str
     topic: str | None = None
     partition: int | None = None
@@ -106,6 +106,10 @@ def _name(p) -> str:
 
 def _leader_text(leader: int) -> str:
     return str(leader) if leader >= 0 else "none"
+
+
+def _ids(spus) -> str:
+    return "[" + ", ".join(str(s) for s in sorted(spus)) + "]"
 
 
 def _consumer_name(o) -> str:
@@ -222,6 +226,9 @@ class ClusterView:
                 out.append(Event(wall_ms, "leader", f"leader changed {_name(p)}: {_leader_text(q.leader)} -> "
                                  f"{_leader_text(p.leader)} epoch {q.leader_epoch} -> {p.leader_epoch}",
                                  topic=p.topic, partition=p.partition, spu=p.leader))
+            if sorted(p.in_sync) != sorted(q.in_sync):
+                out.append(Event(wall_ms, "isr", f"{_name(p)}: in-sync {_ids(q.in_sync)} -> {_ids(p.in_sync)}",
+                                 topic=p.topic, partition=p.partition))
             if p.status != q.status:
                 out.append(Event(wall_ms, "status", f"{_name(p)}: {q.status} -> {p.status}",
                                  topic=p.topic, partition=p.partition))

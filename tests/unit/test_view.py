@@ -82,6 +82,8 @@ def test_first_snapshot_is_the_baseline_without_events():
      ["leader changed t/0: 5001 -> none epoch 3 -> 3", "t/0: Online -> LeaderOffline"]),
     (P("t", 0, 5001, 3, status="Online"), P("t", 0, 5001, 3, status="LeaderOffline"), ["t/0: Online -> LeaderOffline"]),
     (P("t", 0, hw=5, leo=9), P("t", 0, hw=9, leo=12), []),      # offsets moving is no event
+    (P("t", 0, in_sync=(5001, 5002)), P("t", 0, in_sync=(5001,)), ["t/0: in-sync [5001, 5002] -> [5001]"]),
+    (P("t", 0, in_sync=(5002, 5001)), P("t", 0, in_sync=(5001, 5002)), []),    # the same set in another order
 ])
 def test_partition_events(before, after, texts):
     view = ClusterView()

@@ -27,7 +27,8 @@ PART_COLUMNS = [("TOPIC", "topic"), ("PARTITION", "partition"), ("LEADER", "lead
 SPU_COLUMNS = [("SPU", "id"), ("STATUS", "status"), ("PID", "pid"), ("LEADERS", "leaders"), ("REPLICAS", "replicas")]
 CONSUMER_COLUMNS = [("CONSUMER", "consumer"), ("TOPIC", "topic"), ("PARTITION", "partition"), ("OFFSET", "offset"),
                     ("LAG", "lag")]
-_COLOURS = {"leader": "\x1b[33m", "spu": "\x1b[36m", "status": "\x1b[35m", "topic": "\x1b[34m", "sc": "\x1b[31m"}
+_COLOURS = {"leader": "\x1b[33m", "isr": "\x1b[33m", "spu": "\x1b[36m", "status": "\x1b[35m", "topic": "\x1b[34m",
+            "sc": "\x1b[31m"}
 _RESET = "\x1b[0m"
 
 
