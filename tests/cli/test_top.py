@@ -103,3 +103,18 @@ def test_top_on_a_terminal_redraws_until_ctrl_c(cluster):
 def test_top_on_a_cluster_that_is_not_running(cluster):
     err = one_line_error(run_cli(cluster, "--cluster", "nothing-here", "top"), code=1)
     assert err.startswith("error: cluster 'nothing-here' is not running")
+
+
+def test_top_when_the_sc_does_not_answer(cluster):
+    from rillet.ipc.admin_link import sc_pid
+    pid = sc_pid(cluster.paths)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = run_cli(cluster, "top", timeout=30)
+        took = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    err = one_line_error(result, code=1)
+    assert err.startswith("error: ") and "SC" in err, err
+    assert took < 10, f"rillet top took {took:.1f} s to say the SC does not answer"

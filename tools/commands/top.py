@@ -5,8 +5,8 @@ alternate screen, so the shell's scrollback is left as it was): SPUs and their l
 partitions with leader, epoch, in-sync set, HW/LEO, rate and the largest consumer lag,
 named consumers with their lag, and the latest events (leader changes, SPUs going offline
 and back) as they happen. Ctrl-C ends it (exit 0). When stdout is not a terminal, or with
-``--once`` or ``-O json``, it prints one snapshot and exits 0: rates need two
-samples, so they are empty there. tools/view.py computes everything; this module draws.
+``--once`` or ``-O json``, it prints one snapshot and exits 0 (1 with one line on
+stderr when the SC does not answer): rates need two samples, so they are empty there. tools/view.py computes everything; this module draws.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 
-from rillet.tools.args import EXIT_OK, duration_s
+from rillet.tools.args import EXIT_FAILED, EXIT_OK, duration_s, say
 from rillet.tools.output import table
 
 REFRESH_S = 1.0
@@ -76,6 +76,9 @@ def cmd_top(args) -> int:
         view = ClusterView()
         if not live:
             frame = view.update(sampler.snapshot())
+            if frame.error is not None:
+                say(f"error: the SC of cluster {paths.cluster!r} could not be asked: {frame.error}")
+                return EXIT_FAILED
             if output == "table":
                 print(render_text(paths.cluster, frame))
             else:
