@@ -9,6 +9,7 @@ on failure too, and checked gone.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -117,51 +118,72 @@ def _leader_shown(browser, topic: str, partition: int) -> str | None:
         return None
 
 
-def test_dashboard_shows_topics_and_new_leader_within_a_second(tmp_path):
-    chromium, driver_path = _browser_parts()
-    with LocalCluster(spus=2, home=tmp_path / "rillet") as cluster:
+@pytest.fixture(scope="module")
+def cluster2(tmp_path_factory):
+    with LocalCluster(spus=2, home=tmp_path_factory.mktemp("rillet")) as cluster:
         cluster.create_topic("drill", partitions=2, replication=2)
         cluster.create_topic("quiet", partitions=1, replication=1)
-        dashboard, url = _start_dashboard(cluster)
-        browser = service = None
-        try:
-            base, token = url.split("?token=")
-            assert _status(base) == 403
-            assert _status(f"{base}state.json?token=wrong-{token}") == 403
-            assert _status(f"{base}state.json?token={token}") == 200
-
-            browser, service = _open_browser(chromium, driver_path, tmp_path / "chromium-profile")
-            browser.get(url)
-            with cluster.admin() as admin:
-                old = next(p for p in admin.list_partitions(["drill"]) if p.partition == 0).leader
-            deadline = time.monotonic() + 20
-            while _leader_shown(browser, "drill", 0) != str(old):
-                assert time.monotonic() < deadline, f"page never showed drill/0's leader {old}"
-                time.sleep(0.05)
-            body = browser.find_element("tag name", "body").text
-            assert "drill" in body and "quiet" in body
-
-            cluster.kill_spu(old, signal.SIGKILL)
-            killed_at = time.monotonic()
-            while True:
-                shown = _leader_shown(browser, "drill", 0)
-                elapsed = time.monotonic() - killed_at
-                if shown not in (None, str(old), "none"):
-                    break
-                assert elapsed < 10, f"page still shows leader {shown} of drill/0 10 s after the kill"
-                time.sleep(0.02)
-            with cluster.admin() as admin:
-                new = next(p for p in admin.list_partitions(["drill"]) if p.partition == 0).leader
-            print(f"new leader shown {elapsed:.3f} s after the kill")
-            assert shown == str(new) != str(old)
-            assert elapsed < NEW_LEADER_LIMIT_S, f"new leader shown {elapsed:.2f} s after the kill"
-            deadline = time.monotonic() + 5
-            while "leader changed drill/0" not in browser.find_element("id", "events").text:
-                assert time.monotonic() < deadline, "the timeline never listed the leader change"
-                time.sleep(0.05)
-        finally:
-            left = _close_browser(browser, service) if browser is not None else []
-            _stop(dashboard)
-        assert not left, f"browser processes left running: {left}"
-        assert dashboard.returncode == 0
+        yield cluster
     assert not cluster.leftovers()
+
+
+def test_dashboard_answers_only_with_the_token(cluster2):
+    dashboard, url = _start_dashboard(cluster2)
+    try:
+        base, token = url.split("?token=")
+        assert base.startswith("http://127.0.0.1:") and len(token) >= 20
+        assert _status(base) == 403
+        assert _status(f"{base}state.json") == 403
+        assert _status(f"{base}state.json?token=wrong-{token}") == 403
+        assert _status(f"{base}?token={token[:-1]}") == 403
+        assert _status(f"{base}nothing?token={token}") == 404
+        assert _status(url) == 200
+        with urllib.request.urlopen(f"{base}state.json?token={token}", timeout=5) as answer:
+            state = json.load(answer)
+        assert state["cluster"] == cluster2.name and state["error"] is None
+        assert {(p["topic"], p["partition"]) for p in state["partitions"]} == {("drill", 0), ("drill", 1), ("quiet", 0)}
+        assert [s["online"] for s in state["spus"]] == [True, True]
+    finally:
+        _stop(dashboard)
+    assert dashboard.returncode == 0
+
+
+def test_dashboard_shows_topics_and_new_leader_within_a_second(cluster2, tmp_path):
+    cluster = cluster2          # its last use: the killed SPU is not restarted
+    chromium, driver_path = _browser_parts()
+    dashboard, url = _start_dashboard(cluster)
+    browser = service = None
+    try:
+        browser, service = _open_browser(chromium, driver_path, tmp_path / "chromium-profile")
+        browser.get(url)
+        with cluster.admin() as admin:
+            old = next(p for p in admin.list_partitions(["drill"]) if p.partition == 0).leader
+        deadline = time.monotonic() + 20
+        while _leader_shown(browser, "drill", 0) != str(old):
+            assert time.monotonic() < deadline, f"page never showed drill/0's leader {old}"
+            time.sleep(0.05)
+        body = browser.find_element("tag name", "body").text
+        assert "drill" in body and "quiet" in body
+
+        cluster.kill_spu(old, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while True:
+            shown = _leader_shown(browser, "drill", 0)
+            elapsed = time.monotonic() - killed_at
+            if shown not in (None, str(old), "none"):
+                break
+            assert elapsed < 10, f"page still shows leader {shown} of drill/0 10 s after the kill"
+            time.sleep(0.02)
+        with cluster.admin() as admin:
+            new = next(p for p in admin.list_partitions(["drill"]) if p.partition == 0).leader
+        assert shown == str(new) != str(old)
+        assert elapsed < NEW_LEADER_LIMIT_S, f"new leader shown {elapsed:.2f} s after the kill"
+        deadline = time.monotonic() + 5
+        while "leader changed drill/0" not in browser.find_element("id", "events").text:
+            assert time.monotonic() < deadline, "the timeline never listed the leader change"
+            time.sleep(0.05)
+    finally:
+        left = _close_browser(browser, service) if browser is not None else []
+        _stop(dashboard)
+    assert not left, f"browser processes left running: {left}"
+    assert dashboard.returncode == 0
