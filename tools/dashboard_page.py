@@ -109,7 +109,7 @@ function drawEvents(s) {
 
 function drawCharts(s) {
   const w = 260, h = 80, t0 = s.wall_ms - SPAN_MS, charts = [];
-  for (const p of s.partitions) {
+  for (const p of s.partitions.slice(0, s.partitions.length - (s.charts_left_out || 0))) {
     const key = p.topic + "/" + p.partition, points = (s.history[key] || []).filter(q => q[0] >= t0);
     const top = Math.max(1, ...points.map(q => q[1]));
     const box = el("div", undefined, "chart"); box.id = "chart-" + p.topic + "-" + p.partition;
@@ -122,6 +122,7 @@ function drawCharts(s) {
       const x = (e.wall_ms - t0) / SPAN_MS * w; chart.append(svg("line", {x1: x, y1: 0, x2: x, y2: h, stroke: "#d80"})); }
     box.append(chart); charts.push(box);
   }
+  if (s.charts_left_out) charts.push(el("div", "(" + s.charts_left_out + " more partitions not charted)"));
   document.getElementById("charts").replaceChildren(...charts);
 }
 

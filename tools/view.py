@@ -128,6 +128,7 @@ class ClusterView:
         self._parts: dict[tuple[str, int], object] | None = None     # None: no snapshot seen yet
         self._spus: dict[int, object] = {}
         self._error: str | None = None
+        self._last: Frame | None = None
 
     def update(self, snap: Snapshot) -> Frame:
         if snap.error is not None:
@@ -135,7 +136,10 @@ class ClusterView:
                 [Event(snap.wall_ms, "sc", f"SC unreachable: {snap.error}")]
             self._error = snap.error
             self.events.extend(events)
-            return Frame(snap.wall_ms, [], [], [], events, snap.error)
+            last = self._last
+            # The last rows stay on screen, marked by the error: an SC restart is no empty cluster.
+            return Frame(snap.wall_ms, last.partitions if last else [], last.spus if last else [],
+                         last.consumers if last else [], events, snap.error)
         events = []
         if self._error is not None:
             events.append(Event(snap.wall_ms, "sc", "SC reachable again"))
@@ -158,7 +162,8 @@ class ClusterView:
         rows = [self._row(p, rates.get(_key(p)), worst.get(_key(p))) for p in snap.partitions]
         spu_rows = [dict(id=s.id, status=s.status, online=s.status == "Online", pid=s.pid or None,
                          leaders=s.leaders, replicas=s.replicas) for s in snap.spus]
-        return Frame(snap.wall_ms, rows, spu_rows, consumers, events)
+        self._last = Frame(snap.wall_ms, rows, spu_rows, consumers, events)
+        return self._last
 
     def history(self) -> dict[str, list[list]]:
         """Each partition's rate over the last ``history_s``: ``{"t/0": [[wall_ms, rate], ...]}``."""

@@ -116,12 +116,15 @@ def test_topic_events():
 
 def test_sc_unreachable_once_then_back():
     view = ClusterView()
+    assert view.update(snap(0.0, error="ClusterNotRunning: gone")).partitions == []     # nothing seen yet
+    view = ClusterView()
     view.update(snap(0.0, [P("t", 0)]))
     down = view.update(snap(1.0, error="ScUnavailable: no SC"))
     again = view.update(snap(2.0, error="ScUnavailable: no SC"))
     back = view.update(snap(3.0, [P("t", 0, 5002, 2)]))
     assert [e.text for e in down.events] == ["SC unreachable: ScUnavailable: no SC"]
-    assert down.error and down.partitions == [] and again.events == []
+    assert down.error and again.events == []
+    assert [p["leader"] for p in down.partitions] == [5001] and len(down.spus) == 2     # the last rows stay
     # The lists of an error frame are not "every partition gone": no topic events on return.
     assert [e.text for e in back.events] == ["SC reachable again", "leader changed t/0: 5001 -> 5002 epoch 1 -> 2"]
 

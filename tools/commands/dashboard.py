@@ -23,6 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 from rillet.tools.args import EXIT_FAILED, EXIT_OK, non_negative, say
 
 SAMPLE_S = 0.25         # a leader change shows on the page within SAMPLE_S + the page's poll (0.3 s)
+# Rate charts for the first MAX_CHARTS partitions only: 240 points each (a minute at 4 Hz) for
+# a cluster's 4,096 would make every poll megabytes; a drill watches a few topics.
+MAX_CHARTS = 64
 HOST = "127.0.0.1"      # never another interface: there is no authentication beyond the token
 
 
@@ -39,8 +42,11 @@ class Dashboard:
 
     def sample_once(self) -> None:
         frame = self._view.update(self._sampler.snapshot())
+        history = self._view.history()
+        charted = [f"{p['topic']}/{p['partition']}" for p in frame.partitions][:MAX_CHARTS]
         state = frame.to_json() | {"cluster": self.cluster, "events": [e.to_json() for e in self._view.events],
-                                   "history": self._view.history()}
+                                   "history": {k: history[k] for k in charted if k in history},
+                                   "charts_left_out": max(0, len(frame.partitions) - MAX_CHARTS)}
         data = json.dumps(state).encode()
         with self._lock:
             self._state = data

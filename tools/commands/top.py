@@ -12,6 +12,7 @@ stderr when the SC does not answer): rates need two samples, so they are empty t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -30,6 +31,7 @@ CONSUMER_COLUMNS = [("CONSUMER", "consumer"), ("TOPIC", "topic"), ("PARTITION", 
 _COLOURS = {"leader": "\x1b[33m", "isr": "\x1b[33m", "spu": "\x1b[36m", "status": "\x1b[35m", "topic": "\x1b[34m",
             "sc": "\x1b[31m"}
 _RESET = "\x1b[0m"
+_ESCAPE = re.compile(r"(\x1b\[[0-9;?]*[A-Za-z])")
 
 
 def clock(wall_ms: int) -> str:
@@ -39,18 +41,18 @@ def clock(wall_ms: int) -> str:
 
 def render_text(cluster: str, frame, events=(), *, colour: bool = False) -> str:
     """One frame as text: a header line, the SPU, partition and consumer tables, recent events."""
-    if frame.error is not None:
-        head = f"cluster {cluster!r} at {clock(frame.wall_ms)}: the SC cannot be asked: {frame.error}"
-        lines = [head]
+    online = sum(1 for s in frame.spus if s["online"])
+    parts_online = sum(1 for p in frame.partitions if p["status"] == "Online")
+    if frame.error is not None:     # the rows below are the last the SC gave
+        lines = [f"cluster {cluster!r} at {clock(frame.wall_ms)}: the SC cannot be asked: {frame.error}"]
     else:
-        online = sum(1 for s in frame.spus if s["online"])
-        parts_online = sum(1 for p in frame.partitions if p["status"] == "Online")
         lines = [f"cluster {cluster!r} at {clock(frame.wall_ms)}: {online}/{len(frame.spus)} SPUs online, "
-                 f"{parts_online}/{len(frame.partitions)} partitions online", "",
-                 table(frame.spus, SPU_COLUMNS), "",
-                 table(frame.partitions, PART_COLUMNS) if frame.partitions else "  no topics"]
-        if frame.consumers:
-            lines += ["", table(frame.consumers, CONSUMER_COLUMNS)]
+                 f"{parts_online}/{len(frame.partitions)} partitions online"]
+    if frame.spus:
+        lines += ["", table(frame.spus, SPU_COLUMNS), "",
+                  table(frame.partitions, PART_COLUMNS) if frame.partitions else "  no topics"]
+    if frame.consumers:
+        lines += ["", table(frame.consumers, CONSUMER_COLUMNS)]
     if events:
         lines += ["", "  EVENTS"]
         for e in events:
@@ -60,9 +62,20 @@ def render_text(cluster: str, frame, events=(), *, colour: bool = False) -> str:
 
 
 def fit(text: str, columns: int, rows: int) -> str:
-    """Cut ``text`` to the terminal (escapes are only in event lines, which keep their start)."""
-    lines = text.split("\n")[:max(1, rows - 1)]
-    return "\n".join(line if "\x1b" in line else line[:columns] for line in lines)
+    """Cut ``text`` to the terminal: ``rows - 1`` lines of ``columns`` visible characters
+    (escape sequences take no room and are all kept, so a colour is always reset)."""
+    return "\n".join(_cut(line, columns) for line in text.split("\n")[:max(1, rows - 1)])
+
+
+def _cut(line: str, columns: int) -> str:
+    out, used = [], 0
+    for part in _ESCAPE.split(line):
+        if part.startswith("\x1b"):
+            out.append(part)
+        else:
+            out.append(part[:max(0, columns - used)])
+            used += len(out[-1])
+    return "".join(out)
 
 
 def cmd_top(args) -> int:
