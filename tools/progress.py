@@ -69,6 +69,14 @@ class Progress:
         self.stream.write("\r" + text + " " * pad)
         self.stream.flush()
 
+    def clear(self) -> None:
+        """Wipe the line, so a message can be written; the next ``update`` draws it again."""
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+            self._drawn_at = -MIN_INTERVAL_S
+
     def finish(self, done: int, done_bytes: int | None = None) -> None:
         """Draw the final figures and end the line (nothing when not a terminal)."""
         if self.enabled:

@@ -48,3 +48,17 @@ def test_redraws_are_throttled_and_the_last_line_ends():
     progress.finish(100)
     assert out.getvalue() == ("\rx: 30 of 100 records (30%), 100 records/s, 0.3 s"
                               "\rx: 100 of 100 records (100%), 100 records/s, 1.0 s\n")
+
+
+def test_clear_wipes_the_line_for_a_message():
+    now = [1.0]
+    out = FakeTty()
+    progress = Progress("x", stream=out, clock=lambda: now[0])
+    progress.clear()                    # nothing drawn: nothing to wipe
+    now[0] = 2.0
+    progress.update(7)
+    drawn = out.getvalue()
+    progress.clear()
+    assert out.getvalue() == drawn + "\r" + " " * (len(drawn) - 1) + "\r"
+    progress.update(8)                  # drawn again at once, not after the throttle
+    assert out.getvalue().endswith("\rx: 8 records, 8 records/s, 1.0 s")

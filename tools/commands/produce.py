@@ -72,6 +72,8 @@ def cmd_produce(args) -> int:
                     if sep is not None:
                         key, found, value = line.partition(sep)
                         if not found:
+                            if progress is not None:
+                                progress.clear()
                             say(f"warning: line {number}: no key separator {args.key_separator!r}; line skipped")
                             bad_lines += 1
                             continue
@@ -82,11 +84,11 @@ def cmd_produce(args) -> int:
                         refused += 1
                         first_refusal = first_refusal or exc
                 producer.flush()
-                if progress is not None:
-                    progress.finish(producer.statistics().records_sent, source.tell())
             except RilletError:
                 pass             # counted from the statistics below
             finally:
+                if progress is not None:        # its line ends before any error line
+                    progress.finish(producer.statistics().records_sent, source.tell())
                 try:
                     producer.close()
                 except RilletError:

@@ -11,6 +11,7 @@ stderr when the SC does not answer): rates need two samples, so they are empty t
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -21,6 +22,7 @@ from rillet.tools.args import EXIT_FAILED, EXIT_OK, duration_s, say
 from rillet.tools.output import table
 
 REFRESH_S = 1.0
+MIN_INTERVAL_S = 0.1        # each refresh asks the SC three things: not in a busy loop
 EVENTS_SHOWN = 8
 PART_COLUMNS = [("TOPIC", "topic"), ("PARTITION", "partition"), ("LEADER", "leader"), ("EPOCH", "leader_epoch"),
                 ("IN-SYNC", "in_sync"), ("STATUS", "status"), ("HW", "hw"), ("LEO", "leo"), ("RATE/S", "rate"),
@@ -123,8 +125,15 @@ def _watch(cluster: str, sampler, view, interval_s: float) -> None:
         out.flush()
 
 
+def interval(text: str) -> float:
+    value = duration_s(text)
+    if value < MIN_INTERVAL_S:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL_S * 1000:.0f}ms, got {text}")
+    return value
+
+
 def add_arguments(parser, *, output: bool = True) -> None:
-    parser.add_argument("--interval", type=duration_s, default=REFRESH_S, metavar="DUR",
+    parser.add_argument("--interval", type=interval, default=REFRESH_S, metavar="DUR",
                         help="time between refreshes on a terminal (default 1s)")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit, even on a terminal")
     if output:
