@@ -62,6 +62,7 @@ def test_top_in_a_pipe_prints_one_plain_snapshot(cluster):
     assert (part0["leader"], part0["hw"], part0["leo"], part0["lag"], part0["rate"]) == (5001, 15, 15, 5, None)
     assert {"consumer": "c1", "topic": "top-topic", "partition": 0, "offset": 9, "lag": 5} in snapshot["consumers"]
     assert snapshot["spus"][0]["online"] is True and snapshot["error"] is None and snapshot["events"] == []
+    assert snapshot["cluster"] == cluster.name and isinstance(snapshot["wall_ms"], int)
 
     watch = ok(run_cli(cluster, "cluster", "status", "--watch"))
     assert watch.splitlines()[0].startswith(f"cluster '{cluster.name}' at ") and "top-topic" in watch

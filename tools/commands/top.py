@@ -97,7 +97,7 @@ def cmd_top(args) -> int:
             if output == "table":
                 print(render_text(paths.cluster, frame))
             else:
-                print(json.dumps(frame.to_json(), indent=2))
+                print(json.dumps({"cluster": paths.cluster} | frame.to_json(), indent=2))
             return EXIT_OK
         _watch(paths.cluster, sampler, view, args.interval)
     return EXIT_OK
