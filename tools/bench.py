@@ -234,7 +234,16 @@ def build_parser() -> _Parser:
     p.add_argument("--keep", action="store_true", help="keep the cluster's home directory (logs) after the run")
     p.add_argument("--metrics", action="store_true",
                    help="run with the metrics endpoint on, scraped every second (to measure what metrics cost)")
+    p.add_argument("--plot", type=_svg_path, default=None, metavar="FILE.svg",
+                   help="also draw throughput over time and W3's latency distribution into FILE.svg")
     return p
+
+
+def _svg_path(text: str) -> str:
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"no directory {folder} for {text}")
+    return text
 
 
 def parse_args(argv: list[str] | None) -> tuple[list[Run], bool]:
@@ -313,9 +322,11 @@ def _blank(run: Run) -> dict:
     return line
 
 
-def measure(ctx, cluster, run: Run) -> dict:
-    """Run one workload on a topic of its own; the result line, with "error" on failure."""
+def measure(ctx, cluster, run: Run, plot: dict | None = None) -> dict:
+    """Run one workload on a topic of its own; the result line, with "error" on failure.
+    ``plot``, when given, collects the throughput series and W3's latencies for --plot."""
     line, procs = _blank(run), {}
+    watch = LogWatch(cluster, run, progress=True, series=plot is not None)
     try:
         cluster.create_topic(run.topic, partitions=run.partitions)
         results, go = ctx.Queue(), ctx.Event()
@@ -330,8 +341,15 @@ def measure(ctx, cluster, run: Run) -> dict:
         _collect(lambda: all(e.is_set() for e in ready.values()), results, procs, got, SETUP_TIMEOUT_S, "ready")
         servers = _server_processes(cluster)
         server_cpu = _cpu_times(servers)
+        watch.start()                   # progress and --plot only; reads shared memory, asks nothing
         go.set()
         _collect(lambda: len(got) == len(procs), results, procs, got, run.timeout_s, "done")
+        watch.stop()
+        samples = got.get("consumer", {}).pop("latency_samples", None)
+        if plot is not None:
+            plot["series"][run.workload] = watch.series
+            if samples is not None:
+                plot["latencies_us"] = [ns / 1000 for ns in samples]
         line.update(_figures(run, got))
         server_used = {name: used - server_cpu[name] for name, used in _cpu_times(servers).items()}
         if not any(math.isnan(v) for v in server_used.values()):
@@ -341,6 +359,7 @@ def measure(ctx, cluster, run: Run) -> dict:
         line["error"] = f"{type(exc).__name__}: {exc}"
         _say(f"rillet-bench: {run.workload} failed: {line['error']}")
     finally:
+        watch.stop()
         for proc in procs.values():
             _kill(proc)
     return line
@@ -439,16 +458,23 @@ def _kill(proc) -> None:
 
 
 
-def run_all(runs: list[Run], keep: bool = False) -> int:
-    """Run the workloads, one cluster per SPU count (in order of first use); 1 if any failed."""
+def run_all(runs: list[Run], keep: bool = False, plot_path: str | None = None) -> int:
+    """Run the workloads, one cluster per SPU count (in order of first use); 1 if any failed.
+    With ``plot_path``, then draw throughput over time and W3's latencies there (SVG)."""
     ctx = mp.get_context("spawn")       # never fork the parent: it may hold threads
     failed = False
+    plot = {"series": {}, "latencies_us": None} if plot_path else None
     for spus in dict.fromkeys(run.spus for run in runs):
-        failed = _run_on_cluster(ctx, spus, [r for r in runs if r.spus == spus], keep) or failed
+        failed = _run_on_cluster(ctx, spus, [r for r in runs if r.spus == spus], keep, plot) or failed
+    if plot_path:
+        from .bench_plot import write_svg
+        write_svg(plot_path, {w: s for w, s in plot["series"].items() if s}, plot["latencies_us"],
+                  f"rillet-bench {','.join(r.workload for r in runs)}, {time.strftime('%Y-%m-%d %H:%M')}")
+        _say(f"rillet-bench: wrote {plot_path}")
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _run_on_cluster(ctx, spus: int, runs: list[Run], keep: bool) -> bool:
+def _run_on_cluster(ctx, spus: int, runs: list[Run], keep: bool, plot: dict | None = None) -> bool:
     """Start a cluster, print one line per workload, stop the cluster whatever happens; True if one failed."""
     from rillet.testing import LocalCluster
     home = tempfile.mkdtemp(prefix="rillet-bench-")
@@ -468,7 +494,8 @@ def _run_on_cluster(ctx, spus: int, runs: list[Run], keep: bool) -> bool:
             _say(f"rillet-bench: {run.workload}: " + (f"{run.kills} leader kills, {run.kill_interval_s:g} s apart"
                  if run.mode == "failover" else f"{run.records} records of {run.size} B ({run.mode})"))
             line = {**_blank(run), "error": not_started} if not_started else \
-                (bench_failover.measure_failover if run.mode == "failover" else measure)(ctx, cluster, run)
+                bench_failover.measure_failover(ctx, cluster, run) if run.mode == "failover" else \
+                measure(ctx, cluster, run, plot)
             line.update(python=platform.python_version(), ts=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             if scraper is not None:
                 line.update(metrics=True, metrics_scrapes=scraper.take())
@@ -532,13 +559,14 @@ def _interrupt(signum, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        runs, keep = parse_args(argv)
+        args = build_parser().parse_args(argv)
+        runs = parse_runs(args)
     except UsageError as exc:
         _say(str(exc))
         return EXIT_USAGE
     previous = signal.signal(signal.SIGTERM, _interrupt)   # `timeout`, CI cancellation: still tear down
     try:
-        return run_all(runs, keep)
+        return run_all(runs, args.keep, args.plot)
     except KeyboardInterrupt:
         _say("rillet-bench: interrupted; cluster stopped")
         return EXIT_INTERRUPTED
@@ -548,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # Imported after the harness they use is defined (both import from this module).
 from . import bench_children, bench_failover  # noqa: E402
+from .bench_watch import LogWatch  # noqa: E402
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ def _consume(run: Run, index: int, ready, go, deadline_ns: int) -> dict:
         lat.extend(p["lat"])
     return {"count": next(seen) - 1, "wrong_size": sum(p["wrong_size"] for p in parts), "cpu_s": _cpu_s() - cpu0,
             "t_last_ns": max((p["t_last_ns"] for p in parts if p["t_last_ns"] is not None), default=None),
-            "latency": _percentiles(lat) if run.mode == "latency" else None}
+            "latency": _percentiles(lat) if run.mode == "latency" else None,
+            "latency_samples": lat if run.mode == "latency" else None}     # for --plot; the parent drops them
 
 
 def _drain_in_thread(drain, stream, run: Run, seen, part: dict, finished: threading.Semaphore) -> None:

@@ -113,6 +113,9 @@ def _make_current(paths: ClusterPaths) -> None:
 
 def cmd_cluster_status(args) -> int:
     from rillet.broker import launcher
+    if args.watch:                  # `cluster status --watch` is `rillet top`
+        from .commands.top import cmd_top
+        return cmd_top(args)
     paths = _paths(args)
     try:
         status = launcher.cluster_status(paths)
@@ -300,7 +303,11 @@ def build_parser() -> Parser:
                        help="serve Prometheus metrics on 127.0.0.1:N/metrics (0: any free port; kept across "
                             "restarts; off: stop serving them)")
     start.set_defaults(func=cmd_cluster_start)
-    csub.add_parser("status", help="is the cluster running?").set_defaults(func=cmd_cluster_status)
+    status = csub.add_parser("status", help="is the cluster running? (--watch: live, as rillet top)")
+    status.add_argument("--watch", action="store_true", help="the live view of rillet top")
+    from .commands import top
+    top.add_arguments(status, output=False)
+    status.set_defaults(func=cmd_cluster_status)
     csub.add_parser("stop", help="stop every process; data is kept").set_defaults(func=cmd_cluster_stop)
     csub.add_parser("delete", help="stop and delete all data").set_defaults(func=cmd_cluster_delete)
     spu = csub.add_parser("spu", help="SPUs of the cluster")
@@ -351,8 +358,10 @@ def build_parser() -> Parser:
     plist.set_defaults(func=cmd_partition_list)
 
     from .commands import consume, produce
-    from .commands import consumer, profile
+    from .commands import consumer, dashboard, profile
     produce.register(sub)
+    top.register(sub)
+    dashboard.register(sub)
     profile.register(sub)
     consume.register(sub)
     consumer.register(sub)

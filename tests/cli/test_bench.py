@@ -197,3 +197,56 @@ def test_metrics_option_runs_with_the_endpoint_scraped():
     assert "metrics scrape failed" not in result.stderr
     assert not leftovers(result.stderr)
     assert "metrics" not in json.loads(bench("--workload", "W1", "--records", "1000").stdout)
+
+
+def test_plot_draws_an_svg_and_a_pipe_gets_no_progress(tmp_path):
+    import xml.etree.ElementTree as ET
+    out = tmp_path / "bench.svg"
+    result = bench("--workload", "W1,W3", "--records", "2000", "--timeout", "120", "--plot", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and " records/s" not in result.stderr       # no progress line in a pipe
+    assert all(line.startswith("rillet-bench: ") for line in result.stderr.splitlines()), result.stderr
+    assert f"rillet-bench: wrote {out}" in result.stderr
+    root = ET.parse(out).getroot()                  # well-formed, or this raises
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == f"{ns}svg"
+    texts = [t.text or "" for t in root.iter(f"{ns}text")]
+    assert any(t.startswith("W1: throughput over time") for t in texts), texts
+    assert any(t.startswith("W3: throughput over time") for t in texts), texts
+    assert "W3: one-way latency distribution" in texts and any(t.startswith("p99 ") for t in texts)
+    assert len(list(root.iter(f"{ns}polyline"))) == 2 and len(list(root.iter(f"{ns}rect"))) > 10
+    assert not leftovers(result.stderr)
+
+
+def test_plot_needs_an_existing_directory(tmp_path):
+    result = bench("--plot", str(tmp_path / "missing" / "x.svg"), timeout=30)
+    assert result.returncode == 2 and "no directory" in result.stderr
+
+
+def test_progress_on_a_terminal():
+    import pty
+    import select
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "rillet.tools.bench", "--workload", "W1", "--records", "2000"],
+                            stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    seen = b""
+    try:
+        while select.select([leader], [], [], 60)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:         # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        proc.stdout.close()
+        os.close(leader)
+    text = seen.decode()
+    assert "\rrillet-bench: W1: 2,000 of 2,000 records (100%), " in text, text
+    assert not leftovers(text)

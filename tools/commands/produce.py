@@ -9,12 +9,14 @@ and exit 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rillet.tools.args import (
     EXIT_FAILED, EXIT_OK, UsageError, codec, duration_ms, name, non_negative, positive, say, size,
 )
 
+PROGRESS_EVERY = 1023          # look at the clock every 1,024 lines (a mask): nothing on the hot path
 _RETRY_FLAGS = ("retry_max", "retry_initial_delay", "retry_max_delay", "retry_timeout", "retry_strategy")
 
 
@@ -57,16 +59,21 @@ def cmd_produce(args) -> int:
     bad_lines = refused = 0
     first_refusal: RilletError | None = None
     source = open(args.file, "rb") if args.file else sys.stdin.buffer
+    progress = _progress(args, source)
     try:
         with Fluvio.connect(args.cluster) as fluvio:
             producer = fluvio.topic_producer_with_config(args.topic, config)
             try:
                 for number, line in enumerate(source, 1):
+                    if progress is not None and not number & PROGRESS_EVERY:
+                        progress.update(number, source.tell())
                     line = line.rstrip(b"\r\n") if not args.raw else line
                     key = fixed_key
                     if sep is not None:
                         key, found, value = line.partition(sep)
                         if not found:
+                            if progress is not None:
+                                progress.clear()
                             say(f"warning: line {number}: no key separator {args.key_separator!r}; line skipped")
                             bad_lines += 1
                             continue
@@ -80,6 +87,8 @@ def cmd_produce(args) -> int:
             except RilletError:
                 pass             # counted from the statistics below
             finally:
+                if progress is not None:        # its line ends before any error line
+                    progress.finish(producer.statistics().records_sent, source.tell())
                 try:
                     producer.close()
                 except RilletError:
@@ -95,6 +104,16 @@ def cmd_produce(args) -> int:
         say(f"error: {failed} of {total} records failed: {reason}")
         return EXIT_FAILED
     return EXIT_FAILED if bad_lines else EXIT_OK
+
+
+def _progress(args, source):
+    """A progress line for ``-f FILE`` on a terminal (stderr); None otherwise, so a pipe
+    gets nothing and the loop pays for nothing."""
+    from rillet.tools.progress import Progress
+    if not args.file:
+        return None
+    progress = Progress(f"produce {args.topic}", total_bytes=os.fstat(source.fileno()).st_size)
+    return progress if progress.enabled else None
 
 
 def _strategy(text: str) -> str:
