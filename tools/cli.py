@@ -306,11 +306,12 @@ def build_parser() -> Parser:
     plist.set_defaults(func=cmd_partition_list)
 
     from .commands import consume, produce
-    from .commands import consumer, profile
+    from .commands import connector, consumer, profile
     produce.register(sub)
     profile.register(sub)
     consume.register(sub)
     consumer.register(sub)
+    connector.register(sub)
     _accept_cluster_everywhere(p)
     return p
 
