@@ -11,7 +11,8 @@ is kept in ``sc/connectors/<name>.json`` (client/connectors/_store.py).
   Exit 3 (a config refused at start, ``StopConnector``): failed; not restarted.
 * `cluster stop`: SIGTERM to each (a sink flushes its committed offsets), SIGKILL after
   STOP_WAIT_S; before the SPUs stop, while the SC still answers offset flushes.
-* `cluster start`: every kept connector is started again, once its topic is Online.
+* `cluster start`: every kept connector is started again, once its topic is Online (but
+  not one that finished or failed: that is kept in its record until it is deleted).
 * SC restart: connector processes still running are adopted (followed by pid; the
   supervisor, a child subreaper, reaps them), so a restarted SC neither doubles nor leaks
   one; an unknown one (deleted meanwhile) is killed. Restart counts start from 0 again.
@@ -105,7 +106,11 @@ class Connectors:
         self.sc = sc
         self.paths = sc.paths
         self.log: logging.Logger = sc.log
-        self.slots: dict[str, Slot] = {n: Slot(n, r) for n, r in _store.load_all(self.paths).items()}
+        self.slots: dict[str, Slot] = {}
+        for name, record in _store.load_all(self.paths).items():
+            ended = record.get("ended") or {}       # finished or failed for good: kept so, across restarts
+            self.slots[name] = Slot(name, record, status=ended.get("status", "starting"),
+                                    last_exit=ended.get("last_exit", ""))
         self.stopping = False
 
     def routes(self) -> dict:
@@ -159,6 +164,8 @@ class Connectors:
                 log("connector %s %s after %.1f s: %s", slot.name, slot.last_exit, lived,
                     f"restarting in {delay:.1f} s" if delay is not None else slot.status)
                 if delay is None:
+                    slot.record["ended"] = {"status": slot.status, "last_exit": slot.last_exit}
+                    _store.save(self.paths, slot.name, slot.record)
                     continue
                 slot.next_start = now + delay
                 slot.restarts += 1

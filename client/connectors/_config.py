@@ -141,7 +141,7 @@ def _name(value, where: str, kind: str) -> str:
         raise _fail(where, str(exc)) from None
 
 
-def _consumer(value) -> ConsumerSection:
+def _consumer(value, *, require_id: bool = True) -> ConsumerSection:
     where = "meta.consumer"
     section = _mapping(value, where)
     unknown = set(section) - {"id", "partition", "max-bytes", "offset"}
@@ -173,7 +173,7 @@ def _consumer(value) -> ConsumerSection:
         kw["start"] = _start(offset["start"], f"{where}.offset.start")
     if "flush-period" in offset:
         kw["flush_period_s"] = _flush_period(offset["flush-period"], f"{where}.offset.flush-period")
-    if kw.get("strategy", "auto") != "none" and "id" not in kw:
+    if require_id and kw.get("strategy", "auto") != "none" and "id" not in kw:
         raise _fail(f"{where}.id", "required when offset.strategy is not none (offsets are stored under it)")
     return ConsumerSection(**kw)
 
@@ -271,7 +271,9 @@ def parse_config(doc, *, known_types: dict[str, tuple[str, str]] | None = None) 
     config = ConnectorConfig(
         name=name, type=ctype, version=version, topic=_topic(meta["topic"]), direction=direction,
         section_name=section_name, section=section,
-        consumer=_consumer(meta.get("consumer")) if direction != "source" else ConsumerSection(strategy="none"),
+        # a user type's direction is known once its module is imported (with_direction checks the id then)
+        consumer=(ConsumerSection(strategy="none") if direction == "source"
+                  else _consumer(meta.get("consumer"), require_id=direction == "sink")),
         producer=_producer(meta.get("producer")), secrets=_secrets(meta.get("secrets")),
         create_topic=bool(meta.get("create-topic", False)), module=module, raw=doc,
     )
