@@ -6,8 +6,8 @@ connector is its own OS process (``python -m rillet.connectors --cluster C --hom
 --name N``) in the cluster's session, logging to ``logs/connector-<name>.log``; its config
 is kept in ``sc/connectors/<name>.json`` (client/connectors/_store.py).
 
-* Died (any exit but 0 and 3, any signal): started again after `restart_delay_s` (0.2 s,
-  doubling while it keeps dying young, up to 10 s). Exit 0 (a source that ended): finished.
+* Died (any exit but 0 and 3, any signal): started again after `restart_delay_s` (at
+  once, then 0.2 s doubling while it keeps dying young, up to 10 s). Exit 0 (a source that ended): finished.
   Exit 3 (a config refused at start, ``StopConnector``): failed; not restarted.
 * `cluster stop`: SIGTERM to each (a sink flushes its committed offsets), SIGKILL after
   STOP_WAIT_S; before the SPUs stop, while the SC still answers offset flushes.
@@ -50,8 +50,12 @@ EXIT_DONE, EXIT_FAILED = 0, 3
 
 
 def restart_delay_s(failures: int) -> float:
-    """Delay before the next start after ``failures`` deaths in a row (each young)."""
-    return min(FIRST_DELAY_S * 2 ** max(0, failures - 1), MAX_DELAY_S)
+    """Delay before the next start after ``failures`` deaths in a row (each young): none
+    for the first (a killed connector is back at once), then doubling from FIRST_DELAY_S
+    up to MAX_DELAY_S, so one that keeps crashing costs little CPU."""
+    if failures <= 1:
+        return 0.0
+    return min(FIRST_DELAY_S * 2 ** (failures - 2), MAX_DELAY_S)
 
 
 def after_exit(code: int | None, lived_s: float, failures: int) -> tuple[str, int, float | None]:

@@ -129,9 +129,12 @@ async def run_sink(kind: ConnectorType, ctx: Context, fluvio, stop: asyncio.Even
             log.info("consumer %r: %s", cfg.consumer.id,
                      f"resuming after stored offsets {stored}" if stored else f"no stored offset; starting at {cfg.consumer.start}")
         while not stop.is_set():
-            record = await _race(it.__anext__(), stop)
-            if record is None:
-                break
+            if consumer._ready:               # buffered: no wait, so no race with a stop either
+                record = await it.__anext__()
+            else:
+                record = await _race(it.__anext__(), stop)
+                if record is None:
+                    break
             if kind.batch:
                 batch = [record]
                 while consumer._ready:

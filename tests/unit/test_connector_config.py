@@ -149,16 +149,17 @@ def test_secrets_file():
 @pytest.mark.parametrize("code, lived, failures, expected", [
     (0, 1.0, 3, ("finished", 0, None)),                   # a source that ended
     (3, 1.0, 2, ("failed", 2, None)),                     # refused config / StopConnector
-    (-9, 1.0, 0, ("restarting", 1, 0.2)),                 # SIGKILL: back after 0.2 s
-    (1, 1.0, 1, ("restarting", 2, 0.4)),                  # dying young again: doubling
+    (-9, 1.0, 0, ("restarting", 1, 0.0)),                 # SIGKILL: back at once
+    (1, 1.0, 1, ("restarting", 2, 0.2)),                  # dying young again: backing off
+    (1, 1.0, 2, ("restarting", 3, 0.4)),                  # doubling
     (1, 1.0, 9, ("restarting", 10, 10.0)),                # capped
-    (None, 60.0, 7, ("restarting", 1, 0.2)),              # ran a while (adopted: code unknown): reset
-    (143, 30.0, 0, ("restarting", 1, 0.2)),               # SIGTERM from outside: restarted
+    (None, 60.0, 7, ("restarting", 1, 0.0)),              # ran a while (adopted: code unknown): reset
+    (143, 30.0, 0, ("restarting", 1, 0.0)),               # SIGTERM from outside: restarted
 ])
 def test_after_exit(code, lived, failures, expected):
     assert after_exit(code, lived, failures) == expected
 
 
 def test_restart_delay_grows_and_is_capped():
-    assert [restart_delay_s(n) for n in (1, 2, 3, 4)] == [0.2, 0.4, 0.8, 1.6]
+    assert [restart_delay_s(n) for n in (1, 2, 3, 4, 5)] == [0.0, 0.2, 0.4, 0.8, 1.6]
     assert restart_delay_s(50) == 10.0
