@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,8 +19,8 @@ import pytest
 from rillet import ConsumerConfig, DeliverySemantic, Isolation, Offset, TopicProducerConfigBuilder
 from rillet.connectors import sink, source
 
-from tests.conftest import run_cli
-from tests.integration._web import Web
+# Only rillet and pytest at the top: connector processes import this file (python.module), from
+# whatever directory the cluster was started in. The local HTTP server is imported where used.
 
 
 # --- a user's own connectors --------------------------------------------------------------------
@@ -28,6 +30,8 @@ def collect(records, ctx):
     """Appends each batch's values, one per line, to the file its section names."""
     with open(ctx.config["path"], "a") as f:
         f.writelines(r.value_string() + "\n" for r in records)
+    if "token" in ctx.config:
+        ctx.log.info("token is %s", ctx.config["token"])        # the runtime must redact this
 
 
 @source("count-source")
@@ -81,8 +85,14 @@ http:
 {http_extra}"""
 
 
+def run_cli(cluster, *args: str, timeout: float = 60, env: dict | None = None):
+    return subprocess.run([sys.executable, "-m", "rillet.tools.cli", *args], capture_output=True,
+                          env={**cluster.env, **(env or {})}, timeout=timeout)
+
+
 @pytest.fixture
 def web():
+    from tests.integration._web import Web
     server = Web()
     yield server
     server.close()
@@ -97,10 +107,10 @@ def made(cluster):
         run_cli(c, "connector", "delete", name)
 
 
-def create(cluster, tmp_path: Path, text: str, *extra: str, made=None, name=None):
+def create(cluster, tmp_path: Path, text: str, *extra: str, made=None, name=None, env=None):
     path = tmp_path / f"{name or 'connector'}.yaml"
     path.write_text(text)
-    result = run_cli(cluster, "connector", "create", "--config", str(path), *extra)
+    result = run_cli(cluster, "connector", "create", "--config", str(path), *extra, env=env)
     if made is not None and result.returncode == 0:
         made.append((cluster, name))
     return result
@@ -326,10 +336,14 @@ python:
   module: ./{Path(__file__).name}
 collect-sink:
   path: {out}
-""".replace("./test_connectors.py", str(Path(__file__))), made=made, name="collector"))
+  token: "${{{{ secrets.USER_TOKEN }}}}"
+""".replace("./test_connectors.py", str(Path(__file__))), made=made, name="collector",
+              env={"USER_TOKEN": "env-7oken-553"}))    # no --secrets file: taken from the environment
     wait_for(lambda: out.exists() and out.read_text().split() == [f"n{i}" for i in range(7)], what="collected")
     row = wait_for(lambda: (r := listing(cluster)["collector"])["offset"] == 6 and r, what="offset 6")
     assert row["lag"] == 0
+    logs = ok(run_cli(cluster, "connector", "logs", "collector"))
+    assert "token is ***" in logs and "env-7oken-553" not in logs
 
     # an SC restart adopts the running connector: same pid, nothing doubled or leaked
     pid = row["pid"]
@@ -361,7 +375,7 @@ def test_a_bad_config_is_refused_with_the_field_named(cluster, tmp_path, edit, f
     lines = result.stderr.decode().strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr.decode()
     assert lines[0].startswith("error: ") and field in lines[0], lines[0]
-    assert "my-http-sink" not in listing(cluster) or field.startswith("meta.topic") is False
+    assert "my-http-sink" not in listing(cluster)          # nothing kept
 
 
 def test_missing_secret_and_unknown_connector(cluster, tmp_path):
@@ -370,6 +384,14 @@ def test_missing_secret_and_unknown_connector(cluster, tmp_path):
     result = create(cluster, tmp_path, text)
     assert result.returncode == 1
     assert result.stderr.decode().startswith("error: secrets.NOT_SET_ANYWHERE: no value")
+    user = SEED_YAML.replace("type: http-sink", "type: nowhere-sink") + "python:\n  module: ./missing.py\n"
+    result = create(cluster, tmp_path, user)
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith("error: python.module: no such file ")
+    user = SEED_YAML.replace("type: http-sink", "type: nowhere-sink") + f"python:\n  module: {__file__}\n"
+    result = create(cluster, tmp_path, user)
+    assert result.returncode == 1
+    assert "does not register 'nowhere-sink'" in result.stderr.decode()
     for action in ("delete", "logs"):
         result = run_cli(cluster, "connector", action, "nobody")
         assert result.returncode == 1 and result.stderr.decode() == "error: connector 'nobody' not found\n"

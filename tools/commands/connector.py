@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from rillet.ipc.errors import ConnectorConfigError, ConnectorNotFound, RilletError
-from rillet.tools.args import EXIT_OK, Parser, name
+from rillet.tools.args import EXIT_OK, Parser, name, say
 from rillet.tools.output import FORMATS, render
 
 COLUMNS = [("NAME", "name"), ("TYPE", "type"), ("STATUS", "status"), ("PID", "pid_text"), ("RESTARTS", "restarts"),
@@ -107,6 +107,9 @@ def cmd_connector_list(args) -> int:
     rows = rows_of(list_connectors(_paths(args)))
     if args.output != "table":
         print(render(rows, [], args.output))
+        return EXIT_OK
+    if not rows:
+        say("no connectors")
         return EXIT_OK
     for row in rows:
         row["pid_text"] = row["pid"] or "-"
