@@ -20,10 +20,8 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 
 class _Sink(http.server.BaseHTTPRequestHandler):
@@ -67,9 +65,9 @@ def run(records: int) -> dict:
     from rillet.testing import LocalCluster
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    home = Path(tempfile.mkdtemp(prefix="rillet-bench-conn-"))
     try:
-        with LocalCluster(spus=1, home=home) as cluster:
+        with LocalCluster(spus=1) as cluster:            # its own temporary home, removed after
+            home = cluster.home
             cluster.create_topic("bench")
             with cluster.fluvio().topic_producer_with_config("bench", TopicProducerConfigBuilder().build()) as p:
                 for i in range(records):
@@ -101,10 +99,14 @@ http:
                 p.send(None, "after-kill")
                 p.flush()
             _wait(lambda: len(_Sink.times) > seen)
-            return {"records": records, "sink_records_per_s": round((records - 1) / (last - first)),
-                    "restart_ms": round((listed - killed) * 1000),
-                    "redeliver_ms": round((_Sink.times[seen] - killed) * 1000),
-                    "load_avg_1m": os.getloadavg()[0]}
+            figures = {"records": records, "sink_records_per_s": round((records - 1) / (last - first)),
+                   "restart_ms": round((listed - killed) * 1000),
+                   "redeliver_ms": round((_Sink.times[seen] - killed) * 1000),
+                   "load_avg_1m": os.getloadavg()[0]}
+        left = cluster.leftovers()
+        if left:
+            raise RuntimeError(f"the cluster left {left}")
+        return figures
     finally:
         server.shutdown()
         server.server_close()

@@ -163,3 +163,12 @@ def test_after_exit(code, lived, failures, expected):
 def test_restart_delay_grows_and_is_capped():
     assert [restart_delay_s(n) for n in (1, 2, 3, 4, 5)] == [0.0, 0.2, 0.4, 0.8, 1.6]
     assert restart_delay_s(50) == 10.0
+
+
+def test_the_connector_api_is_pinned():
+    import rillet.connectors as api
+    assert sorted(api.__all__) == sorted([
+        "sink", "source", "Context", "StopConnector", "ConnectorConfig", "parse_config", "parse_secrets_file",
+        "resolve_secrets", "redact"])
+    for name in api.__all__:
+        assert hasattr(api, name), name
