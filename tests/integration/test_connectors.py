@@ -34,6 +34,11 @@ def collect(records, ctx):
         ctx.log.info("token is %s", ctx.config["token"])        # the runtime must redact this
 
 
+@sink("crash-sink")
+def crash(record, ctx):
+    raise RuntimeError(f"cannot take offset {record.offset()}")
+
+
 @source("count-source")
 async def count(ctx):
     for i in range(ctx.config.get("count", 5)):
@@ -353,6 +358,30 @@ collect-sink:
     assert (row["pid"], row["status"]) == (pid, "running")
     from rillet.broker.launcher import CONNECTOR, cluster_processes
     assert sorted(p.pid for p in cluster_processes(cluster.paths, modules=(CONNECTOR,))) == [pid]
+
+
+def test_a_crashing_connector_is_restarted_with_backoff(cluster, made, tmp_path):
+    cluster.create_topic("crash-topic")
+    produce(cluster, "crash-topic", ["x"])
+    ok(create(cluster, tmp_path, f"""\
+apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: crasher
+  type: crash-sink
+  topic: crash-topic
+  consumer: {{id: crasher, offset: {{strategy: auto, start: beginning}}}}
+python:
+  module: {__file__}
+""", made=made, name="crasher"))
+    started = time.monotonic()
+    row = wait_for(lambda: (r := listing(cluster)["crasher"])["restarts"] >= 3 and r, what="3 restarts")
+    # delays 0, 0.2, 0.4 s between the deaths (each after a start-up): never a tight loop
+    assert time.monotonic() - started >= 0.6
+    assert row["last_exit"] == "exit code 1" and row["offset"] == -1        # never committed
+    logs = ok(run_cli(cluster, "connector", "logs", "crasher"))
+    assert "RuntimeError: cannot take offset 0" in logs
+    assert ok(run_cli(cluster, "cluster", "status"))                         # the SC is fine
 
 
 def _sc_back(cluster) -> bool:
