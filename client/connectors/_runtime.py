@@ -77,13 +77,16 @@ async def _race(awaitable, stop: asyncio.Event):
     return None
 
 
-def consumer_config(cfg: ConnectorConfig):
+def consumer_config(cfg: ConnectorConfig, *, stored: bool = False):
+    """The sink's consumer. ``stored``: its id has offsets stored, so it resumes after them
+    (``beginning()`` counts from the stored offset); an absolute start only applies to a
+    consumer with none, as Fluvio's ``offset.start`` does."""
     from rillet import ConsumerConfigExtBuilder, Isolation, Offset, OffsetManagementStrategy
     c = cfg.consumer
     builder = ConsumerConfigExtBuilder(cfg.topic).isolation(Isolation.ReadCommitted)
     if c.partition is not None:
         builder.partition(c.partition)
-    if c.start == "beginning":
+    if c.start == "beginning" or (stored and c.start != "end"):
         builder.offset_start(Offset.beginning())
     elif c.start == "end":
         builder.offset_start(Offset.end())
@@ -100,7 +103,9 @@ def consumer_config(cfg: ConnectorConfig):
 async def run_sink(kind: ConnectorType, ctx: Context, fluvio, stop: asyncio.Event) -> None:
     cfg, log = ctx.connector, ctx.log
     keeps_offsets = cfg.consumer.strategy != "none"
-    consumer = fluvio.consumer_with_config(consumer_config(cfg))
+    stored = keeps_offsets and any(o.consumer_id == cfg.consumer.id and o.topic == cfg.topic
+                                   for o in await asyncio.to_thread(fluvio.consumer_offsets))
+    consumer = fluvio.consumer_with_config(consumer_config(cfg, stored=stored))
     call, close = _callable_for(kind, ctx)
 
     def flush(why: str) -> None:

@@ -263,7 +263,6 @@ def test_client_errors_skip_or_stop_and_secrets_stay_secret(cluster, web, made, 
 # --- http-source --------------------------------------------------------------------------------
 
 def test_http_source_polls_and_streams_into_a_topic(cluster, web, made, tmp_path):
-    cluster.create_topic("polled")
     ok(create(cluster, tmp_path, f"""\
 apiVersion: 0.1.0
 meta:
@@ -271,6 +270,7 @@ meta:
   name: poller
   type: http-source
   topic: polled
+  create-topic: true
   producer:
     linger: 1ms
     compression: lz4

@@ -172,3 +172,16 @@ def test_the_connector_api_is_pinned():
         "resolve_secrets", "redact"])
     for name in api.__all__:
         assert hasattr(api, name), name
+
+
+def test_a_sink_reads_committed_and_resumes_after_stored_offsets():
+    from rillet import Isolation, OffsetManagementStrategy
+    from rillet.connectors._runtime import consumer_config
+    cfg = parse_config(changed("meta.consumer.offset.start", {"absolute": 7}))
+    fresh, resumed = consumer_config(cfg), consumer_config(cfg, stored=True)
+    assert (fresh.offset_start.kind, fresh.offset_start.value) == ("absolute", 7)       # nothing stored: start there
+    assert (resumed.offset_start.kind, resumed.offset_start.value) == ("from_beginning", 0)   # after the stored one
+    assert fresh.isolation == Isolation.ReadCommitted
+    assert fresh.offset_strategy == OffsetManagementStrategy.MANUAL and fresh.offset_consumer == "my-http-sink"
+    none = consumer_config(parse_config(changed("meta.consumer", {"offset": {"strategy": "none"}})))
+    assert none.offset_consumer is None and none.offset_strategy == OffsetManagementStrategy.NONE
