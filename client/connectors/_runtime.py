@@ -59,14 +59,14 @@ def _callable_for(kind: ConnectorType, ctx: Context):
     return (lambda item: kind.target(item, ctx)), None
 
 
-async def _race(awaitable, stop: asyncio.Event):
-    """The awaitable's result, or None once ``stop`` is set (the awaitable is cancelled)."""
+STOPPED = object()        # what _race returns when the stop came first
+
+
+async def _race(awaitable, stopped: asyncio.Future):
+    """The awaitable's result, or STOPPED once ``stopped`` is done (the awaitable is then
+    cancelled). ``stopped`` is one long-lived future per run: no task per call for it."""
     task = asyncio.ensure_future(awaitable)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         return task.result()
     task.cancel()
@@ -74,7 +74,16 @@ async def _race(awaitable, stop: asyncio.Event):
         await task
     except (asyncio.CancelledError, StopAsyncIteration, Exception):
         pass
-    return None
+    return STOPPED
+
+
+async def _call(call, item, stopped: asyncio.Future):
+    """Run the sink's call for ``item``; STOPPED if a stop cut a coroutine short (an endpoint
+    being retried must not hold up `cluster stop`: the item is then not committed)."""
+    result = call(item)
+    if inspect.isawaitable(result):
+        return await _race(result, stopped)
+    return result
 
 
 def consumer_config(cfg: ConnectorConfig, *, stored: bool = False):
@@ -122,6 +131,7 @@ async def run_sink(kind: ConnectorType, ctx: Context, fluvio, stop: asyncio.Even
             flush("periodic")
 
     flusher = asyncio.ensure_future(flush_periodically())
+    stopped = asyncio.ensure_future(stop.wait())
     records = 0
     last_progress = time.monotonic()
     try:
@@ -134,23 +144,18 @@ async def run_sink(kind: ConnectorType, ctx: Context, fluvio, stop: asyncio.Even
             log.info("consumer %r: %s", cfg.consumer.id,
                      f"resuming after stored offsets {stored}" if stored else f"no stored offset; starting at {cfg.consumer.start}")
         while not stop.is_set():
-            if consumer._ready:               # buffered: no wait, so no race with a stop either
-                record = await it.__anext__()
-            else:
-                record = await _race(it.__anext__(), stop)
-                if record is None:
-                    break
-            if kind.batch:
-                batch = [record]
-                while consumer._ready:
-                    batch.append(await it.__anext__())
-                await _maybe_await(call(batch))
-                records += len(batch)
-            else:
-                await _maybe_await(call(record))
-                records += 1
+            # consumer._ready: records already buffered, handed out without waiting (no race needed)
+            record = await it.__anext__() if consumer._ready else await _race(it.__anext__(), stopped)
+            if record is STOPPED:
+                break
+            item = [record] if kind.batch else record
+            while kind.batch and consumer._ready:
+                item.append(await it.__anext__())
+            if await _call(call, item, stopped) is STOPPED:
+                break
             if keeps_offsets:
                 consumer.offset_commit()      # only now: the call for it has returned
+            records += len(item) if kind.batch else 1
             ctx.stats["records"] = records
             now = time.monotonic()
             if now - last_progress >= PROGRESS_EVERY_S:
@@ -159,6 +164,7 @@ async def run_sink(kind: ConnectorType, ctx: Context, fluvio, stop: asyncio.Even
                          record.partition())
     finally:
         flusher.cancel()
+        stopped.cancel()
         flush("stop")
         log.info("sink stopped after %d records", records)
         try:
@@ -203,21 +209,25 @@ async def run_source(kind: ConnectorType, ctx: Context, fluvio, stop: asyncio.Ev
     cfg, log = ctx.connector, ctx.log
     producer = _producer(fluvio, cfg)
     next_item, close = _items(kind, ctx)
+    stopped = asyncio.ensure_future(stop.wait())
     records, ended = 0, False
     try:
         while not stop.is_set():
             try:
-                item = await _race(next_item(), stop)
+                item = await _race(next_item(), stopped)
             except StopAsyncIteration:
                 ended = True
                 break
-            if item is None:
+            if item is STOPPED:
                 break
+            if item is None:                  # a source may yield None for "nothing this time"
+                continue
             key, value = item if isinstance(item, tuple) else (None, item)
             producer.send(key, value)
             records += 1
             ctx.stats["records"] = records
     finally:
+        stopped.cancel()
         try:
             await asyncio.to_thread(producer.flush)
         finally:

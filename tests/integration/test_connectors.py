@@ -260,6 +260,29 @@ def test_client_errors_skip_or_stop_and_secrets_stay_secret(cluster, web, made, 
     assert "stopping (on-client-error: stop)" in ok(run_cli(cluster, "connector", "logs", "stopper"))
 
 
+def test_an_endpoint_outage_holds_the_stream_and_a_stop_is_still_prompt(cluster, web, made, tmp_path):
+    cluster.create_topic("outage")
+    produce(cluster, "outage", ["p", "q"])
+    web.status = lambda body: 503
+    ok(create(cluster, tmp_path, sink_yaml("outage-sink", "outage", f"{web.url}/in",
+                                           http_extra="  retry-max-delay: 100ms\n"), made=made, name="outage-sink"))
+    wait_for(lambda: "not delivered (HTTP 503); retrying" in ok(run_cli(cluster, "connector", "logs", "outage-sink")),
+             what="the retry logged")
+    time.sleep(0.5)
+    assert listing(cluster)["outage-sink"]["offset"] == -1          # nothing skipped, nothing committed
+    web.status = lambda body: 200                                   # the endpoint is back: the stream goes on
+    wait_for(lambda: web.bodies() == [b"p", b"q"], what="p and q delivered once the endpoint is back")
+    web.status = lambda body: 503
+    produce(cluster, "outage", ["r"])
+    wait_for(lambda: ok(run_cli(cluster, "connector", "logs", "outage-sink")).count("retrying") >= 2, what="retrying r")
+    started = time.monotonic()
+    ok(run_cli(cluster, "connector", "delete", "outage-sink"))
+    made.clear()
+    assert time.monotonic() - started < 3.0          # a clean stop (SIGKILL would come after 5 s)
+    logs = cluster.paths.log_dir / "connector-outage-sink.log"
+    assert "sink stopped after 2 records" in logs.read_text()
+
+
 # --- http-source --------------------------------------------------------------------------------
 
 def test_http_source_polls_and_streams_into_a_topic(cluster, web, made, tmp_path):
