@@ -150,10 +150,12 @@ def _consumer(value, *, require_id: bool = True) -> ConsumerSection:
     kw: dict = {}
     if "id" in section:
         kw["id"] = _name(section["id"], f"{where}.id", "consumer")
-    if section.get("partition") is not None:
-        p = section["partition"]
+    p = section.get("partition")
+    if isinstance(p, list) and len(p) == 1:
+        p = p[0]
+    if p is not None and p != "all":           # Fluvio: a partition, a list of them, or all
         if not isinstance(p, int) or isinstance(p, bool) or p < 0:
-            raise _fail(f"{where}.partition", f"expected a non-negative integer, got {p!r}")
+            raise _fail(f"{where}.partition", f"expected a partition number or all, got {p!r}")
         kw["partition"] = p
     if section.get("max-bytes") is not None:
         try:

@@ -60,6 +60,7 @@ def test_the_seeds_example_parses_as_written():
     ("meta.consumer.offset.strategy", "sometimes", "meta.consumer.offset.strategy"),
     ("meta.consumer.offset.start", "middle", "meta.consumer.offset.start"),
     ("meta.consumer.id", ..., "meta.consumer.id"),
+    ("meta.consumer.partition", [0, 1], "meta.consumer.partition"),
     ("meta.consumer.id", "Bad Name", "meta.consumer.id"),
     ("meta.topic", ..., "meta.topic"),
     ("meta.topic", {"meta": {"name": "UPPER"}}, "meta.topic.meta.name"),
@@ -97,6 +98,8 @@ def test_durations_sizes_and_spellings_fluvio_uses():
     assert (c.producer.linger_ms, c.producer.batch_size, c.producer.compression) == (10, 65536, "lz4")
     assert parse_config(changed("meta.topic", "plain-topic")).topic == "plain-topic"
     assert parse_config(changed("meta.consumer.offset.start", {"absolute": 7})).consumer.start == 7
+    assert parse_config(changed("meta.consumer.partition", "all")).consumer.partition is None
+    assert parse_config(changed("meta.consumer.partition", [2])).consumer.partition == 2
 
 
 def test_http_source_settings():
