@@ -249,8 +249,12 @@ def test_client_errors_skip_or_stop_and_secrets_stay_secret(cluster, web, made, 
     assert "refused (HTTP 400); skipped (on-client-error: skip)" in logs
     listed = ok(run_cli(cluster, "connector", "list", "-O", "json"))
     assert "${{ secrets.HTTP_TOKEN }}" in listed
-    everything = logs + listed + cluster.paths.sc_log_file.read_text()
+    as_yaml = ok(run_cli(cluster, "connector", "list", "-O", "yaml"))
+    assert "- name: " in as_yaml and "HTTP_TOKEN" in as_yaml
+    everything = logs + listed + as_yaml + cluster.paths.sc_log_file.read_text()
     assert "tok-5ecret-991" not in everything
+    kept = cluster.paths.sc_dir / "connectors" / "skipper.json"       # the one place the value is kept
+    assert "tok-5ecret-991" in kept.read_text() and kept.stat().st_mode & 0o777 == 0o600
 
     # stop: the connector stops for good at the 4xx, not restarted, the record not committed
     ok(create(cluster, tmp_path, sink_yaml("stopper", "err-sink", f"{web.url}/in", http_extra="  on-client-error: stop\n"),
