@@ -297,10 +297,21 @@ def with_direction(config: ConnectorConfig, direction: str) -> ConnectorConfig:
 
 # --- secrets --------------------------------------------------------------------------------
 
+def _secret_ref(value) -> str | None:
+    """NAME for Fluvio's other spelling of a whole value, ``{secret: {name: NAME}}``."""
+    if isinstance(value, dict) and set(value) == {"secret"} and isinstance(value["secret"], dict):
+        name = value["secret"].get("name")
+        return name if isinstance(name, str) else None
+    return None
+
+
 def referenced_secrets(value) -> set[str]:
-    """Names of every ``${{ secrets.NAME }}`` in the strings of ``value`` (nested)."""
+    """Names of every ``${{ secrets.NAME }}`` in the strings of ``value`` (nested), and of
+    every ``{secret: {name: NAME}}`` value."""
     if isinstance(value, str):
         return set(_SECRET.findall(value))
+    if _secret_ref(value) is not None:
+        return {_secret_ref(value)}
     if isinstance(value, dict):
         return set().union(*(referenced_secrets(v) for v in value.values())) if value else set()
     if isinstance(value, list):
@@ -318,6 +329,11 @@ def resolve_secrets(value, secrets: dict[str, str]):
                 raise _fail(f"secrets.{name}", "no value (give it in the --secrets file or the environment)")
             return secrets[name]
         return _SECRET.sub(sub, value)
+    name = _secret_ref(value)
+    if name is not None:
+        if name not in secrets:
+            raise _fail(f"secrets.{name}", "no value (give it in the --secrets file or the environment)")
+        return secrets[name]
     if isinstance(value, dict):
         return {k: resolve_secrets(v, secrets) for k, v in value.items()}
     if isinstance(value, list):

@@ -143,6 +143,13 @@ def test_secrets_are_substituted_only_when_resolved_and_redacted_from_text():
         resolve_secrets(c.section, {"TOKEN": "x"})
 
 
+def test_a_whole_value_as_a_secret_fluvios_other_spelling():
+    c = parse_config(changed("http.endpoint", {"secret": {"name": "MY_URL"}}))
+    assert c.secret_names() == {"MY_URL"}
+    resolved = resolve_secrets(c.section, {"MY_URL": "http://127.0.0.1:9/in"})
+    assert sink_settings(resolved).endpoint == "http://127.0.0.1:9/in"
+
+
 def test_secrets_file():
     assert parse_secrets_file("# comment\n\nTOKEN=abc=def\n OTHER = x \n") == {"TOKEN": "abc=def", "OTHER": "x"}
     with pytest.raises(ConnectorConfigError, match="line 2"):
