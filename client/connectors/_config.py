@@ -47,8 +47,8 @@ class ConsumerSection:
     id: str | None = None
     partition: int | None = None            # None: every partition of the topic
     max_bytes: int | None = None
-    strategy: str = "auto"                  # what a sink does unless told otherwise (Fluvio: none)
-    start: str | int = "beginning"          # "beginning", "end", or an absolute offset
+    strategy: str = "none"                  # Fluvio's default: nothing stored unless asked for
+    start: str | int | tuple = "end"        # Fluvio's default; "beginning", N (absolute), ("from-end", N), ...
     flush_period_s: float = DEFAULT_FLUSH_PERIOD_S
 
 
@@ -175,19 +175,24 @@ def _consumer(value, *, require_id: bool = True) -> ConsumerSection:
         kw["start"] = _start(offset["start"], f"{where}.offset.start")
     if "flush-period" in offset:
         kw["flush_period_s"] = _flush_period(offset["flush-period"], f"{where}.offset.flush-period")
-    if require_id and kw.get("strategy", "auto") != "none" and "id" not in kw:
+    if require_id and kw.get("strategy", "none") != "none" and "id" not in kw:
         raise _fail(f"{where}.id", "required when offset.strategy is not none (offsets are stored under it)")
     return ConsumerSection(**kw)
 
 
-def _start(value, where: str) -> str | int:
-    if isinstance(value, dict) and set(value) == {"absolute"}:
-        value = value["absolute"]
+def _start(value, where: str) -> str | int | tuple:
+    """Fluvio's OffsetConfig: beginning, end, {absolute: N}, {from-beginning: N}, {from-end: N}."""
+    if isinstance(value, dict) and len(value) == 1:
+        (kind, n), = value.items()
+        kind = str(kind).replace("_", "-")
+        if kind in ("absolute", "from-beginning", "from-end") and isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+            return n if kind == "absolute" else (kind, n)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str) and value.lower() in STARTS:
         return value.lower()
-    raise _fail(where, f"expected beginning, end or {{absolute: N}}, got {value!r}")
+    raise _fail(where, f"expected beginning, end, {{absolute: N}}, {{from-beginning: N}} or {{from-end: N}}, "
+                       f"got {value!r}")
 
 
 def _producer(value) -> ProducerSection:

@@ -95,10 +95,13 @@ def consumer_config(cfg: ConnectorConfig, *, stored: bool = False):
     builder = ConsumerConfigExtBuilder(cfg.topic).isolation(Isolation.ReadCommitted)
     if c.partition is not None:
         builder.partition(c.partition)
-    if c.start == "beginning" or (stored and c.start != "end"):
+    if c.start == "beginning" or (stored and isinstance(c.start, int)):
         builder.offset_start(Offset.beginning())
     elif c.start == "end":
         builder.offset_start(Offset.end())
+    elif isinstance(c.start, tuple):            # relative starts count from the stored offset, if any
+        kind, n = c.start
+        builder.offset_start(Offset.from_beginning(n) if kind == "from-beginning" else Offset.from_end(n))
     else:
         builder.offset_start(Offset.absolute(int(c.start)))
     if c.max_bytes:

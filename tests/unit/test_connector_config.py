@@ -98,6 +98,11 @@ def test_durations_sizes_and_spellings_fluvio_uses():
     assert (c.producer.linger_ms, c.producer.batch_size, c.producer.compression) == (10, 65536, "lz4")
     assert parse_config(changed("meta.topic", "plain-topic")).topic == "plain-topic"
     assert parse_config(changed("meta.consumer.offset.start", {"absolute": 7})).consumer.start == 7
+    assert parse_config(changed("meta.consumer.offset.start", {"from-end": 3})).consumer.start == ("from-end", 3)
+    assert parse_config(changed("meta.consumer.offset.start", {"from_beginning": 2})).consumer.start == ("from-beginning", 2)
+    bare = parse_config(changed("meta.consumer", None)).consumer          # Fluvio's defaults
+    assert (bare.id, bare.strategy, bare.start) == (None, "none", "end")
+    assert parse_config(changed("meta.consumer", {"id": "x"})).consumer.strategy == "none"
     assert parse_config(changed("meta.consumer.partition", "all")).consumer.partition is None
     assert parse_config(changed("meta.consumer.partition", [2])).consumer.partition == 2
 
@@ -195,3 +200,6 @@ def test_a_sink_reads_committed_and_resumes_after_stored_offsets():
     assert fresh.offset_strategy == OffsetManagementStrategy.MANUAL and fresh.offset_consumer == "my-http-sink"
     none = consumer_config(parse_config(changed("meta.consumer", {"offset": {"strategy": "none"}})))
     assert none.offset_consumer is None and none.offset_strategy == OffsetManagementStrategy.NONE
+    assert (none.offset_start.kind, none.offset_start.value) == ("from_end", 0)          # Fluvio's default: the end
+    rel = consumer_config(parse_config(changed("meta.consumer.offset.start", {"from-end": 3})), stored=True)
+    assert (rel.offset_start.kind, rel.offset_start.value) == ("from_end", 3)
