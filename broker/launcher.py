@@ -24,7 +24,7 @@ import time
 # (`rillet topic list`) imports this module, and they cost ~25 ms of start-up.
 from rillet.ipc import messages as m
 from rillet.ipc.admin_link import (  # noqa: F401 (admin_connection and the pid helpers are the launcher's API too)
-    ADMIN_WAIT_S, SC, SPU, SUPERVISOR, _cmd_matches, admin_connection, cluster_processes, cluster_status, sc_pid,
+    ADMIN_WAIT_S, CONNECTOR, SC, SPU, SUPERVISOR, _cmd_matches, admin_connection, cluster_processes, cluster_status, sc_pid,
     supervisor_pid,
 )
 from rillet.ipc.connection import Connection

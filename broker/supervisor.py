@@ -239,7 +239,8 @@ class Supervisor:
         """After the SC is gone: SPUs it did not stop (it was dead, or stopped with SIGKILL)."""
         from rillet.broker.launcher import cluster_processes
         import psutil
-        procs = [p for p in cluster_processes(self.paths, modules=("rillet.broker.spu",))]
+        # connectors too: a cluster stopped without its SC leaves none running (broker/sc/connectors.py)
+        procs = [p for p in cluster_processes(self.paths, modules=("rillet.broker.spu", "rillet.connectors"))]
         for proc in procs:
             try:
                 proc.terminate()

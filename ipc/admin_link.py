@@ -21,6 +21,7 @@ from .names import ClusterPaths
 SC = "rillet.broker.sc"
 SPU = "rillet.broker.spu"
 SUPERVISOR = "rillet.broker.supervisor"
+CONNECTOR = "rillet.connectors"          # a connector process (client/connectors/__main__.py)
 # An admin call made while the SC is being restarted waits this long for it (it is
 # back within 2 s of a SIGKILL), then fails with the retriable ScUnavailable.
 ADMIN_WAIT_S = 3.0
@@ -101,9 +102,9 @@ def cluster_status(paths: ClusterPaths) -> m.ClusterStatus:
     with admin_connection(paths) as conn:
         return conn.call(m.ClusterStatusRequest(conn.next_cid()))
 
-def cluster_processes(paths: ClusterPaths, modules: tuple[str, ...] = (SUPERVISOR, SC, SPU)) -> list[psutil.Process]:
-    """Every live supervisor, SC and SPU process of this cluster (by command line), or
-    only those running ``modules``."""
+def cluster_processes(paths: ClusterPaths, modules: tuple[str, ...] = (SUPERVISOR, SC, SPU, CONNECTOR)) -> list[psutil.Process]:
+    """Every live supervisor, SC, SPU and connector process of this cluster (by command
+    line), or only those running ``modules``."""
     import psutil
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):

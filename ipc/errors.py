@@ -287,6 +287,19 @@ class FollowerRefused(RilletError):
     code = 91
 
 
+class ConnectorConfigError(InvalidArgument):
+    """A connector's YAML is refused; the message starts with the field at fault."""
+    code = 100
+
+
+class ConnectorNotFound(RilletError):
+    code = 101
+
+
+class ConnectorAlreadyExists(RilletError):
+    code = 102
+
+
 class InternalError(RilletError):
     """A bug or an unexpected OS error inside a broker; details are in its log."""
     code = 99

@@ -446,6 +446,44 @@ class ConsumerOffsetsDeleted(_Msg, tag=85):
     deleted: list[ConsumerOffsetInfo]
 
 
+# --- connectors (issue 12; tags 100-119) ---------------------------------------------------
+
+class CreateConnector(_Msg, tag=100):
+    cid: int
+    name: str
+    config_json: str             # the connector YAML as loaded, in JSON (secret references, no values)
+    secrets: dict[str, str]      # the values of the secrets it uses (kept by the SC, never listed)
+    base_dir: str = ""           # the YAML's directory: python.module paths are relative to it
+
+
+class ListConnectors(_Msg, tag=101):
+    cid: int
+
+
+class ConnectorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    type: str
+    topic: str
+    direction: str               # sink | source | "" (a user type, before its module was imported)
+    status: str                  # running | starting | restarting | failed | finished
+    pid: int                     # 0 when no process runs
+    restarts: int                # restarts since this SC started
+    offset: int                  # sinks: the consumer's stored last-seen offset summed over partitions, -1 none
+    lag: int                     # sinks: records of the topic (committed) not yet stored as seen, -1 unknown
+    last_exit: str = ""          # how its last process ended ("exit code 1", "signal 9")
+    config_json: str = ""        # the config as given (secret references only)
+
+
+class ConnectorList(_Msg, tag=102):
+    cid: int
+    connectors: list[ConnectorInfo]
+
+
+class DeleteConnector(_Msg, tag=103):
+    cid: int
+    name: str
+
+
 Message = Union[
     Hello, HelloOk, ErrorResponse, Ok,
     ProduceRequest, ProduceResponse, FetchRequest, FetchResponse, OffsetsRequest, OffsetsResponse,
@@ -455,6 +493,7 @@ Message = Union[
     FollowerFetch, FollowerFetchResponse, EpochEndOffset, EpochEndOffsetResponse,
     CommitConsumerOffsets, FetchConsumerOffsets, ListConsumerOffsets, ConsumerOffsetList,
     DeleteConsumerOffsets, ConsumerOffsetsDeleted,
+    CreateConnector, ListConnectors, ConnectorList, DeleteConnector,
 ]
 
 

@@ -358,13 +358,14 @@ def build_parser() -> Parser:
     plist.set_defaults(func=cmd_partition_list)
 
     from .commands import consume, produce
-    from .commands import consumer, dashboard, profile
+    from .commands import connector, consumer, dashboard, profile
     produce.register(sub)
     top.register(sub)
     dashboard.register(sub)
     profile.register(sub)
     consume.register(sub)
     consumer.register(sub)
+    connector.register(sub)
     _accept_cluster_everywhere(p)
     return p
 

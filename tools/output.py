@@ -43,6 +43,8 @@ def _yaml_scalar(value) -> str:
         return str(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return json.dumps(value)    # JSON is YAML's flow style (a connector's config)
     return json.dumps(str(value))   # a JSON string is a valid YAML scalar
 
 

@@ -50,6 +50,7 @@ from . import metrics
 from .live import LivePositions
 from .metrics_http import MetricsEndpoint
 from .stats import ScStats
+from .connectors import Connectors
 from .membership import Membership
 from .offsets import ConsumerOffsetStore
 from .processes import SpuProcesses
@@ -132,6 +133,8 @@ class Controller:
         self.admin_routes[m.ListConsumerOffsets] = self.list_consumer_offsets     # with each partition's HW
         self.membership = Membership(self)
         self.admin_routes.update(self.membership.routes())
+        self.connectors = Connectors(self)
+        self.admin_routes.update(self.connectors.routes())
 
     # --- lifecycle ---
     def ensure_spus(self, count: int | None) -> None:
@@ -247,6 +250,7 @@ class Controller:
             self.reconcile_now()
             if not self.stopping:
                 self.processes.keep_supervisor(time.monotonic())
+                self.connectors.tick(time.monotonic())
             await asyncio.sleep(0.1)
 
     def _forgive_own_pause(self, now: float) -> None:
@@ -536,6 +540,7 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
         loop.add_signal_handler(sig, sc.stop.set)
     sc.ensure_spus(spus)
     sc.adopt(launcher.live_spus(paths))
+    sc.connectors.adopt(launcher.cluster_processes(paths, modules=(launcher.CONNECTOR,)))
     prepare_runtime_dir(paths.runtime_dir)
     server = liveness = None
     try:
@@ -552,12 +557,14 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
         sc.reconcile_now()               # publishes; spawns the SPUs that have no process (a plain start)
         await sc.stop.wait()
         log.info("SC shutting down")
+        await sc.connectors.stop_all()       # first: sinks flush their offsets to us on the way out
         server.close()
         await sc.stop_spus()
         liveness.cancel()
     finally:
         if server is not None:
             server.close()
+        sc.connectors.kill_all()
         sc.processes.kill_all()
         if liveness is not None:
             liveness.cancel()
