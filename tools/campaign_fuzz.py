@@ -211,10 +211,15 @@ def exchange(path, case: Case, timeout_s: float = REPLY_TIMEOUT_S) -> list:
 
 
 class RssSampler:
-    """Peak RSS of some processes, sampled every ``period_s`` on a thread of its own."""
+    """Peak RSS of some processes, sampled every ``period_s`` on a thread of its own.
+
+    Keys are the names given, and ``<name>-anon`` for the anonymous part (heap and buffers,
+    /proc's RssAnon): RSS also counts segment pages a fetch touched, which are page cache
+    shared with every reader, not memory the process holds on a peer's behalf.
+    """
 
     def __init__(self, pids: dict[str, int], period_s: float = 0.02) -> None:
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.pids = dict(pids)
         self.first = self.rss()
         self.peak = dict(self.first)
         self._stop = threading.Event()
@@ -224,11 +229,17 @@ class RssSampler:
 
     def rss(self) -> dict[str, int]:
         out = {}
-        for name, proc in self.procs.items():
+        for name, pid in self.pids.items():
+            out[name] = out[f"{name}-anon"] = 0
             try:
-                out[name] = proc.memory_info().rss
-            except psutil.Error:
-                out[name] = 0
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            out[name] = int(line.split()[1]) * 1024
+                        elif line.startswith("RssAnon:"):
+                            out[f"{name}-anon"] = int(line.split()[1]) * 1024
+            except OSError:
+                pass
         return out
 
     def _run(self) -> None:
@@ -284,7 +295,7 @@ def run_fuzz(cluster, frames: int, seed: int, spu_id: int = 5001) -> dict:
         "by_kind": by_kind, "by_target": by_target, "skipped_valid": skipped,
         "crashes": sum(not ok for ok in alive.values()), "same_pids": alive,
         "rss_mib": {name: {"before": _mib(sampler.first[name]), "peak": _mib(sampler.peak[name]),
-                           "after": _mib(last[name])} for name in pids},
+                           "after": _mib(last[name])} for name in sampler.first},
         "poison_acknowledged": poison_acked, "records_stored_by_fuzz": stored,
         "internal_errors_logged": internal,
         "normal_client_served": served,

@@ -44,7 +44,7 @@ SEGMENT_SIZE = 64 * 1024
 PAGE = 4096
 SECTOR = 512
 TAIL_BATCHES = 3                # "cut" walks every position of the last three batches
-PER_GOLDEN = 1600                # cases per golden directory (its cut points, pages, then random damage)
+RANDOM_PER_GOLDEN = 600         # garbage and bit flips per golden directory, beside its cut points and windows
 KINDS = ("cut", "garbage", "zero-page", "bit-flip")
 CODECS = ("none", "lz4", "zstd", "gzip", "snappy")
 _LOG = logging.getLogger("rillet.campaign.tails")
@@ -104,31 +104,43 @@ def _next_offset(data: bytes, start: int) -> int:
 
 
 def damages(golden: Golden, rng: random.Random, budget: int):
-    """(kind, damaged active-segment bytes, keep the file's preallocated size) for one golden."""
-    data, made = golden.data, 0
+    """(kind, damaged active-segment bytes, keep the file's preallocated size) for one golden.
+
+    Every cut point of the tail and every zeroed window come first in turn with random damage,
+    so a small budget still sees each kind; ``cases_for(golden)`` is the budget that covers them all.
+    """
+    data = golden.data
     first = golden.bounds[max(0, len(golden.bounds) - 1 - TAIL_BATCHES)]
-    for p in range(first, len(data) + 1):
-        if made >= budget:
-            return
-        made += 1
-        yield "cut", data[:p], p % 2 == 0
-    for page in range(0, len(data), SECTOR):
-        if made >= budget:
-            return
-        made += 1
-        yield "zero-page", data[:page] + bytes(min(PAGE, len(data) - page)) + data[page + PAGE:], True
+    cuts = iter([("cut", data[:p], p % 2 == 0) for p in range(first, len(data) + 1)])
+    pages = iter([("zero-page", data[:w] + bytes(min(PAGE, len(data) - w)) + data[w + PAGE:], True)
+                  for w in range(0, len(data), SECTOR)])
+    made = 0
     while made < budget:
-        made += 1
-        if made % 2:
-            p = rng.randrange(first, len(data) + 200)
-            garbage = rng.randbytes(rng.randrange(1, 300))
-            padded = data + bytes(max(0, p - len(data)))
-            yield "garbage", padded[:p] + garbage + padded[p + len(garbage):], rng.random() < 0.5
-        else:
-            p = rng.randrange(first, len(data))
-            flipped = bytearray(data)
-            flipped[p] ^= 1 << rng.randrange(8)
-            yield "bit-flip", bytes(flipped), True
+        for source in (cuts, pages, None):
+            if made >= budget:
+                return
+            item = next(source, None) if source is not None else _random_damage(golden, rng, first, made)
+            if item is not None:
+                made += 1
+                yield item
+
+
+def cases_for(golden: Golden) -> int:
+    first = golden.bounds[max(0, len(golden.bounds) - 1 - TAIL_BATCHES)]
+    return (len(golden.data) + 1 - first) + len(range(0, len(golden.data), SECTOR)) + RANDOM_PER_GOLDEN
+
+
+def _random_damage(golden: Golden, rng: random.Random, first: int, made: int):
+    data = golden.data
+    if made % 2:
+        p = rng.randrange(first, len(data) + 200)
+        garbage = rng.randbytes(rng.randrange(1, 300))
+        padded = data + bytes(max(0, p - len(data)))
+        return "garbage", padded[:p] + garbage + padded[p + len(garbage):], rng.random() < 0.5
+    p = rng.randrange(first, len(data))
+    flipped = bytearray(data)
+    flipped[p] ^= 1 << rng.randrange(8)
+    return "bit-flip", bytes(flipped), True
 
 
 def expected(golden: Golden, damaged: bytes) -> tuple[int, bytes]:
@@ -196,7 +208,7 @@ def run_tails(cases: int, seed: int, workdir: str | None = None) -> dict:
         while sum(counts.values()) < cases:
             golden = make_golden(root, rng)
             goldens += 1
-            for kind, damaged, full in damages(golden, rng, min(PER_GOLDEN, cases - sum(counts.values()))):
+            for kind, damaged, full in damages(golden, rng, min(cases_for(golden), cases - sum(counts.values()))):
                 counts[kind] += 1
                 problem = check(root, golden, damaged, full)
                 whole = golden.bounds[-1]
