@@ -189,18 +189,25 @@ class SpuService:
 
     def scrub(self, now: float) -> None:
         """Check sealed segments' CRCs, SCRUB_BYTES_PER_TICK per call over all replicas (called every
-        0.1 s): a first pass after each open (an unclean stop included), then every SCRUB_INTERVAL_S."""
+        0.1 s): a first pass after each open (an unclean stop included), then every SCRUB_INTERVAL_S,
+        and between passes each segment sealed since the last one, soon after it is sealed."""
         budget, batches = SCRUB_BYTES_PER_TICK, SCRUB_BATCHES_PER_TICK
         for key, replica in list(self.replicas.items()):
             if budget <= 0 or batches <= 0:
                 break
-            if replica.damage is not None or now < replica.next_scrub_at or replica.log.closed:
+            scrubber = replica.scrubber
+            if replica.damage is not None or replica.log.closed:
                 continue
-            before, started = replica.scrubber.checked_bytes, replica.scrubber.checked_batches
-            done, found = replica.scrubber.step(budget, batches)
-            budget -= replica.scrubber.checked_bytes - before
-            batches -= replica.scrubber.checked_batches - started
-            if done:
+            if now < replica.next_scrub_at and not scrubber.catching_up:
+                if not scrubber.unchecked():
+                    continue
+                scrubber.catch_up()             # sealed since the last pass: check it now
+            full_pass = not scrubber.catching_up
+            before, started = scrubber.checked_bytes, scrubber.checked_batches
+            done, found = scrubber.step(budget, batches)
+            budget -= scrubber.checked_bytes - before
+            batches -= scrubber.checked_batches - started
+            if done and full_pass:
                 replica.next_scrub_at = now + scrub_interval_s()
                 self.log.debug("%s: scrub pass %d done", replica.name, replica.scrubber.passes)
             if found:
