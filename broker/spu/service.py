@@ -89,12 +89,14 @@ class SpuService:
                 except RilletError as exc:        # its files may be gone already (a damaged copy)
                     self.log.info("%s: closing before removal: %s", replica.name, exc)
                 shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
+                _remove_set_aside(self.paths.replica_dir(self.spu_id, *key))
                 self.log.info("removed replica %s/%d", *key)
         for key in list(self.problems):
             if key not in wanted:
                 del self.problems[key]
                 if key not in self.replicas:     # a replica never created may have left files
                     shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
+                    _remove_set_aside(self.paths.replica_dir(self.spu_id, *key))
         for key, spec in wanted.items():
             replica = self.replicas.get(key)
             if replica is None:
@@ -144,9 +146,11 @@ class SpuService:
         return replica
 
     def _set_aside(self, spec: m.ReplicaSpec, directory, exc: DamagedLog) -> tuple[PartitionLog, str]:
-        """A follower copy that cannot be opened: keep its files aside (evidence, never deleted by
-        rillet) and start an empty one, fetched again from the leader."""
+        """A follower copy that cannot be opened: keep its files aside as evidence and start an
+        empty one, fetched again from the leader. Only the newest set-aside copy is kept (an older
+        one goes now), and it goes with the replica: a disk that keeps failing cannot fill up."""
         aside = directory.with_name(f"{directory.name}.damaged-{int(time.time())}")
+        _remove_set_aside(directory)
         try:
             directory.rename(aside)
         except OSError as err:
@@ -496,3 +500,9 @@ class SpuService:
             replica = self.replicas.get(key)
             if replica is not None:
                 replica.follower_gone(follower)
+
+
+def _remove_set_aside(directory) -> None:
+    """Delete the copies of ``directory`` set aside as damaged (``<name>.damaged-<time>``)."""
+    for old in directory.parent.glob(f"{directory.name}.damaged-*"):
+        shutil.rmtree(old, ignore_errors=True)

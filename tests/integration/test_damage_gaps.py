@@ -11,7 +11,7 @@ from rillet.testing import LocalCluster
 
 
 def produce(cluster, topic: str, count: int, start: int = 0) -> None:
-    config = TopicProducerConfigBuilder().isolation(Isolation.ReadCommitted).linger(0).build()
+    config = TopicProducerConfigBuilder().isolation(Isolation.ReadCommitted).linger(0).batch_size(512).build()
     with cluster.fluvio().topic_producer_with_config(topic, config) as producer:
         for i in range(start, start + count):
             producer.send(None, f"record-{i:05d}-" + "x" * 40)
@@ -46,3 +46,30 @@ def test_a_segment_sealed_after_the_first_pass_is_scrubbed_without_waiting_an_in
         assert active.name != max(directory.glob("*.log")).name
         issue = wait_for(lambda: partition(cluster, "t").problems, "the scrub's report", timeout=10)[0]
         assert issue.kind == "damaged" and f"offsets {header.base_offset} to" in issue.cause, issue
+
+
+def test_only_the_newest_damaged_copy_is_kept_and_it_goes_with_the_replica(tmp_path):
+    with LocalCluster(spus=2, home=tmp_path) as cluster:
+        cluster.create_topic("t", replication=2, segment_size=4096)
+        produce(cluster, "t", 200)
+        wait_for(lambda: len(partition(cluster, "t").in_sync) == 2, "two in-sync copies")
+        follower = ({5001, 5002} - {partition(cluster, "t").leader}).pop()
+        cluster.stop()
+        data_dir = cluster.paths.spu_data_dir(follower)
+        older = data_dir / "t-0.damaged-1000"                       # set aside by an earlier failure
+        older.mkdir()
+        (older / "00000000000000000000.log").write_bytes(b"old evidence")
+        path = cluster.paths.replica_dir(follower, "t", 0) / "00000000000000000000.log"
+        data = bytearray(path.read_bytes())
+        pos, _header = list(iter_batches(memoryview(data)))[-1]
+        data[pos + 8:pos + 12] = (1 << 30).to_bytes(4, "little")     # a sealed segment that cannot be opened
+        path.write_bytes(bytes(data))
+        cluster.start()
+        wait_for(lambda: not partition(cluster, "t").problems and len(partition(cluster, "t").in_sync) == 2,
+                 "the follower copy fetched again")
+        kept = list(data_dir.glob("t-0.damaged-*"))
+        assert len(kept) == 1 and kept[0] != older, kept
+        assert (kept[0] / "00000000000000000000.log").read_bytes() == bytes(data)
+        with cluster.admin() as admin:
+            admin.delete_topic("t")
+        wait_for(lambda: not list(data_dir.glob("t-0*")), "the replica and its set-aside copy deleted")
