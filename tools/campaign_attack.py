@@ -144,13 +144,14 @@ def _hold_connections(path: str, count: int, greet: bool, hold: float, results) 
                 refused += isinstance(msg, m.ErrorResponse)
             except (OSError, struct.error, msgspec.DecodeError):
                 refused += 1
-    else:
-        admitted = len(socks)
     results.put("in")
     time.sleep(hold)
     for s in socks:
         s.close()
-    results.put({"connected": len(socks), "admitted": admitted, "refused": refused, "connect_failed": failed})
+    outcome = {"connected": len(socks), "connect_failed": failed}
+    if greet:                               # without a Hello the server's verdict is not read
+        outcome.update(admitted=admitted, refused=refused)
+    results.put(outcome)
 
 
 def _crowd(ctx, path: str, total: int, per_process: int, greet: bool, hold_s: float, during=None) -> dict:
