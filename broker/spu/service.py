@@ -26,6 +26,7 @@ from rillet.ipc.errors import (
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.shm import TableReader
 from rillet.broker.storage.log import PartitionLog
+from rillet.broker.storage.scrub import check_at
 
 from .follower import follow
 from .loop import EventQueue
@@ -450,6 +451,21 @@ class SpuService:
     def offsets(self, req: m.OffsetsRequest) -> m.Message:
         replica = self.leader(req.topic, req.partition)
         return m.OffsetsResponse(req.cid, replica.log.log_start_offset, replica.hw, replica.leo)
+
+    def report_damage(self, req: m.ReportDamage) -> m.Message:
+        """A reader (consumer or follower) found the batch at ``req.offset`` bad: check it now
+        instead of at the next scrub. Damage is recorded and reported as the scrub would (the SC
+        moves leadership to a whole in-sync copy); the answer is what a read there now gets:
+        Ok (whole here), NotLeader (retriable: a whole copy takes over) or RecordsLost."""
+        replica = self.leader(req.topic, req.partition)
+        self._check_offset(replica, req.offset)
+        if replica.damage is None and not replica.log.closed:
+            damage = check_at(replica.log, req.offset)
+            if damage is not None:
+                self.log.warning("%s: a reader found offset %d bad; checked now", replica.name, req.offset)
+                self._damaged((req.topic, req.partition), replica, damage)
+        replica.read(req.offset, 1, committed=False)         # raises for a damaged offset
+        return m.Ok(req.cid)
 
     @staticmethod
     def _check_offset(replica: Replica, offset: int) -> None:

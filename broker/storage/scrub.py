@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from rillet.ipc.errors import CorruptBatch
+from rillet.ipc.errors import CorruptBatch, StorageError
 from rillet.ipc.records import validate_batch
 
 from .log import PartitionLog
@@ -120,3 +120,24 @@ class Scrubber:
             if segments:
                 self.checked_upto = max(self.checked_upto, segments[-1].next_offset)
         return done, found
+
+
+def check_at(log: PartitionLog, offset: int) -> Damage | None:
+    """Check the batch holding ``offset`` now, in any segment (a reader found it bad): the
+    scrub's check for one batch. None when it is whole, or when ``offset`` is not in the log."""
+    for seg in (*log.sealed(), log.active_segment):
+        if seg.base_offset <= offset < seg.next_offset and seg.buffer is not None:
+            break
+    else:
+        return None
+    try:
+        pos, base = seg.find(offset)
+    except StorageError as exc:          # the walk to it leaves the segment: its headers are damaged
+        return Damage(str(seg.log_path), 0, offset, seg.next_offset - 1, str(exc))
+    try:
+        validate_batch(seg.buffer, pos)
+    except CorruptBatch as exc:
+        spans = list(walk_spans(seg.buffer, pos, seg.used, base))
+        last = spans[0][4] - 1 if spans else seg.next_offset - 1     # the header's range when it chains
+        return Damage(str(seg.log_path), pos, base, last, str(exc))
+    return None

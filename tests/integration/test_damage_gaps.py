@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from rillet import Isolation, TopicProducerConfigBuilder
+import pytest
+
+from rillet import ConsumerConfig, Isolation, Offset, RecordsLost, TopicProducerConfigBuilder
 from rillet.ipc.records import HEADER_SIZE, iter_batches
 from rillet.testing import LocalCluster
 
@@ -73,3 +75,56 @@ def test_only_the_newest_damaged_copy_is_kept_and_it_goes_with_the_replica(tmp_p
         with cluster.admin() as admin:
             admin.delete_topic("t")
         wait_for(lambda: not list(data_dir.glob("t-0*")), "the replica and its set-aside copy deleted")
+
+
+def flip_in_a_sealed_segment(cluster, spu: int, topic: str) -> tuple[int, int]:
+    """Flip a bit in the records block of a batch in the middle of the second sealed segment of a
+    running SPU's copy (the page cache its map shares); return that batch's offsets."""
+    directory = cluster.paths.replica_dir(spu, topic, 0)
+    path = sorted(directory.glob("*.log"))[1]
+    data = path.read_bytes()
+    batches = list(iter_batches(memoryview(data)))
+    pos, header = batches[len(batches) // 2]
+    with open(path, "r+b") as f:
+        f.seek(pos + HEADER_SIZE + 3)
+        f.write(bytes([data[pos + HEADER_SIZE + 3] ^ 0x20]))
+    return header.base_offset, header.base_offset + header.last_offset_delta
+
+
+@pytest.mark.parametrize("direct", ["1", "0"], ids=["direct-reads", "socket"])
+def test_a_reader_meeting_damage_first_reads_the_whole_copy_instead_of_losing_records(tmp_path, monkeypatch, direct):
+    """Issue 10 gap c: RF=3, a bit flips in the leader's sealed segment after its scrub passed.
+    The first consumer to meet it gets every record (from the whole copy), not RecordsLost."""
+    monkeypatch.setenv("RILLET_DIRECT_READS", direct)
+    with LocalCluster(spus=3, home=tmp_path) as cluster:
+        cluster.create_topic("t", replication=3, segment_size=4096)
+        produce(cluster, "t", 300)
+        wait_for(lambda: len(partition(cluster, "t").in_sync) == 3, "three in-sync copies")
+        time.sleep(0.5)                                             # every sealed segment scrubbed
+        before = partition(cluster, "t")
+        first, last = flip_in_a_sealed_segment(cluster, before.leader, "t")
+        config = ConsumerConfig().disable_continuous()
+        stream = cluster.fluvio().partition_consumer("t", 0).stream_with_config(Offset.beginning(), config)
+        got = [r.value_string()[:12] for r in stream]
+        assert got == [f"record-{i:05d}" for i in range(300)]
+        after = partition(cluster, "t")
+        assert after.leader != before.leader and after.leader_epoch > before.leader_epoch
+        log = cluster.paths.spu_log_file(before.leader).read_text()
+        assert f"a reader found offset {first} bad" in log and f"offsets {first} to {last} are damaged" in log
+
+
+def test_at_one_copy_the_reader_still_gets_records_lost_with_the_leaders_range(tmp_path):
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("t", segment_size=4096)
+        produce(cluster, "t", 300)
+        time.sleep(0.5)
+        first, last = flip_in_a_sealed_segment(cluster, 5001, "t")
+        config = ConsumerConfig().disable_continuous()
+        stream = cluster.fluvio().partition_consumer("t", 0).stream_with_config(Offset.beginning(), config)
+        got = []
+        with pytest.raises(RecordsLost) as caught:
+            for record in stream:
+                got.append(record.offset())
+        assert got == list(range(first)) and (caught.value.first_offset, caught.value.last_offset) == (first, last)
+        issue = partition(cluster, "t").problems[0]                # the leader knows now, not at its next scrub
+        assert issue.kind == "damaged" and f"offsets {first} to {last}" in issue.cause
