@@ -178,7 +178,7 @@ class SpuService:
                                      replica.leo)
                     changed = True
                 continue
-            if problem is None:
+            if problem is None or problem.kind == "stalled":      # a stalled copy is whole so far
                 cause = files_problem(replica.log.directory, replica.log.active_segment_path)
                 if cause is None:
                     continue
@@ -280,7 +280,23 @@ class SpuService:
             self._repair(key, problem)          # a damaged leader copy, now a follower
             return
         if not replica.is_leader and replica.spec.leader >= 0:
-            self._followers[key] = asyncio.ensure_future(follow(replica, self.paths, self.log, self._offsets_moved))
+            self._followers[key] = asyncio.ensure_future(follow(
+                replica, self.paths, self.log, self._offsets_moved,
+                on_stalled=lambda cause, key=key: self._follower_stalled(key, cause)))
+
+    def _follower_stalled(self, key, cause: str | None) -> None:
+        """A follower's leader holds its next records damaged with no whole copy (cause), or it
+        fetches again (None): a problem in ``partition list`` while it lasts."""
+        problem = self.problems.get(key)
+        if cause is not None and problem is None:
+            self.log.error("%s/%d: follower stalled: %s", *key, cause)
+            self.problems[key] = m.ReplicaProblem(key[0], key[1], "stalled", cause)
+        elif cause is None and problem is not None and problem.kind == "stalled":
+            self.log.warning("%s/%d: follower fetching again", *key)
+            del self.problems[key]
+        else:
+            return
+        self.events.problems_changed()
 
     def _stop_follower(self, key) -> None:
         task = self._followers.pop(key, None)

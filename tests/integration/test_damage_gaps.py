@@ -77,11 +77,13 @@ def test_only_the_newest_damaged_copy_is_kept_and_it_goes_with_the_replica(tmp_p
         wait_for(lambda: not list(data_dir.glob("t-0*")), "the replica and its set-aside copy deleted")
 
 
-def flip_in_a_sealed_segment(cluster, spu: int, topic: str) -> tuple[int, int]:
-    """Flip a bit in the records block of a batch in the middle of the second sealed segment of a
-    running SPU's copy (the page cache its map shares); return that batch's offsets."""
+def flip_in_a_sealed_segment(cluster, spu: int, topic: str, after: int = 1) -> tuple[int, int]:
+    """Flip a bit in the records block of a batch in the middle of the first sealed segment
+    starting at ``after`` or later, in a running SPU's copy (the page cache its map shares);
+    return that batch's offsets."""
     directory = cluster.paths.replica_dir(spu, topic, 0)
-    path = sorted(directory.glob("*.log"))[1]
+    sealed = sorted(directory.glob("*.log"))[:-1]
+    path = next(p for p in sealed if int(p.name[:20]) >= after)
     data = path.read_bytes()
     batches = list(iter_batches(memoryview(data)))
     pos, header = batches[len(batches) // 2]
@@ -128,3 +130,27 @@ def test_at_one_copy_the_reader_still_gets_records_lost_with_the_leaders_range(t
         assert got == list(range(first)) and (caught.value.first_offset, caught.value.last_offset) == (first, last)
         issue = partition(cluster, "t").problems[0]                # the leader knows now, not at its next scrub
         assert issue.kind == "damaged" and f"offsets {first} to {last}" in issue.cause
+
+
+def test_a_follower_of_a_damaged_leader_with_no_whole_copy_stops_and_reports(tmp_path):
+    """Issue 10 gap b: the follower was away while the leader took the records; the leader's copy
+    of some of them is damaged. The follower reports itself stalled instead of fetching forever."""
+    with LocalCluster(spus=2, home=tmp_path) as cluster:
+        cluster.create_topic("t", replication=2, segment_size=4096, min_in_sync_replicas=1)
+        produce(cluster, "t", 50)
+        wait_for(lambda: len(partition(cluster, "t").in_sync) == 2, "two in-sync copies")
+        leader = partition(cluster, "t").leader
+        follower = ({5001, 5002} - {leader}).pop()
+        cluster.kill_spu(follower)
+        wait_for(lambda: partition(cluster, "t").in_sync == [leader], "the follower out of the in-sync set")
+        produce(cluster, "t", 250, start=50)                       # only the leader has these
+        time.sleep(0.5)                                            # and its scrub has passed them
+        first, last = flip_in_a_sealed_segment(cluster, leader, "t", after=60)
+        cluster.start_spu(follower)
+        issues = wait_for(lambda: [i for i in partition(cluster, "t").problems if i.kind == "stalled"],
+                          "the follower reported stalled")
+        assert issues[0].spu == follower and f"offsets {first} to {last}" in issues[0].cause, issues
+        log = cluster.paths.spu_log_file(follower).read_text()
+        assert "follower stalled" in log
+        time.sleep(1.0)                                            # it is not fetching the bad batch again
+        assert log.count("is bad") == cluster.paths.spu_log_file(follower).read_text().count("is bad") <= 1
