@@ -381,12 +381,17 @@ class PartitionStream:
                                           self.isolation == Isolation.ReadCommitted, block)
             except DirectUnavailable:
                 return _DROPPED
+            except CorruptBatch as exc:     # no whole batch where one must be: ask the leader
+                return exc
         data = self._retrying(attempt, block)
         if data is None:                    # the next try is not due
             return False
         if data is _DROPPED:
             self._drop_direct()
             return None
+        if isinstance(data, CorruptBatch):
+            self._suspect = RecordsLost.of(self.topic, self.partition, self.next_offset, self.next_offset, str(data))
+            return False
         if len(data):
             self._absorb_bytes(data)
         return bool(len(data))

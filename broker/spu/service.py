@@ -26,7 +26,7 @@ from rillet.ipc.errors import (
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.shm import TableReader
 from rillet.broker.storage.log import PartitionLog
-from rillet.broker.storage.scrub import check_at
+from rillet.broker.storage.scrub import Damage, check_at
 
 from .follower import follow
 from .loop import EventQueue
@@ -126,8 +126,12 @@ class SpuService:
                 plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
             except DamagedLog as exc:
                 if spec.leader in (-1, self.spu_id):
-                    raise                  # the leader's copy: nobody to fetch it from (the SC elects another)
-                plog, set_aside = self._set_aside(spec, directory, exc)
+                    # The leader's copy: nobody to fetch it from. It serves every record up to the
+                    # damage (RecordsLost at it; the SC hands leadership to a whole copy if one exists).
+                    plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log,
+                                             keep_damaged=True)
+                else:
+                    plog, set_aside = self._set_aside(spec, directory, exc)
         except RilletError as exc:
             # One damaged replica must not take the SPU's other replicas down with it: this
             # one stays unopened (its partition is not Online here), the log says why, and
@@ -140,6 +144,10 @@ class SpuService:
         replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log, events=self.events,
                                                on_positions=self.positions.publish)
         self.problems.pop(key, None)
+        if plog.load_damage:
+            replica.damage = Damage(*plog.load_damage[0])
+            self.log.error("%s: %s", replica.name, replica.damage.describe())
+            self.problems[key] = m.ReplicaProblem(spec.topic, spec.partition, "damaged", replica.damage.describe())
         if set_aside is not None:
             replica.rebuilding = True
             self.problems[key] = m.ReplicaProblem(spec.topic, spec.partition, "rebuilding",

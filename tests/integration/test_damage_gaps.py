@@ -154,3 +154,37 @@ def test_a_follower_of_a_damaged_leader_with_no_whole_copy_stops_and_reports(tmp
         assert "follower stalled" in log
         time.sleep(1.0)                                            # it is not fetching the bad batch again
         assert log.count("is bad") == cluster.paths.spu_log_file(follower).read_text().count("is bad") <= 1
+
+
+@pytest.mark.parametrize("direct", ["1", "0"], ids=["direct-reads", "socket"])
+def test_one_copy_with_a_damaged_segment_header_serves_up_to_it_then_records_lost(tmp_path, monkeypatch, direct):
+    """Issue 10 gap a: RF=1 and a batch header in a sealed segment damaged (its length points past
+    the file): the partition comes Online, readers get every record before the damage, then
+    RecordsLost naming the offsets; skip_damaged reads on."""
+    monkeypatch.setenv("RILLET_DIRECT_READS", direct)
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("t", segment_size=4096)
+        produce(cluster, "t", 300)
+        cluster.stop()
+        directory = cluster.paths.replica_dir(5001, "t", 0)
+        path = sorted(directory.glob("*.log"))[1]
+        next_base = int(sorted(directory.glob("*.log"))[2].name[:20])
+        data = bytearray(path.read_bytes())
+        pos, header = list(iter_batches(memoryview(data)))[-1]
+        data[pos + 8:pos + 12] = (1 << 30).to_bytes(4, "little")        # its length: past the file's end
+        path.write_bytes(bytes(data))
+        cluster.start()
+        first, last = header.base_offset, next_base - 1
+        p = wait_for(lambda: (p := partition(cluster, "t")).status == "Online" and p.problems and p, "Online, damage shown")
+        assert [(i.spu, i.kind) for i in p.problems] == [(5001, "damaged")]
+        assert f"offsets {first} to {last} are damaged" in p.problems[0].cause
+        config = ConsumerConfig().disable_continuous()
+        got = []
+        with pytest.raises(RecordsLost) as caught:
+            for record in cluster.fluvio().partition_consumer("t", 0).stream_with_config(Offset.beginning(), config):
+                got.append(record.offset())
+        assert got == list(range(first))
+        assert (caught.value.first_offset, caught.value.last_offset) == (first, last)
+        stream = cluster.fluvio().partition_consumer("t", 0).stream_with_config(
+            Offset.beginning(), ConsumerConfig().disable_continuous().skip_damaged())
+        assert [r.offset() for r in stream] == [*range(first), *range(last + 1, 300)]
