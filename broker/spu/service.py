@@ -25,6 +25,7 @@ from rillet.ipc.errors import (
 )
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.shm import TableReader
+from rillet.ipc.unix_socket import listener_pid
 from rillet.broker.storage.log import PartitionLog
 from rillet.broker.storage.scrub import Damage, check_at
 
@@ -408,7 +409,10 @@ class SpuService:
             row = self._current_snapshot().spu(follower)
         except RilletError as exc:
             raise FollowerRefused(f"cannot check follower SPU {follower} (pid {pid}): metadata table: {exc}") from exc
-        if row is None or row.pid != pid or pid <= 0:
+        if row is None or pid <= 0 or (row.pid != pid and listener_pid(str(self.paths.spu_socket(follower))) != pid):
+            # The table lags a restart until the SPU has registered with an SC that published it (a
+            # restart while no SC ran, or before a new SC republished): the process serving SPU
+            # N's own socket is SPU N too, and a client cannot be that process.
             registered = f"registered as pid {row.pid}" if row is not None and row.pid else "not running"
             raise FollowerRefused(f"pid {pid} may not fetch as follower SPU {follower} (that SPU is {registered})")
 

@@ -188,3 +188,26 @@ def test_one_copy_with_a_damaged_segment_header_serves_up_to_it_then_records_los
         stream = cluster.fluvio().partition_consumer("t", 0).stream_with_config(
             Offset.beginning(), ConsumerConfig().disable_continuous().skip_damaged())
         assert [r.offset() for r in stream] == [*range(first), *range(last + 1, 300)]
+
+
+def test_the_process_serving_an_spus_socket_is_known_as_that_spu_and_an_impostor_is_not(tmp_path):
+    """Issue 10 gap f: when the metadata table lags an SPU's restart (its new pid not yet published
+    by an SC), the leader accepts it as follower because it serves SPU N's own socket; a client
+    claiming to be SPU N still gets FollowerRefused."""
+    import os
+    from rillet.ipc import messages as m
+    from rillet.ipc.connection import Connection
+    from rillet.ipc.errors import FollowerRefused
+    from rillet.ipc.unix_socket import listener_pid
+    with LocalCluster(spus=2, home=tmp_path) as cluster:
+        cluster.create_topic("t", replication=2)
+        p = wait_for(lambda: (p := partition(cluster, "t")) and len(p.in_sync) == 2 and p, "two in-sync copies")
+        follower = ({5001, 5002} - {p.leader}).pop()
+        assert listener_pid(str(cluster.paths.spu_socket(follower))) == cluster.spu_pid(follower) != os.getpid()
+        assert listener_pid(str(tmp_path / "nothing.sock")) is None
+        conn = Connection(cluster.paths.spu_socket(p.leader))
+        try:
+            with pytest.raises(FollowerRefused, match=f"may not fetch as follower SPU {follower}"):
+                conn.call(m.FollowerFetch(conn.next_cid(), "t", 0, follower, p.leader_epoch, 0, 1024, 0))
+        finally:
+            conn.close()
