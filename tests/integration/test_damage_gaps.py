@@ -211,3 +211,24 @@ def test_the_process_serving_an_spus_socket_is_known_as_that_spu_and_an_impostor
                 conn.call(m.FollowerFetch(conn.next_cid(), "t", 0, follower, p.leader_epoch, 0, 1024, 0))
         finally:
             conn.close()
+
+
+def test_a_flood_of_connections_that_never_greet_makes_room_for_a_client(tmp_path, monkeypatch):
+    """ATTACK's backlog flood held every slot for the 10 s Hello deadline: near the limit, a
+    connection that has not greeted within a second is closed for a new one."""
+    import socket
+    monkeypatch.setenv("RILLET_MAX_CONNECTIONS", "8")
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        cluster.create_topic("t")
+        flood = []
+        for _ in range(8 + 64):                                   # every slot, the reserved ones too
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(cluster.paths.spu_socket(5001)))
+            flood.append(s)
+        time.sleep(1.2)
+        try:
+            with cluster.fluvio().topic_producer("t") as producer:
+                assert producer.send(None, b"made room").wait(timeout=10).offset() == 0
+        finally:
+            for s in flood:
+                s.close()
