@@ -48,7 +48,7 @@ from rillet.ipc.errors import (
 from rillet.ipc.names import validate_name
 from rillet.ipc.records import decode_records, iter_batches
 
-from ._damage import log_skip, lost_range
+from ._damage import leader_verdict, log_skip, lost_range
 from ._direct import DirectPath, DirectUnavailable, direct_reads_enabled, wait_streams
 from ._enums import Isolation
 from ._metadata import MetadataView
@@ -223,6 +223,9 @@ class PartitionStream:
         self._on_skip = on_skip or log_skip
         self._lost: RecordsLost | None = None
         self.skipped: list[RecordsLost] = []
+        # A bad batch this reader met before the leader knew: asked about first (leader_verdict).
+        self._suspect: RecordsLost | None = None
+        self._whole_at: int | None = None     # the leader said whole here; a second failure is lost
         self._direct: DirectPath | None = None     # direct reads from the leader's files, if usable
         self._direct_reads = 0                     # of paths already dropped (statistics)
         if direct_reads_enabled(direct):
@@ -321,6 +324,8 @@ class PartitionStream:
         ``block``, else only if it has already arrived. True when an answer was absorbed."""
         if self._lost is not None:
             return False                  # nothing after damaged records before they are reported
+        if self._suspect is not None:
+            return self._ask_leader(block)
         if self._direct is not None:
             read = self._direct_step(block)
             if read is not None:
@@ -336,6 +341,19 @@ class PartitionStream:
             return False
         self._absorb(reply)
         return True
+
+    def _ask_leader(self, block: bool) -> bool:
+        suspect = self._suspect
+        verdict = (suspect if self._whole_at == suspect.first_offset
+                   else leader_verdict(self._with_failover, self.topic, self.partition, suspect, block))
+        if verdict is None:
+            return False
+        self._suspect, self._pending = None, None
+        if verdict is True:               # whole where the leader is now: read it again from there
+            self._whole_at = suspect.first_offset
+        else:
+            self.next_offset, self._lost = max(self.next_offset, verdict.last_offset + 1), verdict
+        return False
 
     def _receive(self, conn: Connection, block: bool):
         if self._pending is None:
@@ -363,12 +381,17 @@ class PartitionStream:
                                           self.isolation == Isolation.ReadCommitted, block)
             except DirectUnavailable:
                 return _DROPPED
+            except CorruptBatch as exc:     # no whole batch where one must be: ask the leader
+                return exc
         data = self._retrying(attempt, block)
         if data is None:                    # the next try is not due
             return False
         if data is _DROPPED:
             self._drop_direct()
             return None
+        if isinstance(data, CorruptBatch):
+            self._suspect = RecordsLost.of(self.topic, self.partition, self.next_offset, self.next_offset, str(data))
+            return False
         if len(data):
             self._absorb_bytes(data)
         return bool(len(data))
@@ -470,10 +493,13 @@ class PartitionStream:
             decode_records(data, self.partition, record_type=Record, first_offset=start, end_offset=self.stop_at,
                            out=records)
         except (CorruptBatch, CompressionError) as exc:
-            # The records before the damaged batch are delivered, then RecordsLost (_at_end); a fetch
+            # The records before the damaged batch are delivered; then the leader is asked about it
+            # (_ask_leader): a whole copy elsewhere is read, else RecordsLost (_at_end). A fetch
             # already sent past it answers for the wrong offset: its answer is left unread.
             lost = lost_range(data, start, self.topic, self.partition, exc)
-            self.next_offset, self._lost, self._pending = lost.last_offset + 1, lost, None
+            self.next_offset, self._suspect, self._pending = lost.first_offset, lost, None
+        else:
+            self._whole_at = None
         finally:
             if records:
                 self._buffer.put(records)

@@ -48,8 +48,8 @@ import time
 
 from rillet.ipc import futex
 from rillet.ipc.errors import (
-    Closed, InvalidArgument, MetadataTableBusy, MetadataTableError, NotLeader, OffsetOutOfRange, RilletError,
-    Timeout,
+    Closed, CorruptBatch, InvalidArgument, MetadataTableBusy, MetadataTableError, NotLeader, OffsetOutOfRange,
+    RilletError, Timeout,
 )
 from rillet.ipc.positions import Positions, Role
 from rillet.ipc.records import ATTRIBUTES_POS, MAGIC, PREAMBLE_SIZE
@@ -134,7 +134,15 @@ class SegmentFiles:
             cur = self._seek(offset)
         data = self._take(cur, max_bytes, bound, active)
         if not len(data):                           # this segment is used up: the next one starts here
-            nxt = self._open(cur.offset, cur.offset)
+            try:
+                nxt = self._open(cur.offset, cur.offset)
+            except FileNotFoundError:
+                if any(base > cur.offset for base in self._bases()):
+                    # Later data exists, so this segment's batches end early: a damaged header. The
+                    # stream asks the leader what is lost (ReportDamage) instead of waiting here.
+                    raise CorruptBatch(f"segment {_segment_name(cur.base)} of {self.directory} holds no valid "
+                                       f"batch at offset {cur.offset}, before the next segment") from None
+                raise
             self.close()
             self._cur = cur = nxt
             data = self._take(cur, max_bytes, bound, active)
@@ -176,10 +184,13 @@ class SegmentFiles:
             raise
         return _Segment(base, fd, pos[0], pos[1])
 
+    def _bases(self) -> list[int]:
+        return sorted(int(name[:20]) for name in os.listdir(self.directory)
+                      if name.endswith(".log") and len(name) == 24 and name[:20].isdigit())
+
     def _seek(self, offset: int) -> _Segment:
         self.close()
-        bases = sorted(int(name[:20]) for name in os.listdir(self.directory)
-                       if name.endswith(".log") and len(name) == 24 and name[:20].isdigit())
+        bases = self._bases()
         i = bisect.bisect_right(bases, offset) - 1
         if i < 0:
             raise FileNotFoundError(f"no segment of {self.directory} holds offset {offset}")

@@ -313,6 +313,19 @@ class EpochEndOffsetResponse(_Msg, tag=73):
     end_offset: int      # where that epoch ends in the leader's log
 
 
+# --- reader (consumer or follower) -> leader SPU: damage found (tags 190-199) -------------------
+
+class ReportDamage(_Msg, tag=190):
+    """A batch read from the leader's copy at ``offset`` failed its checks. The leader checks it
+    at once (not at its next scrub): answered Ok when its copy is whole there, NotLeader
+    (retriable) when it is damaged and a whole in-sync copy takes over, RecordsLost when no
+    whole copy exists."""
+    cid: int
+    topic: str
+    partition: int
+    offset: int
+
+
 # --- SPU <-> SC (control plane) -------------------------------------------------------------
 
 class RegisterSpu(_Msg, tag=60):
@@ -490,7 +503,7 @@ Message = Union[
     CreateTopic, DeleteTopic, UpdateTopic, AddPartitions, ListTopics, TopicList, ListPartitions, PartitionList, ListSpus, SpuList,
     ClusterStatusRequest, ClusterStatus, ShutdownCluster, StartSpu, AddSpu, RemoveSpu,
     RegisterSpu, UpdateReplicas, StatusReport, Shutdown,
-    FollowerFetch, FollowerFetchResponse, EpochEndOffset, EpochEndOffsetResponse,
+    FollowerFetch, FollowerFetchResponse, EpochEndOffset, EpochEndOffsetResponse, ReportDamage,
     CommitConsumerOffsets, FetchConsumerOffsets, ListConsumerOffsets, ConsumerOffsetList,
     DeleteConsumerOffsets, ConsumerOffsetsDeleted,
     CreateConnector, ListConnectors, ConnectorList, DeleteConnector,

@@ -57,6 +57,7 @@ RESERVED_CONNECTIONS = 64
 MAX_CONNECTIONS_PER_PEER = int(os.environ.get("RILLET_MAX_CONNECTIONS_PER_PEER", "512"))
 HELLO_DEADLINE_S = float(os.environ.get("RILLET_HELLO_DEADLINE_S", "10"))
 IDLE_AFTER_S = float(os.environ.get("RILLET_IDLE_AFTER_S", "30"))
+UNGREETED_GRACE_S = 1.0         # near the limit, a connection silent this long without a Hello makes room
 PRIVILEGED_CLIENTS = ("spu-", "rillet-admin")       # Hello client_id prefixes of the cluster's own links
 LISTEN_BACKLOG = 4096                               # the kernel caps it at net.core.somaxconn
 # Memory. Bytes of requests buffered but not yet whole, over all connections of the process: a
@@ -167,15 +168,20 @@ class FramedProtocol(asyncio.Protocol):
         return None
 
     def _close_idle(self) -> None:
-        """Close client connections idle for IDLE_AFTER_S, so idle crowds make room."""
-        cutoff = time.monotonic() - IDLE_AFTER_S
-        idle = [c for c in self.slots.open if not c._privileged and not c._tasks and c.last_active < cutoff
-                and c._decoder.buffered_bytes == 0 and c is not self]
+        """Close client connections idle for IDLE_AFTER_S, and connections that have not greeted
+        within UNGREETED_GRACE_S (a client greets at once), so idle crowds and floods make room."""
+        now = time.monotonic()
+        cutoff, ungreeted = now - IDLE_AFTER_S, now - UNGREETED_GRACE_S
+        idle = [c for c in self.slots.open if not c._privileged and not c._tasks and c is not self
+                and c._decoder.buffered_bytes == 0
+                and (c.last_active < cutoff or (not c._greeted and c.last_active < ungreeted))]
         for conn in idle:
-            conn.send(m.ErrorResponse(0, Busy.code, f"closed after {IDLE_AFTER_S:g} s idle: the server is near its connection limit"))
+            why = f"{IDLE_AFTER_S:g} s idle" if conn._greeted else f"no Hello within {UNGREETED_GRACE_S:g} s"
+            conn.send(m.ErrorResponse(0, Busy.code, f"closed after {why}: the server is near its connection limit"))
             conn.close()
         if idle:
-            self.log.warning("closed %d connections idle for %g s (near the connection limit)", len(idle), IDLE_AFTER_S)
+            self.log.warning("closed %d connections idle for %g s or silent without a Hello for %g s (near the "
+                             "connection limit)", len(idle), IDLE_AFTER_S, UNGREETED_GRACE_S)
 
     def _hello_overdue(self) -> None:
         self._deadline = None

@@ -29,6 +29,21 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
 
 
+def listener_pid(path: str, timeout_s: float = 0.2) -> int | None:
+    """The pid of the process serving the Unix socket at ``path`` (its SO_PEERCRED, taken when it
+    called listen), or None when nothing answers there in ``timeout_s``. The connection is closed
+    at once, before any Hello (the server drops it quietly)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(path)
+        return peer_credentials(sock)[0]
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
 def peer_uid(sock: socket.socket) -> int:
     return peer_credentials(sock)[1]
 

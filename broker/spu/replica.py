@@ -330,6 +330,7 @@ class Replica:
         if offset < self.log.leo:
             self.logger.warning("%s: truncating from leo %d to %d (%s)", self.name, self.log.leo, offset, why)
             self.log.truncate_to(offset)
+            self.scrubber.truncated(offset)
             self.producers.truncate_from(offset)
             self.hw = min(self.hw, offset)
             self.on_positions(self)

@@ -30,6 +30,7 @@ class SpuConnection(FramedProtocol):
             m.OffsetsRequest: service.offsets,
             m.FollowerFetch: self._follower_fetch,
             m.EpochEndOffset: service.epoch_end_offset,
+            m.ReportDamage: service.report_damage,
         }
         self._following: dict[int, set[tuple[str, int]]] = {}   # follower SPU -> partitions it fetches here
         self._requests = service.requests

@@ -27,7 +27,9 @@ from rillet.ipc.names import ClusterPaths
 from rillet.ipc.records import peek_header
 from rillet.ipc.shm import TableReader
 from rillet.ipc.transport import FramedProtocol
+from rillet.ipc.unix_socket import listener_pid
 from rillet.broker.storage.log import PartitionLog
+from rillet.broker.storage.scrub import Damage, check_at
 
 from .follower import follow
 from .loop import EventQueue
@@ -106,12 +108,14 @@ class SpuService:
                 except RilletError as exc:        # its files may be gone already (a damaged copy)
                     self.log.info("%s: closing before removal: %s", replica.name, exc)
                 shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
+                _remove_set_aside(self.paths.replica_dir(self.spu_id, *key))
                 self.log.info("removed replica %s/%d", *key)
         for key in list(self.problems):
             if key not in wanted:
                 del self.problems[key]
                 if key not in self.replicas:     # a replica never created may have left files
                     shutil.rmtree(self.paths.replica_dir(self.spu_id, *key), ignore_errors=True)
+                    _remove_set_aside(self.paths.replica_dir(self.spu_id, *key))
         for key, spec in wanted.items():
             replica = self.replicas.get(key)
             if replica is None:
@@ -144,8 +148,12 @@ class SpuService:
                 plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log)
             except DamagedLog as exc:
                 if spec.leader in (-1, self.spu_id):
-                    raise                  # the leader's copy: nobody to fetch it from (the SC elects another)
-                plog, set_aside = self._set_aside(spec, directory, exc)
+                    # The leader's copy: nobody to fetch it from. It serves every record up to the
+                    # damage (RecordsLost at it; the SC hands leadership to a whole copy if one exists).
+                    plog = PartitionLog.open(directory, segment_size=spec.segment_size, logger=self.log,
+                                             keep_damaged=True)
+                else:
+                    plog, set_aside = self._set_aside(spec, directory, exc)
         except RilletError as exc:
             # One damaged replica must not take the SPU's other replicas down with it: this
             # one stays unopened (its partition is not Online here), the log says why, and
@@ -158,6 +166,10 @@ class SpuService:
         replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log, events=self.events,
                                                on_positions=self.positions.publish)
         self.problems.pop(key, None)
+        if plog.load_damage:
+            replica.damage = Damage(*plog.load_damage[0])
+            self.log.error("%s: %s", replica.name, replica.damage.describe())
+            self.problems[key] = m.ReplicaProblem(spec.topic, spec.partition, "damaged", replica.damage.describe())
         if set_aside is not None:
             replica.rebuilding = True
             self.problems[key] = m.ReplicaProblem(spec.topic, spec.partition, "rebuilding",
@@ -165,9 +177,11 @@ class SpuService:
         return replica
 
     def _set_aside(self, spec: m.ReplicaSpec, directory, exc: DamagedLog) -> tuple[PartitionLog, str]:
-        """A follower copy that cannot be opened: keep its files aside (evidence, never deleted by
-        rillet) and start an empty one, fetched again from the leader."""
+        """A follower copy that cannot be opened: keep its files aside as evidence and start an
+        empty one, fetched again from the leader. Only the newest set-aside copy is kept (an older
+        one goes now), and it goes with the replica: a disk that keeps failing cannot fill up."""
         aside = directory.with_name(f"{directory.name}.damaged-{int(time.time())}")
+        _remove_set_aside(directory)
         try:
             directory.rename(aside)
         except OSError as err:
@@ -194,7 +208,7 @@ class SpuService:
                                      replica.leo)
                     changed = True
                 continue
-            if problem is None:
+            if problem is None or problem.kind == "stalled":      # a stalled copy is whole so far
                 cause = files_problem(replica.log.directory, replica.log.active_segment_path)
                 if cause is None:
                     continue
@@ -210,18 +224,25 @@ class SpuService:
 
     def scrub(self, now: float) -> None:
         """Check sealed segments' CRCs, SCRUB_BYTES_PER_TICK per call over all replicas (called every
-        0.1 s): a first pass after each open (an unclean stop included), then every SCRUB_INTERVAL_S."""
+        0.1 s): a first pass after each open (an unclean stop included), then every SCRUB_INTERVAL_S,
+        and between passes each segment sealed since the last one, soon after it is sealed."""
         budget, batches = SCRUB_BYTES_PER_TICK, SCRUB_BATCHES_PER_TICK
         for key, replica in list(self.replicas.items()):
             if budget <= 0 or batches <= 0:
                 break
-            if replica.damage is not None or now < replica.next_scrub_at or replica.log.closed:
+            scrubber = replica.scrubber
+            if replica.damage is not None or replica.log.closed:
                 continue
-            before, started = replica.scrubber.checked_bytes, replica.scrubber.checked_batches
-            done, found = replica.scrubber.step(budget, batches)
-            budget -= replica.scrubber.checked_bytes - before
-            batches -= replica.scrubber.checked_batches - started
-            if done:
+            if now < replica.next_scrub_at and not scrubber.catching_up:
+                if not scrubber.unchecked():
+                    continue
+                scrubber.catch_up()             # sealed since the last pass: check it now
+            full_pass = not scrubber.catching_up
+            before, started = scrubber.checked_bytes, scrubber.checked_batches
+            done, found = scrubber.step(budget, batches)
+            budget -= scrubber.checked_bytes - before
+            batches -= scrubber.checked_batches - started
+            if done and full_pass:
                 replica.next_scrub_at = now + scrub_interval_s()
                 self.log.debug("%s: scrub pass %d done", replica.name, replica.scrubber.passes)
             if found:
@@ -289,7 +310,23 @@ class SpuService:
             self._repair(key, problem)          # a damaged leader copy, now a follower
             return
         if not replica.is_leader and replica.spec.leader >= 0:
-            self._followers[key] = asyncio.ensure_future(follow(replica, self.paths, self.log, self._offsets_moved))
+            self._followers[key] = asyncio.ensure_future(follow(
+                replica, self.paths, self.log, self._offsets_moved,
+                on_stalled=lambda cause, key=key: self._follower_stalled(key, cause)))
+
+    def _follower_stalled(self, key, cause: str | None) -> None:
+        """A follower's leader holds its next records damaged with no whole copy (cause), or it
+        fetches again (None): a problem in ``partition list`` while it lasts."""
+        problem = self.problems.get(key)
+        if cause is not None and problem is None:
+            self.log.error("%s/%d: follower stalled: %s", *key, cause)
+            self.problems[key] = m.ReplicaProblem(key[0], key[1], "stalled", cause)
+        elif cause is None and problem is not None and problem.kind == "stalled":
+            self.log.warning("%s/%d: follower fetching again", *key)
+            del self.problems[key]
+        else:
+            return
+        self.events.problems_changed()
 
     def _stop_follower(self, key) -> None:
         task = self._followers.pop(key, None)
@@ -398,7 +435,10 @@ class SpuService:
             row = self._current_snapshot().spu(follower)
         except RilletError as exc:
             raise FollowerRefused(f"cannot check follower SPU {follower} (pid {pid}): metadata table: {exc}") from exc
-        if row is None or row.pid != pid or pid <= 0:
+        if row is None or pid <= 0 or (row.pid != pid and listener_pid(str(self.paths.spu_socket(follower))) != pid):
+            # The table lags a restart until the SPU has registered with an SC that published it (a
+            # restart while no SC ran, or before a new SC republished): the process serving SPU
+            # N's own socket is SPU N too, and a client cannot be that process.
             registered = f"registered as pid {row.pid}" if row is not None and row.pid else "not running"
             raise FollowerRefused(f"pid {pid} may not fetch as follower SPU {follower} (that SPU is {registered})")
 
@@ -469,6 +509,21 @@ class SpuService:
         replica = self.leader(req.topic, req.partition)
         return m.OffsetsResponse(req.cid, replica.log.log_start_offset, replica.hw, replica.leo)
 
+    def report_damage(self, req: m.ReportDamage) -> m.Message:
+        """A reader (consumer or follower) found the batch at ``req.offset`` bad: check it now
+        instead of at the next scrub. Damage is recorded and reported as the scrub would (the SC
+        moves leadership to a whole in-sync copy); the answer is what a read there now gets:
+        Ok (whole here), NotLeader (retriable: a whole copy takes over) or RecordsLost."""
+        replica = self.leader(req.topic, req.partition)
+        self._check_offset(replica, req.offset)
+        if replica.damage is None and not replica.log.closed:
+            damage = check_at(replica.log, req.offset)
+            if damage is not None:
+                self.log.warning("%s: a reader found offset %d bad; checked now", replica.name, req.offset)
+                self._damaged((req.topic, req.partition), replica, damage)
+        replica.read(req.offset, 1, committed=False)         # raises for a damaged offset
+        return m.Ok(req.cid)
+
     @staticmethod
     def _check_offset(replica: Replica, offset: int) -> None:
         start, leo = replica.log.log_start_offset, replica.leo
@@ -518,3 +573,9 @@ class SpuService:
             replica = self.replicas.get(key)
             if replica is not None:
                 replica.follower_gone(follower)
+
+
+def _remove_set_aside(directory) -> None:
+    """Delete the copies of ``directory`` set aside as damaged (``<name>.damaged-<time>``)."""
+    for old in directory.parent.glob(f"{directory.name}.damaged-*"):
+        shutil.rmtree(old, ignore_errors=True)

@@ -81,15 +81,21 @@ class PartitionLog:
         self._failure: str | None = None
         self._closed = False
         self._max_timestamps: dict[int, int] = {}   # sealed segment base -> newest record timestamp
+        # Opened with keep_damaged: (segment, position, first offset, last offset, cause) of each
+        # range of offsets the sealed segments should hold and do not (a damaged batch header).
+        self.load_damage: list[tuple[str, int, int, int, str]] = []
+        self._keep_damaged = False
 
     @classmethod
     def open(cls, directory: Path, *, segment_size: int = DEFAULT_SEGMENT_SIZE,
              index_interval_bytes: int = DEFAULT_INDEX_INTERVAL_BYTES,
-             logger: logging.Logger | None = None) -> PartitionLog:
+             logger: logging.Logger | None = None, keep_damaged: bool = False) -> PartitionLog:
         """Open (creating if missing) the replica in ``directory`` and recover its active segment.
 
         Raises InvalidArgument for sizes out of range and StorageError for an OS error or a
-        damaged sealed segment (one that does not end where the next one starts).
+        damaged sealed segment (one that does not end where the next one starts: DamagedLog).
+        With ``keep_damaged`` (a copy nobody else may hold whole) such a segment is opened up to
+        its last whole batch and the offsets it lost are listed in ``load_damage``.
         """
         if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
             raise InvalidArgument(
@@ -102,6 +108,7 @@ class PartitionLog:
         except OSError as exc:
             raise storage_error(exc, "create directory", directory) from exc
         log = cls(directory, segment_size, index_interval_bytes, logger or logging.getLogger(__name__))
+        log._keep_damaged = keep_damaged
         try:
             log._load()
         except BaseException:
@@ -129,7 +136,7 @@ class PartitionLog:
         else:
             for base in bases[:-1]:
                 self._add(Segment.open_sealed(self.directory, base, interval_bytes=self.index_interval_bytes,
-                                              logger=self._logger))
+                                              logger=self._logger, keep_damaged=self._keep_damaged))
             self._check_chain(bases[-1])
             active, file_size = Segment.open_active(self.directory, bases[-1], capacity=self.segment_size,
                                                     interval_bytes=self.index_interval_bytes)
@@ -142,9 +149,15 @@ class PartitionLog:
     def _check_chain(self, active_base: int) -> None:
         for seg, next_base in zip(self._segments, self._bases[1:] + [active_base]):
             if seg.next_offset != next_base:
-                raise DamagedLog(
-                    f"segment {seg.log_path} ends at offset {seg.next_offset} but the next segment starts at "
-                    f"{next_base}: the log is damaged; the replica must be re-fetched from a healthy leader")
+                cause = seg.damaged or (f"segment {seg.log_path} ends at offset {seg.next_offset} but the next "
+                                        f"segment starts at {next_base}")
+                if not self._keep_damaged or next_base < seg.next_offset:      # overlapping: nothing to serve
+                    raise DamagedLog(f"{cause}: the log is damaged; the replica must be re-fetched from a "
+                                     "healthy leader")
+                self.load_damage.append((str(seg.log_path), seg.used, seg.next_offset, next_base - 1, cause))
+            elif seg.damaged:
+                self._logger.warning("%s (no offsets lost: the next segment starts where its last batch ends)",
+                                     seg.damaged)
 
     def _load_epochs(self, active_epochs: list[tuple[int, int]]) -> None:
         self._epochs = LeaderEpochCache(self.directory / LEADER_EPOCH_FILE, logger=self._logger)

@@ -5,7 +5,9 @@ recovered), so a flipped bit in one stays silent until a consumer trips over it.
 runs a ``Scrubber`` per replica in small slices on its event loop (a byte budget per call,
 so produce and fetch never wait long behind it): a first pass right after the replica is
 opened (this covers an unclean stop: the page cache may not have reached the disk), then
-one pass every interval.
+one pass every interval, and between passes a catch-up over each segment sealed since the last
+pass (``unchecked`` / ``catch_up``), so a segment is checked soon after it is sealed, not up to an
+interval later.
 
 A damaged batch is reported as ``Damage``: the offsets it held, from its header (the chain
 of base offsets around it was checked when the segment was opened, so the range is right
@@ -18,7 +20,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from rillet.ipc.errors import CorruptBatch
+from rillet.ipc.errors import CorruptBatch, StorageError
 from rillet.ipc.records import validate_batch
 
 from .log import PartitionLog
@@ -48,9 +50,30 @@ class Scrubber:
         self.passes = 0          # completed passes over every sealed segment
         self.checked_bytes = 0   # in all passes, for the SPU's budget and the tests
         self.checked_batches = 0
+        # Sealed offsets below this were checked by a finished pass: segments sealed later (the
+        # active one rolling) are checked by a catch-up from here, not an interval later.
+        self.checked_upto = 0
+        self.catching_up = False
 
     def restart(self) -> None:
         self._next = 0
+        self.checked_upto = 0
+        self.catching_up = False
+
+    def unchecked(self) -> bool:
+        """A sealed segment holds offsets no finished pass has checked (sealed since, say)."""
+        segments = self._log.sealed()
+        return bool(segments) and segments[-1].next_offset > self.checked_upto
+
+    def truncated(self, offset: int) -> None:
+        """The log was cut back to ``offset``: offsets from there will name new batches."""
+        self.checked_upto = min(self.checked_upto, offset)
+        self._next = min(self._next, offset)
+
+    def catch_up(self) -> None:
+        """Check only what ``unchecked`` found; the next steps walk from there."""
+        self._next = max(self.checked_upto, self._log.log_start_offset)
+        self.catching_up = True
 
     def step(self, max_bytes: int, max_batches: int = 1 << 30) -> tuple[bool, list[Damage]]:
         """Check batches worth about ``max_bytes``, and at most ``max_batches`` of them (at least
@@ -93,4 +116,28 @@ class Scrubber:
         if done:
             self._next = 0
             self.passes += 1
+            self.catching_up = False
+            if segments:
+                self.checked_upto = max(self.checked_upto, segments[-1].next_offset)
         return done, found
+
+
+def check_at(log: PartitionLog, offset: int) -> Damage | None:
+    """Check the batch holding ``offset`` now, in any segment (a reader found it bad): the
+    scrub's check for one batch. None when it is whole, or when ``offset`` is not in the log."""
+    for seg in (*log.sealed(), log.active_segment):
+        if seg.base_offset <= offset < seg.next_offset and seg.buffer is not None:
+            break
+    else:
+        return None
+    try:
+        pos, base = seg.find(offset)
+    except StorageError as exc:          # the walk to it leaves the segment: its headers are damaged
+        return Damage(str(seg.log_path), 0, offset, seg.next_offset - 1, str(exc))
+    try:
+        validate_batch(seg.buffer, pos)
+    except CorruptBatch as exc:
+        spans = list(walk_spans(seg.buffer, pos, seg.used, base))
+        last = spans[0][4] - 1 if spans else seg.next_offset - 1     # the header's range when it chains
+        return Damage(str(seg.log_path), pos, base, last, str(exc))
+    return None

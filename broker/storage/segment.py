@@ -163,6 +163,7 @@ class Segment:
         self.used = 0
         self.next_offset = base_offset
         self._dirty: tuple[int, int] | None = None  # [lo, hi) written since the last flush
+        self.damaged: str | None = None     # a sealed segment opened despite bytes after its last batch
 
     # --- opening -----------------------------------------------------------------
 
@@ -205,11 +206,12 @@ class Segment:
 
     @classmethod
     def open_sealed(cls, directory: Path, base_offset: int, *, interval_bytes: int,
-                    logger: logging.Logger) -> Segment:
+                    logger: logging.Logger, keep_damaged: bool = False) -> Segment:
         """Map an older segment read-only and find its end (from the index's last entry).
 
         Its batches are trusted (checked when written); its index is checked and rebuilt when
-        unsound. Non-zero bytes after the last batch are damage: StorageError.
+        unsound. Non-zero bytes after the last batch are damage: DamagedLog, or with
+        ``keep_damaged`` the segment ends at its last whole batch and ``damaged`` says why.
         """
         log_path = directory / log_name(base_offset)
         try:
@@ -224,13 +226,13 @@ class Segment:
         index = OffsetIndex.open_sealed(directory / index_name(base_offset), interval_bytes=interval_bytes)
         segment = cls(directory, base_offset, m, None, index)
         try:
-            segment._load_sealed(size, logger)
+            segment._load_sealed(size, logger, keep_damaged)
         except BaseException:
             segment.close(trim=False)
             raise
         return segment
 
-    def _load_sealed(self, size: int, logger: logging.Logger) -> None:
+    def _load_sealed(self, size: int, logger: logging.Logger, keep_damaged: bool = False) -> None:
         """Find the end of a sealed segment, check what follows it, rebuild its index if unsound."""
         index = self.index
         problem = index.first_problem(size, self._base_at, self.base_offset)
@@ -244,7 +246,12 @@ class Segment:
         for pos, _, batch_size, _, next_offset in walk_spans(self._map, start, size, expected) if size else ():
             self.used, self.next_offset = pos + batch_size, next_offset
             positions.append(pos)
-        self._check_sealed_tail(size)
+        try:
+            self._check_sealed_tail(size)
+        except DamagedLog as exc:
+            if not keep_damaged:
+                raise
+            self.damaged = str(exc)
         if problem is not None:
             logger.warning("index %s is unsound (%s); rebuilt from the log", index.path, problem)
             index.close(trim=False)

@@ -73,3 +73,41 @@ def test_a_damaged_header_inside_a_sealed_segment_loses_the_rest_of_it(open_log,
     found = scrub_all(Scrubber(log), 1 << 20)
     assert [(d.position, d.first_offset, d.last_offset) for d in found] == [(pos, base, seg.next_offset - 1)]
     assert "header at position" in found[0].cause
+
+
+def test_segments_sealed_after_a_pass_are_caught_up_alone(open_log, rng):
+    """Issue 10 gap d: a segment sealed between passes is checked from where the pass ended."""
+    log = open_log(segment_size=4096)
+    fill(log, rng, 100)
+    scrubber = Scrubber(log)
+    scrub_all(scrubber, 1 << 20)
+    assert not scrubber.unchecked()
+    checked = scrubber.checked_bytes
+    sealed_before = len(log.sealed())
+    fill(log, rng, 100)
+    new = log.sealed()[sealed_before:]
+    assert new and scrubber.unchecked()
+    seg = new[0]
+    pos, _base, size, _epoch, _next = list(seg.spans())[0]
+    with open(seg.log_path, "r+b") as f:
+        f.seek(pos + size - 1)
+        byte = f.read(1)[0]
+        f.seek(pos + size - 1)
+        f.write(bytes([byte ^ 1]))
+    scrubber.catch_up()
+    found = scrub_all(scrubber, 1 << 20)
+    assert [d.segment for d in found] == [str(seg.log_path)]
+    assert scrubber.checked_bytes - checked == sum(s.used for s in new), "only the new segments"
+    assert not scrubber.unchecked() and not scrubber.catching_up
+
+
+def test_a_truncation_below_the_checked_mark_makes_new_segments_unchecked(open_log, rng):
+    log = open_log(segment_size=4096)
+    fill(log, rng, 100)
+    scrubber = Scrubber(log)
+    scrub_all(scrubber, 1 << 20)
+    cut = log.sealed()[1].base_offset
+    log.truncate_to(cut)
+    scrubber.truncated(cut)                     # as Replica.truncate_to tells it
+    fill(log, rng, 60)
+    assert scrubber.unchecked()
