@@ -269,48 +269,59 @@ class BatchBuilder:
         first and max timestamps, the record count and the CRC. Raises InvalidArgument
         on an empty builder or a field out of its range.
         """
-        records = self._records
-        if not records:
-            raise InvalidArgument("cannot build a record batch with no records")
-        _check_range("producer_id", producer_id, _INT64)
-        _check_range("producer_epoch", producer_epoch, _INT16)
-        _check_range("first_sequence", first_sequence, _INT32)
-        first = self._first_timestamp
-        if len(records) == 1:        # linger 0: one record per batch, its delta is 0
-            max_timestamp = first
-        else:
-            _check_range("record timestamp_ms", first + min(map(_DELTA, records)), _INT64)
-            max_timestamp = first + max(map(_DELTA, records))
-        _check_range("record timestamp_ms", max_timestamp, _INT64)
-        fields = (first, max_timestamp, producer_id, producer_epoch, first_sequence)
-        try:
-            if self._codec is Codec.NONE:
-                return self._build_plain(fields)
-            return self._build_compressed(fields)
-        except OverflowError as exc:  # from msgspec: two timestamps too far apart for a delta
-            raise InvalidArgument(f"record timestamps are too far apart to encode: {exc}") from exc
+        return build_batch(self._records, self._first_timestamp, self._size, self._codec, producer_id=producer_id,
+                           producer_epoch=producer_epoch, first_sequence=first_sequence)
 
-    def _build_plain(self, fields: tuple) -> bytes:
-        # Encode straight after the header in a buffer sized by the upper bound;
-        # encode_into trims it to the encoded end. One copy left: bytes(buf).
-        buf = bytearray(self._size)
-        _ENCODER.encode_into(self._records, buf, HEADER_SIZE)
-        _pack_header(buf, len(buf) - HEADER_SIZE, len(self._records), self._codec, fields)
-        with memoryview(buf) as view:
-            crc = zlib.crc32(view[ATTRIBUTES_POS:])
-        _CRC.pack_into(buf, CRC_POS, crc)
-        return bytes(buf)
 
-    def _build_compressed(self, fields: tuple) -> bytes:
-        # The CRC runs over header then payload without joining them first, so the
-        # payload is copied once, into the result.
-        payload = compress(self._codec, _ENCODER.encode(self._records))
-        head = bytearray(HEADER_SIZE)
-        _pack_header(head, len(payload), len(self._records), self._codec, fields)
-        with memoryview(head) as view:
-            crc = zlib.crc32(payload, zlib.crc32(view[ATTRIBUTES_POS:]))
-        _CRC.pack_into(head, CRC_POS, crc)
-        return b"".join((head, payload))
+def build_batch(records: list, first_timestamp: int, size: int, codec: Codec, *, producer_id: int = -1,
+                producer_epoch: int = -1, first_sequence: int = -1) -> bytes:
+    """:meth:`BatchBuilder.build` over records its caller accumulated itself (the producer,
+    which appends in its own ``send`` to skip a call per record): ``records`` are wire
+    tuples ``(timestamp_ms - first_timestamp, key, value, headers)`` of checked types (bytes,
+    bytes or None, None or byte pairs), ``size`` is what ``estimated_size`` would say for
+    them (it sizes the buffer; too small only costs a reallocation), ``codec`` a Codec."""
+    if not records:
+        raise InvalidArgument("cannot build a record batch with no records")
+    _check_range("producer_id", producer_id, _INT64)
+    _check_range("producer_epoch", producer_epoch, _INT16)
+    _check_range("first_sequence", first_sequence, _INT32)
+    if len(records) == 1:        # linger 0: one record per batch, its delta is 0
+        max_timestamp = first_timestamp
+    else:
+        _check_range("record timestamp_ms", first_timestamp + min(map(_DELTA, records)), _INT64)
+        max_timestamp = first_timestamp + max(map(_DELTA, records))
+    _check_range("record timestamp_ms", max_timestamp, _INT64)
+    fields = (first_timestamp, max_timestamp, producer_id, producer_epoch, first_sequence)
+    try:
+        if codec is Codec.NONE:
+            return _build_plain(records, size, fields)
+        return _build_compressed(records, codec, fields)
+    except OverflowError as exc:  # from msgspec: two timestamps too far apart for a delta
+        raise InvalidArgument(f"record timestamps are too far apart to encode: {exc}") from exc
+
+
+def _build_plain(records: list, size: int, fields: tuple) -> bytes:
+    # Encode straight after the header in a buffer sized by the upper bound;
+    # encode_into trims it to the encoded end. One copy left: bytes(buf).
+    buf = bytearray(size)
+    _ENCODER.encode_into(records, buf, HEADER_SIZE)
+    _pack_header(buf, len(buf) - HEADER_SIZE, len(records), Codec.NONE, fields)
+    with memoryview(buf) as view:
+        crc = zlib.crc32(view[ATTRIBUTES_POS:])
+    _CRC.pack_into(buf, CRC_POS, crc)
+    return bytes(buf)
+
+
+def _build_compressed(records: list, codec: Codec, fields: tuple) -> bytes:
+    # The CRC runs over header then payload without joining them first, so the
+    # payload is copied once, into the result.
+    payload = compress(codec, _ENCODER.encode(records))
+    head = bytearray(HEADER_SIZE)
+    _pack_header(head, len(payload), len(records), codec, fields)
+    with memoryview(head) as view:
+        crc = zlib.crc32(payload, zlib.crc32(view[ATTRIBUTES_POS:]))
+    _CRC.pack_into(head, CRC_POS, crc)
+    return b"".join((head, payload))
 
 
 def encode_batch(records: Iterable[tuple], codec: Codec | int | str = Codec.NONE) -> bytes:
