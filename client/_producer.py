@@ -45,7 +45,10 @@ Cost per record. ``send_all`` takes records in chunks: the lock, the clock and
 the config are read once per chunk, the partition once per run of records that
 share a batch (keyed records: one cached hash lookup each), a run's fit in the
 batch is one bisect over cumulative sizes, and its outputs are made by one ``map``.
-What is left per record is BatchBuilder.append and a ProduceOutput.
+What is left per record is a wire tuple and a ProduceOutput. ``send`` itself, when the
+record joins an open batch that stays below the limit (most records), does that in its
+own frame: one lock, one clock read, one tuple (and for a keyed record on several
+partitions the partitioner's cached hash lookup), no other Python call.
 
 Fast path. Handing a sealed batch to the sender thread costs thread wake-ups and,
 under the GIL, often a wait for the switch interval (5 ms); with ``linger(0)`` that
