@@ -26,7 +26,7 @@ from rillet.ipc.errors import (
     StaleLeaderEpoch,
 )
 from rillet.ipc.records import HEADER_SIZE, check_readable, iter_batches, validate_batch
-from rillet.broker.storage.log import PartitionLog
+from rillet.broker.storage.log import MAX_SEGMENT_SIZE, PartitionLog
 from rillet.broker.storage.scrub import Damage, Scrubber
 
 from .isr import LeaderState
@@ -149,7 +149,7 @@ class Replica:
         while pos < end:
             # Length, magic, record count and CRC, once, before anything reads the batch; the
             # log stores it on this check (log.append's ``header``) instead of running it again.
-            header = validate_batch(batches, pos)
+            header = validate_batch(batches, pos, max_batch_bytes=MAX_SEGMENT_SIZE + 1)    # the log's bound
             size = header.total_size
             if compression is not None and header.codec != compression:
                 raise CompressionError(
