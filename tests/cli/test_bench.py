@@ -186,3 +186,24 @@ def test_failover_is_not_in_the_default_set():
     [run] = bench_tool.parse_runs(bench_tool.build_parser().parse_args(["--workload", "failover", "--records", "5"]))
     assert (run.mode, run.spus, run.kills, run.kill_interval_s, run.partitions, run.linger_ms) == \
         ("failover", 3, 20, 1.0, 1, 0)
+
+
+def test_bench_cpu_times_each_path_and_leaves_nothing():
+    result = subprocess.run([sys.executable, "-m", "rillet.tools.bench_cpu", "--records", "300", "--rounds", "2"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["path"] for line in lines] == ["send", "linger0", "spu"]
+    send, linger0, spu = lines
+    for line, key in ((send, "caller_us_per_send"), (linger0, "caller_us_per_send"), (linger0, "spu_us_per_record"),
+                      (spu, "spu_us_per_request")):
+        assert len(line[key]) == 2 and all(f >= 0 for f in line[key])       # the warm-up round is dropped
+        assert line[f"{key}_min"] <= line[f"{key}_median"]
+    assert send["caller_us_per_send_median"] > 0 and linger0["caller_us_per_send_median"] > 0
+    assert not leftovers(result.stderr)
+
+
+def test_bench_cpu_refuses_unknown_paths():
+    result = subprocess.run([sys.executable, "-m", "rillet.tools.bench_cpu", "--paths", "send,nope"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--paths takes send, linger0, spu" in result.stderr
