@@ -35,8 +35,8 @@ class _Batch:
     """One batch from its first record to its answer: open, then sealed (queued,
     in flight, maybe retried), then finished."""
 
-    __slots__ = ("partition", "records", "first_ts", "result", "deadline", "size", "attempt", "first_sent",
-                 "payload", "finished", "producer_id", "sequence", "built")
+    __slots__ = ("partition", "records", "first_ts", "last_ts", "result", "deadline", "size", "attempt",
+                 "first_sent", "payload", "finished", "producer_id", "sequence", "built")
 
     def __init__(self, partition: int, deadline: float, where: str) -> None:
         self.partition = partition
@@ -45,6 +45,9 @@ class _Batch:
         # record was a third Python call per send.
         self.records: list[tuple] = []
         self.first_ts = 0
+        # The greatest timestamp in it, kept as records come (one comparison each; a clock
+        # read, so never out of range): the build then does not scan the records for it.
+        self.last_ts = 0
         self.result = _BatchResult(partition, where)
         self.deadline = deadline         # linger expiry (monotonic)
         self.size = EMPTY_BATCH         # uncompressed estimate, bytes (BatchBuilder.estimated_size's)
@@ -92,6 +95,8 @@ class _Accumulator:
                     index = len(records)
                     if not index:
                         batch.first_ts = ts
+                    if ts > batch.last_ts:
+                        batch.last_ts = ts
                     records.append((ts - batch.first_ts, key, value, None))
                     batch.size += size
                     if (self.linger0 or batch.size >= self.batch_limit) and self.queued[partition] < self.queue_limit:
@@ -192,6 +197,8 @@ class _Accumulator:
             index = len(records)
             if not index:
                 batch.first_ts = ts
+            if ts > batch.last_ts:
+                batch.last_ts = ts
             records.extend(zip(repeat(ts - batch.first_ts), repeat(None) if keys is None else keys[j:end],
                                values[j:end], repeat(None)))
             outputs += map(ProduceOutput, repeat(batch.result), range(index, index + end - j))

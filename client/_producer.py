@@ -293,6 +293,8 @@ class TopicProducer:
                         records = batch.records
                         records.append((ts - batch.first_ts, key, value, None))
                         batch.size = size
+                        if ts > batch.last_ts:
+                            batch.last_ts = ts
                         return ProduceOutput(batch.result, len(records) - 1)
             finally:
                 lock.release()

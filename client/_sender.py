@@ -128,7 +128,7 @@ class _Sender:
             epoch = 0 if self.idempotent else -1
             batch.payload = build_batch(batch.records, batch.first_ts, batch.size, self.codec,
                                         producer_id=batch.producer_id, producer_epoch=epoch,
-                                        first_sequence=batch.sequence)
+                                        first_sequence=batch.sequence, max_timestamp=batch.last_ts)
 
     def _request(self, batch: _Batch, cid: int) -> m.ProduceRequest:
         return m.ProduceRequest(cid, self.topic, batch.partition, self.isolation, self.timeout_ms,

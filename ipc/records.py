@@ -274,15 +274,20 @@ class BatchBuilder:
 
 
 def build_batch(records: list, first_timestamp: int, size: int, codec: Codec, *, producer_id: int = -1,
-                producer_epoch: int = -1, first_sequence: int = -1) -> bytes:
+                producer_epoch: int = -1, first_sequence: int = -1, max_timestamp: int | None = None) -> bytes:
     """:meth:`BatchBuilder.build` over records its caller accumulated itself (the producer,
     which appends in its own ``send`` to skip a call per record): ``records`` are wire
     tuples ``(timestamp_ms - first_timestamp, key, value, headers)`` of checked types (bytes,
     bytes or None, None or byte pairs), ``size`` is what ``estimated_size`` would say for
-    them (it sizes the buffer; too small only costs a reallocation), ``codec`` a Codec."""
+    them (it sizes the buffer; too small only costs a reallocation), ``codec`` a Codec.
+    ``max_timestamp``: the records' greatest timestamp when the caller kept it, vouching that
+    none is out of range (the producer's come from the clock); else the records are scanned
+    (28 ns a record: two fifths of a build of 100 B records)."""
     count = len(records)
     if count == 1:               # linger 0: one record per batch, its delta is 0
         low = high = first_timestamp
+    elif max_timestamp is not None and count:
+        low, high = first_timestamp, max_timestamp
     elif count:
         low, high = first_timestamp + min(map(_DELTA, records)), first_timestamp + max(map(_DELTA, records))
     else:

@@ -43,6 +43,7 @@ class FakeSpu:
         self.path = path
         self.batches: dict[int, list[list[tuple[bytes | None, bytes]]]] = defaultdict(list)   # partition -> batches
         self.timestamps: dict[int, list[int]] = defaultdict(list)   # partition -> each stored record's
+        self.bad_headers: list[tuple] = []   # batches whose header's timestamps are not their records'
         self.requests = 0
         self.answering = threading.Event()
         self.answering.set()
@@ -91,7 +92,10 @@ class FakeSpu:
             self.requests += 1
             if self.requests in self.refuse:
                 return m.ErrorResponse(msg.cid, NotLeader.code, "refused by the test")
-            _header, records = decode_batch(bytes(msg.batches))
+            header, records = decode_batch(bytes(msg.batches))
+            stamps = [r.timestamp for r in records]
+            if (header.first_timestamp, header.max_timestamp) != (stamps[0], max(stamps)):
+                self.bad_headers.append((header.first_timestamp, header.max_timestamp, stamps))
             log = self.batches[msg.partition]
             base = sum(len(b) for b in log)
             log.append([(r.key, r.value) for r in records])
@@ -181,6 +185,7 @@ def test_send_all_stores_what_a_send_loop_stores(spu, partitions, keys, settings
     assert [o.partition_id() for o in bulk_outputs] == [o.partition_id() for o in loop_outputs]
     assert [o.wait().offset() for o in bulk_outputs] == [o.wait().offset() for o in loop_outputs]
     assert all(b <= 4_000 // 121 for sizes in loop_batches.values() for b in sizes)   # 100-byte records: 121 bytes each
+    assert spu.bad_headers == []
     if keys:
         for key, value in records:
             assert (key, value) in by_loop[key_hash(key) % partitions]
@@ -311,6 +316,7 @@ def test_sends_racing_the_linger_seal_store_each_record_once_in_order(spu):
                 by_key[key].append(i)
         assert all(seq == sorted(seq) for seq in by_key.values())
     assert len(spu.batches[0]) > 3                       # the linger sealed batches while sends ran
+    assert spu.bad_headers == []                         # first and greatest timestamps, as kept while appending
     with pytest.raises(Closed):
         prod.send(None, b"after close")
 
