@@ -18,7 +18,7 @@ from operator import add, itemgetter, sub
 
 from rillet.ipc.errors import Closed, MessageTooLarge, RilletError, Timeout
 from rillet.ipc.metadata_table import PartitionStatus
-from rillet.ipc.records import RECORD_OVERHEAD, BatchBuilder, coerce_bytes
+from rillet.ipc.records import RECORD_OVERHEAD, coerce_bytes
 
 from ._produce_output import ProduceOutput, _BatchResult
 from ._producer_config import EMPTY_BATCH
@@ -35,15 +35,22 @@ class _Batch:
     """One batch from its first record to its answer: open, then sealed (queued,
     in flight, maybe retried), then finished."""
 
-    __slots__ = ("partition", "builder", "result", "deadline", "size", "attempt", "first_sent", "payload",
-                 "finished", "producer_id", "sequence", "built")
+    __slots__ = ("partition", "records", "first_ts", "last_ts", "result", "deadline", "size", "attempt",
+                 "first_sent", "payload", "finished", "producer_id", "sequence", "built")
 
-    def __init__(self, partition: int, codec: int, deadline: float, where: str) -> None:
+    def __init__(self, partition: int, deadline: float, where: str) -> None:
         self.partition = partition
-        self.builder = BatchBuilder(codec)
+        # The records in wire shape, (timestamp_ms - first_ts, key, value, None), appended
+        # here by send itself (records.build_batch encodes them): a BatchBuilder.append per
+        # record was a third Python call per send.
+        self.records: list[tuple] = []
+        self.first_ts = 0
+        # The greatest timestamp in it, kept as records come (one comparison each; a clock
+        # read, so never out of range): the build then does not scan the records for it.
+        self.last_ts = 0
         self.result = _BatchResult(partition, where)
         self.deadline = deadline         # linger expiry (monotonic)
-        self.size = EMPTY_BATCH         # uncompressed estimate, bytes
+        self.size = EMPTY_BATCH         # uncompressed estimate, bytes (BatchBuilder.estimated_size's)
         self.attempt = 0                 # retries made
         self.first_sent = 0.0
         self.payload: bytes | None = None
@@ -84,7 +91,13 @@ class _Accumulator:
                         if batch is None:
                             return None
                         partition = batch.partition
-                    index = batch.builder.append(key, value, ts)
+                    records = batch.records
+                    index = len(records)
+                    if not index:
+                        batch.first_ts = ts
+                    if ts > batch.last_ts:
+                        batch.last_ts = ts
+                    records.append((ts - batch.first_ts, key, value, None))
                     batch.size += size
                     if (self.linger0 or batch.size >= self.batch_limit) and self.queued[partition] < self.queue_limit:
                         self._seal(batch, direct=True)
@@ -180,8 +193,14 @@ class _Accumulator:
                 batch = self._batch_for(partition, cum[j] - before, keyless, True)
                 partition = batch.partition
             end = bisect_right(cum, before + limit - batch.size, j + 1)
-            index = batch.builder.extend(None if keys is None else keys[j:end], values[j:end], ts,
-                                         cum[end - 1] - before)
+            records = batch.records
+            index = len(records)
+            if not index:
+                batch.first_ts = ts
+            if ts > batch.last_ts:
+                batch.last_ts = ts
+            records.extend(zip(repeat(ts - batch.first_ts), repeat(None) if keys is None else keys[j:end],
+                               values[j:end], repeat(None)))
             outputs += map(ProduceOutput, repeat(batch.result), range(index, index + end - j))
             batch.size += cum[end - 1] - before
             before, j = cum[end - 1], end
@@ -201,7 +220,7 @@ class _Accumulator:
             batch = self.open.get(partition)
             if batch is None:
                 deadline = time.monotonic() + self.linger_s
-                batch = self.open[partition] = _Batch(partition, self.codec, deadline, self.where[partition])
+                batch = self.open[partition] = _Batch(partition, deadline, self.where[partition])
                 if deadline < self.sender_wake_at and not self.linger0:
                     self.work.notify()   # the sender thread sleeps past this batch's linger
                 return batch
@@ -232,7 +251,7 @@ class _Accumulator:
         write it on its link from this thread when nothing of its partition waits."""
         p = batch.partition
         del self.open[p]
-        batch.result.records = len(batch.builder)
+        batch.result.records = len(batch.records)
         batch.result.seq = next(self._seq)
         self.queued[p] += 1
         self.unresolved.add(batch.result)

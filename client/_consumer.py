@@ -26,6 +26,10 @@ Direct reads (client/_direct.py; ``RILLET_DIRECT_READS=0`` forces the socket): a
 stream with a ``DirectPath`` reads the leader's files itself. ``_open``, ``_step`` and
 the merged wait choose the path; an unusable direct path falls back to the socket.
 
+Modules: this one holds the partition stream and the legacy consumers; the record buffer
+and the chain over it are client/_record_buffer.py, the merged reader of several
+partitions client/_merged_stream.py, direct reads client/_direct.py.
+
 Start positions (``Offset``) resolve when a stream opens, by :func:`start_position`:
 relative forms clamp to the log's available range (records removed by retention are
 skipped); ``absolute(n)`` outside the log is OffsetOutOfRange naming the valid range.
@@ -34,11 +38,8 @@ skipped); ``absolute(n)`` outside the log is OffsetOutOfRange naming the valid r
 from __future__ import annotations
 
 import asyncio
-import select
-import threading
 import time
-from itertools import chain
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection, raise_for_error
@@ -49,12 +50,15 @@ from rillet.ipc.names import validate_name
 from rillet.ipc.records import decode_records, iter_batches
 
 from ._damage import leader_verdict, log_skip, lost_range
-from ._direct import DirectPath, DirectUnavailable, direct_reads_enabled, wait_streams
+from ._direct import DirectPath, DirectUnavailable, direct_reads_enabled
 from ._enums import Isolation
+# ASYNC_SLICE_S and the merged stream are taken from here by the consumer iterator and the package.
+from ._merged_stream import ASYNC_SLICE_S, MultiPartitionStream  # noqa: F401
 from ._metadata import MetadataView
 from ._offsets import DEFAULT_MAX_BYTES, start_position
 from ._outage import Failover
 from ._record import Offset, Record
+from ._record_buffer import RecordBuffer, chained
 from ._smartmodule import refuse_smartmodules, smartmodule_invocation
 
 LONG_POLL_MS = 1000                  # one fetch waits at most this long for new records
@@ -62,93 +66,6 @@ REPLY_GRACE_S = 10.0                 # a fetch unanswered this long past its lon
 _DROPPED = object()                 # a direct read found the direct path unusable
 FAILOVER_WINDOW_S = 30.0             # how long a disable_continuous stream looks for a leader (or the
                                      # cluster); a following stream looks for as long as it takes
-WAIT_SLICE_S = 1.0                   # a multi-partition wait re-checks for stuck fetches this often
-ASYNC_SLICE_S = 0.25                 # async waits run in worker threads in slices this long, so
-                                     # cancellation and loop shutdown never wait on an idle stream
-
-
-class RecordBuffer:
-    """Decoded records waiting to be handed out: a list and an iterator over it.
-
-    ``__next__`` of the streams is ``for record in buffer.it: return record``, a list
-    iterator step; ``take()`` hands out what is left as a list, the decoded list
-    itself when none of it was handed out (no copy). Not thread-safe: one reader.
-    """
-
-    __slots__ = ("records", "it")
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.it: Iterator[Record] = iter(self.records)
-
-    def __len__(self) -> int:
-        """Records not handed out yet."""
-        return self.it.__length_hint__()
-
-    def handed_out(self) -> int:
-        """How many records of ``records`` were handed out, from the front."""
-        return len(self.records) - self.it.__length_hint__()
-
-    def put(self, records: list[Record]) -> None:
-        """Buffer ``records`` after whatever is left."""
-        if self.it.__length_hint__():
-            records = self.take() + records
-        self.records = records
-        self.it = iter(records)
-
-    def clear(self) -> None:
-        """Drop the used-up list. Called before waiting for the next fetch, so its
-        records are freed first and the next answer reuses their memory (freed after
-        the next answer arrived, a 1 MiB batch lets glibc give the heap's top back to
-        the kernel and fault it in again: 0.3 s of 0.7 s for 200 MB of 1 KiB records)."""
-        self.records = []
-        self.it = iter(self.records)
-
-    def take(self) -> list[Record]:
-        """Everything not handed out, as a list; the buffer is empty afterwards."""
-        records, it = self.records, self.it
-        left = it.__length_hint__()
-        it.__setstate__(len(records))       # used up: a chain still holding it sees nothing more
-        self.records = []
-        self.it = iter(self.records)
-        return records if left == len(records) else records[len(records) - left:]
-
-
-class _Raise:
-    """An iterator that raises ``exc`` once, then is used up."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-    def __iter__(self) -> "_Raise":
-        return self
-
-    def __next__(self):
-        exc, self.exc = self.exc, None
-        if exc is None:
-            raise StopIteration
-        raise exc
-
-
-def _guarded(refill: Callable[[], Iterator[Record] | None]) -> Iterator[Record] | None:
-    try:
-        return refill()
-    except BaseException as exc:     # Ctrl-C too: a chain whose source raised would be dead
-        return _Raise(exc)
-
-
-def chained(refill: Callable[[], Iterator[Record] | None]) -> Iterator[Record]:
-    """The records of the iterators ``refill()`` returns, until it returns None.
-
-    ``itertools.chain`` steps the list iterators in C, so a record costs no Python
-    call. ``refill`` (a stream's wait for its next fetch) runs once per batch; an
-    error it raises comes out of the chain through a _Raise iterator, after which
-    the chain asks ``refill`` again, as a retried ``next()`` would (an exception
-    from chain's source itself would end the chain for good).
-    """
-    return chain.from_iterable(iter(lambda: _guarded(refill), None))
 
 
 class ConsumerConfig:
@@ -503,133 +420,6 @@ class PartitionStream:
         finally:
             if records:
                 self._buffer.put(records)
-
-
-def _wait_readable(fds: list[int], timeout_s: float) -> None:
-    """Block until one of ``fds`` is readable or ``timeout_s`` passes (Ctrl-C interrupts)."""
-    poller = select.poll()
-    for fd in fds:
-        if fd >= 0:
-            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-    poller.poll(max(0, int(timeout_s * 1000)))
-
-
-class MultiPartitionStream:
-    """Records of several partition streams as they arrive: each partition in order,
-    no order across partitions (as Fluvio's ``select_all``). Iterate it, ask for
-    ``next_batch()``, or ``async for`` over it."""
-
-    def __init__(self, streams: Iterable[PartitionStream]) -> None:
-        self._streams = list(streams)
-        self._turn = 0
-        self._ready = RecordBuffer()
-        self._lock = threading.Lock()      # one waiter at a time (async waits run in threads)
-        self._closed = False
-
-    def __iter__(self) -> Iterator[Record]:
-        return chained(self._refill)
-
-    def __next__(self) -> Record:
-        for record in self._ready.it:
-            return record
-        if self._refill() is None:
-            raise StopIteration
-        return next(self._ready.it)
-
-    def _refill(self) -> Iterator[Record] | None:
-        """The buffer's iterator once a batch is in it; None (closed) at the end."""
-        if len(self._ready):
-            return self._ready.it
-        self._ready.clear()
-        while not len(self._ready):
-            batch = self._fill(None)
-            if batch is None:
-                self.close()
-                return None
-            self._ready.put(batch)
-        return self._ready.it
-
-    def next_batch(self) -> list[Record]:
-        """The records of one fetch of one partition (waiting if needed); [] at the end."""
-        if len(self._ready):
-            return self._ready.take()
-        while True:
-            batch = self._fill(None)
-            if batch is None:
-                self.close()
-                return []
-            if batch:
-                return batch
-
-    def __aiter__(self) -> "MultiPartitionStream":
-        return self
-
-    async def __anext__(self) -> Record:
-        for record in self._ready.it:
-            return record
-        self._ready.clear()
-        while not len(self._ready):
-            batch = await asyncio.to_thread(self._fill, ASYNC_SLICE_S)
-            if batch is None:
-                self.close()
-                raise StopAsyncIteration
-            self._ready.put(batch)
-        return next(self._ready.it)
-
-    @property
-    def finished(self) -> bool:
-        return not len(self._ready) and all(s.finished for s in self._streams)
-
-    def close(self) -> None:
-        self._closed = True
-        for s in self._streams:
-            s.close()
-
-    def __enter__(self) -> "MultiPartitionStream":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    async def __aenter__(self) -> "MultiPartitionStream":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.close()
-
-    # --- internals ---
-    def _take(self) -> list[Record]:
-        """One stream's buffered records, taking streams in turn; [] when none has any."""
-        n = len(self._streams)
-        for i in range(n):
-            stream = self._streams[(self._turn + i) % n]
-            if len(stream._buffer):
-                self._turn = (self._turn + i + 1) % n
-                return stream._buffer.take()
-        return []
-
-    def _fill(self, max_wait_s: float | None) -> list[Record] | None:
-        """A batch of records; [] if ``max_wait_s`` passed first; None when every stream ended."""
-        with self._lock:
-            deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
-            while True:
-                if self._closed:
-                    return None
-                batch = self._take()
-                if batch:
-                    return batch
-                live = [s for s in self._streams if not s._at_end()]
-                if not live:
-                    return None
-                if any([s._step(block=False) for s in live]):
-                    continue
-                # a stream in an outage has nothing to watch: wake when its next try is due
-                timeout = min([WAIT_SLICE_S, *(s._failover.wait_s() for s in live if s._failover.active)])
-                if deadline is not None:
-                    timeout = min(timeout, deadline - time.monotonic())
-                    if timeout <= 0:
-                        return []
-                wait_streams(live, timeout, _wait_readable)
 
 
 class PartitionConsumer:

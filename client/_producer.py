@@ -45,7 +45,10 @@ Cost per record. ``send_all`` takes records in chunks: the lock, the clock and
 the config are read once per chunk, the partition once per run of records that
 share a batch (keyed records: one cached hash lookup each), a run's fit in the
 batch is one bisect over cumulative sizes, and its outputs are made by one ``map``.
-What is left per record is BatchBuilder.append and a ProduceOutput.
+What is left per record is a wire tuple and a ProduceOutput. ``send`` itself, when the
+record joins an open batch that stays below the limit (most records), does that in its
+own frame: one lock, one clock read, one tuple (and for a keyed record on several
+partitions the partitioner's cached hash lookup), no other Python call.
 
 Fast path. Handing a sealed batch to the sender thread costs thread wake-ups and,
 under the GIL, often a wait for the switch interval (5 ms); with ``linger(0)`` that
@@ -81,9 +84,11 @@ import weakref
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
+from time import time_ns as _time_ns
 
 from rillet.ipc.compression import Codec
 from rillet.ipc.errors import Closed, InvalidArgument, RilletError, Timeout
+from rillet.ipc.records import RECORD_OVERHEAD
 
 from ._accumulator import SEND_ALL_CHUNK, _Accumulator, _Batch, _split_pairs, to_bytes
 from ._enums import DeliverySemantic
@@ -125,9 +130,12 @@ class _ProducerCore(_Accumulator, _Sender):
         self.fixed = config.partition
         self.partitioner = Partitioner()
         self.batch_limit = min(config.batch_size, config.max_request_size)
+        # TopicProducer.send appends in place while a batch stays below this (0: never, since
+        # at linger 0 every record is sealed at once).
+        self.fast_limit = 0 if config.linger_ms == 0 else self.batch_limit
         self.max_record = config.max_request_size - EMPTY_BATCH
         self.queue_limit = config.batch_queue_size
-        self.codec = Codec(int(config.compression))     # a Codec: BatchBuilder takes it as is
+        self.codec = Codec(int(config.compression))     # a Codec: records.build_batch takes it as is
         self.linger_s = config.linger_ms / 1000
         self.linger0 = config.linger_ms == 0
         self.at_least_once = config.delivery_semantic == DeliverySemantic.AtLeastOnce
@@ -208,7 +216,7 @@ class _ProducerCore(_Accumulator, _Sender):
             for q in self.ready:
                 q.clear()
             for batch in self.open.values():     # never sealed: count it like a sealed batch
-                batch.result.records = len(batch.builder)
+                batch.result.records = len(batch.records)
                 self.queued[batch.partition] += 1
                 left.append(batch)
             self.open.clear()
@@ -222,7 +230,7 @@ class _ProducerCore(_Accumulator, _Sender):
 
     def statistics(self) -> ProducerStatistics:
         with self.lock:
-            pending = sum(r.records for r in self.unresolved) + sum(len(b.builder) for b in self.open.values())
+            pending = sum(r.records for r in self.unresolved) + sum(len(b.records) for b in self.open.values())
             return ProducerStatistics(records_pending=pending, first_error=None if self.first_error is None
                                       else str(self.first_error), **self.stats)
 
@@ -263,11 +271,39 @@ class TopicProducer:
         """Queue one record (key None: keyless). Returns at once unless the partition's
         batch queue is full (backpressure; Timeout after 30 s). MessageTooLarge if the
         record cannot fit in ``max_request_size``."""
+        core = self._core
+        if value.__class__ is bytes and (key is None or key.__class__ is bytes):
+            # The common case in this one call (each Python call costs ~70 ns of a ~0.5 us send):
+            # the record joins its partition's open batch and leaves it below the batch limit,
+            # so nothing is sealed (fast_limit is 0 at linger 0: every record seals). What
+            # core.send does besides is implied: a batch in `open` has a record (so first_ts
+            # is set) and the producer is not closing (_shutdown empties `open`), and a record
+            # that fits under the batch limit fits max_request_size.
+            ts = _time_ns() // 1_000_000
+            lock = core.lock
+            lock.acquire()                      # not `with`: 50 ns less on this path
+            try:
+                p = core.fixed
+                if p is None:
+                    p = core.partitioner.keyless if key is None else core.partitioner.for_key(key, core.partition_count)
+                batch = core.open.get(p)
+                if batch is not None:
+                    size = batch.size + len(value) + (RECORD_OVERHEAD if key is None else RECORD_OVERHEAD + len(key))
+                    if size < core.fast_limit:
+                        records = batch.records
+                        records.append((ts - batch.first_ts, key, value, None))
+                        batch.size = size
+                        if ts > batch.last_ts:
+                            batch.last_ts = ts
+                        return ProduceOutput(batch.result, len(records) - 1)
+            finally:
+                lock.release()
+            return core.send(key, value, None)
         if key is not None and key.__class__ is not bytes:
             key = to_bytes(key, "key")
         if value.__class__ is not bytes:
             value = to_bytes(value, "value")
-        return self._core.send(key, value, None)
+        return core.send(key, value, None)
 
     def send_string(self, value: str) -> ProduceOutput:
         """Send a keyless record with a str value (Fluvio sends an empty key; rillet sends none)."""

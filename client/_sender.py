@@ -19,7 +19,7 @@ from rillet.ipc.errors import (
     BrokenConnection, Closed, CompressionError, InternalError, OutOfOrderSequence, ProtocolError, RilletError,
     error_from_code,
 )
-from rillet.ipc.records import IDEMPOTENT_WINDOW, SEQUENCE_MODULUS
+from rillet.ipc.records import IDEMPOTENT_WINDOW, SEQUENCE_MODULUS, build_batch
 
 from ._accumulator import _Batch, _urge_on
 from ._enums import Compression
@@ -121,13 +121,14 @@ class _Sender:
         if self.idempotent and batch.sequence < 0:
             p = batch.partition
             batch.producer_id, batch.sequence = self.producer_ids[p], self.next_sequence[p]
-            self.next_sequence[p] = (batch.sequence + len(batch.builder)) % SEQUENCE_MODULUS
+            self.next_sequence[p] = (batch.sequence + len(batch.records)) % SEQUENCE_MODULUS
             batch.built = next(self._built_no)
             self.built[p].add(batch)
         if not sequence_only:
             epoch = 0 if self.idempotent else -1
-            batch.payload = batch.builder.build(producer_id=batch.producer_id, producer_epoch=epoch,
-                                                first_sequence=batch.sequence)
+            batch.payload = build_batch(batch.records, batch.first_ts, batch.size, self.codec,
+                                        producer_id=batch.producer_id, producer_epoch=epoch,
+                                        first_sequence=batch.sequence, max_timestamp=batch.last_ts)
 
     def _request(self, batch: _Batch, cid: int) -> m.ProduceRequest:
         return m.ProduceRequest(cid, self.topic, batch.partition, self.isolation, self.timeout_ms,
@@ -250,6 +251,6 @@ class _Sender:
             if was_full:
                 self.room.notify_all()
                 self.work.notify()
-        batch.builder = batch.payload = None
+        batch.records = batch.payload = None
         result.resolve(base_offset, error)
 

@@ -86,7 +86,8 @@ def _fail(what: str) -> OSError:
 
 def wake(address: int, count: int = _INT_MAX) -> int:
     """Wake up to ``count`` waiters (default all) on the word at ``address``; returns how many woke."""
-    n = _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAKE, count, None, None, 0)
+    # FUTEX_WAKE reads only these three arguments (the kernel ignores the rest).
+    n = _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAKE, count)
     if n < 0:
         raise _fail("futex wake")
     return n

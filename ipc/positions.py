@@ -214,7 +214,12 @@ def write_offsets(buf, index: int, log_start: int, hw: int, leo: int, active_bas
 
 def bump_wake(buf, index: int) -> int:
     """Move row ``index``'s futex word on (after a publish); returns its new value."""
-    at = wake_offset(index)
+    return bump_wake_at(buf, row_offset(index))
+
+
+def bump_wake_at(buf, at: int) -> int:
+    """:func:`bump_wake` of the row at byte offset ``at`` (``row_offset(index)``)."""
+    at += WAKE_OFFSET
     value = (_WAKE.unpack_from(buf, at)[0] + 1) & _U32_MASK
     _WAKE.pack_into(buf, at, value)
     return value
@@ -233,7 +238,12 @@ def _woken_mark(value: int) -> int:
 def mark_woken(buf, index: int, value: int, woke_all: bool) -> None:
     """After the FUTEX_WAKE of the publish that moved row ``index``'s word to ``value``:
     record whether it woke every sleeper (see the layout's ``woken``)."""
-    _WOKEN.pack_into(buf, HEADER_SIZE + index * ROW_SIZE + WOKEN_OFFSET, _woken_mark(value) if woke_all else 0)
+    mark_woken_at(buf, row_offset(index), value, woke_all)
+
+
+def mark_woken_at(buf, at: int, value: int, woke_all: bool) -> None:
+    """:func:`mark_woken` of the row at byte offset ``at``."""
+    _WOKEN.pack_into(buf, at + WOKEN_OFFSET, (_WOKEN_FLAG | (value & 0x7FFF)) if woke_all else 0)
 
 
 def woke_all(buf, index: int, value: int) -> bool:

@@ -507,12 +507,14 @@ class PositionsWriter:
 
     def _wake(self, mapping: RawMapping, index: int) -> None:
         """Move row ``index``'s wake word and wake a few sleepers; they relay to the others
-        (futex.py) unless this wake found so few that it woke them all, as the row then says."""
+        (futex.py) unless this wake found so few that it woke them all, as the row then says.
+        (Every append of a leader runs this: the row's address is computed once.)"""
         buf = mapping.buf
-        value = positions.bump_wake(buf, index)
+        at = positions.row_offset(index)
+        value = positions.bump_wake_at(buf, at)
         if futex.AVAILABLE:
-            woken = futex.wake(mapping.address + positions.wake_offset(index), futex.RELAY_FANOUT)
-            positions.mark_woken(buf, index, value, woken < futex.RELAY_FANOUT)
+            woken = futex.wake(mapping.address + at + positions.WAKE_OFFSET, futex.RELAY_FANOUT)
+            positions.mark_woken_at(buf, at, value, woken < futex.RELAY_FANOUT)
 
     def publish_offsets(self, index: int, log_start: int, hw: int, leo: int, active_base: int,
                         active_used: int) -> None:

@@ -22,11 +22,11 @@ import time
 from rillet.ipc import messages as m
 from rillet.ipc.compression import parse_topic_compression
 from rillet.ipc.errors import (
-    CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, OutOfOrderSequence, RecordsLost, RequestTimedOut,
+    CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, RecordsLost, RequestTimedOut,
     StaleLeaderEpoch,
 )
-from rillet.ipc.records import HEADER_SIZE, check_readable, iter_batches, peek_header, validate_batch
-from rillet.broker.storage.log import PartitionLog
+from rillet.ipc.records import HEADER_SIZE, check_readable, iter_batches, validate_batch
+from rillet.broker.storage.log import MAX_SEGMENT_SIZE, PartitionLog
 from rillet.broker.storage.scrub import Damage, Scrubber
 
 from .isr import LeaderState
@@ -149,31 +149,27 @@ class Replica:
         if end < HEADER_SIZE:
             raise CorruptBatch(f"produce request carries {end} bytes, less than one batch header")
         while pos < end:
-            header = peek_header(batches, pos)
+            # Length, magic, record count and CRC, once, before anything reads the batch; the
+            # log stores it on this check (log.append's ``header``) instead of running it again.
+            header = validate_batch(batches, pos, max_batch_bytes=MAX_SEGMENT_SIZE + 1)    # the log's bound
             size = header.total_size
-            if size > end - pos or header.batch_length <= 0:
-                raise CorruptBatch(f"batch at position {pos} claims {size} bytes, {end - pos} present")
             if compression is not None and header.codec != compression:
                 raise CompressionError(
                     f"topic {self.spec.topic} requires compression {self.spec.compression_type.lower()}, "
                     f"batch uses codec {header.codec}"
                 )
             pid, count = header.producer_id, header.record_count
-            try:
-                duplicate = producers.check(pid, header.first_sequence, count)
-            except OutOfOrderSequence:
-                validate_batch(batches, pos)         # a damaged batch is CorruptBatch, not a gap
-                raise
+            duplicate = producers.check(pid, header.first_sequence, count)
             if duplicate is None:
                 # Storage never decodes records; the SPU checks once that every consumer will be able
                 # to (codec, decompression bound, record shape and count) so no poison batch is stored.
                 check_readable(batches, pos, header)
-                base, stored_end = self.log.append(batches[pos:pos + size], leader_epoch=self.spec.leader_epoch)
+                base, stored_end = self.log.append(batches[pos:pos + size], leader_epoch=self.spec.leader_epoch,
+                                                   header=header)
                 producers.apply(pid, header.first_sequence, count, base)
                 self.records_in += count
                 self.bytes_in += size
             else:
-                validate_batch(batches, pos)
                 base, stored_end = duplicate
                 self.logger.debug("%s: producer %d sequence %d is stored at offset %d already; not stored again",
                                   self.name, pid, header.first_sequence, base)

@@ -246,12 +246,15 @@ class PartitionLog:
 
     # --- writes ----------------------------------------------------------------
 
-    def append(self, batch: bytes | memoryview, *, leader_epoch: int) -> tuple[int, int]:
+    def append(self, batch: bytes | memoryview, *, leader_epoch: int,
+               header: BatchHeader | None = None) -> tuple[int, int]:
         """Leader path: append one whole batch, assigning offsets from leo; returns ``(base_offset, new_leo)``.
 
         The batch is validated (CorruptBatch), must fit a segment (MessageTooLarge), and is
         stamped with its base offset and ``leader_epoch`` in the segment map; the caller's
         buffer is never modified. ``leader_epoch`` may not be older than ``last_epoch``.
+        ``header``: what ``records.validate_batch`` returned for these very bytes, when the
+        caller ran it (the leader's replica does, first thing): then it is not run again.
         StorageError (naming the errno and the file) if a new segment or the epoch cache
         cannot be written; leo and the files are then unchanged.
         """
@@ -261,7 +264,10 @@ class PartitionLog:
         if leader_epoch < self.last_epoch:
             raise InvalidArgument(f"leader_epoch {leader_epoch} is older than the log's latest epoch {self.last_epoch}")
         view = _byte_view(batch)
-        header = self._validate(view, 0)
+        if header is None:
+            header = self._validate(view, 0)
+        elif header.total_size > self.segment_size:
+            raise MessageTooLarge(f"batch of {header.total_size} bytes exceeds segment_size={self.segment_size}")
         if header.total_size != len(view):
             raise CorruptBatch(f"append takes one batch: {len(view)} bytes given, the batch has {header.total_size}")
         base = self.leo

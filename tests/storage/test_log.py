@@ -134,6 +134,22 @@ def test_message_too_large_names_size_and_limit(open_log):
     assert log.segment_count == 2 and log.leo == 2
 
 
+def test_append_with_the_callers_validated_header(open_log, rng):
+    # The leader's replica validates a batch first and hands its header over: the log does not
+    # parse or check it again, but still refuses a batch that no segment holds, and one whose
+    # header is not that of the bytes given.
+    log = open_log(segment_size=2048)
+    good = sized_batch(200, rng)
+    assert log.append(good, leader_epoch=0, header=validate_batch(good)) == (0, 1)
+    big = make_batch(bytes(2049 - HEADER_SIZE))
+    with pytest.raises(MessageTooLarge, match=r"batch of 2049 bytes exceeds segment_size=2048"):
+        log.append(big, leader_epoch=0, header=validate_batch(big))
+    with pytest.raises(CorruptBatch, match="one batch"):
+        log.append(good + b"\x01", leader_epoch=0, header=validate_batch(good))
+    assert log.leo == 1 and log.size_bytes == 200
+    assert bytes(log.read(0, 1 << 20)) == stamped(good, 0, 0)
+
+
 def test_append_rejects_bad_batches_and_keeps_state(open_log, rng):
     log = open_log()
     good = sized_batch(200, rng)

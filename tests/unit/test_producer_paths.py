@@ -13,6 +13,7 @@ import itertools
 import os
 import queue
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -26,7 +27,7 @@ from rillet._partitioner import Partitioner, key_hash
 from rillet._produce_output import ProduceOutput, _BatchResult
 from rillet._producer import TopicProducer, _split_pairs
 from rillet.ipc import messages as m
-from rillet.ipc.errors import NotLeader, Timeout
+from rillet.ipc.errors import Closed, NotLeader, Timeout
 from rillet.ipc.framing import NEED_DATA, FrameDecoder
 from rillet.ipc.metadata_table import PartitionStatus
 from rillet.ipc.records import decode_batch
@@ -41,6 +42,8 @@ class FakeSpu:
     def __init__(self, path: str) -> None:
         self.path = path
         self.batches: dict[int, list[list[tuple[bytes | None, bytes]]]] = defaultdict(list)   # partition -> batches
+        self.timestamps: dict[int, list[int]] = defaultdict(list)   # partition -> each stored record's
+        self.bad_headers: list[tuple] = []   # batches whose header's timestamps are not their records'
         self.requests = 0
         self.answering = threading.Event()
         self.answering.set()
@@ -89,10 +92,14 @@ class FakeSpu:
             self.requests += 1
             if self.requests in self.refuse:
                 return m.ErrorResponse(msg.cid, NotLeader.code, "refused by the test")
-            _header, records = decode_batch(bytes(msg.batches))
+            header, records = decode_batch(bytes(msg.batches))
+            stamps = [r.timestamp for r in records]
+            if (header.first_timestamp, header.max_timestamp) != (stamps[0], max(stamps)):
+                self.bad_headers.append((header.first_timestamp, header.max_timestamp, stamps))
             log = self.batches[msg.partition]
             base = sum(len(b) for b in log)
             log.append([(r.key, r.value) for r in records])
+            self.timestamps[msg.partition] += [r.timestamp for r in records]
             return m.ProduceResponse(msg.cid, base, base + len(records), base + len(records))
 
     def close(self) -> None:
@@ -178,6 +185,7 @@ def test_send_all_stores_what_a_send_loop_stores(spu, partitions, keys, settings
     assert [o.partition_id() for o in bulk_outputs] == [o.partition_id() for o in loop_outputs]
     assert [o.wait().offset() for o in bulk_outputs] == [o.wait().offset() for o in loop_outputs]
     assert all(b <= 4_000 // 121 for sizes in loop_batches.values() for b in sizes)   # 100-byte records: 121 bytes each
+    assert spu.bad_headers == []
     if keys:
         for key, value in records:
             assert (key, value) in by_loop[key_hash(key) % partitions]
@@ -265,6 +273,52 @@ def test_linger_zero_keeps_order_across_threads_with_answers_held(spu):
     assert len(seen) == 20
     for key, seq in seen.items():
         assert seq == sorted(seq) and len(seq) == 60, key
+
+
+def test_sends_racing_the_linger_seal_store_each_record_once_in_order(spu):
+    # TopicProducer.send appends to the open batch in place; the sender thread seals batches
+    # whose 1 ms linger expired meanwhile. Four threads, keyed and keyless records: each is
+    # stored once, each key's records in order, at the offset its output names, stamped
+    # with the time it was sent.
+    before = time.time_ns() // 1_000_000
+    prod = producer(spu, 3, linger=1, batch_size=3_000)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)                          # threads switch between any two bytecodes
+    outputs: dict[tuple, object] = {}
+
+    def send_some(t: int) -> None:
+        for i in range(1_500):
+            key = None if i % 4 == 0 else f"t{t}-k{i % 7}".encode()
+            outputs[(t, i)] = prod.send(key, f"{t}:{i}".encode())
+
+    threads = [threading.Thread(target=send_some, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join(30)
+    finally:
+        sys.setswitchinterval(switch)
+    prod.flush(timeout=10)
+    after = time.time_ns() // 1_000_000
+    prod.close()
+    stored = {p: spu.records(p) for p in range(3)}
+    assert sorted(v for log in stored.values() for _k, v in log) == sorted(f"{t}:{i}".encode() for t, i in outputs)
+    for p, log in stored.items():
+        assert all(before <= ts <= after for ts in spu.timestamps[p])
+        by_key = defaultdict(list)
+        for offset, (key, value) in enumerate(log):
+            t, i = map(int, value.split(b":"))
+            meta = outputs[(t, i)].wait()
+            assert (meta.partition_id(), meta.offset()) == (p, offset)
+            if key is not None:
+                assert key_hash(key) % 3 == p
+                by_key[key].append(i)
+        assert all(seq == sorted(seq) for seq in by_key.values())
+    assert len(spu.batches[0]) > 3                       # the linger sealed batches while sends ran
+    assert spu.bad_headers == []                         # first and greatest timestamps, as kept while appending
+    with pytest.raises(Closed):
+        prod.send(None, b"after close")
 
 
 def test_linger_zero_order_holds_when_the_sender_thread_takes_over(spu):

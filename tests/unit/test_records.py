@@ -13,6 +13,9 @@ import pytest
 from rillet.ipc.compression import Codec, compress
 from rillet.ipc.errors import CompressionError, CorruptBatch, InvalidArgument, UnknownCodec
 from rillet.ipc.records import (
+    VIEW_CHECK_MIN_RECORD_BYTES,
+    check_readable,
+    decode_records,
     ATTRIBUTES_POS,
     BATCH_HEADER,
     CRC_POS,
@@ -613,3 +616,39 @@ def test_extend_builds_the_same_batch_as_appends():
     assert len(bulk) == len(one) == 7
     assert bulk.estimated_size == one.estimated_size
     assert bulk.build() == one.build()
+
+
+def _shapes(v: bytes) -> list:
+    """Record arrays around a value ``v``: the consumer's shape, and ones it refuses."""
+    return [
+        [0, None, v, None], [0, b"key", v, []], [0, None, v, [[b"k", v]]], [0, None, v, None, "future"],
+        [0, "str key", v, None], [0, None, v.decode(), None], [0, None, v], [0.5, None, v, None],
+        [0, None, v, [[b"k"]]], [0, None, v, [["k", v]]], [0, None, None, None], [0, None, [v], None],
+        [0, None, msgspec.msgpack.Ext(1, v), None], [True, None, v, None], {"value": v}, [0, 7, v, None],
+        [0, None, v, [[1, v]]],
+    ]
+
+
+@pytest.mark.parametrize("size", [10, VIEW_CHECK_MIN_RECORD_BYTES])
+def test_check_readable_accepts_exactly_what_consumers_decode(size):
+    # Large records are checked by decoding to views instead of bytes (no copy of each
+    # value): whichever decoder runs, a batch passes exactly when a consumer can decode it.
+    agreed, large = [], 0
+    for shape in _shapes(b"v" * size):
+        batch = with_records_block(msgspec.msgpack.encode([shape]))
+        header = validate_batch(batch)
+        large += header.batch_length >= VIEW_CHECK_MIN_RECORD_BYTES
+        try:
+            decode_records(batch, 0)
+            readable = True
+        except CorruptBatch:
+            readable = False
+        try:
+            check_readable(batch, 0, header)
+            passed = True
+        except CorruptBatch:
+            passed = False
+        assert passed == readable, shape
+        agreed.append(passed)
+    assert agreed.count(True) == 4
+    assert large == (0 if size < VIEW_CHECK_MIN_RECORD_BYTES else len(agreed) - 1)   # all but the one without v
