@@ -14,10 +14,12 @@ nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 # psutil (and ipc.shm) are imported inside the functions that use them: every admin command
@@ -33,6 +35,7 @@ from rillet.ipc.names import ClusterPaths
 
 
 METRICS_OFF = -1     # `--metrics-port off`: the cluster serves no metrics from now on
+KILL_ROUNDS = 20     # each round kills what started meanwhile; a spawn chain is 3 deep (supervisor, SC, SPU)
 
 
 def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float = 30.0,
@@ -49,16 +52,42 @@ def start_cluster(paths: ClusterPaths, spus: int | None = None, timeout_s: float
     cmd = [sys.executable, "-m", SUPERVISOR, "--cluster", paths.cluster, "--home", str(paths.home)]
     if spus is not None:
         cmd += ["--spus", str(spus)]
-    # Private from the first byte: logs name topics and consumers (the daemons run under umask 077).
-    with open(os.open(paths.sc_log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as logf:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
     try:
+        # A Ctrl-C inside Popen (it waits for the child's exec) would leave a supervisor running
+        # that nothing stops: it is deferred to the end of the block, where the except sees it.
+        with sigint_deferred():
+            # Private from the first byte: logs name topics and consumers (the daemons run under umask 077).
+            with open(os.open(paths.sc_log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as logf:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                        start_new_session=True, close_fds=True)
         return _wait_ready(paths, proc, timeout_s)
     except BaseException:
-        # Not ready, or Ctrl-C: a cluster half started is stopped, never left behind.
-        stop_cluster(paths)
+        # Not ready, or Ctrl-C: a cluster half started is stopped, never left behind (a second
+        # Ctrl-C waits until it is).
+        with sigint_deferred():
+            stop_cluster(paths)
         raise
+
+
+@contextlib.contextmanager
+def sigint_deferred():
+    """Run the block with SIGINT noted instead of raised; on leaving it, the previous handler
+    gets it (KeyboardInterrupt by default). Only the main thread can set handlers: elsewhere
+    the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list = []
+    previous = signal.signal(signal.SIGINT, lambda _signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(signal.SIGINT, caught[0])
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
 
 
 def _configure_metrics(paths: ClusterPaths, metrics_port: int | None) -> None:
@@ -182,13 +211,19 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
     from rillet.ipc.shm import positions_objects, unlink_if_exists
     spus = cluster_processes(paths, modules=(SPU,)) if keep_spus else []
     kept = {str(paths.spu_socket(_spu_id(p))) for p in spus}
-    procs = [p for p in cluster_processes(paths) if p.pid not in {s.pid for s in spus}]
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=5)
+    # Killed one by one, a supervisor or SC may have started a child between the listing and
+    # its death (an SC orphaned so starts a new supervisor, which starts SPUs: a whole cluster
+    # back), so list again until nothing of the cluster is left.
+    for _round in range(KILL_ROUNDS):
+        procs = [p for p in cluster_processes(paths) if p.pid not in {s.pid for s in spus}]
+        if not procs:
+            break
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(procs, timeout=5)
     if not spus:       # kept SPUs fence against the table until the adopting SC replaces it
         unlink_if_exists(paths.shm_name)
     kept_positions = {paths.positions_shm_name(_spu_id(p)) for p in spus}

@@ -39,6 +39,7 @@ class LocalCluster:
         self.metrics_port = metrics_port       # 0: serve metrics on a free port (see metrics_url)
         self.paths = ClusterPaths.for_cluster(self.name, self.home)
         self._clients: list = []
+        self._killed: dict[int, int] = {}      # SPU id -> the pid kill_spu signalled (start_spu waits it out)
         CREATED.append(self)
 
     @property
@@ -98,12 +99,19 @@ class LocalCluster:
     def kill_spu(self, spu_id: int, sig: int = signal.SIGKILL) -> int:
         pid = self.spu_pid(spu_id)
         os.kill(pid, sig)
+        if sig not in (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP):
+            self._killed[spu_id] = pid
         return pid
 
-    def start_spu(self, spu_id: int) -> None:
-        from rillet.ipc import messages as m
-        with launcher.admin_connection(self.paths) as conn:
-            conn.call(m.StartSpu(conn.next_cid(), spu_id), timeout_s=30)
+    def start_spu(self, spu_id: int, timeout_s: float = 30.0) -> int:
+        """Start a killed SPU and return its new pid once the SC lists it Online under it
+        (the SC's answer alone may come while it still counts the dead process online).
+        An SPU alive and Online is left alone (its pid). Timeout after ``timeout_s``."""
+        from rillet.broker.spu_start import start_spu
+        # The pid kill_spu signalled may not have died yet (a loaded machine): wait it out, or
+        # the SPU would look alive and Online and nothing would be started.
+        info, _already = start_spu(self.paths, spu_id, timeout_s, old_pid=self._killed.pop(spu_id, None))
+        return info.pid
 
     def leftovers(self) -> list[str]:
         """What of this cluster still exists: processes, sockets, shm (empty when clean)."""

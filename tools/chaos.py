@@ -181,7 +181,7 @@ def _start_spu(cluster, spu: int, old_pid: int | None = None) -> None:
     """Restart a killed SPU and wait until the SC lists it Online under a new pid, waiting
     out an SC that is itself coming back (a StartSpu answered by an SC that is then killed
     may never have started anything: only the SPU Online counts as healed)."""
-    from rillet.tools.commands.spu import start_spu
+    from rillet.broker.spu_start import start_spu
     until = time.monotonic() + HEAL_TIMEOUT_S
     while True:
         try:

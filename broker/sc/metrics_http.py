@@ -7,8 +7,11 @@ survives an SC restart. With port 0 the port first bound is kept in the same fil
 (``picked``) and later SCs try it first, so the URL stays the same while it is free.
 
 A small HTTP/1.0 responder on asyncio rather than prometheus_client's threaded server:
-a scrape then runs in the SC's loop thread and reads the SC's state between two events,
-never while a handler changes it. It answers one request per connection and closes;
+a scrape then reads the SC's state in the SC's loop thread, between two events, never while
+a handler changes it; that read is a copy of the numbers, and the text is built from the
+copy in one worker thread (``render``'s contract, broker/sc/metrics.py), so a large scrape
+holds the loop for the copy only (the worker still takes the GIL, in slices of
+sys.getswitchinterval()). It answers one request per connection and closes;
 request heads are capped (8 KiB, 5 s) and so are connections (32 at once), so a
 misbehaving client costs the SC nothing but that connection. A port the SC cannot bind
 (taken meanwhile) is logged and tried again every few seconds; the SC runs on.
@@ -17,6 +20,7 @@ misbehaving client costs the SC nothing but that connection. A port the SC canno
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 from pathlib import Path
@@ -84,8 +88,10 @@ def url_for(port: int) -> str:
 
 
 class MetricsEndpoint:
-    """Serves ``render()`` (content type, exposition bytes) at /metrics while the SC runs;
-    ``make_render()`` builds it, only when the cluster's config turns metrics on."""
+    """Serves metrics at /metrics while the SC runs: ``render()``, called on the loop, takes
+    a snapshot and returns a function that the worker thread calls for (content type,
+    exposition bytes). ``make_render()`` builds ``render``, only when the cluster's config
+    turns metrics on."""
 
     def __init__(self, sc_dir: Path, make_render, log: logging.Logger) -> None:
         self.sc_dir = sc_dir
@@ -98,6 +104,7 @@ class MetricsEndpoint:
         self._server: asyncio.AbstractServer | None = None
         self._retry: asyncio.Task | None = None
         self._open = 0
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None   # one: renders take turns
 
     @property
     def url(self) -> str:
@@ -155,6 +162,9 @@ class MetricsEndpoint:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._worker is not None:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            self._worker = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._open += 1
@@ -165,7 +175,7 @@ class MetricsEndpoint:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
             except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                 return
-            status, ctype, body = self._answer(head)
+            status, ctype, body = await self._answer(head)
             writer.write(b"HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
                          % (status.encode(), ctype.encode(), len(body)))
             if not head.startswith(b"HEAD "):
@@ -177,7 +187,7 @@ class MetricsEndpoint:
             self._open -= 1
             writer.close()
 
-    def _answer(self, head: bytes) -> tuple[str, str, bytes]:
+    async def _answer(self, head: bytes) -> tuple[str, str, bytes]:
         text = "text/plain; charset=utf-8"
         parts = head.split(b"\r\n", 1)[0].split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
@@ -190,7 +200,10 @@ class MetricsEndpoint:
         if path != b"/metrics":
             return "404 Not Found", text, b"not found: try /metrics\n"
         try:
-            ctype, body = self.render()
+            finish = self.render()                       # on the loop: the numbers, copied
+            if self._worker is None:
+                self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metrics-render")
+            ctype, body = await asyncio.get_running_loop().run_in_executor(self._worker, finish)
         except Exception as exc:          # a bug in a scrape must never take the SC down
             self.log.exception("metrics scrape failed")
             return "500 Internal Server Error", text, f"scrape failed: {type(exc).__name__}\n".encode()

@@ -118,7 +118,12 @@ def test_delete_topic(cluster):
     assert not cluster.paths.replica_dir(5001, "cli-gone", 0).exists()
 
 
-def test_ctrl_c_during_cluster_start_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("moment", ["supervisor", "sc", "spu"])
+def test_ctrl_c_during_cluster_start_leaves_nothing(tmp_path, moment):
+    """Ctrl-C as soon as the first process of ``moment``'s kind is seen: while the launcher
+    may still be inside Popen, while the supervisor starts the SC (a supervisor killed then
+    left an orphan SC that started a new supervisor and SPUs: a whole cluster), while the SC
+    starts SPUs."""
     import os
     import signal
     import subprocess
@@ -130,12 +135,19 @@ def test_ctrl_c_during_cluster_start_leaves_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "rillet.tools.cli", "cluster", "start", "--spus", "2"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     paths = ClusterPaths.for_cluster("interrupted", tmp_path)
-    deadline = time.monotonic() + 20
-    while not launcher.cluster_processes(paths) and time.monotonic() < deadline:
-        time.sleep(0.01)                                  # wait until the SC is up, then interrupt
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 130
-    assert launcher.cluster_processes(paths) == []
+    module = {"supervisor": launcher.SUPERVISOR, "sc": launcher.SC, "spu": launcher.SPU}[moment]
+    try:
+        deadline = time.monotonic() + 20
+        while not launcher.cluster_processes(paths, modules=(module,)) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert launcher.cluster_processes(paths) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        launcher.stop_cluster(paths)          # a failure must not leave the cluster behind
     assert not os.path.exists("/dev/shm" + paths.shm_name)
     assert not paths.runtime_dir.exists()
 

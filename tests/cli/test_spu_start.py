@@ -123,3 +123,14 @@ def test_restart_after_with_sigstop_resumes_on_time(solo):
         capture_output=True, env=solo.env, timeout=60, text=True).stdout
     assert spus(solo)[5001]["status"] == "Online"
     wait_for(lambda: set(statuses(solo)) == {"Online"}, what="partitions Online")
+
+
+def test_local_cluster_start_spu_returns_once_online_under_a_new_pid(solo):
+    """`LocalCluster.start_spu` right after `kill_spu`, with no wait between: it returns the
+    new pid only once the SC lists the SPU Online under it (the SC's StartSpu answer may
+    come while it still counts the dead process online), and leaves a live SPU alone."""
+    old = solo.kill_spu(5001)
+    new = solo.start_spu(5001, timeout_s=30)
+    row = spus(solo)[5001]
+    assert new != old and row["pid"] == new and row["status"] == "Online", (old, new, row)
+    assert solo.start_spu(5001) == new                       # alive and Online: nothing started

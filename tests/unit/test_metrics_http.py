@@ -1,5 +1,6 @@
 """broker/sc/metrics_http.py without a socket: the config file, port checks, the HTTP answers."""
 
+import asyncio
 import logging
 import socket
 
@@ -40,10 +41,19 @@ def test_probe_names_a_port_in_use():
     mh.probe_port(0)       # any port: nothing to check
 
 
-def endpoint(render=lambda: ("text/plain; version=0.0.4", b"rillet_x 1\n")):
+def endpoint(render=lambda: lambda: ("text/plain; version=0.0.4", b"rillet_x 1\n")):
     e = mh.MetricsEndpoint(None, None, logging.getLogger("test"))
     e.render = render
     return e
+
+
+def answer(e, head: bytes):
+    async def go():
+        try:
+            return await e._answer(head)
+        finally:
+            e.close()
+    return asyncio.run(go())
 
 
 @pytest.mark.parametrize("head, status", [
@@ -57,11 +67,51 @@ def endpoint(render=lambda: ("text/plain; version=0.0.4", b"rillet_x 1\n")):
     (b"\x00\xff\r\n\r\n", "400 Bad Request"),
 ])
 def test_answers(head, status):
-    assert endpoint()._answer(head)[0] == status
+    assert answer(endpoint(), head)[0] == status
 
 
 def test_a_failing_scrape_is_a_500_not_a_crash():
     def broken():
         raise KeyError("bug")
-    status, _ctype, body = endpoint(broken)._answer(b"GET /metrics HTTP/1.1\r\n\r\n")
+    status, _ctype, body = answer(endpoint(broken), b"GET /metrics HTTP/1.1\r\n\r\n")
     assert status == "500 Internal Server Error" and b"KeyError" in body
+    status, _ctype, body = answer(endpoint(lambda: broken), b"GET /metrics HTTP/1.1\r\n\r\n")   # in the worker
+    assert status == "500 Internal Server Error" and b"KeyError" in body
+
+
+def test_the_text_is_built_off_the_loop():
+    """The snapshot is taken in the loop's thread, the text built in another, and the loop
+    runs other callbacks meanwhile."""
+    import threading
+    import time
+    threads, ticks = {}, []
+
+    def render():
+        threads["snapshot"] = threading.get_ident()
+
+        def finish():
+            threads["text"] = threading.get_ident()
+            time.sleep(0.3)                  # a slow render: the loop must tick meanwhile
+            return "text/plain", b"rillet_x 1\n"
+        return finish
+
+    async def go():
+        e = endpoint(render)
+
+        async def tick():
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+        ticker = asyncio.ensure_future(tick())
+        await asyncio.sleep(0.02)
+        try:
+            result = await e._answer(b"GET /metrics HTTP/1.1\r\n\r\n")
+        finally:
+            ticker.cancel()
+            e.close()
+        return result, threading.get_ident()
+
+    (status, _ctype, body), loop_thread = asyncio.run(go())
+    assert status == "200 OK" and body == b"rillet_x 1\n"
+    assert threads["snapshot"] == loop_thread != threads["text"]
+    assert len(ticks) >= 10, ticks          # ~30 ticks of 10 ms while the render slept 300 ms
