@@ -20,7 +20,8 @@ _HOME: dict[str, str] = {
         "BrokenConnection", "Closed", "ClusterNotRunning", "ConsumerOffsetNotFound", "InvalidArgument", "InvalidName",
         "NotLeader", "OffsetOutOfRange", "PartitionNotFound", "PartitionOffline", "RilletError", "Timeout",
         "TopicAlreadyExists", "TopicNotFound", "CompressionError", "MessageTooLarge", "RequestTimedOut",
-        "ScUnavailable", "OutOfOrderSequence", "RecordsLost"], _ERRORS),
+        "ScUnavailable", "OutOfOrderSequence", "RecordsLost", "SmartModuleNotFound", "SmartModuleAlreadyExists",
+        "InvalidSmartModule", "SmartModuleError"], _ERRORS),
     **dict.fromkeys(["FluvioAdmin", "MessageMetadataTopicSpec", "MetadataPartitionSpec", "MetadataTopicSpec",
                      "MetaUpdateTopicSpec", "TopicSpec"], "._admin"),
     "FluvioConfig": "._config",
@@ -36,6 +37,8 @@ _HOME: dict[str, str] = {
     **dict.fromkeys(["Offset", "Record"], "._record"),
     **dict.fromkeys(["RetryPolicy", "RetryStrategy"], "._retry"),
     "SmartModuleKind": "._smartmodule",
+    **dict.fromkeys(["SmartModuleSpec", "MetadataSmartModuleSpec", "MetaUpdateSmartModuleSpec",
+                     "MessageMetadataSmartModuleSpec"], "._smartmodule_admin"),
 }
 # Fluvio's exception is spelled FluviorError in its Python package; both names work here.
 _ALIASES = {"FluvioError": "RilletError", "FluviorError": "RilletError"}
@@ -66,5 +69,7 @@ __all__ = [
     "PartitionNotFound", "PartitionOffline", "NotLeader", "OffsetOutOfRange", "InvalidArgument", "Timeout",
     "Closed", "BrokenConnection", "ConsumerOffsetNotFound", "InvalidName",
     "CompressionError", "MessageTooLarge", "RequestTimedOut", "ProducerStatistics", "ScUnavailable",
-    "OutOfOrderSequence", "RecordsLost",
+    "OutOfOrderSequence", "RecordsLost", "SmartModuleSpec", "MetadataSmartModuleSpec", "MetaUpdateSmartModuleSpec",
+    "MessageMetadataSmartModuleSpec", "SmartModuleNotFound", "SmartModuleAlreadyExists", "InvalidSmartModule",
+    "SmartModuleError",
 ]

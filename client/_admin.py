@@ -14,6 +14,7 @@ from rillet.ipc.units import parse_duration, parse_size
 
 from ._config import FluvioConfig
 from ._enums import Compression, CompressionType
+from ._smartmodule_admin import SmartModuleAdmin
 
 WATCH_POLL_S = 0.2        # watch_topic: how often the SC is asked for the topic list
 
@@ -180,11 +181,11 @@ class MetaUpdateTopicSpec:
         return self._epoch
 
 
-class FluvioAdmin:
-    """Admin calls to the SC. If the SC was restarted since the last call, the next
-    call connects to the new one (waiting for it a few seconds at most); a call the SC
-    dies in the middle of fails with the retriable ScUnavailable, since whether it took
-    effect is unknown."""
+class FluvioAdmin(SmartModuleAdmin):
+    """Admin calls to the SC (the SmartModule ones live in _smartmodule_admin.py). If the SC
+    was restarted since the last call, the next call connects to the new one (waiting for it
+    a few seconds at most); a call the SC dies in the middle of fails with the retriable
+    ScUnavailable, since whether it took effect is unknown."""
 
     def __init__(self, paths: ClusterPaths) -> None:
         self.paths = paths

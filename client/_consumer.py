@@ -22,6 +22,10 @@ Waiting costs nothing and wakes at once: the SPU holds a fetch until a record is
 there (long poll), and a reader of several partitions waits on all their sockets
 with one ``poll()`` call. No client sleeps to wait for data.
 
+SmartModules (client/_smartmodule.py): a stream given modules runs them on each batch of
+records it decodes, by either path, before buffering them; a module failure is kept and raised
+once the records before it are handed out, as damaged records are.
+
 Direct reads (client/_direct.py; ``RILLET_DIRECT_READS=0`` forces the socket): a
 stream with a ``DirectPath`` reads the leader's files itself. ``_open``, ``_step`` and
 the merged wait choose the path; an unusable direct path falls back to the socket.
@@ -59,7 +63,7 @@ from ._offsets import DEFAULT_MAX_BYTES, start_position
 from ._outage import Failover
 from ._record import Offset, Record
 from ._record_buffer import RecordBuffer, chained
-from ._smartmodule import refuse_smartmodules, smartmodule_invocation
+from ._smartmodule import RecordTransform, resolve_modules, smartmodule_invocation
 
 LONG_POLL_MS = 1000                  # one fetch waits at most this long for new records
 REPLY_GRACE_S = 10.0                 # a fetch unanswered this long past its long poll: the SPU is stuck
@@ -82,8 +86,9 @@ class ConsumerConfig:
     def smartmodule(self, name: str | None = None, path: str | None = None, kind=None,
                     params: dict[str, str] | None = None, aggregate=None) -> None:
         """Attach a SmartModule by registered ``name`` or ``.wasm`` ``path`` (Fluvio's checks and
-        messages). Running SmartModules is not supported yet: a stream opened with this config
-        raises InvalidArgument saying so."""
+        messages); called again, the modules apply in order (a chain). ``params`` go to the
+        module's ``init``; ``aggregate`` is an aggregate's initial accumulator (bytes). The
+        modules run in this process on the records the stream reads (see _smartmodule.py)."""
         self._smartmodules.append(smartmodule_invocation(name, path, kind, params, aggregate))
 
     def disable_continuous(self, val: bool = True) -> "ConsumerConfig":
@@ -118,9 +123,13 @@ class PartitionStream:
                  max_bytes: int = DEFAULT_MAX_BYTES, isolation: Isolation = Isolation.ReadUncommitted,
                  continuous: bool = True, end_offset: int | None = None, stored_offset: int | None = None,
                  direct: bool | None = None, skip_damaged: bool = False,
-                 on_skip: Callable[[RecordsLost], None] | None = None) -> None:
+                 on_skip: Callable[[RecordsLost], None] | None = None, smartmodules: list | None = None) -> None:
         if not isinstance(start, Offset):
             raise InvalidArgument(f"stream needs an Offset, got {type(start).__name__}")
+        # SmartModules (resolved ModuleSpecs) run here, on what this stream decodes; a module
+        # failure is raised once the records before it are handed out (_at_end).
+        self._transform = RecordTransform(smartmodules, partition, Record) if smartmodules else None
+        self._sm_error: RilletError | None = None
         self.meta = meta
         self.topic = topic
         self.partition = partition
@@ -157,6 +166,7 @@ class PartitionStream:
         except OffsetOutOfRange:
             self.close()
             raise
+        self.opened_at = self.next_offset      # where reading started (what it read: opened_at to next_offset)
         # disable_continuous: stop at what exists when the stream opens.
         self.stop_at = None if continuous else visible_end
         if end_offset is not None:
@@ -217,6 +227,9 @@ class PartitionStream:
 
     # --- stepping (used by the merged stream too) ---
     def _at_end(self) -> bool:
+        if self._sm_error is not None and not len(self._buffer):
+            self.close()
+            raise self._sm_error
         if self._lost is not None and not len(self._buffer):
             self._step_past_lost()
         if self.finished:
@@ -239,8 +252,8 @@ class PartitionStream:
     def _step(self, block: bool) -> bool:
         """Send a fetch if none is in flight, then take its answer: waiting for it when
         ``block``, else only if it has already arrived. True when an answer was absorbed."""
-        if self._lost is not None:
-            return False                  # nothing after damaged records before they are reported
+        if self._lost is not None or self._sm_error is not None:
+            return False                  # nothing after damaged records (or a failed module) before they are reported
         if self._suspect is not None:
             return self._ask_leader(block)
         if self._direct is not None:
@@ -418,6 +431,8 @@ class PartitionStream:
         else:
             self._whole_at = None
         finally:
+            if records and self._transform is not None:
+                records, self._sm_error = self._transform.apply(records)
             if records:
                 self._buffer.put(records)
 
@@ -435,10 +450,10 @@ class PartitionConsumer:
         return PartitionStream(self._meta, self.topic, self.partition, offset)
 
     def stream_with_config(self, offset: Offset, config: ConsumerConfig) -> PartitionStream:
-        refuse_smartmodules(config._smartmodules)
         return PartitionStream(self._meta, self.topic, self.partition, offset, max_bytes=config._max_bytes,
                                isolation=config._isolation, continuous=not config._disable_continuous,
-                               skip_damaged=config._skip_damaged)
+                               skip_damaged=config._skip_damaged,
+                               smartmodules=resolve_modules(self._meta.paths, config._smartmodules))
 
     async def async_stream(self, offset: Offset) -> MultiPartitionStream:
         return MultiPartitionStream([await asyncio.to_thread(self.stream, offset)])
@@ -504,10 +519,10 @@ class MultiplePartitionConsumer:
         return await asyncio.to_thread(self.stream_with_config, offset, config)
 
     def _open(self, offset: Offset, config: ConsumerConfig) -> MultiPartitionStream:
-        refuse_smartmodules(config._smartmodules)
         return MultiPartitionStream(open_streams(
             self._meta, self.partitions, offset, max_bytes=config._max_bytes, isolation=config._isolation,
-            continuous=not config._disable_continuous, skip_damaged=config._skip_damaged))
+            continuous=not config._disable_continuous, skip_damaged=config._skip_damaged,
+            smartmodules=resolve_modules(self._meta.paths, config._smartmodules)))
 
 
 def open_streams(meta: MetadataView, partitions: list[tuple[str, int]], start: Offset, *,

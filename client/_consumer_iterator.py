@@ -28,6 +28,7 @@ from ._enums import OffsetManagementStrategy
 from ._metadata import MetadataView
 from ._offsets import ConsumerConfigExt, OffsetClient, OffsetTracker
 from ._record import Record
+from ._smartmodule import resolve_modules
 
 _log = logging.getLogger("rillet.consumer")
 
@@ -97,7 +98,8 @@ class ConsumerIterator:
                 stored={(topic, p): o for p, o in stored.items()},
                 max_bytes=config.max_bytes, isolation=config.isolation,
                 continuous=not config.disable_continuous, end_offset=self._end_offset,
-                skip_damaged=config.skip_damaged, on_skip=config.on_skip))
+                skip_damaged=config.skip_damaged, on_skip=config.on_skip,
+                smartmodules=resolve_modules(self._meta.paths, list(config.smartmodules))))
             self.stored_offsets = {p: o for p, o in stored.items() if p in self._partitions}
         return self._merged
 
@@ -208,11 +210,27 @@ class ConsumerIterator:
         tracker.saw(last.partition(), last.offset())
         self._settled = handed
 
+    def _note_dropped(self) -> None:
+        """With SmartModules, the source records a module dropped after the last record handed
+        out count as seen once everything read was handed out, so the stored position is the
+        last source record consumed and a resumed consumer does not read them again. Called
+        where offsets are committed (offset_commit, the end of an AUTO stream)."""
+        merged = self._merged
+        if not self.config.smartmodules or merged is None or len(self._buffer) or len(merged._ready):
+            return
+        for s in merged._streams:
+            if s._transform is None or s._sm_error is not None or s._lost is not None or len(s._buffer):
+                continue
+            read_to = s.next_offset if s.stop_at is None else min(s.next_offset or 0, s.stop_at)
+            if read_to > s.opened_at:      # (records past stop_at in the last batch were not decoded)
+                self._tracker.saw(s.partition, read_to - 1)
+
     # --- offsets ---
     def offset_commit(self) -> None:
         """Mark every record handed out so far as consumed (local; offset_flush stores it)."""
         self._require_strategy("offset_commit")
         self._settle()
+        self._note_dropped()
         self._tracker.commit()
 
     def offset_flush(self) -> None:
@@ -258,6 +276,7 @@ class ConsumerIterator:
             self._ended = True
             self._settle()
             if self._strategy == OffsetManagementStrategy.AUTO:
+                self._note_dropped()
                 self._tracker.commit()
                 self._flush(wait)
 

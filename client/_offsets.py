@@ -84,6 +84,7 @@ class ConsumerConfigExt:
     isolation: Isolation = Isolation.ReadUncommitted   # Fluvio's code default
     skip_damaged: bool = False                         # step past RecordsLost (said, never silent)
     on_skip: object = None                             # called with each RecordsLost skipped (None: logged)
+    smartmodules: tuple = ()                           # SmartModuleInvocations, applied in order
 
     def __post_init__(self) -> None:
         validate_name(self.topic, "topic")
@@ -145,6 +146,14 @@ class ConsumerConfigExtBuilder:
         """Step past records lost to damage instead of raising RecordsLost; ``on_skip(error)`` is
         told of each range (default: a warning on the "rillet" logger)."""
         return self._set(skip_damaged=bool(val), on_skip=on_skip)
+
+    def smartmodule(self, name: str | None = None, path: str | None = None, kind=None,
+                    params: dict[str, str] | None = None, aggregate=None) -> "ConsumerConfigExtBuilder":
+        """Apply a SmartModule (as ``ConsumerConfig.smartmodule``: same checks and messages); a rillet
+        addition (Fluvio's Rust builder has it, its Python one does not). Called again: a chain."""
+        from ._smartmodule import smartmodule_invocation
+        invocation = smartmodule_invocation(name, path, kind, params, aggregate)
+        return self._set(smartmodules=tuple(self._fields.get("smartmodules", ())) + (invocation,))
 
     def build(self) -> ConsumerConfigExt:
         return ConsumerConfigExt(**self._fields)

@@ -276,6 +276,34 @@ class RecordsLost(RilletError):
         return error
 
 
+class SmartModuleNotFound(RilletError):
+    """No SmartModule of that name is stored in the cluster (Fluvio's message)."""
+    code = 120
+
+    @classmethod
+    def named(cls, name: str) -> "SmartModuleNotFound":
+        return cls(f"SmartModule {name} was not found")
+
+
+class SmartModuleAlreadyExists(RilletError):
+    code = 123
+
+
+class InvalidSmartModule(InvalidArgument):
+    """A file given as a SmartModule is not one (not wasm, no SmartModule export), or the
+    engine to run it is not installed."""
+    code = 121
+
+
+class SmartModuleError(RilletError):
+    """A SmartModule failed on a record (it trapped, ran out of fuel or memory, or returned an
+    error): the stream ends with this error, which names the module and the source offset.
+    ``offset`` is that offset when known here (None when rebuilt from the wire)."""
+    code = 122
+    offset: int | None = None
+    delivered: list = []
+
+
 class ForeignPeer(RilletError):
     """The process at the other end of a socket runs as another user: refused, never retried."""
     code = 90

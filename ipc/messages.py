@@ -497,6 +497,52 @@ class DeleteConnector(_Msg, tag=103):
     name: str
 
 
+# --- client <-> SC: SmartModules (tags 120-139) -----------------------------------------
+
+class SmartModuleInfo(msgspec.Struct, frozen=True):
+    name: str
+    size: int            # bytes of the .wasm
+    transform: str       # the function it runs: filter, map, filter_map, array_map, aggregate
+    sha256: str          # hex digest of the .wasm
+    created_ms: int      # when it was stored, ms since the epoch (SC clock)
+
+
+class CreateSmartModule(_Msg, tag=120):
+    """Store a .wasm under ``name`` (checked first; ``dry_run`` only checks); answered with Ok."""
+    cid: int
+    name: str
+    wasm: bytes
+    dry_run: bool = False
+
+
+class DeleteSmartModule(_Msg, tag=121):
+    cid: int
+    name: str
+
+
+class ListSmartModules(_Msg, tag=122):
+    """The stored modules named in ``names`` (all when empty); answered with SmartModuleList."""
+    cid: int
+    names: list[str]
+
+
+class SmartModuleList(_Msg, tag=123):
+    cid: int
+    modules: list[SmartModuleInfo]
+
+
+class GetSmartModule(_Msg, tag=124):
+    """A stored module's bytes, for a consumer that applies it; answered with SmartModuleBody."""
+    cid: int
+    name: str
+
+
+class SmartModuleBody(_Msg, tag=125):
+    cid: int
+    info: SmartModuleInfo
+    wasm: bytes
+
+
 Message = Union[
     Hello, HelloOk, ErrorResponse, Ok,
     ProduceRequest, ProduceResponse, FetchRequest, FetchResponse, OffsetsRequest, OffsetsResponse,
@@ -507,6 +553,7 @@ Message = Union[
     CommitConsumerOffsets, FetchConsumerOffsets, ListConsumerOffsets, ConsumerOffsetList,
     DeleteConsumerOffsets, ConsumerOffsetsDeleted,
     CreateConnector, ListConnectors, ConnectorList, DeleteConnector,
+    CreateSmartModule, DeleteSmartModule, ListSmartModules, SmartModuleList, GetSmartModule, SmartModuleBody,
 ]
 
 

@@ -358,7 +358,7 @@ def build_parser() -> Parser:
     plist.set_defaults(func=cmd_partition_list)
 
     from .commands import consume, produce
-    from .commands import connector, consumer, dashboard, profile
+    from .commands import connector, consumer, dashboard, profile, smartmodule
     produce.register(sub)
     top.register(sub)
     dashboard.register(sub)
@@ -366,6 +366,7 @@ def build_parser() -> Parser:
     consume.register(sub)
     consumer.register(sub)
     connector.register(sub)
+    smartmodule.register(sub)
     _accept_cluster_everywhere(p)
     return p
 

@@ -53,6 +53,7 @@ from .stats import ScStats
 from .connectors import Connectors
 from .membership import Membership
 from .offsets import ConsumerOffsetStore
+from .smartmodules import SmartModuleStore
 from .processes import SpuProcesses
 from .state import ClusterState, load_state, save_state
 
@@ -131,6 +132,8 @@ class Controller(AdminHandlers):
         self.offsets = ConsumerOffsetStore(paths.sc_dir / "consumer-offsets.log", topic_partitions=lambda t: len(self.state.topics[t].partitions) if t in self.state.topics else None)
         self.admin_routes.update(self.offsets.routes())
         self.admin_routes[m.ListConsumerOffsets] = self.list_consumer_offsets     # with each partition's HW
+        self.smartmodules = SmartModuleStore(paths.sc_dir / "smartmodules")
+        self.admin_routes.update(self.smartmodules.routes())
         self.membership = Membership(self)
         self.admin_routes.update(self.membership.routes())
         self.connectors = Connectors(self)

@@ -1,6 +1,6 @@
 """What the Fluvio Python client's own integration tests rely on (issue 11), each checked here
 against a real cluster: tear-downs that delete offsets of deleted topics, existence checks with
-list_topics, FluvioConfig, watch_topic, SmartModule configs, Fluvio's messages, AUTO offsets
+list_topics, FluvioConfig, watch_topic, SmartModule configs that cannot run, Fluvio's messages, AUTO offsets
 taken at first read, and `consume -B -d` output."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from rillet import (
     ConsumerConfig, ConsumerConfigExtBuilder, Fluvio, FluvioAdmin, FluvioConfig, InvalidArgument, Offset,
-    OffsetManagementStrategy, SmartModuleKind, TopicNotFound,
+    OffsetManagementStrategy, SmartModuleKind, TopicNotFound, InvalidSmartModule, SmartModuleNotFound,
 )
 from tests.cli.test_cli import ok, one_line_error
 from tests.conftest import run_cli
@@ -87,20 +87,20 @@ def test_watch_topic_gives_every_topic_then_changes(cluster):
     stream.close()
 
 
-def test_a_stream_with_a_smartmodule_says_they_are_not_supported(cluster, tmp_path):
+def test_streams_with_modules_that_cannot_run_fail_when_they_open_on_both_consumers(cluster, tmp_path):
     cluster.create_topic("fc-sm")
     fluvio = cluster.fluvio()
     produce(fluvio, "fc-sm", ["a"])
     wasm = tmp_path / "filter.wasm"
-    wasm.write_bytes(b"\0asm\1\0\0\0")
+    wasm.write_bytes(b"\0asm\1\0\0\0")                     # valid wasm, but no SmartModule in it
     by_path = ConsumerConfig()
     by_path.smartmodule(path=str(wasm), kind=SmartModuleKind.Filter)
     by_name = ConsumerConfig()
     by_name.smartmodule(name="my-filter", params={"key": "value"})
-    for config in (by_path, by_name):
-        with pytest.raises(InvalidArgument, match="SmartModules are not supported yet"):
+    for config, error in ((by_path, InvalidSmartModule), (by_name, SmartModuleNotFound)):
+        with pytest.raises(error):
             fluvio.partition_consumer("fc-sm", 0).stream_with_config(Offset.beginning(), config)
-        with pytest.raises(InvalidArgument, match="SmartModules are not supported yet"):
+        with pytest.raises(error):
             fluvio.multi_partition_consumer("fc-sm").stream_with_config(Offset.beginning(), config)
     plain = fluvio.partition_consumer("fc-sm", 0).stream_with_config(Offset.beginning(), ConsumerConfig())
     assert next(plain).value_string() == "a"

@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 
-from rillet.tools.args import EXIT_OK, name, non_negative, say, size
+from rillet.tools.args import EXIT_OK, UsageError, name, non_negative, say, size
 
 from .consumer import consumer_name
 
@@ -74,10 +74,27 @@ def _config(args, start):
         builder.skip_damaged(on_skip=lambda lost: say(f"warning: skipped damaged records: {lost}"))
     if not args.all_partitions:
         builder.partition(0 if args.partition is None else args.partition)
+    _smartmodule(args, builder)
     if args.consumer:
         builder.offset_consumer(args.consumer).offset_strategy(OffsetManagementStrategy.AUTO)
         builder.offset_flush(CLI_OFFSET_FLUSH_MS)
     return builder.build()
+
+
+def _smartmodule(args, builder) -> None:
+    """--smartmodule NAME | --smartmodule-path FILE, with -e key=value and --aggregate-initial."""
+    if args.smartmodule is None and args.smartmodule_path is None:
+        if args.params or args.aggregate_initial is not None:
+            raise UsageError("rillet consume: -e and --aggregate-initial need --smartmodule or --smartmodule-path")
+        return
+    params = {}
+    for item in args.params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"rillet consume: -e takes key=value, got {item!r}")
+        params[key] = value
+    initial = None if args.aggregate_initial is None else args.aggregate_initial.encode()
+    builder.smartmodule(name=args.smartmodule, path=args.smartmodule_path, params=params, aggregate=initial)
 
 
 def _raise_on_sigterm(signum, frame) -> None:
@@ -128,4 +145,11 @@ def register(sub) -> None:
                          help="step past records lost to damage (each range said on stderr) instead of failing")
     consume.add_argument("-O", "--output", choices=["text", "json"], default="text",
                          help="text: the value; json: one object per record")
+    sm = consume.add_mutually_exclusive_group()
+    sm.add_argument("--smartmodule", default=None, metavar="NAME", help="apply this stored SmartModule")
+    sm.add_argument("--smartmodule-path", default=None, metavar="FILE", help="apply the SmartModule in this .wasm")
+    consume.add_argument("-e", "--params", action="append", default=[], metavar="KEY=VALUE",
+                         help="a parameter for the SmartModule (repeatable)")
+    consume.add_argument("--aggregate-initial", default=None, metavar="VALUE",
+                         help="an aggregate SmartModule's initial accumulator")
     consume.set_defaults(func=cmd_consume)
