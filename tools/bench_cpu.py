@@ -1,6 +1,6 @@
 """CPU per operation of three hot paths, each timed on its own against a temporary cluster.
 
-    .venv/bin/python -m rillet.tools.bench_cpu [--paths send,linger0,spu] [--records N] [--rounds R]
+    .venv/bin/python -m rillet.tools.bench_cpu [--paths send,linger0,send_all,consume,spu] [--records N] [--rounds R]
 
 ``rillet-bench`` times whole workloads, whose figures swing by tens of percent on a shared
 machine; these time one path each, by the CPU of the thread or process that runs it, which
@@ -149,8 +149,8 @@ def _spu_rounds(cluster: LocalCluster, topic: str, records: int, rounds: int) ->
 
 
 def _summary(name: str, figures: list[float]) -> dict:
-    return {name: [round(f, 2) for f in figures], f"{name}_min": round(min(figures), 2),
-            f"{name}_median": round(statistics.median(figures), 2)}
+    return {name: [round(f, 3) for f in figures], f"{name}_min": round(min(figures), 3),
+            f"{name}_median": round(statistics.median(figures), 3)}
 
 
 def run(paths: list[str], records: int, rounds: int) -> list[dict]:
