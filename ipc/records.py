@@ -78,6 +78,23 @@ DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
 # legitimately expands past the largest batch it accepts; beyond that is a bomb.
 DEFAULT_MAX_UNCOMPRESSED_BYTES = DEFAULT_MAX_BATCH_BYTES
 
+def _crc32_function():
+    """ISA-L's CRC-32 when the ``fast`` extra installed it (the same CRC as zlib's, 9x faster
+    on this machine: 1.0 against 9.0 µs for 64 KiB, a producer, the SPU and a consumer each
+    compute one per batch); zlib's otherwise, or when RILLET_CRC32=zlib."""
+    import os
+    if os.environ.get("RILLET_CRC32", "").lower() != "zlib":
+        try:
+            from isal.isal_zlib import crc32 as fast
+        except ImportError:
+            pass
+        else:
+            return fast, "isal"
+    return zlib.crc32, "zlib"
+
+
+crc32, CRC32_IMPLEMENTATION = _crc32_function()
+
 _OFFSET = struct.Struct("<q")
 _EPOCH = struct.Struct("<i")
 _CRC = struct.Struct("<I")
@@ -143,7 +160,7 @@ def validate_batch(buf, pos: int = 0, *, max_batch_bytes: int = DEFAULT_MAX_BATC
             f"batch record_count {header.record_count} does not match last_offset_delta {header.last_offset_delta}"
         )
     with memoryview(buf) as view:
-        crc = zlib.crc32(view[pos + ATTRIBUTES_POS:pos + total])
+        crc = crc32(view[pos + ATTRIBUTES_POS:pos + total])
     if crc != header.crc:
         raise CorruptBatch(f"batch CRC mismatch at position {pos}: stored {header.crc:#010x}, computed {crc:#010x}")
     return header
@@ -324,7 +341,7 @@ def _build_plain(records: list, size: int, fields: tuple) -> bytes:
     _ENCODER.encode_into(records, buf, HEADER_SIZE)
     _pack_header(buf, len(buf) - HEADER_SIZE, len(records), Codec.NONE, fields)
     with memoryview(buf) as view:
-        crc = zlib.crc32(view[ATTRIBUTES_POS:])
+        crc = crc32(view[ATTRIBUTES_POS:])
     _CRC.pack_into(buf, CRC_POS, crc)
     return bytes(buf)
 
@@ -336,7 +353,7 @@ def _build_compressed(records: list, codec: Codec, fields: tuple) -> bytes:
     head = bytearray(HEADER_SIZE)
     _pack_header(head, len(payload), len(records), codec, fields)
     with memoryview(head) as view:
-        crc = zlib.crc32(payload, zlib.crc32(view[ATTRIBUTES_POS:]))
+        crc = crc32(payload, crc32(view[ATTRIBUTES_POS:]))
     _CRC.pack_into(head, CRC_POS, crc)
     return b"".join((head, payload))
 

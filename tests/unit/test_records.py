@@ -692,3 +692,32 @@ def test_keyless_run_of_too_many_lengths_is_left_to_tuples():
     values = [b"x" * n for n in range(RUN_MAX_LENGTHS + 1)]
     assert encode_keyless_run(0, values, [len(v) for v in values]) is None
     assert encode_keyless_run(0, values[:-1], [len(v) for v in values[:-1]]) is not None
+
+
+# --- the batch CRC: ISA-L's when installed, zlib's otherwise ----------------------------------
+
+def test_batch_crc_is_isal_when_installed_and_agrees_with_zlib():
+    pytest.importorskip("isal")      # the test and fast extras install it
+    from rillet.ipc import records
+    assert records.CRC32_IMPLEMENTATION == "isal"
+    data = bytearray(random.randbytes(70_000))
+    for start, seed in ((0, 0), (17, 0), (3, 0xDEADBEEF)):
+        assert records.crc32(memoryview(data)[start:], seed) == zlib.crc32(memoryview(data)[start:], seed)
+    batch = encode_batch([(None, bytes(data[:5_000]), 1)])
+    assert decode_batch(batch)[1][0].value == bytes(data[:5_000])
+
+
+@pytest.mark.parametrize("how", ["env", "missing"])
+def test_batch_crc_falls_back_to_zlib(how):
+    # In a fresh interpreter: RILLET_CRC32=zlib, or isal made unimportable.
+    import os
+    import subprocess
+    import sys
+    block = "import sys; sys.modules['isal'] = None; " if how == "missing" else ""
+    code = (block + "from rillet.ipc import records as r, compression; import zlib; "
+            "b = r.encode_batch([(None, b'v', 1)]); r.validate_batch(b); "
+            "print(r.CRC32_IMPLEMENTATION, r.crc32 is zlib.crc32)")
+    env = dict(os.environ, RILLET_CRC32="zlib") if how == "env" else dict(os.environ)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["zlib", "True"]
