@@ -645,26 +645,48 @@ def decode_records(
     decoder = _record_decoder(record_type)
     if out is None:
         out = []
-    for pos, header in iter_batches(buf):
-        if end_offset is not None and header.base_offset >= end_offset:
-            break
-        header = validate_batch(buf, pos, max_batch_bytes=max_batch_bytes)
-        base, count = header.base_offset, header.record_count
-        skip = 0 if first_offset is None else first_offset - base
-        if skip >= count:                   # the count is CRC-checked: never skip on a damaged one
-            continue
-        records = _decode_block(buf, pos, header, max_uncompressed_bytes, decoder)
-        keep = count if end_offset is None else min(count, end_offset - base)
-        if skip > 0 or keep < count:
-            skip = max(skip, 0)
-            records = records[skip:keep]
-            base += skip
-        shared = (partition, header.first_timestamp)
-        for record in records:              # the only per-record Python: two stores
-            record._offset = base
-            record._batch = shared
-            base += 1
-        out += records
+    # iter_batches, validate_batch and _decode_block inlined: one header unpack per batch
+    # and no BatchHeader, 2.6 -> 1.3 µs a batch (a linger-0 consumer decodes one per record).
+    # Any check that fails goes to validate_batch, which raises naming it.
+    unpack, end, pos = BATCH_HEADER.unpack_from, len(buf), 0
+    min_length = HEADER_SIZE - PREAMBLE_SIZE
+    with memoryview(buf) as view:
+        while end - pos >= HEADER_SIZE:
+            base, length, _e, magic, crc, attributes, last_delta, first_ts, _m, _p, _pe, _s, count = unpack(buf, pos)
+            total = PREAMBLE_SIZE + length
+            if length < min_length or magic != MAGIC or pos + total > end:
+                break                       # where iter_batches stops: zeros, a partial tail
+            if end_offset is not None and base >= end_offset:
+                break
+            if (total > max_batch_bytes or count < 1 or last_delta != count - 1
+                    or crc32(view[pos + ATTRIBUTES_POS:pos + total]) != crc):
+                validate_batch(buf, pos, max_batch_bytes=max_batch_bytes)      # raises
+            skip = 0 if first_offset is None else first_offset - base
+            if skip >= count:               # the count is CRC-checked: never skip on a damaged one
+                pos += total
+                continue
+            if attributes & CODEC_MASK == Codec.NONE:
+                try:
+                    records = decoder.decode(view[pos + HEADER_SIZE:pos + total])
+                except msgspec.DecodeError as exc:
+                    raise CorruptBatch(f"batch at position {pos}: records block does not decode: {exc}") from exc
+                if len(records) != count:
+                    raise CorruptBatch(f"batch at position {pos} holds {len(records)} records, its header says {count}")
+            else:
+                header = BatchHeader._make(unpack(buf, pos))
+                records = _decode_block(buf, pos, header, max_uncompressed_bytes, decoder)
+            keep = count if end_offset is None else min(count, end_offset - base)
+            if skip > 0 or keep < count:
+                skip = max(skip, 0)
+                records = records[skip:keep]
+                base += skip
+            shared = (partition, first_ts)
+            for record in records:          # the only per-record Python: two stores
+                record._offset = base
+                record._batch = shared
+                base += 1
+            out += records
+            pos += total
     return out
 
 

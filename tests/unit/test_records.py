@@ -721,3 +721,31 @@ def test_batch_crc_falls_back_to_zlib(how):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["zlib", "True"]
+
+
+@pytest.mark.parametrize("damage", ["crc", "count", "delta", "too_big", "short_block"])
+def test_decode_records_raises_what_validate_batch_raises(damage):
+    # decode_records checks a batch in its own loop; whatever fails, the error is validate_batch's.
+    buf, positions = several_batches()
+    pos, limit = positions[0], 1 << 20             # the first batch: Codec.NONE
+    if damage == "crc":
+        buf[pos + HEADER_SIZE + 1] ^= 0x01
+    elif damage == "count":
+        struct.pack_into("<i", buf, pos + 57, 9)
+    elif damage == "delta":
+        struct.pack_into("<i", buf, pos + 23, 5)
+    elif damage == "too_big":
+        limit = positions[1] - 1
+    else:                                    # a valid CRC over a block holding fewer records
+        good = bytearray(with_records_block(msgspec.msgpack.encode([[0, None, b"v", None]])))
+        struct.pack_into("<ii", good, 53, -1, 2)                       # first_sequence, record_count 2
+        struct.pack_into("<i", good, 23, 1)                            # last_offset_delta 1
+        struct.pack_into("<I", good, CRC_POS, zlib.crc32(memoryview(good)[ATTRIBUTES_POS:]))
+        with pytest.raises(CorruptBatch, match="holds 1 records, its header says 2"):
+            decode_records(good, 0)
+        return
+    with pytest.raises(CorruptBatch) as expected:
+        validate_batch(buf, pos, max_batch_bytes=limit)
+    with pytest.raises(CorruptBatch) as raised:
+        decode_records(buf, 0, max_batch_bytes=limit)
+    assert str(raised.value) == str(expected.value)
