@@ -60,12 +60,20 @@ def encode_keyed_run(delta: int, keys: list, values: list, klens: list[int], vle
     if len(kdistinct) > RUN_MAX_LENGTHS or len(vdistinct) > RUN_MAX_LENGTHS:
         return None
     head = b"\x94" + _ENCODER.encode(delta)                 # the record's array and delta
-    kseps = {length: _NIL + head + _bin_header(length) for length in kdistinct}
-    vheads = {length: _bin_header(length) for length in vdistinct}
-    pieces = [None] * (4 * len(values))
-    pieces[0::4] = map(kseps.__getitem__, klens)
+    n = len(values)
+    pieces = [None] * (4 * n)
+    # One length (the common case): the separators are one object repeated, no lookups.
+    if len(kdistinct) == 1:
+        pieces[0::4] = [_NIL + head + _bin_header(klens[0])] * n
+    else:
+        kseps = {length: _NIL + head + _bin_header(length) for length in kdistinct}
+        pieces[0::4] = list(map(kseps.__getitem__, klens))
     pieces[1::4] = keys
-    pieces[2::4] = map(vheads.__getitem__, vlens)
+    if len(vdistinct) == 1:
+        pieces[2::4] = [_bin_header(vlens[0])] * n
+    else:
+        vheads = {length: _bin_header(length) for length in vdistinct}
+        pieces[2::4] = list(map(vheads.__getitem__, vlens))
     pieces[3::4] = values
     pieces[0] = head + _bin_header(klens[0])                # the first record has no record before it
     pieces.append(_NIL)
