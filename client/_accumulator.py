@@ -18,7 +18,7 @@ from operator import add, itemgetter, sub
 
 from rillet.ipc.errors import Closed, MessageTooLarge, RilletError, Timeout
 from rillet.ipc.metadata_table import PartitionStatus
-from rillet.ipc.record_runs import RAW_EMPTY, encode_keyed_run, encode_keyless_run
+from rillet.ipc.record_runs import RAW_EMPTY, encode_keyless_run
 from rillet.ipc.records import RECORD_OVERHEAD, coerce_bytes
 
 from ._produce_output import ProduceOutput, _BatchResult
@@ -121,14 +121,11 @@ class _Accumulator:
         if not values:
             return []
         vlens = list(map(len, values))
-        klens = None                              # the keys' lengths (0 for None)
-        if keys is not None:
-            klens = [0 if k is None else len(k) for k in keys] if None in keys else list(map(len, keys))
         one = vlens[0] + RECORD_OVERHEAD
         if keys is None and vlens.count(vlens[0]) == len(vlens):
             cum = range(one, one * len(vlens) + 1, one)     # one size: the sums without making them
         else:
-            lens = vlens if klens is None else map(add, vlens, klens)
+            lens = vlens if keys is None else map(add, vlens, [0 if k is None else len(k) for k in keys])
             cum = list(accumulate(map(add, lens, repeat(RECORD_OVERHEAD))))   # bytes up to each record
         too_large = None
         if cum[-1] > self.max_record:            # some record may be too large: find the first
@@ -136,7 +133,7 @@ class _Accumulator:
             if first is not None:
                 too_large = self._too_large(cum[first] - (cum[first - 1] if first else 0))
                 keys, values, cum = None if keys is None else keys[:first], values[:first], cum[:first]
-                vlens, klens = vlens[:first], None if klens is None else klens[:first]
+                vlens = vlens[:first]
         outputs: list[ProduceOutput] = []
         links = ()
         try:
@@ -146,7 +143,7 @@ class _Accumulator:
                     if self.closing:
                         raise Closed(f"producer for topic {self.topic!r} is closed")
                     try:
-                        outputs = self._append_routed(keys, values, cum, ts, vlens, klens)
+                        outputs = self._append_routed(keys, values, cum, ts, vlens)
                     finally:
                         links = self._take_writes()
         finally:
@@ -157,12 +154,11 @@ class _Accumulator:
             raise too_large
         return outputs
 
-    def _append_routed(self, keys, values, cum, ts: int, vlens: list[int],
-                       klens: list[int] | None) -> list[ProduceOutput]:
+    def _append_routed(self, keys, values, cum, ts: int, vlens: list[int]) -> list[ProduceOutput]:
         """Split records into per-partition runs, in order, and append each (lock held).
-        ``vlens``: the values' lengths; ``klens``: the keys' (None without keys)."""
+        ``vlens``: the values' lengths."""
         if self.fixed is not None:
-            return self._append_run(self.fixed, False, keys, values, cum, ts, vlens, klens)
+            return self._append_run(self.fixed, False, keys, values, cum, ts, vlens)
         if keys is None:
             return self._append_run(0, True, None, values, cum, ts, vlens)
         n, count = len(values), self.partition_count
@@ -175,30 +171,28 @@ class _Accumulator:
         else:
             parts = self.partitioner.for_keys(keys, count)
         if parts.count(parts[0]) == n:
-            return self._append_run(parts[0], keyless == n, keys, values, cum, ts, vlens, klens)
+            return self._append_run(parts[0], keyless == n, keys, values, cum, ts)
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(parts):
             groups.setdefault(p, []).append(i)
         sizes = list(map(sub, cum, [0, *cum[:-1]]))
         outputs: list = [None] * n
         for p, picked in groups.items():
-            take = _picker(picked)
-            run = self._append_run(p, p < 0, None if p < 0 else take(keys), take(values),
-                                   list(accumulate(take(sizes))), ts, take(vlens), None if p < 0 else take(klens))
+            run = self._append_run(p, p < 0, [keys[i] for i in picked], [values[i] for i in picked],
+                                   list(accumulate(sizes[i] for i in picked)), ts)
             for i, out in zip(picked, run):
                 outputs[i] = out
         return outputs
 
     def _append_run(self, partition: int, keyless: bool, keys, values, cum, ts: int,
-                    vlens: list[int] | None = None, klens: list[int] | None = None) -> list[ProduceOutput]:
+                    vlens: list[int] | None = None) -> list[ProduceOutput]:
         """Append records of one partition (or keyless ones) batch by batch (lock held).
 
         ``cum``: the records' sizes (RECORD_OVERHEAD included), accumulated (a list, or a
         range when they are all one size). Each batch takes the longest prefix that fits
-        (a bisect), then is sealed or waited for as in ``send``. With ``vlens`` (the values'
-        lengths) and either ``keys`` None or ``klens`` (the keys' lengths), each batch's
-        part is encoded in one join (record_runs.encode_keyless_run, or encode_keyed_run
-        when it has no None key) instead of a wire tuple per record.
+        (a bisect), then is sealed or waited for as in ``send``. With ``keys`` None and
+        ``vlens`` (the values' lengths), each batch's part is encoded in one join
+        (record_runs.encode_keyless_run) instead of a wire tuple per record.
         """
         limit, n, j, before = self.batch_limit, len(values), 0, 0
         outputs: list[ProduceOutput] = []
@@ -217,11 +211,8 @@ class _Accumulator:
             if ts > batch.last_ts:
                 batch.last_ts = ts
             run = None
-            if vlens is not None:
-                if keys is None:
-                    run = encode_keyless_run(ts - batch.first_ts, values[j:end], vlens[j:end])
-                elif klens is not None and None not in (run_keys := keys[j:end]):
-                    run = encode_keyed_run(ts - batch.first_ts, run_keys, values[j:end], klens[j:end], vlens[j:end])
+            if keys is None and vlens is not None:
+                run = encode_keyless_run(ts - batch.first_ts, values[j:end], vlens[j:end])
             if run is not None:
                 records.append(run)
                 records.extend(repeat(RAW_EMPTY, end - j - 1))
@@ -388,15 +379,6 @@ def _split_slowly(chunk: list) -> tuple[list | None, list, Exception | None]:
         error = exc
     return None if keys.count(None) == len(keys) else keys, values, error
 
-
-
-def _picker(picked: list[int]):
-    """A function giving ``[seq[i] for i in picked]`` as a list, in C (itemgetter)."""
-    if len(picked) == 1:
-        i = picked[0]
-        return lambda seq: [seq[i]]
-    get = itemgetter(*picked)
-    return lambda seq: list(get(seq))
 
 
 def _urge_on(batch: _Batch, link: SpuLink) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from rillet.ipc.compression import Codec, compress
 from rillet.ipc.errors import CompressionError, CorruptBatch, InvalidArgument, UnknownCodec
-from rillet.ipc.record_runs import RAW_EMPTY, RUN_MAX_LENGTHS, encode_keyed_run, encode_keyless_run
+from rillet.ipc.record_runs import RAW_EMPTY, RUN_MAX_LENGTHS, encode_keyless_run
 from rillet.ipc.records import (
     VIEW_CHECK_MIN_RECORD_BYTES,
     build_batch,
@@ -747,15 +747,3 @@ def test_decode_records_raises_what_validate_batch_raises(damage):
     with pytest.raises(CorruptBatch) as raised:
         decode_records(buf, 0, max_batch_bytes=limit)
     assert str(raised.value) == str(expected.value)
-
-
-@pytest.mark.parametrize("klens,vlens", [([8] * 5, [100] * 5), ([0, 1, 300, 70_000], [5, 0, 256, 3])])
-@pytest.mark.parametrize("delta", [0, 200, -3])
-def test_keyed_run_encodes_as_wire_tuples(klens, vlens, delta):
-    keys, values = [random.randbytes(n) for n in klens], [random.randbytes(n) for n in vlens]
-    run = encode_keyed_run(delta, keys, values, klens, vlens)
-    enc = msgspec.msgpack.Encoder()
-    assert enc.encode([run] + [RAW_EMPTY] * (len(values) - 1)) == \
-        enc.encode([(delta, k, v, None) for k, v in zip(keys, values)])
-    many = list(range(RUN_MAX_LENGTHS + 1))
-    assert encode_keyed_run(delta, [b"k" * n for n in many], [b"v"] * len(many), many, [1] * len(many)) is None
