@@ -6,8 +6,10 @@ bin header. So a run is one ``bytes.join`` over the values with, between them, t
 for the next value's length (one object when they are all one size, else one dict lookup
 each, in C): no wire tuple per record, which msgspec would then walk (~55 ns a record, and
 the collector sees each tuple). Keyed runs were tried the same way (four pieces a record)
-and left out: a join of 2,120 pieces for 530 records costs about what the tuples do, and the
-caller's CPU per keyed record did not move (0.40-0.50 µs either way, three alternating runs).
+and left out: 40 ns a record for 530 keyed records of one key and value size (timeit), against
+52 for their tuples and the tuples' encoding, and the caller's CPU per keyed record in
+``send_all`` did not move beyond the noise (0.39-0.50 µs with one partition, 0.60-0.70 with
+four, either way, alternating runs).
 
 The producer keeps a run in its batch's record list as the run's Raw followed by ``len - 1``
 RAW_EMPTY: the list's length stays the record count, msgspec writes a Raw's bytes as they are
