@@ -18,6 +18,7 @@ from operator import add, itemgetter, sub
 
 from rillet.ipc.errors import Closed, MessageTooLarge, RilletError, Timeout
 from rillet.ipc.metadata_table import PartitionStatus
+from rillet.ipc.record_runs import RAW_EMPTY, encode_keyless_run
 from rillet.ipc.records import RECORD_OVERHEAD, coerce_bytes
 
 from ._produce_output import ProduceOutput, _BatchResult
@@ -117,16 +118,22 @@ class _Accumulator:
         ``send``, after the records before it were queued (their outputs are lost
         with the raise, as with a loop of ``send``).
         """
-        lens = map(len, values)
-        if keys is not None:
-            lens = map(add, lens, [0 if k is None else len(k) for k in keys])
-        cum = list(accumulate(map(add, lens, repeat(RECORD_OVERHEAD))))   # bytes up to each record
+        if not values:
+            return []
+        vlens = list(map(len, values))
+        one = vlens[0] + RECORD_OVERHEAD
+        if keys is None and vlens.count(vlens[0]) == len(vlens):
+            cum = range(one, one * len(vlens) + 1, one)     # one size: the sums without making them
+        else:
+            lens = vlens if keys is None else map(add, vlens, [0 if k is None else len(k) for k in keys])
+            cum = list(accumulate(map(add, lens, repeat(RECORD_OVERHEAD))))   # bytes up to each record
         too_large = None
         if cum[-1] > self.max_record:            # some record may be too large: find the first
             first = next((i for i, size in enumerate(map(sub, cum, [0, *cum[:-1]])) if size > self.max_record), None)
             if first is not None:
                 too_large = self._too_large(cum[first] - (cum[first - 1] if first else 0))
                 keys, values, cum = None if keys is None else keys[:first], values[:first], cum[:first]
+                vlens = vlens[:first]
         outputs: list[ProduceOutput] = []
         links = ()
         try:
@@ -136,7 +143,7 @@ class _Accumulator:
                     if self.closing:
                         raise Closed(f"producer for topic {self.topic!r} is closed")
                     try:
-                        outputs = self._append_routed(keys, values, cum, ts)
+                        outputs = self._append_routed(keys, values, cum, ts, vlens)
                     finally:
                         links = self._take_writes()
         finally:
@@ -147,12 +154,13 @@ class _Accumulator:
             raise too_large
         return outputs
 
-    def _append_routed(self, keys, values, cum: list[int], ts: int) -> list[ProduceOutput]:
-        """Split records into per-partition runs, in order, and append each (lock held)."""
+    def _append_routed(self, keys, values, cum, ts: int, vlens: list[int]) -> list[ProduceOutput]:
+        """Split records into per-partition runs, in order, and append each (lock held).
+        ``vlens``: the values' lengths."""
         if self.fixed is not None:
-            return self._append_run(self.fixed, False, keys, values, cum, ts)
+            return self._append_run(self.fixed, False, keys, values, cum, ts, vlens)
         if keys is None:
-            return self._append_run(0, True, None, values, cum, ts)
+            return self._append_run(0, True, None, values, cum, ts, vlens)
         n, count = len(values), self.partition_count
         keyless = keys.count(None)
         if keyless:
@@ -176,12 +184,15 @@ class _Accumulator:
                 outputs[i] = out
         return outputs
 
-    def _append_run(self, partition: int, keyless: bool, keys, values, cum: list[int], ts: int) -> list[ProduceOutput]:
+    def _append_run(self, partition: int, keyless: bool, keys, values, cum, ts: int,
+                    vlens: list[int] | None = None) -> list[ProduceOutput]:
         """Append records of one partition (or keyless ones) batch by batch (lock held).
 
-        ``cum``: the records' sizes (RECORD_OVERHEAD included), accumulated. Each batch
-        takes the longest prefix that fits (a bisect), then is sealed or waited for
-        as in ``send``.
+        ``cum``: the records' sizes (RECORD_OVERHEAD included), accumulated (a list, or a
+        range when they are all one size). Each batch takes the longest prefix that fits
+        (a bisect), then is sealed or waited for as in ``send``. With ``keys`` None and
+        ``vlens`` (the values' lengths), each batch's part is encoded in one join
+        (record_runs.encode_keyless_run) instead of a wire tuple per record.
         """
         limit, n, j, before = self.batch_limit, len(values), 0, 0
         outputs: list[ProduceOutput] = []
@@ -199,8 +210,15 @@ class _Accumulator:
                 batch.first_ts = ts
             if ts > batch.last_ts:
                 batch.last_ts = ts
-            records.extend(zip(repeat(ts - batch.first_ts), repeat(None) if keys is None else keys[j:end],
-                               values[j:end], repeat(None)))
+            run = None
+            if keys is None and vlens is not None:
+                run = encode_keyless_run(ts - batch.first_ts, values[j:end], vlens[j:end])
+            if run is not None:
+                records.append(run)
+                records.extend(repeat(RAW_EMPTY, end - j - 1))
+            else:
+                records.extend(zip(repeat(ts - batch.first_ts), repeat(None) if keys is None else keys[j:end],
+                                   values[j:end], repeat(None)))
             outputs += map(ProduceOutput, repeat(batch.result), range(index, index + end - j))
             batch.size += cum[end - 1] - before
             before, j = cum[end - 1], end

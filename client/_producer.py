@@ -44,9 +44,11 @@ unanswered per partition, fewer than the SPU remembers per producer.
 Cost per record. ``send_all`` takes records in chunks: the lock, the clock and
 the config are read once per chunk, the partition once per run of records that
 share a batch (keyed records: one cached hash lookup each), a run's fit in the
-batch is one bisect over cumulative sizes, and its outputs are made by one ``map``.
-What is left per record is a wire tuple and a ProduceOutput. ``send`` itself, when the
-record joins an open batch that stays below the limit (most records), does that in its
+batch is one bisect over cumulative sizes (no sums made when the values are all one
+size), and its outputs are made by one ``map``. What is left per record is a ProduceOutput
+and, for keyed records, a wire tuple: a keyless run is encoded at once, one ``bytes.join``
+per batch (ipc/record_runs.py), and no object per record is kept for it. ``send`` itself,
+when the record joins an open batch that stays below the limit (most records), does that in its
 own frame: one lock, one clock read, one tuple (and for a keyed record on several
 partitions the partitioner's cached hash lookup), no other Python call.
 

@@ -78,6 +78,23 @@ DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
 # legitimately expands past the largest batch it accepts; beyond that is a bomb.
 DEFAULT_MAX_UNCOMPRESSED_BYTES = DEFAULT_MAX_BATCH_BYTES
 
+def _crc32_function():
+    """ISA-L's CRC-32 when the ``fast`` extra installed it (the same CRC as zlib's, 9x faster
+    on this machine: 1.0 against 9.0 µs for 64 KiB, a producer, the SPU and a consumer each
+    compute one per batch); zlib's otherwise, or when RILLET_CRC32=zlib."""
+    import os
+    if os.environ.get("RILLET_CRC32", "").lower() != "zlib":
+        try:
+            from isal.isal_zlib import crc32 as fast
+        except ImportError:
+            pass
+        else:
+            return fast, "isal"
+    return zlib.crc32, "zlib"
+
+
+crc32, CRC32_IMPLEMENTATION = _crc32_function()
+
 _OFFSET = struct.Struct("<q")
 _EPOCH = struct.Struct("<i")
 _CRC = struct.Struct("<I")
@@ -143,7 +160,7 @@ def validate_batch(buf, pos: int = 0, *, max_batch_bytes: int = DEFAULT_MAX_BATC
             f"batch record_count {header.record_count} does not match last_offset_delta {header.last_offset_delta}"
         )
     with memoryview(buf) as view:
-        crc = zlib.crc32(view[pos + ATTRIBUTES_POS:pos + total])
+        crc = crc32(view[pos + ATTRIBUTES_POS:pos + total])
     if crc != header.crc:
         raise CorruptBatch(f"batch CRC mismatch at position {pos}: stored {header.crc:#010x}, computed {crc:#010x}")
     return header
@@ -324,7 +341,7 @@ def _build_plain(records: list, size: int, fields: tuple) -> bytes:
     _ENCODER.encode_into(records, buf, HEADER_SIZE)
     _pack_header(buf, len(buf) - HEADER_SIZE, len(records), Codec.NONE, fields)
     with memoryview(buf) as view:
-        crc = zlib.crc32(view[ATTRIBUTES_POS:])
+        crc = crc32(view[ATTRIBUTES_POS:])
     _CRC.pack_into(buf, CRC_POS, crc)
     return bytes(buf)
 
@@ -336,7 +353,7 @@ def _build_compressed(records: list, codec: Codec, fields: tuple) -> bytes:
     head = bytearray(HEADER_SIZE)
     _pack_header(head, len(payload), len(records), codec, fields)
     with memoryview(head) as view:
-        crc = zlib.crc32(payload, zlib.crc32(view[ATTRIBUTES_POS:]))
+        crc = crc32(payload, crc32(view[ATTRIBUTES_POS:]))
     _CRC.pack_into(head, CRC_POS, crc)
     return b"".join((head, payload))
 
@@ -582,26 +599,48 @@ def decode_records(
     decoder = _record_decoder(record_type)
     if out is None:
         out = []
-    for pos, header in iter_batches(buf):
-        if end_offset is not None and header.base_offset >= end_offset:
-            break
-        header = validate_batch(buf, pos, max_batch_bytes=max_batch_bytes)
-        base, count = header.base_offset, header.record_count
-        skip = 0 if first_offset is None else first_offset - base
-        if skip >= count:                   # the count is CRC-checked: never skip on a damaged one
-            continue
-        records = _decode_block(buf, pos, header, max_uncompressed_bytes, decoder)
-        keep = count if end_offset is None else min(count, end_offset - base)
-        if skip > 0 or keep < count:
-            skip = max(skip, 0)
-            records = records[skip:keep]
-            base += skip
-        shared = (partition, header.first_timestamp)
-        for record in records:              # the only per-record Python: two stores
-            record._offset = base
-            record._batch = shared
-            base += 1
-        out += records
+    # iter_batches, validate_batch and _decode_block inlined: one header unpack per batch
+    # and no BatchHeader, 2.6 -> 1.3 µs a batch (a linger-0 consumer decodes one per record).
+    # Any check that fails goes to validate_batch, which raises naming it.
+    unpack, end, pos = BATCH_HEADER.unpack_from, len(buf), 0
+    min_length = HEADER_SIZE - PREAMBLE_SIZE
+    with memoryview(buf) as view:
+        while end - pos >= HEADER_SIZE:
+            base, length, _e, magic, crc, attributes, last_delta, first_ts, _m, _p, _pe, _s, count = unpack(buf, pos)
+            total = PREAMBLE_SIZE + length
+            if length < min_length or magic != MAGIC or pos + total > end:
+                break                       # where iter_batches stops: zeros, a partial tail
+            if end_offset is not None and base >= end_offset:
+                break
+            if (total > max_batch_bytes or count < 1 or last_delta != count - 1
+                    or crc32(view[pos + ATTRIBUTES_POS:pos + total]) != crc):
+                validate_batch(buf, pos, max_batch_bytes=max_batch_bytes)      # raises
+            skip = 0 if first_offset is None else first_offset - base
+            if skip >= count:               # the count is CRC-checked: never skip on a damaged one
+                pos += total
+                continue
+            if attributes & CODEC_MASK == Codec.NONE:
+                try:
+                    records = decoder.decode(view[pos + HEADER_SIZE:pos + total])
+                except msgspec.DecodeError as exc:
+                    raise CorruptBatch(f"batch at position {pos}: records block does not decode: {exc}") from exc
+                if len(records) != count:
+                    raise CorruptBatch(f"batch at position {pos} holds {len(records)} records, its header says {count}")
+            else:
+                header = BatchHeader._make(unpack(buf, pos))
+                records = _decode_block(buf, pos, header, max_uncompressed_bytes, decoder)
+            keep = count if end_offset is None else min(count, end_offset - base)
+            if skip > 0 or keep < count:
+                skip = max(skip, 0)
+                records = records[skip:keep]
+                base += skip
+            shared = (partition, first_ts)
+            for record in records:          # the only per-record Python: two stores
+                record._offset = base
+                record._batch = shared
+                base += 1
+            out += records
+            pos += total
     return out
 
 

@@ -1,6 +1,6 @@
 """CPU per operation of three hot paths, each timed on its own against a temporary cluster.
 
-    .venv/bin/python -m rillet.tools.bench_cpu [--paths send,linger0,spu] [--records N] [--rounds R]
+    .venv/bin/python -m rillet.tools.bench_cpu [--paths send,linger0,send_all,consume,spu] [--records N] [--rounds R]
 
 ``rillet-bench`` times whole workloads, whose figures swing by tens of percent on a shared
 machine; these time one path each, by the CPU of the thread or process that runs it, which
@@ -12,6 +12,11 @@ moves much less. Use them to compare code before and after a change in the same 
   caller's CPU inside ``send`` per record (reading the thread's clock twice adds ~0.5 µs), and
   the SPU's CPU per record (no consumer). Unpaced, the batch queue fills and records share
   batches, which is not the linger-0 path.
+* ``send_all``: ``send_all`` of 100 B values in chunks of 1,000 (64 KiB batches, linger 5 ms,
+  as W1 sends): the calling thread's CPU per record, then ``flush()``.
+* ``consume``: a stream from the beginning over that many records (what ``send_all`` wrote,
+  read directly from the leader's segment files): the reading thread's CPU per record,
+  ``len(record.value())`` included.
 * ``spu``: produce requests of one 100 B record, ``WINDOW`` in flight on one connection, so
   the SPU handles them back to back: its CPU per request (Python and socket calls, without a
   wake-up per request).
@@ -37,7 +42,8 @@ from rillet.ipc.connection import Connection
 from rillet.ipc.records import encode_batch
 from rillet.testing import LocalCluster
 
-PATHS = ("send", "linger0", "spu")
+PATHS = ("send", "linger0", "send_all", "consume", "spu")
+SEND_ALL_CHUNK = 1000          # records per send_all call (W1's)
 VALUE = b"x" * 100
 WINDOW = 32                    # produce requests in flight in the spu path
 INTERVAL_US = 100              # the linger0 path's pace (W3's)
@@ -93,6 +99,36 @@ def _paced(send, records: int) -> float:
     return cpu
 
 
+def _bulk_rounds(cluster: LocalCluster, topic: str, records: int, rounds: int, consume: bool) -> dict:
+    """send_all rounds (each to a topic of its own), and with ``consume`` a stream over each."""
+    from rillet import ConsumerConfig, Offset
+    fluvio = cluster.fluvio()
+    config = TopicProducerConfigBuilder().batch_size(65536).linger(5).build()
+    values = [bytes([i]) * len(VALUE) for i in range(256)]
+    pairs = [(None, values[i % 256]) for i in range(SEND_ALL_CHUNK)]
+    sender, reader = [], []
+    for r in range(rounds + 1):
+        name = f"{topic}-{r}"
+        cluster.create_topic(name)
+        with fluvio.topic_producer_with_config(name, config) as producer:
+            t0 = time.thread_time()
+            for start in range(0, records, SEND_ALL_CHUNK):
+                producer.send_all(pairs[:min(SEND_ALL_CHUNK, records - start)])
+            producer.flush()
+            sender.append((time.thread_time() - t0) / records * 1e6)
+        if consume:
+            cc = ConsumerConfig()
+            cc.max_bytes(1 << 20)
+            with fluvio.partition_consumer(name, 0).stream_with_config(Offset.beginning(), cc) as stream:
+                t0, n = time.thread_time(), 0
+                for record in stream:
+                    n += len(record.value()) > 0
+                    if n == records:
+                        break
+                reader.append((time.thread_time() - t0) / records * 1e6)
+    return _summary("consumer_us_per_record", reader[1:]) if consume else _summary("caller_us_per_record", sender[1:])
+
+
 def _spu_rounds(cluster: LocalCluster, topic: str, records: int, rounds: int) -> dict:
     spu = psutil.Process(cluster.spu_pid(SPU_ID))
     batch = memoryview(encode_batch([(None, VALUE, int(time.time() * 1000))]))
@@ -113,8 +149,8 @@ def _spu_rounds(cluster: LocalCluster, topic: str, records: int, rounds: int) ->
 
 
 def _summary(name: str, figures: list[float]) -> dict:
-    return {name: [round(f, 2) for f in figures], f"{name}_min": round(min(figures), 2),
-            f"{name}_median": round(statistics.median(figures), 2)}
+    return {name: [round(f, 3) for f in figures], f"{name}_min": round(min(figures), 3),
+            f"{name}_median": round(statistics.median(figures), 3)}
 
 
 def run(paths: list[str], records: int, rounds: int) -> list[dict]:
@@ -122,10 +158,13 @@ def run(paths: list[str], records: int, rounds: int) -> list[dict]:
     with LocalCluster(spus=1) as cluster:
         print(f"bench_cpu: cluster {cluster.name} in {cluster.home} (1 SPU)", file=sys.stderr, flush=True)
         for path in paths:
-            topic = f"cpu-{path}"
-            cluster.create_topic(topic)
+            topic = f"cpu-{path.replace('_', '-')}"
+            if path not in ("send_all", "consume"):     # those make a topic per round
+                cluster.create_topic(topic)
             if path == "spu":
                 line = _spu_rounds(cluster, topic, records, rounds)
+            elif path in ("send_all", "consume"):
+                line = _bulk_rounds(cluster, topic, records, rounds, consume=path == "consume")
             else:
                 line = _send_rounds(cluster, topic, records, rounds, linger0=path == "linger0")
             lines.append({"path": path, "records": records, "rounds": rounds, **line})

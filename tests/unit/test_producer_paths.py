@@ -191,6 +191,27 @@ def test_send_all_stores_what_a_send_loop_stores(spu, partitions, keys, settings
             assert (key, value) in by_loop[key_hash(key) % partitions]
 
 
+@pytest.mark.parametrize("lengths", [
+    [0, 1, 100, 255, 256, 3_000],              # few lengths: each batch's run is one join
+    list(range(40)),                           # more than RUN_MAX_LENGTHS: wire tuples as before
+])
+def test_send_all_of_keyless_values_of_many_lengths_stores_what_a_send_loop_stores(spu, lengths):
+    records = [(None, bytes([i % 251]) * lengths[i % len(lengths)]) for i in range(2_000)]
+    config = dict(linger=60_000, batch_size=8_000)
+    looped = producer(spu, 1, **config)
+    loop_outputs = [looped.send(k, v) for k, v in records]
+    looped.close()
+    by_loop, loop_batches = spu.records(0), [len(b) for b in spu.batches[0]]
+    spu.batches.clear()
+    bulk = producer(spu, 1, **config)
+    bulk_outputs = bulk.send_all(records)
+    bulk.close()
+    assert spu.records(0) == by_loop == records
+    assert [len(b) for b in spu.batches[0]] == loop_batches
+    assert [o.wait().offset() for o in bulk_outputs] == [o.wait().offset() for o in loop_outputs]
+    assert spu.bad_headers == []
+
+
 def test_send_all_with_mixed_keys_keeps_each_keys_order(spu):
     records = [(None if i % 3 == 0 else f"k{i % 7}".encode(), str(i).encode()) for i in range(3_000)]
     with producer(spu, 4, linger=60_000, batch_size=2_000) as prod:

@@ -12,8 +12,10 @@ import pytest
 
 from rillet.ipc.compression import Codec, compress
 from rillet.ipc.errors import CompressionError, CorruptBatch, InvalidArgument, UnknownCodec
+from rillet.ipc.record_runs import RAW_EMPTY, RUN_MAX_LENGTHS, encode_keyless_run
 from rillet.ipc.records import (
     VIEW_CHECK_MIN_RECORD_BYTES,
+    build_batch,
     check_readable,
     decode_records,
     ATTRIBUTES_POS,
@@ -652,3 +654,96 @@ def test_check_readable_accepts_exactly_what_consumers_decode(size):
         agreed.append(passed)
     assert agreed.count(True) == 4
     assert large == (0 if size < VIEW_CHECK_MIN_RECORD_BYTES else len(agreed) - 1)   # all but the one without v
+
+
+# --- keyless runs encoded in one join (the producer's send_all) ------------------------------
+
+@pytest.mark.parametrize("lengths", [[100] * 7, [0], [1, 2, 3, 300, 70_000, 5], [255, 256, 65_535, 65_536, 255]])
+@pytest.mark.parametrize("delta", [0, 5, 127, 128, 70_000, -3])
+def test_keyless_run_encodes_as_wire_tuples(lengths, delta):
+    values = [random.randbytes(n) for n in lengths]
+    run = encode_keyless_run(delta, values, lengths)
+    enc = msgspec.msgpack.Encoder()
+    # In a record list, the run and its empty fillers encode as the records' tuples would.
+    assert enc.encode([run] + [RAW_EMPTY] * (len(values) - 1)) == enc.encode([(delta, None, v, None) for v in values])
+
+
+@pytest.mark.parametrize("codec", list(Codec))
+def test_batch_of_runs_and_tuples_decodes_to_its_records(codec):
+    first = 1_700_000_000_000
+    values = [bytes([i]) * (i % 5 * 40) for i in range(30)]
+    records = [(0, None, b"solo", None)]
+    records += [encode_keyless_run(2, values[:10], [len(v) for v in values[:10]])] + [RAW_EMPTY] * 9
+    records += [(3, b"key", b"v", ((b"h", b"x"),))]
+    records += [encode_keyless_run(4, values[10:], [len(v) for v in values[10:]])] + [RAW_EMPTY] * 19
+    batch = build_batch(records, first, 10_000, codec, max_timestamp=first + 4)
+    header, decoded = decode_batch(batch)
+    assert header.record_count == len(records) == 32 and header.max_timestamp == first + 4
+    assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in decoded] == (
+        [(0, first, None, b"solo", None)]
+        + [(1 + i, first + 2, None, v, None) for i, v in enumerate(values[:10])]
+        + [(11, first + 3, b"key", b"v", ((b"h", b"x"),))]
+        + [(12 + i, first + 4, None, v, None) for i, v in enumerate(values[10:])])
+
+
+def test_keyless_run_of_too_many_lengths_is_left_to_tuples():
+    values = [b"x" * n for n in range(RUN_MAX_LENGTHS + 1)]
+    assert encode_keyless_run(0, values, [len(v) for v in values]) is None
+    assert encode_keyless_run(0, values[:-1], [len(v) for v in values[:-1]]) is not None
+
+
+# --- the batch CRC: ISA-L's when installed, zlib's otherwise ----------------------------------
+
+def test_batch_crc_is_isal_when_installed_and_agrees_with_zlib():
+    pytest.importorskip("isal")      # the test and fast extras install it
+    from rillet.ipc import records
+    assert records.CRC32_IMPLEMENTATION == "isal"
+    data = bytearray(random.randbytes(70_000))
+    for start, seed in ((0, 0), (17, 0), (3, 0xDEADBEEF)):
+        assert records.crc32(memoryview(data)[start:], seed) == zlib.crc32(memoryview(data)[start:], seed)
+    batch = encode_batch([(None, bytes(data[:5_000]), 1)])
+    assert decode_batch(batch)[1][0].value == bytes(data[:5_000])
+
+
+@pytest.mark.parametrize("how", ["env", "missing"])
+def test_batch_crc_falls_back_to_zlib(how):
+    # In a fresh interpreter: RILLET_CRC32=zlib, or isal made unimportable.
+    import os
+    import subprocess
+    import sys
+    block = "import sys; sys.modules['isal'] = None; " if how == "missing" else ""
+    code = (block + "from rillet.ipc import records as r, compression; import zlib; "
+            "b = r.encode_batch([(None, b'v', 1)]); r.validate_batch(b); "
+            "print(r.CRC32_IMPLEMENTATION, r.crc32 is zlib.crc32)")
+    env = dict(os.environ, RILLET_CRC32="zlib") if how == "env" else dict(os.environ)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["zlib", "True"]
+
+
+@pytest.mark.parametrize("damage", ["crc", "count", "delta", "too_big", "short_block"])
+def test_decode_records_raises_what_validate_batch_raises(damage):
+    # decode_records checks a batch in its own loop; whatever fails, the error is validate_batch's.
+    buf, positions = several_batches()
+    pos, limit = positions[0], 1 << 20             # the first batch: Codec.NONE
+    if damage == "crc":
+        buf[pos + HEADER_SIZE + 1] ^= 0x01
+    elif damage == "count":
+        struct.pack_into("<i", buf, pos + 57, 9)
+    elif damage == "delta":
+        struct.pack_into("<i", buf, pos + 23, 5)
+    elif damage == "too_big":
+        limit = positions[1] - 1
+    else:                                    # a valid CRC over a block holding fewer records
+        good = bytearray(with_records_block(msgspec.msgpack.encode([[0, None, b"v", None]])))
+        struct.pack_into("<ii", good, 53, -1, 2)                       # first_sequence, record_count 2
+        struct.pack_into("<i", good, 23, 1)                            # last_offset_delta 1
+        struct.pack_into("<I", good, CRC_POS, zlib.crc32(memoryview(good)[ATTRIBUTES_POS:]))
+        with pytest.raises(CorruptBatch, match="holds 1 records, its header says 2"):
+            decode_records(good, 0)
+        return
+    with pytest.raises(CorruptBatch) as expected:
+        validate_batch(buf, pos, max_batch_bytes=limit)
+    with pytest.raises(CorruptBatch) as raised:
+        decode_records(buf, 0, max_batch_bytes=limit)
+    assert str(raised.value) == str(expected.value)
