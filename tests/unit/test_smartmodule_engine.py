@@ -108,7 +108,6 @@ def test_wasmtime_is_a_core_dependency():
     from pathlib import Path
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     assert "wasmtime>=20" in project["dependencies"]
-    assert project["optional-dependencies"]["smartmodules"] == []      # the old extra still installs
 
 
 def test_modules_built_for_wasi_get_wasi():
