@@ -124,7 +124,7 @@ def cmd_cluster_status(args) -> int:
         print(f"cluster {paths.cluster!r} is not running (start it with: rillet cluster start)")
         return EXIT_FAILED
     print(f"cluster {status.cluster!r} is running (SC pid {status.sc_pid}): "
-          f"{status.spus_online}/{status.spus_total} SPUs online, {status.topics} topics, "
+          f"{status.spus_online}/{status.spus_total} SPUs online, {status.topics} topic{'' if status.topics == 1 else 's'}, "
           f"{status.partitions_online}/{status.partitions_total} partitions online")
     _say_metrics(status)
     return EXIT_OK

@@ -59,7 +59,9 @@ def test_listings_in_json(cluster):
     assert json.loads(ok(run_cli(cluster, "spu", "list", "-O", "json"))) == spus
     assert "cli-list" in ok(run_cli(cluster, "topic", "list"))
     assert "name: \"cli-list\"" in ok(run_cli(cluster, "topic", "describe", "cli-list", "-O", "yaml"))
-    assert "running" in ok(run_cli(cluster, "cluster", "status"))
+    status = ok(run_cli(cluster, "cluster", "status"))
+    topics = len(topics)
+    assert "running" in status and f" {topics} topic{'' if topics == 1 else 's'}, " in status, status
 
 
 def test_lz4_topic_refuses_other_codecs(cluster):
