@@ -61,6 +61,8 @@ _CONNECT_TIMEOUT_S = 5.0           # a Unix-socket connect is instant unless the
 # it reaped within this long; then it sleeps through them instead of waking once per answer.
 # A waiter urges it to read at once.
 LAZY_READ_S = 0.002
+# A waiter reading its own answer (wait_answer) polls in slices growing up to this long.
+MAX_WAIT_SLICE_S = 0.016
 
 
 class SpuLink:
@@ -302,8 +304,10 @@ class SpuLink:
         (False). None when this thread cannot read (not connected yet, over, the peer gone, a
         bad frame): the caller then waits as before (``urge``).
 
-        The poll sleeps in slices of half the lazy-read grace, and each slice counts as a reap,
-        so the link thread keeps sleeping meanwhile. Readers take turns (``_read_lock``) only
+        The poll sleeps in slices, each counted as a reap so that the link thread keeps sleeping
+        meanwhile: the first half the lazy-read grace, then twice as long each, up to
+        MAX_WAIT_SLICE_S (a slow answer, a stopped SPU: few wake-ups). A slice also bounds how
+        late this waiter sees an answer another reader took for it. Readers take turns (``_read_lock``) only
         to read, never while polling: the link thread may have frames to write. A link that
         fails resolves every request (``done()``), and its shutdown wakes this poll."""
         with self._lock:
@@ -314,6 +318,7 @@ class SpuLink:
         try:
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             slice_ms = self.lazy_read_s * 500
+            max_slice_ms = max(slice_ms, MAX_WAIT_SLICE_S * 1000)
             poller = select.poll()
             poller.register(sock, select.POLLIN)
             while not done():
@@ -325,6 +330,8 @@ class SpuLink:
                     with self._read_lock:
                         if not self._read_turn(sock):
                             return None       # the peer is gone: the link thread fails the requests
+                else:
+                    slice_ms = min(slice_ms * 2, max_slice_ms)
             return True
         except RilletError:
             return None                       # a bad frame: the link thread reports it

@@ -148,3 +148,19 @@ def test_a_waiter_times_out_and_a_closed_link_wakes_its_waiter(spu):
     finally:
         spu.answering.set()
         link.close()
+
+
+def test_a_waiter_on_a_stalled_spu_sleeps_in_growing_slices(spu):
+    link = connected(SpuLink(7, spu.path, request_timeout_s=30.0, timeout_note="test", on_answer=lambda t, r: None,
+                             on_error=lambda token, exc: None, lazy_read_s=0.002))
+    spu.answering.clear()                # the SPU holds its answers
+    try:
+        assert link.submit("a", produce)
+        cpu = time.thread_time()
+        assert link.wait_answer(lambda: False, 1.0) is False
+        # ~60 wake-ups in the second (slices up to MAX_WAIT_SLICE_S), not one per half grace (500):
+        # about 3 ms of this thread's CPU against 18 ms with fixed slices.
+        assert time.thread_time() - cpu < 0.010
+    finally:
+        spu.answering.set()
+        link.close()
