@@ -385,7 +385,7 @@ def _urge_on(batch: _Batch, link: SpuLink) -> None:
     """Waiters of ``batch`` urge ``link`` (it reads answers lazily otherwise); one waiting
     already urges it now."""
     result = batch.result
-    result.urge = link.urge
+    result.urge, result.read_wait = link.urge, link.wait_answer
     if result.waited:
         link.urge()
 

@@ -22,6 +22,7 @@ Costs, since the producer makes one ``ProduceOutput`` per record and one
 from __future__ import annotations
 
 import logging
+import time
 from _thread import allocate_lock
 
 import msgspec
@@ -51,7 +52,7 @@ class _BatchResult:
     """Completion of one batch: its base offset, or the error that ended it."""
 
     __slots__ = ("_latch", "_done", "base_offset", "error", "_callbacks", "partition", "where", "records", "seq",
-                 "urge", "waited")
+                 "urge", "read_wait", "waited")
 
     def __init__(self, partition: int, where: str) -> None:
         self._latch = allocate_lock()
@@ -67,6 +68,8 @@ class _BatchResult:
         # Set by the producer once the batch is on a link: tells the link that someone waits,
         # so it reads the answer at once (links leave young answers to the producer's caller).
         self.urge = None
+        # Set with it: the link's wait_answer, with which a waiter reads the answer itself.
+        self.read_wait = None
         self.waited = False          # someone waits (or a callback is due): urge the link it goes to
 
     def resolve(self, base_offset: int = -1, error: RilletError | None = None) -> None:
@@ -92,6 +95,18 @@ class _BatchResult:
         if self._done:
             return True
         self.waited = True
+        # Read the answer in this thread (the link's wait_answer): woken by the socket, not by
+        # the link thread. A retry moves the batch to another link: read there then.
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while (read_wait := self.read_wait) is not None:
+            got = read_wait(lambda: self._done or self.read_wait is not read_wait,
+                            None if deadline is None else deadline - time.monotonic())
+            if got is None:
+                break                        # it cannot: wait as before, for the time left
+            if self._done or not got:
+                return self._done
+        if deadline is not None:
+            timeout_s = deadline - time.monotonic()
         if self.urge is not None:
             self.urge()
         if not self._latch.acquire(True, -1 if timeout_s is None else max(0.0, timeout_s)):

@@ -20,7 +20,12 @@ timeout would change the writer's. Here nobody ever blocks on the socket:
   to it and sleeps through their arrival: at linger 0 that saves a thread wake-up
   and a GIL hand-off per record. The link thread reads them itself once the
   caller has not reaped for LAZY_READ_S, and at once when someone waits for an
-  answer (``urge``: ProduceOutput.wait, flush, a send waiting for room).
+  answer (``urge``: a send waiting for room, an ``async_wait``).
+* a caller that waits for an answer (ProduceOutput.wait, flush) reads it itself
+  (``wait_answer``): it sleeps in poll on the socket and wakes when the answer
+  comes, instead of waking the link thread through its pipe and then being woken
+  by it (one wake-up per round trip instead of three). It reads through its own
+  duplicate of the socket's descriptor, closed only once no waiter uses it.
 * request deadline: every request must be answered within ``request_timeout_s``
   of its submission (the producer passes its ``timeout_ms`` plus a margin, since
   a ReadCommitted produce may legitimately wait ``timeout_ms`` on the SPU). When
@@ -56,6 +61,8 @@ _CONNECT_TIMEOUT_S = 5.0           # a Unix-socket connect is instant unless the
 # it reaped within this long; then it sleeps through them instead of waking once per answer.
 # A waiter urges it to read at once.
 LAZY_READ_S = 0.002
+# A waiter reading its own answer (wait_answer) polls in slices growing up to this long.
+MAX_WAIT_SLICE_S = 0.016
 
 
 class SpuLink:
@@ -77,6 +84,8 @@ class SpuLink:
         self._session = ClientSession(f"SPU {spu_id}", client_id, request_timeout_s=request_timeout_s)
         self._out: deque[memoryview] = deque()
         self._sock: socket.socket | None = None
+        self._wait_sock: socket.socket | None = None   # a dup of _sock for wait_answer (see there)
+        self._waiters = 0                              # callers inside wait_answer (guarded by _lock)
         self._stalled = False           # the socket took less than offered: the link thread writes the rest
         self._timed_out = False
         self.broken = False
@@ -146,7 +155,13 @@ class SpuLink:
             pending = self._session.take_pending()
             self._out.clear()
             if self._sock is not None:
+                try:                  # wakes a caller polling in wait_answer (on its own descriptor)
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self._sock.close()
+            if not self._waiters:
+                self._close_wait_sock()
             os.close(self._wake_r)
             os.close(self._wake_w)
         now = time.monotonic()
@@ -163,6 +178,10 @@ class SpuLink:
         sock.setblocking(False)
         with self._lock:
             self._sock = sock
+            try:
+                self._wait_sock = sock.dup()
+            except OSError:
+                self._wait_sock = None        # callers then wait as before (urge)
         return sock
 
     def _serve(self, sock: socket.socket) -> RilletError:
@@ -279,6 +298,54 @@ class SpuLink:
         finally:
             self._read_lock.release()
         self.urge()
+
+    def wait_answer(self, done: Callable[[], bool], timeout_s: float | None) -> bool | None:
+        """Read answers from the calling thread until ``done()`` (True) or ``timeout_s`` passes
+        (False). None when this thread cannot read (not connected yet, over, the peer gone, a
+        bad frame): the caller then waits as before (``urge``).
+
+        The poll sleeps in slices, each counted as a reap so that the link thread keeps sleeping
+        meanwhile: the first half the lazy-read grace, then twice as long each, up to
+        MAX_WAIT_SLICE_S (a slow answer, a stopped SPU: few wake-ups). A slice also bounds how
+        late this waiter sees an answer another reader took for it. Readers take turns (``_read_lock``) only
+        to read, never while polling: the link thread may have frames to write. A link that
+        fails resolves every request (``done()``), and its shutdown wakes this poll."""
+        with self._lock:
+            sock = self._wait_sock
+            if sock is None or self.broken or self._closing:
+                return None
+            self._waiters += 1
+        try:
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            slice_ms = self.lazy_read_s * 500
+            max_slice_ms = max(slice_ms, MAX_WAIT_SLICE_S * 1000)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            while not done():
+                now = time.monotonic()
+                self._reaped_at = now
+                if deadline is not None and now >= deadline:
+                    return False
+                if poller.poll(slice_ms if deadline is None else min(slice_ms, (deadline - now) * 1000)):
+                    with self._read_lock:
+                        if not self._read_turn(sock):
+                            return None       # the peer is gone: the link thread fails the requests
+                else:
+                    slice_ms = min(slice_ms * 2, max_slice_ms)
+            return True
+        except RilletError:
+            return None                       # a bad frame: the link thread reports it
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                if self.broken and not self._waiters:
+                    self._close_wait_sock()
+
+    def _close_wait_sock(self) -> None:
+        """(_lock held) Close the waiters' descriptor once nobody polls it (its number may be reused)."""
+        if self._wait_sock is not None:
+            self._wait_sock.close()
+            self._wait_sock = None
 
     def urge(self) -> None:
         """Someone waits for an answer: the link thread reads them now, not lazily."""

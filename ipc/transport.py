@@ -34,7 +34,7 @@ import msgspec
 
 from . import messages as m
 from .errors import Busy, InternalError, ProtocolError, RilletError, UnsupportedVersion
-from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder, encode_message
+from .framing import DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX, NEED_DATA, FrameDecoder, encode_message
 from .unix_socket import peer_credentials
 
 # Every message class: a handler's answer of one of these is sent at once.
@@ -74,6 +74,11 @@ SEND_BUFFER_BYTES = 4 * 1024 * 1024
 # up to batch_queue_size (100) per partition in flight, so this leaves room for dozens of partitions.
 MAX_IN_FLIGHT = 4096
 FRAME_DEADLINE_S = float(os.environ.get("RILLET_FRAME_DEADLINE_S", "30"))
+# The answers to the requests of one read go out in one write at the end of the turn (a produce
+# answer is ~30 bytes; a write per answer cost more than the answer). Past this many bytes held,
+# they go out at once, so a slow reader's write-buffer limit still stops the reading in time.
+COALESCE_BYTES = 64 * 1024
+_PREFIX_ROOM = bytes(FRAME_PREFIX.size)
 
 
 class _Slots:
@@ -120,6 +125,8 @@ class FramedProtocol(asyncio.Protocol):
         self._write_paused = False
         self._held_bytes = 0            # this connection's share of slots.buffered_request_bytes
         self._peak_bytes = 0
+        self._serving = False           # in _serve_frames: answers are held in _held, written at its end
+        self._held: bytearray | None = None
         self.last_active = time.monotonic()
         self.closed = asyncio.get_event_loop().create_future()
 
@@ -261,7 +268,9 @@ class FramedProtocol(asyncio.Protocol):
         self._serve_frames()
 
     def _serve_frames(self) -> None:
-        """Handle the whole frames buffered, unless answers are piling up (then resume_writing does)."""
+        """Handle the whole frames buffered, unless answers are piling up (then resume_writing does).
+        Their answers are written together when it returns (see COALESCE_BYTES)."""
+        self._serving = True
         try:
             while not self._write_paused:
                 frame = self._decoder.next_frame()
@@ -276,6 +285,9 @@ class FramedProtocol(asyncio.Protocol):
                     return
         except RilletError as exc:
             self._protocol_error(exc)
+        finally:
+            self._serving = False
+            self._write_held()
 
     def _protocol_error(self, exc: RilletError) -> None:
         self.log.warning("closing connection after protocol error: %s", exc)
@@ -311,11 +323,30 @@ class FramedProtocol(asyncio.Protocol):
     # --- helpers for subclasses ---
     def send(self, msg: m.Message) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            # A memoryview: when the socket takes part of it, asyncio slices the rest without a copy.
-            self.transport.write(memoryview(encode_message(self._encoder, msg)))
+            if not self._serving:
+                # A memoryview: when the socket takes part of it, asyncio slices the rest without a copy.
+                self.transport.write(memoryview(encode_message(self._encoder, msg)))
+                return
+            held = self._held
+            if held is None:            # the turn's first answer: its own buffer, the next ones appended
+                self._held = held = encode_message(self._encoder, msg)
+            else:
+                start = len(held)
+                held += _PREFIX_ROOM
+                self._encoder.encode_into(msg, held, start + FRAME_PREFIX.size)
+                FRAME_PREFIX.pack_into(held, start, len(held) - start - FRAME_PREFIX.size)
+            if len(held) >= COALESCE_BYTES:
+                self._write_held()
+
+    def _write_held(self) -> None:
+        """Write the answers held in this turn (a fresh buffer follows: the transport may keep this one)."""
+        held, self._held = self._held, None
+        if held is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(memoryview(held))
 
     def close(self) -> None:
         if self.transport is not None:
+            self._write_held()          # answers before the close (an error answer) go out first
             self.transport.close()
 
     def on_closed(self) -> None:

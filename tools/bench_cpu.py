@@ -1,6 +1,6 @@
-"""CPU per operation of three hot paths, each timed on its own against a temporary cluster.
+"""CPU per operation of six hot paths, each timed on its own against a temporary cluster.
 
-    .venv/bin/python -m rillet.tools.bench_cpu [--paths send,linger0,send_all,consume,spu] [--records N] [--rounds R]
+    .venv/bin/python -m rillet.tools.bench_cpu [--paths send,linger0,send_all,consume,spu,wait] [--records N] [--rounds R]
 
 ``rillet-bench`` times whole workloads, whose figures swing by tens of percent on a shared
 machine; these time one path each, by the CPU of the thread or process that runs it, which
@@ -20,6 +20,10 @@ moves much less. Use them to compare code before and after a change in the same 
 * ``spu``: produce requests of one 100 B record, ``WINDOW`` in flight on one connection, so
   the SPU handles them back to back: its CPU per request (Python and socket calls, without a
   wake-up per request).
+* ``wait``: at ``linger(0)``, ``producer.send(None, value).wait()`` in a loop (one round trip
+  per record, as a synchronous producer or FAILOVER sends): the producer process's CPU per
+  acknowledged record (every thread: who reads the answer is what this path measures), the
+  SPU's, and the median round trip.
 
 One JSON line per path: the figure of each round (the first round, a warm-up, is dropped),
 their minimum and median. The SPU's CPU is read from /proc in 10 ms ticks: with 20,000
@@ -42,7 +46,7 @@ from rillet.ipc.connection import Connection
 from rillet.ipc.records import encode_batch
 from rillet.testing import LocalCluster
 
-PATHS = ("send", "linger0", "send_all", "consume", "spu")
+PATHS = ("send", "linger0", "send_all", "consume", "spu", "wait")
 SEND_ALL_CHUNK = 1000          # records per send_all call (W1's)
 VALUE = b"x" * 100
 WINDOW = 32                    # produce requests in flight in the spu path
@@ -148,6 +152,27 @@ def _spu_rounds(cluster: LocalCluster, topic: str, records: int, rounds: int) ->
     return _summary("spu_us_per_request", figures[1:])
 
 
+def _wait_rounds(cluster: LocalCluster, topic: str, records: int, rounds: int) -> dict:
+    producer = cluster.fluvio().topic_producer_with_config(topic, TopicProducerConfigBuilder().linger(0).build())
+    spu = psutil.Process(cluster.spu_pid(SPU_ID))
+    me = psutil.Process()
+    client, server, trips = [], [], []
+    try:
+        for _ in range(rounds + 1):
+            spu0, cpu0, took = _process_cpu_s(spu), _process_cpu_s(me), []
+            for _ in range(records):
+                t0 = time.perf_counter_ns()
+                producer.send(None, VALUE).wait()
+                took.append(time.perf_counter_ns() - t0)
+            client.append((_process_cpu_s(me) - cpu0) / records * 1e6)
+            server.append((_process_cpu_s(spu) - spu0) / records * 1e6)
+            trips.append(statistics.median(took) / 1000)
+    finally:
+        producer.close()
+    return {**_summary("producer_us_per_record", client[1:]), **_summary("spu_us_per_record", server[1:]),
+            **_summary("round_trip_us_median", trips[1:])}
+
+
 def _summary(name: str, figures: list[float]) -> dict:
     return {name: [round(f, 3) for f in figures], f"{name}_min": round(min(figures), 3),
             f"{name}_median": round(statistics.median(figures), 3)}
@@ -165,6 +190,8 @@ def run(paths: list[str], records: int, rounds: int) -> list[dict]:
                 line = _spu_rounds(cluster, topic, records, rounds)
             elif path in ("send_all", "consume"):
                 line = _bulk_rounds(cluster, topic, records, rounds, consume=path == "consume")
+            elif path == "wait":
+                line = _wait_rounds(cluster, topic, records, rounds)
             else:
                 line = _send_rounds(cluster, topic, records, rounds, linger0=path == "linger0")
             lines.append({"path": path, "records": records, "rounds": rounds, **line})

@@ -257,18 +257,20 @@ def test_bench_cpu_times_each_path_and_leaves_nothing():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["path"] for line in lines] == ["send", "linger0", "send_all", "consume", "spu"]
-    send, linger0, send_all, consume, spu = lines
+    assert [line["path"] for line in lines] == ["send", "linger0", "send_all", "consume", "spu", "wait"]
+    send, linger0, send_all, consume, spu, wait = lines
     for line, key in ((send, "caller_us_per_send"), (linger0, "caller_us_per_send"), (linger0, "spu_us_per_record"),
                       (send_all, "caller_us_per_record"), (consume, "consumer_us_per_record"),
-                      (spu, "spu_us_per_request")):
+                      (spu, "spu_us_per_request"), (wait, "producer_us_per_record"), (wait, "spu_us_per_record"),
+                      (wait, "round_trip_us_median")):
         assert len(line[key]) == 2 and all(f >= 0 for f in line[key])       # the warm-up round is dropped
         assert line[f"{key}_min"] <= line[f"{key}_median"]
     assert send["caller_us_per_send_median"] > 0 and linger0["caller_us_per_send_median"] > 0
+    assert wait["round_trip_us_median_min"] > 0
     assert not leftovers(result.stderr)
 
 
 def test_bench_cpu_refuses_unknown_paths():
     result = subprocess.run([sys.executable, "-m", "rillet.tools.bench_cpu", "--paths", "send,nope"],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "--paths takes send, linger0, send_all, consume, spu" in result.stderr
+    assert result.returncode == 2 and "--paths takes send, linger0, send_all, consume, spu, wait" in result.stderr

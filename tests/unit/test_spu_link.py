@@ -81,3 +81,86 @@ def test_unreaped_answers_are_read_by_the_link_thread_after_the_grace(spu):
         assert time.monotonic() - started >= 0.04     # it waited for a reap that never came
     finally:
         link.close()
+
+
+# --- a waiter reads its answer itself (wait_answer) ----------------------------------------------
+
+def connected(link: SpuLink) -> SpuLink:
+    """Once the link thread connected (before, a waiter waits as before: urge)."""
+    deadline = time.monotonic() + 5
+    while link._wait_sock is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return link
+
+
+def test_a_waiter_reads_its_answer_in_its_own_thread(spu):
+    answers = Answers()
+    link = connected(open_link(spu, answers, lazy_read_s=30.0))
+    try:
+        assert link.submit("a", produce)
+        assert link.wait_answer(lambda: "a" in answers.threads, 5.0) is True
+        assert answers.threads["a"] == threading.current_thread().name     # not the link thread
+    finally:
+        link.close()
+
+
+def test_a_produce_output_wait_reads_the_answer_in_the_callers_thread(spu):
+    from rillet._produce_output import _BatchResult
+    result, answers = _BatchResult(0, "t/0"), Answers()
+
+    def on_answer(token, reply):
+        answers.on_answer(token, reply)
+        token.resolve(reply.base_offset)
+
+    link = SpuLink(7, spu.path, request_timeout_s=30.0, timeout_note="test", on_answer=on_answer,
+                   on_error=answers.on_error, lazy_read_s=30.0)
+    connected(link)
+    try:
+        result.urge, result.read_wait = link.urge, link.wait_answer    # as the producer sets them
+        assert link.submit(result, produce)
+        assert result.wait_done(5.0) and result.base_offset >= 0
+        assert answers.threads[result] == threading.current_thread().name
+    finally:
+        link.close()
+
+
+def test_a_waiter_times_out_and_a_closed_link_wakes_its_waiter(spu):
+    failed = []
+    link = SpuLink(7, spu.path, request_timeout_s=30.0, timeout_note="test", on_answer=lambda t, r: None,
+                   on_error=lambda token, exc: failed.append(token), lazy_read_s=30.0)
+    connected(link)
+    spu.answering.clear()                # the SPU holds its answers
+    try:
+        assert link.submit("a", produce)
+        started = time.monotonic()
+        assert link.wait_answer(lambda: False, 0.05) is False
+        assert 0.04 <= time.monotonic() - started < 2
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(link.wait_answer(lambda: bool(failed), 10.0)))
+        waiter.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        link.close()                     # its shutdown wakes the poll: the request failed, so done
+        waiter.join(5)
+        assert not waiter.is_alive() and time.monotonic() - started < 1
+        assert got in ([True], [None]) and failed == ["a"]
+        assert link._wait_sock is None   # the waiters' descriptor is closed once they left
+    finally:
+        spu.answering.set()
+        link.close()
+
+
+def test_a_waiter_on_a_stalled_spu_sleeps_in_growing_slices(spu):
+    link = connected(SpuLink(7, spu.path, request_timeout_s=30.0, timeout_note="test", on_answer=lambda t, r: None,
+                             on_error=lambda token, exc: None, lazy_read_s=0.002))
+    spu.answering.clear()                # the SPU holds its answers
+    try:
+        assert link.submit("a", produce)
+        cpu = time.thread_time()
+        assert link.wait_answer(lambda: False, 1.0) is False
+        # ~60 wake-ups in the second (slices up to MAX_WAIT_SLICE_S), not one per half grace (500):
+        # about 3 ms of this thread's CPU against 18 ms with fixed slices.
+        assert time.thread_time() - cpu < 0.010
+    finally:
+        spu.answering.set()
+        link.close()
