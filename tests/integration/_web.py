@@ -32,8 +32,13 @@ class Web:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+            def _body(self) -> bytes | None:
+                """The request's body; None when it was cut short (the sender was killed mid-POST:
+                a real server answers nothing to a request it did not get whole, so it is not
+                counted as received)."""
+                length = int(self.headers.get("Content-Length", 0) or 0)
+                body = self.rfile.read(length)
+                return body if len(body) == length else None
 
             def _answer(self, status: int, body: bytes = b"") -> None:
                 self.send_response(status)
@@ -43,6 +48,9 @@ class Web:
 
             def do_POST(self):
                 body = self._body()
+                if body is None:
+                    self.close_connection = True
+                    return
                 if web.delay_s:
                     time.sleep(web.delay_s)
                 status = web.status(body)
