@@ -41,6 +41,7 @@ from rillet.ipc.metadata_table import PartitionStatus
 from rillet.ipc.names import validate_name
 
 from rillet.broker.sc import reconcile
+from rillet.broker.sc.processes import alive, signal_quietly
 
 FIRST_DELAY_S = 0.2
 MAX_DELAY_S = 10.0
@@ -128,7 +129,7 @@ class Connectors:
             slot = self.slots.get(name)
             if slot is None or slot.adopted is not None:
                 self.log.warning("connector process %d (%s) is not a kept connector; killing it", proc.pid, name)
-                _signal(proc, "kill")
+                signal_quietly(proc, "kill")
                 continue
             slot.adopted, slot.status, slot.started = proc, "running", time.monotonic()
             self.log.info("adopting connector %s (pid %d)", name, proc.pid)
@@ -148,7 +149,7 @@ class Connectors:
             code = slot.proc.poll()
             return False if code is None else code
         if slot.adopted is not None:
-            return False if _running(slot.adopted) else None
+            return False if alive(slot.adopted) else None
         return None
 
     def tick(self, now: float) -> None:
@@ -192,7 +193,7 @@ class Connectors:
             if slot.proc is not None and slot.proc.poll() is None:
                 slot.proc.terminate()
             elif slot.adopted is not None:
-                _signal(slot.adopted, "terminate")
+                signal_quietly(slot.adopted, "terminate")
         deadline = time.monotonic() + STOP_WAIT_S
         while any(self._ended(s) is False for s in slots if s.pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -202,8 +203,8 @@ class Connectors:
                     self.log.warning("connector %s did not stop in %.0f s; killing it", slot.name, STOP_WAIT_S)
                     slot.proc.kill()
                 slot.proc.wait()
-            elif slot.adopted is not None and _running(slot.adopted):
-                _signal(slot.adopted, "kill")
+            elif slot.adopted is not None and alive(slot.adopted):
+                signal_quietly(slot.adopted, "kill")
             slot.proc = slot.adopted = None
 
     async def stop_all(self) -> None:
@@ -220,7 +221,7 @@ class Connectors:
                 slot.proc.kill()
                 slot.proc.wait()
             elif slot.adopted is not None:
-                _signal(slot.adopted, "kill")
+                signal_quietly(slot.adopted, "kill")
 
     # --- admin ---
     def create(self, msg: m.CreateConnector):
@@ -304,17 +305,3 @@ def _name_of(proc: psutil.Process) -> str:
         return cmd[cmd.index("--name") + 1]
     except (psutil.Error, ValueError, IndexError):
         return ""
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _signal(proc: psutil.Process, how: str) -> None:
-    try:
-        getattr(proc, how)()
-    except psutil.Error:
-        pass

@@ -54,7 +54,7 @@ class SpuProcesses:
 
     def adopted_running(self, spu_id: int) -> bool:
         proc = self.adopted.get(spu_id)
-        return proc is not None and _running(proc)
+        return proc is not None and alive(proc)
 
     def any_running(self) -> bool:
         return any(self.running(s) for s in set(self.children) | set(self.adopted))
@@ -67,7 +67,7 @@ class SpuProcesses:
                 self.children.pop(spu_id, None)
                 self.log.warning("SPU %d (pid %d) exited with code %s", spu_id, proc.pid, code)
         for spu_id, proc in list(self.adopted.items()):
-            if not _running(proc):
+            if not alive(proc):
                 self.adopted.pop(spu_id, None)
                 self.log.warning("adopted SPU %d (pid %d) exited", spu_id, proc.pid)
         if self._supervisor is not None and self._supervisor.poll() is not None:
@@ -77,7 +77,7 @@ class SpuProcesses:
         """SIGTERM adopted SPUs not in ``except_ids`` (not registered: they cannot hear Shutdown)."""
         for spu_id, proc in self.adopted.items():
             if spu_id not in except_ids:
-                _signal(proc, "terminate")
+                signal_quietly(proc, "terminate")
 
     def kill(self, spu_id: int) -> None:
         """SIGKILL SPU ``spu_id`` if it still runs, and forget it (an SPU removed from the cluster)."""
@@ -87,7 +87,7 @@ class SpuProcesses:
             proc.wait()
         adopted = self.adopted.pop(spu_id, None)
         if adopted is not None:
-            _signal(adopted, "kill")
+            signal_quietly(adopted, "kill")
 
     def kill_all(self, why: str | None = None) -> None:
         """SIGKILL every SPU still running (logged with ``why``) and forget them all."""
@@ -99,7 +99,7 @@ class SpuProcesses:
                 proc.kill()
                 proc.wait()
         for proc in self.adopted.values():
-            _signal(proc, "kill")
+            signal_quietly(proc, "kill")
         self.children.clear()
         self.adopted.clear()
 
@@ -121,7 +121,7 @@ class SpuProcesses:
             stdin=subprocess.DEVNULL, close_fds=True)
 
 
-def _running(proc: psutil.Process) -> bool:
+def alive(proc: psutil.Process) -> bool:
     """Alive and not a zombie (an adopted SPU's exit is reaped by the supervisor, later)."""
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -129,7 +129,7 @@ def _running(proc: psutil.Process) -> bool:
         return False
 
 
-def _signal(proc: psutil.Process, how: str) -> None:
+def signal_quietly(proc: psutil.Process, how: str) -> None:
     try:
         getattr(proc, how)()
     except psutil.Error:

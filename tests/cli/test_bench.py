@@ -12,6 +12,8 @@ import sys
 import psutil
 import pytest
 
+from tests.cli._terminal import stderr_on_a_terminal
+
 from rillet.tools import bench as bench_tool
 from rillet.tools import bench_failover
 
@@ -224,29 +226,8 @@ def test_plot_needs_an_existing_directory(tmp_path):
 
 
 def test_progress_on_a_terminal():
-    import pty
-    import select
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "rillet.tools.bench", "--workload", "W1", "--records", "2000"],
-                            stdout=subprocess.PIPE, stderr=follower, text=True)
-    os.close(follower)
-    seen = b""
-    try:
-        while select.select([leader], [], [], 60)[0]:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:         # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        proc.stdout.close()
-        os.close(leader)
+    rc, seen = stderr_on_a_terminal([sys.executable, "-m", "rillet.tools.bench", "--workload", "W1", "--records", "2000"])
+    assert rc == 0
     text = seen.decode()
     assert "\rrillet-bench: W1: 2,000 of 2,000 records (100%), " in text, text
     assert not leftovers(text)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import subprocess
 import sys
 
+from tests.cli._terminal import stderr_on_a_terminal
 from tests.cli.test_cli import ok
 from tests.conftest import run_cli
 
@@ -28,27 +25,9 @@ def test_produce_from_a_file_is_quiet_in_a_pipe(cluster, tmp_path):
 
 def test_produce_from_a_file_shows_progress_on_a_terminal(cluster, tmp_path):
     ok(run_cli(cluster, "topic", "create", "progress-tty"))
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "rillet.tools.cli", "produce", "progress-tty", "-f",
-                             str(_file(tmp_path))], stdout=subprocess.PIPE, stderr=follower, env=cluster.env)
-    os.close(follower)
-    seen = b""
-    try:
-        while select.select([leader], [], [], 30)[0]:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:         # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        proc.stdout.close()
-        os.close(leader)
+    rc, seen = stderr_on_a_terminal([sys.executable, "-m", "rillet.tools.cli", "produce", "progress-tty", "-f",
+                                     str(_file(tmp_path))], env=cluster.env, timeout_s=30)
+    assert rc == 0
     last = seen.decode().rstrip("\r\n").split("\r")[-1]
     assert last.startswith(f"produce progress-tty: {RECORDS:,} records, 70.0 kB of 70.0 kB (100%), "), seen
     assert seen.endswith(b"\r\n")
