@@ -10,6 +10,7 @@ connection at once, with no Task to schedule and resume (see ipc/deferred.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from rillet.ipc import messages as m
@@ -18,6 +19,8 @@ from rillet.ipc.errors import RequestTimedOut
 
 if TYPE_CHECKING:
     from .replica import Replica
+
+log = logging.getLogger(__name__)
 
 
 class CommitWaiter(Deferred):
@@ -46,16 +49,16 @@ class CommitWaiter(Deferred):
     def set_result(self, _value) -> None:
         if self._finish():
             r = self.replica
-            self._deliver(m.ProduceResponse(self.cid, self.base, r.leo, r.hw))
+            self._give(m.ProduceResponse(self.cid, self.base, r.leo, r.hw))
 
     def set_exception(self, exc: BaseException) -> None:
         if self._finish():
-            self._deliver(exc)
+            self._give(exc)
 
     def cancel(self) -> bool:
         if self._finish():
             self._unpark()
-            self._deliver(None)
+            self._give(None)
         return True
 
     # --- internals ---
@@ -63,9 +66,17 @@ class CommitWaiter(Deferred):
         self._timer = None
         if self._finish():
             self._unpark()
-            self._deliver(RequestTimedOut(
+            self._give(RequestTimedOut(
                 f"{self.replica.name}: high watermark {self.replica.hw} did not reach {self.offset + 1} "
                 f"within timeout_ms={int(self.timeout_s * 1000)}"))
+
+    def _give(self, value) -> None:
+        # Called from inside Replica._wake and _fail_waiters: a failure here must not stop
+        # them from resolving the other waiters.
+        try:
+            self._deliver(value)
+        except Exception:
+            log.exception("answering ReadCommitted produce cid %d failed", self.cid)
 
     def _finish(self) -> bool:
         """Mark this waiter done (once); False if it was already."""
