@@ -48,6 +48,7 @@ import socket
 import threading
 import time
 from collections import deque
+from itertools import islice
 from typing import Callable
 
 from rillet.ipc import messages as m
@@ -56,6 +57,7 @@ from rillet.ipc.session import NEED_DATA, ClientSession
 from rillet.ipc.unix_socket import connect_unix
 
 _RECV_CHUNK = 256 * 1024
+_MAX_IOV = 64                      # buffers per sendmsg, well under IOV_MAX (1024)
 _CONNECT_TIMEOUT_S = 5.0           # a Unix-socket connect is instant unless the backlog is full
 # The link thread leaves answers to the producer's caller (``reap`` after each send) while
 # it reaped within this long; then it sleeps through them instead of waking once per answer.
@@ -109,7 +111,7 @@ class SpuLink:
         with self._lock:
             if self.broken or self._closing:
                 return False
-            self._out.append(memoryview(self._session.send(make, token, time.monotonic())))
+            self._out.extend(map(memoryview, self._session.send_parts(make, token, time.monotonic())))
             if self._idle:          # the link thread sleeps without a timer: start its lazy one
                 self._idle = False
                 self._wake_locked()
@@ -236,18 +238,23 @@ class SpuLink:
         """Write the out-buffer until the socket is full; False if the socket is broken."""
         out = self._out
         while out:
+            # Several buffers (a frame's head and its payload, frames queued together) go in
+            # one sendmsg: one system call, and a large payload is sent from where it lies.
+            bufs = [out[0]] if len(out) == 1 else list(islice(out, _MAX_IOV))
             try:
-                sent = sock.send(out[0])
+                sent = sock.send(bufs[0]) if len(bufs) == 1 else sock.sendmsg(bufs)
             except (BlockingIOError, InterruptedError):
                 self._stalled = True
                 return True
             except OSError:
                 return False
-            if sent < len(out[0]):
-                out[0] = out[0][sent:]
-                self._stalled = True
-                return True
-            out.popleft()
+            for buf in bufs:
+                if sent < len(buf):
+                    out[0] = buf[sent:]
+                    self._stalled = True
+                    return True
+                sent -= len(buf)
+                out.popleft()
         self._stalled = False
         return True
 

@@ -46,6 +46,8 @@ import sys
 from collections import deque
 from typing import Literal, NoReturn
 
+from msgspec.structs import replace as msgspec_replace
+
 from .errors import BrokenConnection, FrameTooLarge, InvalidArgument, ProtocolError
 
 FRAME_PREFIX = struct.Struct("<I")
@@ -123,6 +125,41 @@ def encode_message(encoder, msg) -> bytearray:
     encoder.encode_into(msg, buf, 4)
     FRAME_PREFIX.pack_into(buf, 0, len(buf) - 4)
     return buf
+
+
+# A payload at least this long is sent as its own buffer after the frame's head (no copy);
+# a smaller one is cheaper copied into the frame than written as a second buffer.
+SPLIT_PAYLOAD_BYTES = 8 * 1024
+_BIN8_EMPTY = b"\xc4\x00"          # msgpack bin 8 of length 0: the placeholder the head ends with
+_BIN16, _BIN32 = struct.Struct(">BH"), struct.Struct(">BI")
+
+
+def encode_message_parts(encoder, msg, payload_field: str = "batches") -> list:
+    """Frame ``msg`` as a list of buffers whose join is ``encode_message(encoder, msg)``.
+
+    When the message's last field ``payload_field`` holds at least SPLIT_PAYLOAD_BYTES,
+    the list is ``[head, payload]``: the head (prefix, envelope, bin header) is
+    encoded from a copy of ``msg`` with an empty payload, so a scatter-gather write
+    (``sendmsg``) sends the payload from where it lies, without copying it into a
+    grown frame buffer. Otherwise ``[frame]``.
+    """
+    payload = getattr(msg, payload_field)
+    if isinstance(payload, bytes):
+        n = len(payload)
+    elif isinstance(payload, (bytearray, memoryview)):
+        n = memoryview(payload).nbytes
+    else:
+        raise InvalidArgument(f"{type(msg).__name__}.{payload_field} is a {type(payload).__name__}, not bytes")
+    if n < SPLIT_PAYLOAD_BYTES:
+        return [encode_message(encoder, msg)]
+    head = bytearray(4)
+    encoder.encode_into(msgspec_replace(msg, **{payload_field: b""}), head, 4)
+    if head[-2:] != _BIN8_EMPTY:
+        raise InvalidArgument(f"{type(msg).__name__}.{payload_field} is not the last field of the envelope")
+    del head[-2:]
+    head += _BIN16.pack(0xC5, n) if n <= 0xFFFF else _BIN32.pack(0xC6, n)
+    FRAME_PREFIX.pack_into(head, 0, len(head) - 4 + n)
+    return [head, payload]
 
 
 def _immutable_view(data) -> memoryview:

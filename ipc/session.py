@@ -39,7 +39,7 @@ import msgspec
 
 from . import messages as m
 from .errors import ProtocolError, RilletError, error_from_code
-from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder, encode_message
+from .framing import DEFAULT_MAX_FRAME_BYTES, NEED_DATA, FrameDecoder, encode_message, encode_message_parts
 
 __all__ = ["Answer", "ClientSession", "HANDSHAKE", "NEED_DATA", "encode_message", "raise_for_error"]
 
@@ -110,6 +110,16 @@ class ClientSession:
         frame = encode_message(self._encoder, msg)
         self.pending[msg.cid] = (token, now + self.request_timeout_s)
         return frame
+
+    def send_parts(self, request: m.Message | Callable[[int], m.Message], token: object = None,
+                   now: float = 0.0) -> list:
+        """As :meth:`send`, as the buffers of ``framing.encode_message_parts`` (a large
+        produce payload stays a buffer of its own, for a scatter-gather write)."""
+        msg = request if isinstance(request, msgspec.Struct) else request(next(self._cids))
+        parts = encode_message_parts(self._encoder, msg) if type(msg) is m.ProduceRequest else \
+            [encode_message(self._encoder, msg)]
+        self.pending[msg.cid] = (token, now + self.request_timeout_s)
+        return parts
 
     # --- receiving -------------------------------------------------------------------------
     def receive_data(self, data) -> None:

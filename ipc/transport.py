@@ -27,12 +27,14 @@ import os
 import socket
 import stat
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable
 
 import msgspec
 
 from . import messages as m
+from .deferred import Deferred
 from .errors import Busy, InternalError, ProtocolError, RilletError, UnsupportedVersion
 from .framing import DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX, NEED_DATA, FrameDecoder, encode_message
 from .unix_socket import peer_credentials
@@ -119,7 +121,7 @@ class FramedProtocol(asyncio.Protocol):
         self._greeted = False
         self._privileged = False
         self._peer_pid = 0
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task | Deferred] = set()     # requests in flight (both have cancel())
         self._deadline: asyncio.TimerHandle | None = None
         self._counted = False
         self._write_paused = False
@@ -381,6 +383,13 @@ class FramedProtocol(asyncio.Protocol):
             return
         if result.__class__ in _ANSWER_TYPES:      # the common case, without inspect's checks
             self.send(result)
+        elif isinstance(result, Deferred):          # answered by a callback, without a Task
+            if len(self._tasks) >= MAX_IN_FLIGHT:      # not started: nothing to undo
+                self.send(m.ErrorResponse(cid, Busy.code,
+                                          f"too many requests in flight on this connection: max_in_flight={MAX_IN_FLIGHT}"))
+                return
+            self._tasks.add(result)
+            result.start(partial(self._deliver, cid, result))
         elif inspect.isawaitable(result):
             if len(self._tasks) >= MAX_IN_FLIGHT:
                 if inspect.iscoroutine(result):
@@ -410,6 +419,20 @@ class FramedProtocol(asyncio.Protocol):
                 return
             self.slots.clients += 1
         self._greeted = True
+
+    def _deliver(self, cid: int, deferred: Deferred, result: Any) -> None:
+        """A Deferred's answer: a message, an exception to answer with, or None (none)."""
+        self._tasks.discard(deferred)
+        if result is None:
+            return
+        if isinstance(result, RilletError):
+            self.slots.count_error(type(result).__name__)
+            result = m.ErrorResponse(cid, result.code, str(result))
+        elif isinstance(result, BaseException):
+            self.log.error("deferred answer failed: %r", result)
+            self.slots.count_error(InternalError.__name__)
+            result = m.ErrorResponse(cid, InternalError.code, f"internal error: {type(result).__name__}: {result}")
+        self.send(result)
 
     async def _finish(self, cid: int, pending: Awaitable) -> None:
         try:

@@ -417,7 +417,8 @@ class Replica:
         if not self._waiters:
             return
         keep = []
-        for committed, offset, fut in self._waiters:
+        waiters, self._waiters = self._waiters, keep   # a CommitWaiter answers from in here
+        for committed, offset, fut in waiters:
             if fut.done():
                 continue
             if self.bound(committed) > offset:
@@ -427,10 +428,10 @@ class Replica:
         self._waiters = keep
 
     def _fail_waiters(self, exc: Exception) -> None:
-        for _c, _o, fut in self._waiters:
+        waiters, self._waiters = self._waiters, []
+        for _c, _o, fut in waiters:
             if not fut.done():
                 fut.set_exception(exc)
-        self._waiters = []
 
     def status(self) -> m.ReplicaStatus:
         return m.ReplicaStatus(
@@ -444,10 +445,10 @@ class Replica:
         )
 
     def close(self) -> None:
-        for _c, _o, fut in self._waiters:
+        waiters, self._waiters = self._waiters, []     # a CommitWaiter's cancel unparks itself
+        for _c, _o, fut in waiters:
             if not fut.done():
                 fut.cancel()
-        self._waiters = []
         try:
             self.save_hw(force=True)
         finally:

@@ -31,6 +31,7 @@ from rillet.ipc.unix_socket import listener_pid
 from rillet.broker.storage.log import PartitionLog
 from rillet.broker.storage.scrub import Damage, check_at
 
+from .commit_waiter import CommitWaiter
 from .follower import follow
 from .loop import EventQueue
 from .health import HEALTH_CHECK_S, files_problem
@@ -475,12 +476,10 @@ class SpuService:
         base, end = replica.append(req.batches)
         self._offsets_moved()
         if committed and replica.hw < end:     # end: leo, or a duplicate's end (a retry waits for it too)
-            return self._produce_committed(req.cid, replica, base, end, req.timeout_ms)
+            # Answered by a callback once the HW reaches ``end`` (or with RequestTimedOut, or the
+            # error that fails the replica's waiters): no Task per request.
+            return CommitWaiter(replica, req.cid, base, end, max(req.timeout_ms, 1) / 1000)
         return m.ProduceResponse(req.cid, base, replica.leo, replica.hw)
-
-    async def _produce_committed(self, cid: int, replica: Replica, base: int, leo: int, timeout_ms: int) -> m.Message:
-        await replica.wait_committed(leo, max(timeout_ms, 1) / 1000)
-        return m.ProduceResponse(cid, base, replica.leo, replica.hw)
 
     def fetch(self, req: m.FetchRequest) -> m.Message | Awaitable[m.Message]:
         replica = self.leader(req.topic, req.partition)

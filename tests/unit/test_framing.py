@@ -11,8 +11,11 @@ from rillet.ipc.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     FRAME_PREFIX,
     NEED_DATA,
+    SPLIT_PAYLOAD_BYTES,
     FrameDecoder,
     encode_frame,
+    encode_message,
+    encode_message_parts,
     frame_prefix,
 )
 
@@ -329,3 +332,30 @@ def test_body_received_checks_its_count():
     assert len(decoder.body_buffer()) == 100_000
     with pytest.raises(InvalidArgument, match="lacks 100000 bytes"):
         decoder.body_received(100_001)
+
+
+@pytest.mark.parametrize("n", [0, 100, SPLIT_PAYLOAD_BYTES - 1, SPLIT_PAYLOAD_BYTES, 65535, 65536, 300_000])
+def test_message_parts_join_to_the_one_buffer_frame(n):
+    # The producer writes [head, payload] with sendmsg: the wire must not change.
+    import msgspec
+
+    from rillet.ipc import messages as m
+
+    enc = msgspec.msgpack.Encoder()
+    payload = memoryview(random.Random(n).randbytes(n))
+    msg = m.ProduceRequest(7, "topic", 3, 1, 5000, payload)
+    parts = encode_message_parts(enc, msg)
+    assert len(parts) == (2 if n >= SPLIT_PAYLOAD_BYTES else 1)
+    assert b"".join(parts) == bytes(encode_message(enc, msg))
+    if len(parts) == 2:
+        assert parts[1] is payload                  # sent from where it lies, not copied
+
+
+def test_message_parts_refuse_a_field_that_is_not_bytes():
+    import msgspec
+
+    from rillet.ipc import messages as m
+
+    msg = m.ProduceRequest(1, "t" * SPLIT_PAYLOAD_BYTES, 0, 1, 5000, memoryview(b"xy"))
+    with pytest.raises(InvalidArgument, match="ProduceRequest.topic is a str, not bytes"):
+        encode_message_parts(msgspec.msgpack.Encoder(), msg, payload_field="topic")

@@ -47,6 +47,8 @@ class FakeSpu:
         self.requests = 0
         self.answering = threading.Event()
         self.answering.set()
+        self.reading = threading.Event()     # cleared: the socket is not read (it fills up)
+        self.reading.set()
         self.refuse = set()                  # request numbers (1-based) answered with NotLeader
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -70,7 +72,7 @@ class FakeSpu:
     def _serve(self, conn: socket.socket) -> None:
         frames, decoder, replies = FrameDecoder(), m.new_decoder(), queue.SimpleQueue()
         threading.Thread(target=self._reply, args=(conn, replies), daemon=True).start()
-        while data := _recv(conn):
+        while self.reading.wait() and (data := _recv(conn)):
             frames.receive_data(data)
             while (frame := frames.next_frame()) is not NEED_DATA:
                 replies.put(self._answer(decoder.decode(frame)))
@@ -104,6 +106,7 @@ class FakeSpu:
 
     def close(self) -> None:
         self.answering.set()
+        self.reading.set()
         self._listener.close()
         for conn in self._conns:
             conn.close()
@@ -210,6 +213,19 @@ def test_send_all_of_keyless_values_of_many_lengths_stores_what_a_send_loop_stor
     assert [len(b) for b in spu.batches[0]] == loop_batches
     assert [o.wait().offset() for o in bulk_outputs] == [o.wait().offset() for o in loop_outputs]
     assert spu.bad_headers == []
+
+
+def test_large_batches_written_in_pieces_through_a_full_socket_arrive_whole(spu):
+    # Each 64 KiB batch leaves as [frame head, batch] in a sendmsg; with the SPU not reading,
+    # the socket fills and sendmsg stops inside a head or a batch: the rest must follow in order.
+    records = [(None, bytes([i % 251]) * (1000 + i % 300)) for i in range(3_000)]
+    spu.reading.clear()
+    threading.Timer(0.3, spu.reading.set).start()      # meanwhile the link waits for room
+    with producer(spu, 1, linger=5, batch_size=65_536) as prod:
+        outputs = prod.send_all(records)
+        prod.flush()
+    assert spu.records(0) == records
+    assert len(spu.batches[0]) > 10 and [o.wait().offset() for o in outputs] == list(range(3_000))
 
 
 def test_send_all_with_mixed_keys_keeps_each_keys_order(spu):

@@ -148,3 +148,62 @@ def test_the_positions_row_follows_appends_and_a_role_change(tmp_path):
             reader.close()
         r.close()
         publisher.close()
+
+
+# --- ReadCommitted produces answered by a callback (broker/spu/commit_waiter.py) -----------------
+
+def test_commit_waiters_answer_by_callback_in_order_without_a_task(replica):
+    from rillet.broker.spu.commit_waiter import CommitWaiter
+
+    async def scenario():
+        answers = []
+        for cid in (1, 2):
+            replica.append(one_batch())               # RF=3, no follower yet: the HW stays at 0
+        first = CommitWaiter(replica, 1, 0, 1, 5.0)
+        second = CommitWaiter(replica, 2, 1, 2, 5.0)
+        for w in (second, first):                     # parked in the order the connection started them
+            w.start(answers.append)
+        assert answers == [] and asyncio.all_tasks() == {asyncio.current_task()}
+        replica.hw = 1
+        replica._wake()
+        assert [(a.cid, a.base_offset, a.hw) for a in answers] == [(1, 0, 1)]    # at once, no loop turn
+        replica.hw = 2
+        replica._wake()
+        assert [a.cid for a in answers] == [1, 2] and replica._waiters == []
+        late = CommitWaiter(replica, 3, 0, 2, 5.0)    # the HW passed it before start: answered at once
+        late.start(answers.append)
+        assert answers[-1].cid == 3 and replica._waiters == []
+        late.cancel()                                 # after the answer: nothing more
+        assert len(answers) == 3
+
+    asyncio.run(scenario())
+
+
+def test_commit_waiters_time_out_fail_and_cancel_once(replica):
+    from rillet.broker.spu.commit_waiter import CommitWaiter
+
+    async def scenario():
+        replica.append(one_batch())
+        got = {name: [] for name in ("timeout", "fail", "cancel")}
+        timeout = CommitWaiter(replica, 1, 0, 1, 0.02)
+        timeout.start(got["timeout"].append)
+        await asyncio.sleep(0.06)
+        [exc] = got["timeout"]
+        assert isinstance(exc, RequestTimedOut) and "did not reach 1 within timeout_ms=20" in str(exc)
+        assert replica._waiters == []                 # a timed-out waiter leaves nothing behind
+        fail, cancel = CommitWaiter(replica, 2, 0, 1, 5.0), CommitWaiter(replica, 3, 0, 1, 5.0)
+        fail.start(got["fail"].append)
+        cancel.start(got["cancel"].append)
+        cancel.cancel()                               # the connection closed: no answer, unparked
+        assert got["cancel"] == [None] and len(replica._waiters) == 1
+        replica._fail_waiters(NotLeader("moved"))
+        assert [type(e) for e in got["fail"]] == [NotLeader]
+        replica.hw = 1
+        replica._wake()                               # resolved waiters are never answered twice
+        assert len(got["fail"]) == 1 and got["cancel"] == [None]
+        closing = CommitWaiter(replica, 4, 0, 5, 5.0)
+        closing.start(got["cancel"].append)
+        replica.close()                               # closing the replica cancels every waiter
+        assert got["cancel"] == [None, None]
+
+    asyncio.run(scenario())
