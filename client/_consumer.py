@@ -12,7 +12,7 @@ capped at 1 s (client/_outage.py); a ``disable_continuous`` stream gives up afte
 FAILOVER_WINDOW_S with one error.
 
 The hot path: one fetch answer is decoded in one call into a list of final
-``Record`` objects (records.decode_records; the offset bounds apply per batch, not per
+``Record`` objects (record_decoding.decode_records; the offset bounds apply per batch, not per
 record), and the stream hands that list out as it is (``next_batch``) or walks it
 with a list iterator: ``for record in stream`` runs an ``itertools.chain`` over the
 buffered lists (see :func:`chained`), so between the socket and the caller's loop
@@ -51,7 +51,8 @@ from rillet.ipc.errors import (
     Closed, CompressionError, CorruptBatch, InvalidArgument, OffsetOutOfRange, RecordsLost, RilletError, Timeout,
 )
 from rillet.ipc.names import validate_name
-from rillet.ipc.records import decode_records, iter_batches
+from rillet.ipc.record_decoding import decode_records
+from rillet.ipc.records import iter_batches
 
 from ._damage import leader_verdict, log_skip, lost_range
 from ._direct import DirectPath, DirectUnavailable, direct_reads_enabled

@@ -17,7 +17,8 @@ import logging
 
 from rillet.ipc import messages as m
 from rillet.ipc.errors import CompressionError, CorruptBatch, RecordsLost
-from rillet.ipc.records import decode_batch, iter_batches
+from rillet.ipc.record_decoding import decode_batch
+from rillet.ipc.records import iter_batches
 
 _log = logging.getLogger("rillet")
 

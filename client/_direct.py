@@ -20,7 +20,7 @@ How it stays correct:
   it. Retention may delete the segment being read: an open file stays readable, but
   once the published log start passed the offset the read ends in OffsetOutOfRange,
   as a socket fetch would. The CRC of every batch handed out is checked by the
-  decoder (records.decode_records) as on the socket path.
+  decoder (record_decoding.decode_records) as on the socket path.
 * Leader change: the row's epoch or role changes, or the SC's metadata table names
   another leader or a newer epoch (checked whenever the reader waits). The path then
   reopens on the new leader's table and directory, within the same failover window

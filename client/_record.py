@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from rillet.ipc.errors import InvalidArgument, RilletError
-from rillet.ipc.records import DecodedRecord
+from rillet.ipc.record_decoding import DecodedRecord
 
 
 class Record(DecodedRecord):
     """One consumed record. ``key()`` is None for a keyless record (Fluvio returns
     b"No key", which cannot be told apart from a real key; rillet does not copy that).
 
-    Built by the stream straight from the fetched bytes (see records.decode_records):
+    Built by the stream straight from the fetched bytes (see record_decoding.decode_records):
     it holds the record's offset, timestamp delta, key, value and headers, and shares
     its batch's ``(partition, first_timestamp)`` tuple. Like Fluvio's, it is not meant
     to be constructed by user code.

@@ -235,7 +235,7 @@ def _committed_log(cluster, plan: Plan) -> dict[int, list]:
 
 
 def _replica_records(cluster, spu: int, partition: int) -> list:
-    from rillet.ipc.records import decode_records
+    from rillet.ipc.record_decoding import decode_records
     out: list = []
     for path in sorted(cluster.paths.replica_dir(spu, TOPIC, partition).glob("*.log")):
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:

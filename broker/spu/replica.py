@@ -25,7 +25,8 @@ from rillet.ipc.errors import (
     CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, RecordsLost, RequestTimedOut,
     StaleLeaderEpoch,
 )
-from rillet.ipc.records import HEADER_SIZE, check_readable, iter_batches, validate_batch
+from rillet.ipc.record_decoding import check_readable
+from rillet.ipc.records import HEADER_SIZE, iter_batches, validate_batch
 from rillet.broker.storage.log import MAX_SEGMENT_SIZE, PartitionLog
 from rillet.broker.storage.scrub import Damage, Scrubber
 

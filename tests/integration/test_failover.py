@@ -17,7 +17,8 @@ from rillet import (
 )
 from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection
-from rillet.ipc.records import BatchBuilder, iter_batches, iter_records
+from rillet.ipc.record_decoding import iter_records
+from rillet.ipc.records import BatchBuilder, iter_batches
 from rillet.testing import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]

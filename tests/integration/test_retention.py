@@ -91,7 +91,8 @@ def test_a_follower_behind_the_leaders_log_start_starts_over(tmp_path, fast_rete
 
 def last_record(cluster, spu, topic):
     """The last record in the newest segment of a replica, read from the file."""
-    from rillet.ipc.records import iter_batches, iter_records
+    from rillet.ipc.record_decoding import iter_records
+    from rillet.ipc.records import iter_batches
     newest = max((cluster.paths.replica_dir(spu, topic, 0)).glob("*.log"))
     data = newest.read_bytes()
     end = 0

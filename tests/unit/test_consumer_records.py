@@ -15,7 +15,8 @@ from rillet._consumer_iterator import ConsumerIterator
 from rillet._enums import OffsetManagementStrategy
 from rillet._offsets import OffsetTracker
 from rillet.ipc.errors import RilletError, Timeout
-from rillet.ipc.records import decode_records, encode_batch, stamp_batch
+from rillet.ipc.record_decoding import decode_records
+from rillet.ipc.records import encode_batch, stamp_batch
 
 AUTO, MANUAL, NONE = OffsetManagementStrategy.AUTO, OffsetManagementStrategy.MANUAL, OffsetManagementStrategy.NONE
 

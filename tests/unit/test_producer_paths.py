@@ -30,7 +30,7 @@ from rillet.ipc import messages as m
 from rillet.ipc.errors import Closed, NotLeader, Timeout
 from rillet.ipc.framing import NEED_DATA, FrameDecoder
 from rillet.ipc.metadata_table import PartitionStatus
-from rillet.ipc.records import decode_batch
+from rillet.ipc.record_decoding import decode_batch
 from rillet.ipc.framing import encode_message
 
 SPU = 7

@@ -19,7 +19,7 @@ import rillet._sender
 from rillet.broker.spu.producer_state import ProducerStateTable
 from rillet.ipc import messages as m
 from rillet.ipc.errors import MessageTooLarge, NotLeader, OutOfOrderSequence, RilletError
-from rillet.ipc.records import decode_batch
+from rillet.ipc.record_decoding import decode_batch
 from rillet.ipc.framing import encode_message
 
 from .test_producer_paths import FakeSpu, producer

@@ -13,11 +13,17 @@ import pytest
 from rillet.ipc.compression import Codec, compress
 from rillet.ipc.errors import CompressionError, CorruptBatch, InvalidArgument, UnknownCodec
 from rillet.ipc.record_runs import RAW_EMPTY, RUN_MAX_LENGTHS, encode_keyless_run
-from rillet.ipc.records import (
-    VIEW_CHECK_MIN_RECORD_BYTES,
-    build_batch,
+from rillet.ipc.record_decoding import (
     check_readable,
+    decode_batch,
     decode_records,
+    DecodedRecord,
+    iter_records,
+    RawRecord,
+    VIEW_CHECK_MIN_RECORD_BYTES,
+)
+from rillet.ipc.records import (
+    build_batch,
     ATTRIBUTES_POS,
     BATCH_HEADER,
     CRC_POS,
@@ -26,13 +32,8 @@ from rillet.ipc.records import (
     MAGIC_POS,
     RECORD_OVERHEAD,
     BatchBuilder,
-    DecodedRecord,
-    RawRecord,
-    decode_batch,
-    decode_records,
     encode_batch,
     iter_batches,
-    iter_records,
     peek_header,
     stamp_batch,
     validate_batch,
