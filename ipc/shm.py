@@ -112,6 +112,19 @@ def _open_existing(name: str, *, read_only: bool) -> posix_ipc.SharedMemory:
         raise MetadataTableError(f"cannot open shared-memory object {name}: {exc}") from exc
 
 
+def _open_checked(name: str, *, read_only: bool) -> tuple[posix_ipc.SharedMemory, os.stat_result]:
+    """Open an existing object and check its owner and mode (_check_owner); its fd is closed
+    again on any failure. ExistentialError passes through (each caller names what is missing)."""
+    shm = _open_existing(name, read_only=read_only)
+    try:
+        st = os.fstat(shm.fd)
+        _check_owner(name, st)
+    except BaseException:
+        shm.close_fd()
+        raise
+    return shm, st
+
+
 def _map(shm: posix_ipc.SharedMemory, size: int, *, writable: bool) -> mmap.mmap:
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
     try:
@@ -140,10 +153,8 @@ def _writer_alive(name: str, peek=peek_sc_pid) -> bool:
     Raises SharedMemoryRefused for a foreign or unsafe object; ExistentialError
     passes through when it vanished meanwhile.
     """
-    shm = _open_existing(name, read_only=True)
+    shm, st = _open_checked(name, read_only=True)
     try:
-        st = os.fstat(shm.fd)
-        _check_owner(name, st)
         header = os.pread(shm.fd, HEADER_SIZE, 0) if st.st_size >= HEADER_SIZE else b""
     except OSError as exc:
         raise MetadataTableError(f"cannot read shared-memory object {name}: {exc.strerror or exc}") from exc
@@ -276,17 +287,12 @@ class SharedTable:
         this layout: the caller creates a new one).
         """
         try:
-            shm = _open_existing(name, read_only=False)
+            shm, st = _open_checked(name, read_only=False)
         except posix_ipc.ExistentialError as exc:
             raise ClusterNotRunning(f"no metadata table {name} to take over") from exc
-        try:
-            st = os.fstat(shm.fd)
-            _check_owner(name, st)
-            if st.st_size != layout.size:
-                raise MetadataTableError(f"metadata table {name} has {st.st_size} bytes, this layout {layout.size}")
-        except BaseException:
+        if st.st_size != layout.size:
             shm.close_fd()
-            raise
+            raise MetadataTableError(f"metadata table {name} has {st.st_size} bytes, this layout {layout.size}")
         mapping = _map(shm, layout.size, writable=True)           # closes the fd
         try:
             header = read_header(mapping)
@@ -360,15 +366,9 @@ class TableReader:
         LayoutVersionMismatch (not a table this rillet reads).
         """
         try:
-            shm = _open_existing(name, read_only=True)
+            shm, st = _open_checked(name, read_only=True)
         except posix_ipc.ExistentialError as exc:
             raise ClusterNotRunning(f"no metadata table {name}: is the cluster running?") from exc
-        try:
-            st = os.fstat(shm.fd)
-            _check_owner(name, st)
-        except BaseException:
-            shm.close_fd()
-            raise
         if st.st_size < HEADER_SIZE:
             shm.close_fd()
             raise ClusterNotRunning(f"metadata table {name} is not initialised yet: is the cluster starting?")
@@ -550,17 +550,12 @@ class PositionsReader:
         or not initialised (an SPU starting, or one without direct reads), SharedMemoryRefused
         for a foreign or unsafe object, LayoutVersionMismatch."""
         try:
-            shm = _open_existing(name, read_only=True)
+            shm, st = _open_checked(name, read_only=True)
         except posix_ipc.ExistentialError as exc:
             raise MetadataTableError(f"no positions table {name}") from exc
-        try:
-            st = os.fstat(shm.fd)
-            _check_owner(name, st)
-            if st.st_size < positions.HEADER_SIZE:
-                raise MetadataTableError(f"positions table {name} is not initialised yet")
-        except BaseException:
+        if st.st_size < positions.HEADER_SIZE:
             shm.close_fd()
-            raise
+            raise MetadataTableError(f"positions table {name} is not initialised yet")
         mapping = _mapped(shm, st.st_size, writable=False)
         try:
             spu_id, spu_pid, max_rows = positions.read_header(mapping.buf)
