@@ -386,7 +386,12 @@ class DirectPath:
         data = self.read(offset, max_bytes, committed, time.monotonic() + window_s)
         if not len(data) and block:
             if before is not None and before[0] is self._table and before[1] == self._row:
-                self._sleep(before[2], before[3], WAIT_SLICE_S)
+                if self._sleep(before[2], before[3], WAIT_SLICE_S) and self._table is not None:
+                    # A publish moved the word: read now, in this call, so that a reader at the
+                    # end of the log runs the stream's layers above once per record instead of
+                    # twice (an empty step, then the read). None of them changes in the sleep:
+                    # a close from another thread detaches (_table None), and then no read.
+                    data = self.read(offset, max_bytes, committed, time.monotonic() + window_s)
             else:                                # reattached meanwhile: that value is another table's
                 self.wait(offset, committed, WAIT_SLICE_S)
         return data
@@ -402,15 +407,16 @@ class DirectPath:
             return None
         return table, self._row, address, value
 
-    def _sleep(self, address: int, value: int, timeout_s: float) -> None:
-        """Sleep on a wake word whose ``value`` was taken before a read that found nothing."""
+    def _sleep(self, address: int, value: int, timeout_s: float) -> bool:
+        """Sleep on a wake word whose ``value`` was taken before a read that found nothing.
+        True when the word moved (a publish came)."""
         try:
             self._check_metadata()               # a dead or replaced leader publishes nothing
         except (NotLeader, Closed):
-            return
+            return False
         if self._moved:
-            return                               # the next read reattaches
-        self._sleep_on([(self, address, value)], timeout_s)
+            return False                         # the next read reattaches
+        return self._sleep_on([(self, address, value)], timeout_s)
 
     def read(self, offset: int, max_bytes: int, committed: bool, deadline: float) -> memoryview:
         """Batches at ``offset`` below the visible bound; empty when there are none yet."""
@@ -474,11 +480,13 @@ class DirectPath:
                              timeout_s)
 
     @staticmethod
-    def _sleep_on(words: list[tuple["DirectPath", int, int]], timeout_s: float) -> None:
-        """Sleep on ``(path, address, value)`` wake words until one moves; relay the wake."""
+    def _sleep_on(words: list[tuple["DirectPath", int, int]], timeout_s: float) -> bool:
+        """Sleep on ``(path, address, value)`` wake words until one moves; relay the wake.
+        True when a word moved."""
         timeout_s = min(timeout_s, WAIT_SLICE_S)
         if len(words) > futex.MAX_WAITV:         # futex_waitv's limit: poll the first ones in short slices
             words, timeout_s = words[:futex.MAX_WAITV], min(timeout_s, MIXED_SLICE_S)
+        moved = False
         try:
             futex.wait_any([(address, value) for _path, address, value in words], timeout_s)
             for path, address, value in words:
@@ -486,12 +494,15 @@ class DirectPath:
                 if table is None:
                     continue
                 now = table.wake_word(path._row)[1]
-                # Pass the publish on (see futex.py), unless the SPU's own wake found nobody
-                # else asleep: then this syscall per record would wake no one.
-                if now != value and not table.woke_all(path._row, now):
-                    futex.wake(address, futex.RELAY_FANOUT)
+                if now != value:
+                    moved = True
+                    # Pass the publish on (see futex.py), unless the SPU's own wake found nobody
+                    # else asleep: then this syscall per record would wake no one.
+                    if not table.woke_all(path._row, now):
+                        futex.wake(address, futex.RELAY_FANOUT)
         except (OSError, Closed):                # EFAULT: closed from another thread meanwhile
             pass
+        return moved
 
     def close(self) -> None:
         self._detach()

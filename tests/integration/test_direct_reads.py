@@ -19,6 +19,7 @@ from rillet import (
 from rillet._direct import DirectPath, direct_reads_enabled
 from rillet.ipc import messages as m
 from rillet.ipc.connection import Connection
+from rillet.ipc.record_decoding import iter_records
 from rillet.ipc.records import iter_batches
 from rillet.ipc.shm import unlink_if_exists
 from rillet.testing import LocalCluster
@@ -370,6 +371,27 @@ def test_a_publish_after_the_wake_value_was_taken_ends_the_sleep_at_once(cluster
             path._sleep(address, value, 5.0)
             assert time.monotonic() - start < 0.05
             assert len(path.fetch(0, 1000, False, True))
+    finally:
+        path.close()
+        fluvio.close()
+
+
+def test_a_blocking_fetch_hands_out_what_was_published_during_its_sleep(cluster):
+    """A reader at the end of the log: the fetch that slept reads again when a publish woke it, so
+    the stream's layers above run once per record, not once for an empty step and once more."""
+    cluster.create_topic("wokeread")
+    fluvio = cluster.fluvio()
+    path = DirectPath.open(fluvio._meta, "wokeread", 0, time.monotonic() + 10)
+    assert path is not None
+    try:
+        with fluvio.topic_producer("wokeread") as producer:
+            timer = threading.Timer(0.03, lambda: (producer.send(None, b"during"), producer.flush()))
+            timer.start()
+            start = time.monotonic()
+            data = path.fetch(0, 1000, False, True)
+            timer.join()
+            assert time.monotonic() - start < 0.09       # woken by the publish, not the 100 ms slice
+            assert [bytes(r.value) for r in iter_records(data)] == [b"during"]
     finally:
         path.close()
         fluvio.close()
