@@ -195,9 +195,11 @@ class PartitionStream:
 
     def _wait_records(self) -> bool:
         """Fetch until records are buffered; False at the end of the stream."""
-        if not len(self._buffer):
+        # ``buffer.it.__length_hint__()`` is len(buffer) without its Python-level __len__:
+        # this runs once per record for a reader at the end of the log.
+        if not self._buffer.it.__length_hint__():
             self._buffer.clear()
-        while not len(self._buffer):
+        while not self._buffer.it.__length_hint__():
             if self._at_end():
                 return False
             self._step(block=True)
@@ -206,7 +208,7 @@ class PartitionStream:
     @property
     def finished(self) -> bool:
         """Nothing more will come: closed, or past the end offset with nothing buffered."""
-        return not len(self._buffer) and (self._closed or (self.stop_at is not None and self.next_offset >= self.stop_at))
+        return not self._buffer.it.__length_hint__() and (self._closed or (self.stop_at is not None and self.next_offset >= self.stop_at))
 
     def close(self) -> None:
         self._closed = True
@@ -324,7 +326,7 @@ class PartitionStream:
             self._suspect = RecordsLost.of(self.topic, self.partition, self.next_offset, self.next_offset, str(data))
             return False
         if len(data):
-            self._absorb_bytes(data)
+            self._absorb_bytes(data, self._direct.end_offset)
         return bool(len(data))
 
     def _drop_direct(self) -> None:
@@ -406,11 +408,15 @@ class PartitionStream:
     def _absorb(self, reply: m.FetchResponse) -> None:
         self._absorb_bytes(reply.batches)
 
-    def _absorb_bytes(self, data) -> None:
+    def _absorb_bytes(self, data, end: int | None = None) -> None:
+        """Buffer the records of ``data`` (whole batches from ``next_offset`` on) and move
+        ``next_offset`` past them; ``end``, when the reader knows it (a direct read walked the
+        headers already), is the offset after the last batch."""
         start = self.next_offset
-        end = start
-        for _pos, header in iter_batches(data):
-            end = max(end, header.next_offset)
+        if end is None:
+            end = start
+            for _pos, header in iter_batches(data):
+                end = max(end, header.next_offset)
         if end > start:
             self.next_offset = end
             more = self.stop_at is None or end < self.stop_at

@@ -49,8 +49,9 @@ import time
 from rillet.ipc import futex
 from rillet.ipc.errors import (
     Closed, CorruptBatch, InvalidArgument, MetadataTableBusy, MetadataTableError, NotLeader, OffsetOutOfRange,
-    RilletError, Timeout,
+    RilletError,
 )
+from rillet.ipc import positions
 from rillet.ipc.positions import Positions, Role
 from rillet.ipc.records import ATTRIBUTES_POS, MAGIC, PREAMBLE_SIZE
 from rillet.ipc.shm import PositionsReader
@@ -68,6 +69,12 @@ INDEX_ENTRY = struct.Struct("<II")   # broker/storage/index.py: relative offset,
 SPAN = struct.Struct("<qiiB6xi")
 assert SPAN.size == ATTRIBUTES_POS + 2 + 4 == 27, SPAN.size
 MAX_INDEX_BYTES = 64 * 1024 * 1024
+_LEADER = int(Role.LEADER)
+_NOTHING = memoryview(b"")
+_WAKE_WORD = struct.Struct("<I").unpack_from          # a row's futex word (positions.py layout)
+_ROW_SEQ = struct.Struct("<Q").unpack_from            # a row's seqlock word
+_ROW_BODY = positions.BODY.unpack_from
+_WOKEN_HINT = struct.Struct("<H").unpack_from         # a row's woken hint
 
 
 class DirectUnavailable(RilletError):
@@ -121,6 +128,11 @@ class SegmentFiles:
                 os.close(cur.fd)
             except OSError:                     # EBADF: that other thread won
                 pass
+
+    @property
+    def end_offset(self) -> int:
+        """The offset after the batches the last read returned."""
+        return self._cur.offset if self._cur is not None else -1
 
     def read(self, offset: int, max_bytes: int, bound: int, active: tuple[int, int]) -> memoryview:
         """Whole batches from the one holding ``offset``, those with base < ``bound``, up to
@@ -239,11 +251,17 @@ class DirectPath:
         self.topic = topic
         self.partition = partition
         self.reads = 0                      # reads that handed out data (statistics)
+        self.end_offset = -1                # the offset after the last read's batches
         self._table: PositionsReader | None = None
         self._files: SegmentFiles | None = None
         self._row = -1
         self._leader = -1
         self._epoch = -1
+        # The attached row's words, for the hot path's own struct reads (set by _open_leader):
+        # the table's view, the wake word's offset and address, the woken hint's offset.
+        self._tbuf = None
+        self._row_at = self._wake_at = self._wake_address = self._woken_at = 0
+        self._raw_topic = positions.raw_topic(topic)
         self._generation = -1
         self._moved = False                 # the SC's table names another leader or epoch
         self._alive_check_at = 0.0          # when a waiter next checks that the leader's process lives
@@ -304,6 +322,11 @@ class DirectPath:
         if index is None:
             raise NotLeader(f"SPU {leader} has not published {self.topic}/{self.partition} yet")
         self._row = index
+        self._tbuf = self._table.buffer
+        self._row_at = positions.row_offset(index)
+        self._wake_at = positions.wake_offset(index)
+        self._wake_address = self._table.address + self._wake_at
+        self._woken_at = positions.woken_offset(index)
         self.positions()                     # leader at this epoch yet?
 
     def _detach(self) -> None:
@@ -314,6 +337,7 @@ class DirectPath:
             self._table.close()
             self._table = None
         self._row = -1
+        self._tbuf = None
         self._moved = False
 
     def positions(self) -> Positions:
@@ -332,6 +356,30 @@ class DirectPath:
             raise NotLeader(f"SPU {self._leader} does not lead {self.topic}/{self.partition} at epoch {self._epoch} "
                             f"(its row: {row.role.name} at epoch {row.leader_epoch})")
         return row
+
+    def _bounds(self) -> tuple:
+        """:meth:`positions` as the row's raw fields (positions.read_row_fields), compared
+        with what this path expects without building a Positions: the read path's two row
+        reads per read. NotLeader as positions() raises it."""
+        if self._table is None or self._moved or self._row < 0:
+            raise NotLeader(f"no leader attached for {self.topic}/{self.partition}")
+        # The seqlock read of positions.read_row_fields, inlined (this runs twice per read).
+        buf, at = self._tbuf, self._row_at
+        try:
+            before = _ROW_SEQ(buf, at)[0]
+            fields = _ROW_BODY(buf, at + positions.BODY_OFFSET)
+            stable = not before & 1 and _ROW_SEQ(buf, at)[0] == before
+        except (ValueError, TypeError) as exc:   # released by a close from another thread
+            raise Closed(f"direct reader of {self.topic}/{self.partition} is closed") from exc
+        if not stable:                           # mid-write: the table's read retries
+            try:
+                fields = self._table.row_fields(self._row)
+            except MetadataTableBusy as exc:
+                raise NotLeader(f"SPU {self._leader}'s row for {self.topic}/{self.partition} is stuck mid-write") from exc
+        if (fields[3] != _LEADER or fields[2] != self._epoch or fields[1] != self._raw_topic
+                or fields[0] != self.partition):
+            self.positions()                    # raises NotLeader, saying what the row holds now
+        return fields
 
     def _check_metadata(self) -> None:
         """Note when the SC's table moved this partition to another leader or epoch, or shows
@@ -402,10 +450,10 @@ class DirectPath:
         if table is None or self._moved:
             return None
         try:
-            address, value = table.wake_word(self._row)
-        except Closed:
+            value = _WAKE_WORD(self._tbuf, self._wake_at)[0]
+        except (ValueError, TypeError):          # released by a close from another thread
             return None
-        return table, self._row, address, value
+        return table, self._row, self._wake_address, value
 
     def _sleep(self, address: int, value: int, timeout_s: float) -> bool:
         """Sleep on a wake word whose ``value`` was taken before a read that found nothing.
@@ -423,15 +471,15 @@ class DirectPath:
         return self._failover(lambda: self._read(offset, max_bytes, committed), deadline)
 
     def _read(self, offset: int, max_bytes: int, committed: bool) -> memoryview:
-        row = self.positions()
-        if not row.log_start <= offset <= row.leo:
+        _p, _t, _e, _r, log_start, hw, leo, active_base, active_used = self._bounds()
+        if not log_start <= offset <= leo:
             raise OffsetOutOfRange(f"offset {offset} is outside {self.topic}/{self.partition}: valid offsets are "
-                                   f"{row.log_start} to {row.leo}")
-        bound = row.hw if committed else row.leo
+                                   f"{log_start} to {leo}")
+        bound = hw if committed else leo
         if offset >= bound:                      # the wait checks the SC's table (a dead leader)
-            return memoryview(b"")
+            return _NOTHING
         try:
-            data = self._files.read(offset, max_bytes, bound, (row.active_base, row.active_used))
+            data = self._files.read(offset, max_bytes, bound, (active_base, active_used))
         except FileNotFoundError:
             after = self.positions()
             if offset < after.log_start:
@@ -440,12 +488,13 @@ class DirectPath:
             raise
         except OSError as exc:                   # unreadable now (permissions, I/O): the socket takes over
             raise DirectUnavailable(f"cannot read {self._files.directory}: {exc}") from exc
-        after = self.positions()                 # hand out nothing retention removed meanwhile
-        if offset < after.log_start:
+        after_start = self._bounds()[4]          # hand out nothing retention removed meanwhile
+        if offset < after_start:
             raise OffsetOutOfRange(f"offset {offset} of {self.topic}/{self.partition} was deleted by retention: "
-                                   f"the first available offset is {after.log_start}")
+                                   f"the first available offset is {after_start}")
         if len(data):
             self.reads += 1
+            self.end_offset = self._files.end_offset
         return data
 
     def wait(self, offset: int, committed: bool, timeout_s: float) -> None:
@@ -488,19 +537,23 @@ class DirectPath:
             words, timeout_s = words[:futex.MAX_WAITV], min(timeout_s, MIXED_SLICE_S)
         moved = False
         try:
-            futex.wait_any([(address, value) for _path, address, value in words], timeout_s)
+            if len(words) == 1:
+                futex.wait(words[0][1], words[0][2], timeout_s)
+            else:
+                futex.wait_any([(address, value) for _path, address, value in words], timeout_s)
             for path, address, value in words:
                 table = path._table
                 if table is None:
                     continue
-                now = table.wake_word(path._row)[1]
+                buf = path._tbuf
+                now = _WAKE_WORD(buf, path._wake_at)[0]
                 if now != value:
                     moved = True
                     # Pass the publish on (see futex.py), unless the SPU's own wake found nobody
                     # else asleep: then this syscall per record would wake no one.
-                    if not table.woke_all(path._row, now):
+                    if _WOKEN_HINT(buf, path._woken_at)[0] != positions.woken_mark(now):
                         futex.wake(address, futex.RELAY_FANOUT)
-        except (OSError, Closed):                # EFAULT: closed from another thread meanwhile
+        except (OSError, Closed, ValueError, TypeError):   # closed from another thread meanwhile
             pass
         return moved
 

@@ -79,6 +79,11 @@ def _timespec(timeout_s: float) -> _Timespec:
     return _Timespec(sec, int((timeout_s - sec) * 1e9))
 
 
+# FUTEX_WAIT's relative timeouts by value: a direct reader sleeps in the same slice every time,
+# and building the struct cost as much as the rest of the call's Python.
+_TIMEOUTS: dict[float, _Timespec] = {}
+
+
 def _fail(what: str) -> OSError:
     err = ctypes.get_errno()
     return OSError(err, f"{what}: {os.strerror(err)}")
@@ -99,7 +104,11 @@ def wait(address: int, expected: int, timeout_s: float) -> bool:
     True when woken or the word already differed; False on timeout. A signal
     (EINTR) counts as a wake: callers re-check their condition anyway.
     """
-    ts = _timespec(timeout_s)
+    ts = _TIMEOUTS.get(timeout_s)
+    if ts is None:
+        ts = _timespec(timeout_s)
+        if len(_TIMEOUTS) < 16:              # the few slices callers use; the kernel only reads it
+            _TIMEOUTS[timeout_s] = ts
     r = _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAIT, ctypes.c_uint32(expected),
                  ctypes.byref(ts), None, 0)
     return True if r == 0 else _outcome(ctypes.get_errno(), "futex wait")

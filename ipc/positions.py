@@ -231,7 +231,9 @@ assert WOKEN_OFFSET == 86 and WOKEN_OFFSET + 2 == ROW_OFFSETS["log_start"]
 _WOKEN_FLAG = 0x8000
 
 
-def _woken_mark(value: int) -> int:
+def woken_mark(value: int) -> int:
+    """The ``woken`` hint a publish leaves when its wake, moving the word to ``value``, woke
+    every sleeper."""
     return _WOKEN_FLAG | (value & 0x7FFF)
 
 
@@ -248,7 +250,7 @@ def mark_woken_at(buf, at: int, value: int, woke_all: bool) -> None:
 
 def woke_all(buf, index: int, value: int) -> bool:
     """True when the publish that moved row ``index``'s word to ``value`` woke every sleeper."""
-    return _WOKEN.unpack_from(buf, HEADER_SIZE + index * ROW_SIZE + WOKEN_OFFSET)[0] == _woken_mark(value)
+    return _WOKEN.unpack_from(buf, HEADER_SIZE + index * ROW_SIZE + WOKEN_OFFSET)[0] == woken_mark(value)
 
 
 def read_wake(buf, index: int) -> int:
@@ -280,9 +282,16 @@ def _decode(fields: tuple) -> Positions:
 
 
 def read_row(buf, index: int, *, max_retries: int = 64) -> Positions:
-    """A consistent copy of row ``index`` (SeqLock.read's protocol, inlined: it runs twice
-    per direct read). MetadataTableBusy if the row stays mid-write (a writer that died
-    inside its write)."""
+    """A consistent copy of row ``index``. MetadataTableBusy if the row stays mid-write (a
+    writer that died inside its write)."""
+    return _decode(read_row_fields(buf, index, max_retries=max_retries))
+
+
+def read_row_fields(buf, index: int, *, max_retries: int = 64) -> tuple:
+    """Row ``index``'s body as raw fields, a consistent copy (SeqLock.read's protocol,
+    inlined): ``(partition, topic bytes NUL-padded to 64, leader_epoch, role as int,
+    log_start, hw, leo, active_base, active_used)``. A direct reader reads a row twice per
+    read and compares these with what it expects, without building a Positions."""
     at = row_offset(index)
     body_at = at + BODY_OFFSET
     unpack_seq, unpack_body = _SEQ.unpack_from, BODY.unpack_from
@@ -291,9 +300,19 @@ def read_row(buf, index: int, *, max_retries: int = 64) -> Positions:
         if not before & 1:
             fields = unpack_body(buf, body_at)
             if unpack_seq(buf, at)[0] == before:
-                return _decode(fields)
+                return fields
         time.sleep(0 if attempt < 16 else 0.001)
     raise MetadataTableBusy(f"positions row {index} stayed mid-update after {max_retries} reads; is its SPU alive?")
+
+
+def raw_topic(topic: str) -> bytes:
+    """``topic`` as a row's topic field holds it (for comparing with read_row_fields)."""
+    return topic.encode("ascii").ljust(MAX_TOPIC_LEN + 1, b"\0")
+
+
+def woken_offset(index: int) -> int:
+    """Byte offset of row ``index``'s ``woken`` hint (see woke_all)."""
+    return HEADER_SIZE + index * ROW_SIZE + WOKEN_OFFSET
 
 
 def used_rows(buf, max_rows: int) -> list[Positions]:

@@ -583,6 +583,25 @@ class PositionsReader:
         except ValueError as exc:       # released by close() in another thread meanwhile
             raise Closed(f"positions reader for {self.name} is closed") from exc
 
+    @property
+    def buffer(self):
+        """The mapping's read-only view, for a reader's own struct reads (released, so any
+        read raises ValueError, once the reader is closed)."""
+        return self._buf()
+
+    @property
+    def address(self) -> int:
+        """The mapping's address (futex words are at ``address + positions.wake_offset(i)``)."""
+        self._buf()
+        return self._map.address
+
+    def row_fields(self, index: int) -> tuple:
+        """positions.read_row_fields of row ``index``."""
+        try:
+            return positions.read_row_fields(self._buf(), index)
+        except ValueError as exc:       # released by close() in another thread meanwhile
+            raise Closed(f"positions reader for {self.name} is closed") from exc
+
     def wake_word(self, index: int) -> tuple[int, int]:
         """``(address, value now)`` of row ``index``'s futex word, for futex.wait."""
         buf = self._buf()

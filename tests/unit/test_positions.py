@@ -44,6 +44,19 @@ def test_rows_round_trip_and_are_found_by_topic_and_partition():
     assert p.read_header(buf) == (5001, 4242, 4) and p.peek_spu_pid(buf) == 4242
 
 
+def test_raw_fields_are_what_a_direct_reader_compares_without_decoding():
+    buf = table()
+    p.write_row(buf, 1, ROW)
+    fields = p.read_row_fields(buf, 1)
+    assert fields == (3, p.raw_topic("orders"), 7, int(p.Role.LEADER), 10, 20, 25, 18, 4096)
+    assert p.raw_topic("orders") != p.raw_topic("orders2") and len(p.raw_topic("x" * 63)) == 64
+    assert bytes(buf[p.woken_offset(1):p.woken_offset(1) + 2]) == b"\0\0"
+    value = p.bump_wake(buf, 1)
+    p.mark_woken(buf, 1, value, True)
+    assert struct.unpack_from("<H", buf, p.woken_offset(1))[0] == p.woken_mark(value)
+    assert p.woke_all(buf, 1, value)
+
+
 def test_the_wake_word_moves_on_each_bump_and_wraps():
     buf = table()
     assert p.read_wake(buf, 1) == 0
