@@ -208,7 +208,8 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
     ``keep_spus``: live SPU processes and their sockets stay (a starting SC adopts them).
     """
     import psutil
-    from rillet.ipc.shm import positions_objects, unlink_if_exists
+    from rillet.ipc.positions_shm import positions_objects
+    from rillet.ipc.shm import unlink_if_exists
     spus = cluster_processes(paths, modules=(SPU,)) if keep_spus else []
     kept = {str(paths.spu_socket(_spu_id(p))) for p in spus}
     # Killed one by one, a supervisor or SC may have started a child between the listing and

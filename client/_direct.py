@@ -54,7 +54,7 @@ from rillet.ipc.errors import (
 from rillet.ipc import positions
 from rillet.ipc.positions import Positions, Role
 from rillet.ipc.records import ATTRIBUTES_POS, MAGIC, PREAMBLE_SIZE
-from rillet.ipc.shm import PositionsReader
+from rillet.ipc.positions_shm import PositionsReader
 
 from ._enums import Isolation
 from ._metadata import MetadataView

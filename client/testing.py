@@ -118,7 +118,7 @@ class LocalCluster:
         found = [f"process {p.pid}" for p in launcher.cluster_processes(self.paths)]
         if Path("/dev/shm" + self.paths.shm_name).exists():
             found.append(f"shm {self.paths.shm_name}")
-        from rillet.ipc.shm import positions_objects
+        from rillet.ipc.positions_shm import positions_objects
         found += [f"shm {name}" for name in positions_objects(self.paths.positions_shm_prefix)]
         if self.paths.runtime_dir.exists():
             found += [f"socket {p}" for p in self.paths.runtime_dir.iterdir()]

@@ -1,8 +1,7 @@
 """The metadata table in POSIX shared memory: the only module that touches posix_ipc.
 
-Also the per-SPU positions tables (positions.py): each SPU creates its own with
-:meth:`PositionsWriter.create` (same exclusive 0600 rule, stale ones replaced when
-their SPU is dead) and consumers map them read-only with :meth:`PositionsReader.open`.
+The per-SPU positions tables (positions_shm.py) are created and opened through
+:func:`create_raw` and :func:`open_raw` here, under the same rules.
 
 The SC creates one object per cluster (``names.ClusterPaths.shm_name``) with
 :meth:`SharedTable.create` and is its only writer; clients map it read-only with
@@ -65,7 +64,6 @@ from .metadata_table import (
     read_snapshot,
     write_snapshot,
 )
-from . import futex, positions
 from .seqlock import DEFAULT_MAX_RETRIES
 from .metadata_table import SEQ_OFFSET
 
@@ -431,7 +429,7 @@ class TableReader:
         return f"<TableReader {self._name} {state}>"
 
 
-# --- the per-SPU positions table (positions.py) -------------------------------------
+# --- raw mappings (the per-SPU positions tables, positions_shm.py) ------------------
 #
 # Mapped with libc's mmap rather than Python's: futexes need the mapping's address,
 # and a read-only Python mmap cannot give one. A RawMapping is used by one owner
@@ -474,155 +472,34 @@ def _mapped(shm: posix_ipc.SharedMemory, size: int, *, writable: bool) -> RawMap
         shm.close_fd()
 
 
-class PositionsWriter:
-    """An SPU's writable positions table (the only writer). Build with :meth:`create`;
-    ``close()`` unmaps and unlinks: the object lives as long as its SPU."""
-
-    def __init__(self, name: str, mapping: RawMapping, max_rows: int) -> None:
-        self.name = name
-        self.max_rows = max_rows
-        self._map: RawMapping | None = mapping
-
-    @classmethod
-    def create(cls, name: str, spu_id: int, spu_pid: int, max_rows: int = positions.DEFAULT_MAX_ROWS) -> "PositionsWriter":
-        """Create ``name`` exclusively (mode 0600), replacing one a dead SPU left.
-
-        Raises SharedMemoryRefused, ClusterAlreadyRunning (its SPU is alive: two SPUs
-        with one id), MetadataTableError.
-        """
-        size = positions.size_for(max_rows)
-        mapping = _create_initialised(
-            name, positions.peek_spu_pid, f"positions table {name} belongs to a running SPU {spu_id}",
-            size, lambda shm, n: _mapped(shm, n, writable=True),
-            lambda mapping: positions.init_positions(mapping.buf, max_rows, spu_id, spu_pid))
-        return cls(name, mapping, max_rows)
-
-    def publish(self, index: int, row: positions.Positions) -> None:
-        """Write row ``index``, then move its wake word and wake (some of) its waiters."""
-        mapping = self._map
-        if mapping is None:
-            raise Closed(f"positions table {self.name} is closed")
-        positions.write_row(mapping.buf, index, row)
-        self._wake(mapping, index)
-
-    def _wake(self, mapping: RawMapping, index: int) -> None:
-        """Move row ``index``'s wake word and wake a few sleepers; they relay to the others
-        (futex.py) unless this wake found so few that it woke them all, as the row then says.
-        (Every append of a leader runs this: the row's address is computed once.)"""
-        buf = mapping.buf
-        at = positions.row_offset(index)
-        value = positions.bump_wake_at(buf, at)
-        if futex.AVAILABLE:
-            woken = futex.wake(mapping.address + at + positions.WAKE_OFFSET, futex.RELAY_FANOUT)
-            positions.mark_woken_at(buf, at, value, woken < futex.RELAY_FANOUT)
-
-    def publish_offsets(self, index: int, log_start: int, hw: int, leo: int, active_base: int,
-                        active_used: int) -> None:
-        """:meth:`publish` of new offsets only, in a row :meth:`publish` wrote whole before
-        (same topic, partition, epoch and role)."""
-        mapping = self._map
-        if mapping is None:
-            raise Closed(f"positions table {self.name} is closed")
-        positions.write_offsets(mapping.buf, index, log_start, hw, leo, active_base, active_used)
-        self._wake(mapping, index)
-
-    def close(self) -> None:
-        """Unmap and unlink (idempotent)."""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-            unlink_if_exists(self.name)
+def create_raw(name: str, peek_pid, busy: str, size: int, init) -> RawMapping:
+    """Create ``name`` exclusively (mode 0600; a stale object, whose writer ``peek_pid`` names
+    a dead process, is replaced; a live one's is refused with ClusterAlreadyRunning(``busy``)),
+    map it writable and ``init(mapping)``; nothing is left behind on failure."""
+    return _create_initialised(name, peek_pid, busy, size, lambda shm, n: _mapped(shm, n, writable=True), init)
 
 
-class PositionsReader:
-    """A consumer's read-only mapping of one SPU's positions table. Build with :meth:`open`."""
-
-    def __init__(self, name: str, mapping: RawMapping, spu_id: int, spu_pid: int, max_rows: int) -> None:
-        self.name = name
-        self.spu_id = spu_id
-        self.spu_pid = spu_pid
-        self.max_rows = max_rows
-        self._map: RawMapping | None = mapping
-
-    @classmethod
-    def open(cls, name: str) -> "PositionsReader":
-        """Map ``name`` read-only and check its header. MetadataTableError when it is missing
-        or not initialised (an SPU starting, or one without direct reads), SharedMemoryRefused
-        for a foreign or unsafe object, LayoutVersionMismatch."""
-        try:
-            shm, st = _open_checked(name, read_only=True)
-        except posix_ipc.ExistentialError as exc:
-            raise MetadataTableError(f"no positions table {name}") from exc
-        if st.st_size < positions.HEADER_SIZE:
-            shm.close_fd()
-            raise MetadataTableError(f"positions table {name} is not initialised yet")
-        mapping = _mapped(shm, st.st_size, writable=False)
-        try:
-            spu_id, spu_pid, max_rows = positions.read_header(mapping.buf)
-        except BaseException:
-            mapping.close()
-            raise
-        return cls(name, mapping, spu_id, spu_pid, max_rows)
-
-    def _buf(self):
-        mapping = self._map
-        if mapping is None:
-            raise Closed(f"positions reader for {self.name} is closed")
-        return mapping.buf
-
-    def find(self, topic: str, partition: int) -> int | None:
-        return positions.find_row(self._buf(), self.max_rows, topic, partition)
-
-    def rows(self) -> list[positions.Positions]:
-        """Every row in use, as published now."""
-        return positions.used_rows(self._buf(), self.max_rows)
-
-    def row(self, index: int) -> positions.Positions:
-        try:
-            return positions.read_row(self._buf(), index)
-        except ValueError as exc:       # released by close() in another thread meanwhile
-            raise Closed(f"positions reader for {self.name} is closed") from exc
-
-    @property
-    def buffer(self):
-        """The mapping's read-only view, for a reader's own struct reads (released, so any
-        read raises ValueError, once the reader is closed)."""
-        return self._buf()
-
-    @property
-    def address(self) -> int:
-        """The mapping's address (futex words are at ``address + positions.wake_offset(i)``)."""
-        self._buf()
-        return self._map.address
-
-    def row_fields(self, index: int) -> tuple:
-        """positions.read_row_fields of row ``index``."""
-        try:
-            return positions.read_row_fields(self._buf(), index)
-        except ValueError as exc:       # released by close() in another thread meanwhile
-            raise Closed(f"positions reader for {self.name} is closed") from exc
-
-    def wake_word(self, index: int) -> tuple[int, int]:
-        """``(address, value now)`` of row ``index``'s futex word, for futex.wait."""
-        buf = self._buf()
-        return self._map.address + positions.wake_offset(index), positions.read_wake(buf, index)
-
-    def woke_all(self, index: int, value: int) -> bool:
-        """True when the publish that moved row ``index``'s word to ``value`` woke every
-        sleeper: a reader woken by it has nobody left to relay the wake to."""
-        return positions.woke_all(self._buf(), index, value)
-
-    def writer_alive(self) -> bool:
-        return _process_alive(self.spu_pid)
-
-    def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+def open_raw(name: str, min_size: int, what: str) -> RawMapping:
+    """Map an existing ``name`` read-only after the owner and mode checks (SharedMemoryRefused).
+    MetadataTableError when it is missing or smaller than ``min_size`` (not initialised yet);
+    ``what`` names the object in those messages."""
+    try:
+        shm, st = _open_checked(name, read_only=True)
+    except posix_ipc.ExistentialError as exc:
+        raise MetadataTableError(f"no {what} {name}") from exc
+    if st.st_size < min_size:
+        shm.close_fd()
+        raise MetadataTableError(f"{what} {name} is not initialised yet")
+    return _mapped(shm, st.st_size, writable=False)
 
 
-def positions_objects(prefix: str) -> list[str]:
-    """Names of the positions objects whose name starts with ``prefix`` (for cleanup)."""
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie is dead; another user's process counts as alive)."""
+    return _process_alive(pid)
+
+
+def shm_names(prefix: str) -> list[str]:
+    """Names of the objects in /dev/shm whose name starts with ``prefix`` (for cleanup)."""
     base = prefix.lstrip("/")
     try:
         return ["/" + entry for entry in os.listdir("/dev/shm") if entry.startswith(base)]

@@ -22,12 +22,12 @@ import time
 import uuid
 
 from rillet.ipc.positions import Positions, Role
-from rillet.ipc.shm import PositionsWriter
+from rillet.ipc.positions_shm import PositionsWriter
 
 READER = """
 import json, sys, time
 from rillet.ipc import futex
-from rillet.ipc.shm import PositionsReader
+from rillet.ipc.positions_shm import PositionsReader
 reader = PositionsReader.open(sys.argv[1])
 count, lat = int(sys.argv[2]), []
 address, value = reader.wake_word(0)

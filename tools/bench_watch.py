@@ -72,7 +72,7 @@ class LogWatch:
         return total
 
     def _open(self) -> None:
-        from rillet.ipc.shm import PositionsReader
+        from rillet.ipc.positions_shm import PositionsReader
         paths = self._cluster.paths
         with self._cluster.admin() as admin:
             leaders = {p.partition: p.leader for p in admin.list_partitions([self._run.topic])}

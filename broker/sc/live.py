@@ -16,7 +16,7 @@ import logging
 from rillet.ipc.errors import RilletError
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.positions import Positions, Role
-from rillet.ipc.shm import PositionsReader
+from rillet.ipc.positions_shm import PositionsReader
 
 
 class LivePositions:

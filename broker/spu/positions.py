@@ -21,7 +21,7 @@ import os
 from rillet.ipc.errors import RilletError
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.positions import Positions, Role
-from rillet.ipc.shm import PositionsWriter
+from rillet.ipc.positions_shm import PositionsWriter
 
 
 class PositionsPublisher:

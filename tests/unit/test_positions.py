@@ -14,7 +14,8 @@ import pytest
 
 from rillet.ipc import futex, positions as p
 from rillet.ipc.errors import ClusterAlreadyRunning, LayoutVersionMismatch, MetadataTableBusy, MetadataTableError
-from rillet.ipc.shm import PositionsReader, PositionsWriter, unlink_if_exists
+from rillet.ipc.positions_shm import PositionsReader, PositionsWriter
+from rillet.ipc.shm import unlink_if_exists
 
 ROW = p.Positions("orders", 3, 7, p.Role.LEADER, 10, 20, 25, 18, 4096)
 

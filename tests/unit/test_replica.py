@@ -121,7 +121,7 @@ def test_the_positions_row_follows_appends_and_a_role_change(tmp_path):
     from rillet.broker.spu.positions import PositionsPublisher
     from rillet.ipc.names import ClusterPaths
     from rillet.ipc.positions import Positions, Role
-    from rillet.ipc.shm import PositionsReader
+    from rillet.ipc.positions_shm import PositionsReader
 
     paths = ClusterPaths.for_cluster(f"pos{uuid.uuid4().hex[:8]}", tmp_path / "home")
     publisher = PositionsPublisher(paths, LEADER, LOGGER)
