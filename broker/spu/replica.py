@@ -22,7 +22,7 @@ import time
 from rillet.ipc import messages as m
 from rillet.ipc.compression import parse_topic_compression
 from rillet.ipc.errors import (
-    CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, RecordsLost, RequestTimedOut,
+    CompressionError, CorruptBatch, NotEnoughReplicas, NotLeader, RecordsLost,
     StaleLeaderEpoch,
 )
 from rillet.ipc.record_decoding import check_readable
@@ -219,15 +219,6 @@ class Replica:
                 and now - self._flushed_at >= self.spec.flush_interval_ms / 1000):
             self.flush()
 
-    async def wait_committed(self, offset: int, timeout_s: float) -> None:
-        """Wait until the HW reaches ``offset`` (ReadCommitted produce)."""
-        if self.hw >= offset:
-            return
-        if await self._wait(True, offset - 1, timeout_s) is _TIMED_OUT:
-            raise RequestTimedOut(
-                f"{self.name}: high watermark {self.hw} did not reach {offset} within timeout_ms={int(timeout_s * 1000)}"
-            )
-
     # --- replication: leader side ---
     def follower_fetch(self, req: m.FollowerFetch) -> bool:
         """Record a follower's progress; True if the ISR changed."""
@@ -347,7 +338,7 @@ class Replica:
 
         A timer that resolves the waiter's own future, not ``asyncio.wait_for``: that wraps it in
         a second future and resumes the task one loop iteration later, which cost every long-poll
-        fetch and ReadCommitted produce 2-4 us of the SPU's CPU (a wait/wake loop: 7.7 -> 4.1 us
+        fetch 2-4 us of the SPU's CPU (a wait/wake loop: 7.7 -> 4.1 us
         on asyncio's loop, 4.1 -> 1.9 us on uvloop).
         """
         loop = asyncio.get_running_loop()

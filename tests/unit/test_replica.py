@@ -95,9 +95,6 @@ def test_waiters_wake_on_append_and_time_out_quietly_or_loudly(tmp_path):
         t = time.monotonic()
         await single.wait_for_data(1, committed=True, timeout_s=0.05)      # nothing new: returns at the timeout
         assert time.monotonic() - t >= 0.04
-        with pytest.raises(RequestTimedOut, match="did not reach 5 within timeout_ms=50"):
-            await single.wait_committed(5, timeout_s=0.05)
-        await single.wait_committed(1, timeout_s=0.05)                     # already there: at once
         for _ in range(3):                             # an idle consumer's long polls leave nothing behind
             await single.wait_for_data(1, committed=True, timeout_s=0.001)
         assert single._waiters == []
