@@ -55,13 +55,18 @@ class Peer:
 @pytest.fixture
 def peer_and_conn():
     directory = tempfile.mkdtemp(prefix="rillet-conn-")       # short: Unix socket paths are limited
-    path = os.path.join(directory, "peer.sock")
-    peer = Peer(path)
-    conn = Connection(path, timeout_s=5)
-    yield peer, conn
-    conn.close()
-    peer.close()
-    shutil.rmtree(directory, ignore_errors=True)
+    peer = conn = None
+    try:                                   # the directory goes also when the set-up itself fails
+        path = os.path.join(directory, "peer.sock")
+        peer = Peer(path)
+        conn = Connection(path, timeout_s=5)
+        yield peer, conn
+    finally:
+        if conn is not None:
+            conn.close()
+        if peer is not None:
+            peer.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def answer(cid: int, fill: int, size: int) -> bytes:
