@@ -191,8 +191,12 @@ class _Sender:
         if not any(b.producer_id == batch.producer_id and b.built < batch.built for b in self.built[p]):
             if batch.producer_id == self.producer_ids[p]:
                 self.producer_ids[p], self.next_sequence[p] = _new_producer_id(), 0
-                log.warning("%s: sequence %d of producer %d follows a batch that failed for good or was lost; "
-                            "the partition's sequence restarts under producer %d", batch.result.where,
+                # Expected after a leader failover at ReadUncommitted (the new leader never got
+                # the batches the old one acknowledged alone), so say what it means, not just what.
+                log.warning("%s: the leader holds no batch before sequence %d of producer %d (an earlier "
+                            "batch failed for good, or was acknowledged by a leader that then failed before "
+                            "replicating it: ReadUncommitted acknowledgements do not survive a failover, "
+                            "ReadCommitted ones do); resending from it as producer %d", batch.result.where,
                             batch.sequence, batch.producer_id, self.producer_ids[p])
             self.built[p].discard(batch)
             batch.payload, batch.sequence = None, -1
