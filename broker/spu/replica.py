@@ -67,6 +67,9 @@ class Replica:
         self.hw = log.leo if len(spec.replicas) == 1 else log.read_high_watermark()
         self._saved_hw = self.hw
         self._saved_at = float("-inf")     # never saved: the first change is written at once
+        # The SPU's checkpoint writer (broker/spu/hw_checkpoints.py: a worker thread, so the
+        # two fsyncs are not a stall of the event loop); None (unit tests): written at once.
+        self.checkpoints = None
         self.flushes = 0                 # fsyncs of the log (flush policy), reported to the SC
         # Metrics counters (plain ints on the hot path), reported to the SC: see m.ReplicaStatus.
         self.records_in = self.bytes_in = self.records_out = self.bytes_out = 0
@@ -399,7 +402,12 @@ class Replica:
         now = time.monotonic() if now is None else now
         if (self.replicated and self.hw != self._saved_hw and not self.log.closed
                 and (force or now - self._saved_at >= HW_CHECKPOINT_INTERVAL_S)):
-            self.log.write_high_watermark(self.hw)
+            if self.checkpoints is not None and not force:
+                self.checkpoints.submit(self, self.hw)
+            else:
+                if self.checkpoints is not None:
+                    self.checkpoints.drain()         # a queued, older value must not land after this one
+                self.log.write_high_watermark(self.hw)
             self._saved_hw, self._saved_at = self.hw, now
             return True
         return False
@@ -442,6 +450,8 @@ class Replica:
             if not fut.done():
                 fut.cancel()
         try:
+            if self.checkpoints is not None:
+                self.checkpoints.drain()             # nothing of this replica is written after it closed
             self.save_hw(force=True)
         finally:
             self.log.close()

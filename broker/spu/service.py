@@ -35,6 +35,7 @@ from .commit_waiter import CommitWaiter
 from .follower import follow
 from .loop import EventQueue
 from .health import HEALTH_CHECK_S, files_problem
+from .hw_checkpoints import HwCheckpoints
 from .positions import PositionsPublisher
 from .replica import Replica
 
@@ -87,6 +88,7 @@ class SpuService:
         self._snapshot = None
         self._checked_seq = -1           # the table's seqlock word when _snapshot was last checked
         self.positions = PositionsPublisher(paths, spu_id, logger)
+        self.checkpoints = HwCheckpoints(logger)         # HW checkpoints off the event loop
         # What happened, for the SPU's main loop to decide on (broker/spu/loop.py): offsets that
         # moved (a flag, coalesced) and ISR changes (reported at once: the SC elects from them).
         self.events = EventQueue()
@@ -166,6 +168,7 @@ class SpuService:
             self.log.warning("replica %s/%d recovery: %s", spec.topic, spec.partition, cut)
         replica = self.replicas[key] = Replica(self.spu_id, spec, plog, self.log, events=self.events,
                                                on_positions=self.positions.publish)
+        replica.checkpoints = self.checkpoints
         self.problems.pop(key, None)
         if plog.load_damage:
             replica.damage = Damage(*plog.load_damage[0])
@@ -387,6 +390,7 @@ class SpuService:
             except Exception:
                 self.log.exception("closing replica %s failed", replica.name)
         self.replicas.clear()
+        self.checkpoints.close()
         self.positions.close()
         if self._table is not None:
             self._table.close()

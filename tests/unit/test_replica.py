@@ -75,6 +75,34 @@ def test_force_writes_at_once(replica):
     assert _saved(replica) == 4
 
 
+def test_an_spus_checkpoints_are_written_off_the_calling_thread_and_closing_drains_them(tmp_path):
+    """The SPU hands checkpoints to a worker thread (two fsyncs are not a stall of its event
+    loop); a replica that closes first waits for what is queued, then writes its last one."""
+    import threading
+    from rillet.broker.spu.hw_checkpoints import HwCheckpoints
+    checkpoints = HwCheckpoints(LOGGER)
+    r = make_replica(tmp_path)
+    r.checkpoints = checkpoints
+    writers, real_write = [], r.log.write_high_watermark
+
+    def slow_write(value):
+        time.sleep(0.2)
+        writers.append(threading.current_thread())
+        real_write(value)
+    r.log.write_high_watermark = slow_write
+    try:
+        r.hw = 7
+        start = time.monotonic()
+        assert r.save_hw(now=1.0)
+        assert time.monotonic() - start < 0.1          # queued, not written on this thread
+        r.hw = 8
+        r.close()                                      # drains the queued 7, then writes 8 itself
+        assert writers[0] is not threading.current_thread() and writers[1] is threading.current_thread()
+        assert read_checkpoint(tmp_path / "t-0" / HIGH_WATERMARK_FILE, -1) == 8
+    finally:
+        checkpoints.close()
+
+
 # --- waiters: long-poll fetches and ReadCommitted produces ---------------------------------------
 
 def one_batch() -> memoryview:
