@@ -18,7 +18,6 @@ from operator import add, itemgetter, sub
 
 from rillet.ipc.errors import Closed, MessageTooLarge, RilletError, Timeout
 from rillet.ipc.metadata_table import PartitionStatus
-from rillet.ipc.record_runs import RAW_EMPTY, encode_keyless_run
 from rillet.ipc.records import RECORD_OVERHEAD, coerce_bytes
 
 from ._produce_output import ProduceOutput, _BatchResult
@@ -36,15 +35,22 @@ class _Batch:
     """One batch from its first record to its answer: open, then sealed (queued,
     in flight, maybe retried), then finished."""
 
-    __slots__ = ("partition", "records", "first_ts", "last_ts", "result", "deadline", "size", "attempt",
-                 "first_sent", "payload", "finished", "producer_id", "sequence", "built")
+    __slots__ = ("partition", "records", "marks", "ts", "plain", "loose", "first_ts", "last_ts", "result",
+                 "deadline", "size", "attempt", "first_sent", "payload", "finished", "producer_id", "sequence",
+                 "built")
 
     def __init__(self, partition: int, deadline: float, where: str) -> None:
         self.partition = partition
-        # The records in wire shape, (timestamp_ms - first_ts, key, value, None), appended
-        # here by send itself (records.build_batch encodes them): a BatchBuilder.append per
-        # record was a third Python call per send.
-        self.records: list[tuple] = []
+        # The records, appended here by send itself (a BatchBuilder.append per record was a
+        # third Python call per send): a keyless record as its value alone (bytes), a keyed one
+        # as its wire tuple (timestamp_ms - first_ts, key, value, None). ``marks`` give the
+        # keyless values their deltas: (index, delta) for the values from index on, one mark
+        # each time the millisecond changes (ipc/record_runs.py encodes them, one join a mark).
+        self.records: list = []
+        self.marks: list[tuple[int, int]] = []
+        self.ts = -1                     # the last mark's timestamp: send appends a value at it alone
+        self.plain = True                # keyless values only: built by record_runs.build_keyless_batch
+        self.loose = False               # some keyless values: built through record_runs.wire_records
         self.first_ts = 0
         # The greatest timestamp in it, kept as records come (one comparison each; a clock
         # read, so never out of range): the build then does not scan the records for it.
@@ -60,6 +66,15 @@ class _Batch:
         self.sequence = -1
         self.built = -1                  # build order within the producer
 
+    def stamp(self, ts: int) -> None:
+        """Make ``ts`` the timestamp of the records appended next (a record's timestamp is
+        the time of its send): a mark, and the batch's first and greatest timestamps."""
+        if not self.records:
+            self.first_ts = ts
+        self.marks.append((len(self.records), ts - self.first_ts))
+        self.ts = ts
+        if ts > self.last_ts:
+            self.last_ts = ts
 
 
 class _Accumulator:
@@ -78,6 +93,7 @@ class _Accumulator:
                     if self.closing:
                         raise Closed(f"producer for topic {self.topic!r} is closed")
                     keyless = False
+                    routed = partition is None
                     if partition is None:
                         if self.fixed is not None:
                             partition = self.fixed
@@ -94,14 +110,19 @@ class _Accumulator:
                         partition = batch.partition
                     records = batch.records
                     index = len(records)
-                    if not index:
-                        batch.first_ts = ts
-                    if ts > batch.last_ts:
-                        batch.last_ts = ts
-                    records.append((ts - batch.first_ts, key, value, None))
+                    if ts != batch.ts:
+                        batch.stamp(ts)
+                    if key is None:
+                        records.append(value)
+                        batch.loose = True
+                    else:
+                        records.append((ts - batch.first_ts, key, value, None))
+                        batch.plain = False
                     batch.size += size
                     if (self.linger0 or batch.size >= self.batch_limit) and self.queued[partition] < self.queue_limit:
                         self._seal(batch, direct=True)
+                    elif routed and key is None:
+                        self.hot = batch         # TopicProducer.send appends the next keyless values to it
                     return ProduceOutput(batch.result, index)
                 finally:
                     if self.to_write:
@@ -133,7 +154,6 @@ class _Accumulator:
             if first is not None:
                 too_large = self._too_large(cum[first] - (cum[first - 1] if first else 0))
                 keys, values, cum = None if keys is None else keys[:first], values[:first], cum[:first]
-                vlens = vlens[:first]
         outputs: list[ProduceOutput] = []
         links = ()
         try:
@@ -143,7 +163,7 @@ class _Accumulator:
                     if self.closing:
                         raise Closed(f"producer for topic {self.topic!r} is closed")
                     try:
-                        outputs = self._append_routed(keys, values, cum, ts, vlens)
+                        outputs = self._append_routed(keys, values, cum, ts)
                     finally:
                         links = self._take_writes()
         finally:
@@ -154,13 +174,12 @@ class _Accumulator:
             raise too_large
         return outputs
 
-    def _append_routed(self, keys, values, cum, ts: int, vlens: list[int]) -> list[ProduceOutput]:
-        """Split records into per-partition runs, in order, and append each (lock held).
-        ``vlens``: the values' lengths."""
+    def _append_routed(self, keys, values, cum, ts: int) -> list[ProduceOutput]:
+        """Split records into per-partition runs, in order, and append each (lock held)."""
         if self.fixed is not None:
-            return self._append_run(self.fixed, False, keys, values, cum, ts, vlens)
+            return self._append_run(self.fixed, False, keys, values, cum, ts)
         if keys is None:
-            return self._append_run(0, True, None, values, cum, ts, vlens)
+            return self._append_run(0, True, None, values, cum, ts)
         n, count = len(values), self.partition_count
         keyless = keys.count(None)
         if keyless:
@@ -184,15 +203,14 @@ class _Accumulator:
                 outputs[i] = out
         return outputs
 
-    def _append_run(self, partition: int, keyless: bool, keys, values, cum, ts: int,
-                    vlens: list[int] | None = None) -> list[ProduceOutput]:
+    def _append_run(self, partition: int, keyless: bool, keys, values, cum, ts: int) -> list[ProduceOutput]:
         """Append records of one partition (or keyless ones) batch by batch (lock held).
 
         ``cum``: the records' sizes (RECORD_OVERHEAD included), accumulated (a list, or a
         range when they are all one size). Each batch takes the longest prefix that fits
-        (a bisect), then is sealed or waited for as in ``send``. With ``keys`` None and
-        ``vlens`` (the values' lengths), each batch's part is encoded in one join
-        (record_runs.encode_keyless_run) instead of a wire tuple per record.
+        (a bisect), then is sealed or waited for as in ``send``. With ``keys`` None the
+        values go in as they are (the build encodes them in one join a mark,
+        ipc/record_runs.py), else as wire tuples.
         """
         limit, n, j, before = self.batch_limit, len(values), 0, 0
         outputs: list[ProduceOutput] = []
@@ -206,19 +224,14 @@ class _Accumulator:
             end = bisect_right(cum, before + limit - batch.size, j + 1)
             records = batch.records
             index = len(records)
-            if not index:
-                batch.first_ts = ts
-            if ts > batch.last_ts:
-                batch.last_ts = ts
-            run = None
-            if keys is None and vlens is not None:
-                run = encode_keyless_run(ts - batch.first_ts, values[j:end], vlens[j:end])
-            if run is not None:
-                records.append(run)
-                records.extend(repeat(RAW_EMPTY, end - j - 1))
+            if ts != batch.ts:
+                batch.stamp(ts)
+            if keys is None:
+                records += values if j == 0 and end == n else values[j:end]
+                batch.loose = True
             else:
-                records.extend(zip(repeat(ts - batch.first_ts), repeat(None) if keys is None else keys[j:end],
-                                   values[j:end], repeat(None)))
+                records.extend(zip(repeat(ts - batch.first_ts), keys[j:end], values[j:end], repeat(None)))
+                batch.plain = False
             outputs += map(ProduceOutput, repeat(batch.result), range(index, index + end - j))
             batch.size += cum[end - 1] - before
             before, j = cum[end - 1], end
@@ -269,6 +282,7 @@ class _Accumulator:
         write it on its link from this thread when nothing of its partition waits."""
         p = batch.partition
         del self.open[p]
+        self.hot = None                  # the keyless partition may change: send's slow path sets it again
         batch.result.records = len(batch.records)
         batch.result.seq = next(self._seq)
         self.queued[p] += 1

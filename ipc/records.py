@@ -320,6 +320,35 @@ def build_batch(records: list, first_timestamp: int, size: int, codec: Codec, *,
         raise InvalidArgument(f"record timestamps are too far apart to encode: {exc}") from exc
 
 
+def build_block_batch(block: list, count: int, first_timestamp: int, max_timestamp: int, codec: Codec, *,
+                      producer_id: int = -1, producer_epoch: int = -1, first_sequence: int = -1) -> bytes:
+    """:func:`build_batch` over a records block its caller encoded (ipc/record_runs.py): ``block``
+    is the msgpack array of ``count`` records as pieces to join, ``max_timestamp`` the records'
+    greatest timestamp. The same checks, the same bytes."""
+    if not count:
+        raise InvalidArgument("cannot build a record batch with no records")
+    if not (_INT64[0] <= producer_id <= _INT64[1] and _INT16[0] <= producer_epoch <= _INT16[1]
+            and _INT32[0] <= first_sequence <= _INT32[1] and _INT64[0] <= first_timestamp
+            and max_timestamp <= _INT64[1] and count <= _INT32[1]):
+        _check_fields(producer_id, producer_epoch, first_sequence, first_timestamp, max_timestamp, count)
+    fields = (first_timestamp, max_timestamp, producer_id, producer_epoch, first_sequence)
+    head = bytearray(HEADER_SIZE)
+    if codec is Codec.NONE:
+        _pack_header(head, sum(map(len, block)), count, codec, fields)
+        with memoryview(head) as view:
+            crc = crc32(view[ATTRIBUTES_POS:])
+        for piece in block:              # a few pieces: the runs' joins and their ends
+            crc = crc32(piece, crc)
+        _CRC.pack_into(head, CRC_POS, crc)
+        return b"".join((head, *block))
+    payload = compress(codec, b"".join(block))
+    _pack_header(head, len(payload), count, codec, fields)
+    with memoryview(head) as view:
+        crc = crc32(payload, crc32(view[ATTRIBUTES_POS:]))
+    _CRC.pack_into(head, CRC_POS, crc)
+    return b"".join((head, payload))
+
+
 def _check_fields(producer_id: int, producer_epoch: int, first_sequence: int, low: int, high: int,
                   count: int) -> None:
     _check_range("producer_id", producer_id, _INT64)
