@@ -37,10 +37,13 @@ _ENCODER = msgspec.msgpack.Encoder()
 
 def _bin_header(length: int) -> bytes:
     if length < 0x100:
-        return bytes((0xC4, length))
+        return _BIN8[length]
     if length < 0x10000:
         return b"\xc5" + length.to_bytes(2, "big")
     return b"\xc6" + length.to_bytes(4, "big")
+
+
+_BIN8 = [bytes((0xC4, n)) for n in range(0x100)]
 
 
 def _array_header(count: int) -> bytes:
@@ -51,17 +54,25 @@ def _array_header(count: int) -> bytes:
     return b"\xdd" + count.to_bytes(4, "big")
 
 
+def _record_head(delta: int) -> bytes:
+    """A keyless record's bytes before its value's bin header: array of 4, delta, nil key."""
+    return b"\x94" + _ENCODER.encode(delta) + _NIL
+
+
+_HEADS = [_record_head(delta) for delta in range(128)]     # positive fixints: a send loop's deltas
+
+
 def run_pieces(delta: int, values: list) -> list[bytes] | None:
     """The msgpack of keyless records ``[delta, nil, value, nil]`` for ``values`` (bytes, at
     least one), back to back without an array header, as pieces to join; None when the values
     have more than RUN_MAX_LENGTHS distinct lengths (then per-record tuples cost less than the
     separators). ``delta`` must fit a msgpack int (the producer's do)."""
-    head = b"\x94" + _ENCODER.encode(delta) + _NIL          # the record's array, delta, nil key
+    head = _HEADS[delta] if 0 <= delta < 128 else _record_head(delta)
     lens = list(map(len, values))
     first = lens[0]
     if lens.count(first) == len(lens):                      # one length: one separator
-        sep = _NIL + head + _bin_header(first)
-        return [head + _bin_header(first), sep.join(values), _NIL]
+        bin_header = _bin_header(first)
+        return [head + bin_header, (_NIL + head + bin_header).join(values), _NIL]
     distinct = set(lens)
     if len(distinct) > RUN_MAX_LENGTHS:
         return None
@@ -96,8 +107,8 @@ def build_keyless_batch(values: list, marks: list[tuple[int, int]], first_timest
                 if run is None:
                     return None
                 block += run
-    return build_block_batch(block, n, first_timestamp, max_timestamp, codec, producer_id=producer_id,
-                             producer_epoch=producer_epoch, first_sequence=first_sequence)
+    return build_block_batch(block, n, first_timestamp, max_timestamp, codec, producer_id, producer_epoch,
+                             first_sequence)
 
 
 def wire_records(records: list, marks: list[tuple[int, int]]) -> list:

@@ -91,6 +91,10 @@ def _crc32_function():
 
 crc32, CRC32_IMPLEMENTATION = _crc32_function()
 
+# The header in two parts: up to the CRC, and the part the CRC covers (build_block_batch).
+_HEADER_HEAD = struct.Struct("<qiiBI")
+_HEADER_TAIL = struct.Struct("<Hiqqqhii")
+assert _HEADER_HEAD.size == ATTRIBUTES_POS and _HEADER_HEAD.size + _HEADER_TAIL.size == HEADER_SIZE
 _OFFSET = struct.Struct("<q")
 _EPOCH = struct.Struct("<i")
 _CRC = struct.Struct("<I")
@@ -320,33 +324,30 @@ def build_batch(records: list, first_timestamp: int, size: int, codec: Codec, *,
         raise InvalidArgument(f"record timestamps are too far apart to encode: {exc}") from exc
 
 
-def build_block_batch(block: list, count: int, first_timestamp: int, max_timestamp: int, codec: Codec, *,
+def build_block_batch(block: list, count: int, first_timestamp: int, max_timestamp: int, codec: Codec,
                       producer_id: int = -1, producer_epoch: int = -1, first_sequence: int = -1) -> bytes:
     """:func:`build_batch` over a records block its caller encoded (ipc/record_runs.py): ``block``
     is the msgpack array of ``count`` records as pieces to join, ``max_timestamp`` the records'
-    greatest timestamp. The same checks, the same bytes."""
+    greatest timestamp. The same checks, the same bytes. The header is packed in its two
+    parts, the one the CRC covers first: no buffer to patch, one join at the end."""
     if not count:
         raise InvalidArgument("cannot build a record batch with no records")
     if not (_INT64[0] <= producer_id <= _INT64[1] and _INT16[0] <= producer_epoch <= _INT16[1]
             and _INT32[0] <= first_sequence <= _INT32[1] and _INT64[0] <= first_timestamp
             and max_timestamp <= _INT64[1] and count <= _INT32[1]):
         _check_fields(producer_id, producer_epoch, first_sequence, first_timestamp, max_timestamp, count)
-    fields = (first_timestamp, max_timestamp, producer_id, producer_epoch, first_sequence)
-    head = bytearray(HEADER_SIZE)
-    if codec is Codec.NONE:
-        _pack_header(head, sum(map(len, block)), count, codec, fields)
-        with memoryview(head) as view:
-            crc = crc32(view[ATTRIBUTES_POS:])
-        for piece in block:              # a few pieces: the runs' joins and their ends
-            crc = crc32(piece, crc)
-        _CRC.pack_into(head, CRC_POS, crc)
-        return b"".join((head, *block))
-    payload = compress(codec, b"".join(block))
-    _pack_header(head, len(payload), count, codec, fields)
-    with memoryview(head) as view:
-        crc = crc32(payload, crc32(view[ATTRIBUTES_POS:]))
-    _CRC.pack_into(head, CRC_POS, crc)
-    return b"".join((head, payload))
+    if codec is not Codec.NONE:
+        block = [compress(codec, b"".join(block))]
+    size = sum(map(len, block))
+    batch_length = HEADER_SIZE - PREAMBLE_SIZE + size
+    if batch_length > _INT32[1]:
+        _check_range("batch_length", batch_length, _INT32)
+    tail = _HEADER_TAIL.pack(int(codec), count - 1, first_timestamp, max_timestamp, producer_id, producer_epoch,
+                             first_sequence, count)
+    crc = crc32(tail)
+    for piece in block:                  # a few pieces: the runs' joins and their ends
+        crc = crc32(piece, crc)
+    return b"".join((_HEADER_HEAD.pack(0, batch_length, -1, MAGIC, crc), tail, *block))
 
 
 def _check_fields(producer_id: int, producer_epoch: int, first_sequence: int, low: int, high: int,
