@@ -35,9 +35,9 @@ class _Batch:
     """One batch from its first record to its answer: open, then sealed (queued,
     in flight, maybe retried), then finished."""
 
-    __slots__ = ("partition", "records", "marks", "ts", "plain", "loose", "first_ts", "last_ts", "result",
-                 "deadline", "size", "attempt", "first_sent", "payload", "finished", "producer_id", "sequence",
-                 "built")
+    __slots__ = ("partition", "records", "marks", "ts", "plain", "loose", "lengths", "vlen", "unit", "sized",
+                 "room", "first_ts", "last_ts", "result", "deadline", "size", "attempt", "first_sent", "payload",
+                 "finished", "producer_id", "sequence", "built")
 
     def __init__(self, partition: int, deadline: float, where: str) -> None:
         self.partition = partition
@@ -51,6 +51,16 @@ class _Batch:
         self.ts = -1                     # the last mark's timestamp: send appends a value at it alone
         self.plain = True                # keyless values only: built by record_runs.build_keyless_batch
         self.loose = False               # some keyless values: built through record_runs.wire_records
+        self.lengths = -2                # the one length of its keyless values (-2: none yet, -1: several)
+        # While the batch is the producer's ``hot`` one (see TopicProducer.send), send appends
+        # keyless values of length ``vlen`` without adding up their sizes: ``size`` counts
+        # records[:sized], each one after it counts ``unit`` bytes (``settle`` adds them), and
+        # ``room`` is the record count up to which they stay below the limit. ``vlen`` -1:
+        # values of any length, their sizes added up one by one.
+        self.vlen = -1
+        self.unit = 0
+        self.sized = 0
+        self.room = 0
         self.first_ts = 0
         # The greatest timestamp in it, kept as records come (one comparison each; a clock
         # read, so never out of range): the build then does not scan the records for it.
@@ -65,6 +75,28 @@ class _Batch:
         self.producer_id = -1            # idempotence: its producer id and first sequence, once built
         self.sequence = -1
         self.built = -1                  # build order within the producer
+
+    def settle(self) -> None:
+        """Count send's appends since the batch became hot into ``size``."""
+        n = len(self.records)
+        if n != self.sized:
+            self.size += (n - self.sized) * self.unit
+            self.sized = n
+
+    def heat(self, limit: int) -> None:
+        """Make the batch (its size exact) hot: send appends a keyless value to it while the
+        batch stays below ``limit``, by count when its keyless values are all one length."""
+        length = self.lengths
+        if length >= 0:
+            self.vlen, self.unit, self.sized = length, length + RECORD_OVERHEAD, len(self.records)
+            self.room = self.sized + (limit - 1 - self.size) // self.unit
+        else:                            # sized one by one: settle must add nothing
+            self.vlen, self.unit = -1, 0
+
+    def note_lengths(self, length: int) -> None:
+        """Keyless values of ``length`` (-1: of several lengths) were appended."""
+        if self.lengths != length:
+            self.lengths = length if self.lengths == -2 else -1
 
     def stamp(self, ts: int) -> None:
         """Make ``ts`` the timestamp of the records appended next (a record's timestamp is
@@ -92,6 +124,7 @@ class _Accumulator:
                 try:
                     if self.closing:
                         raise Closed(f"producer for topic {self.topic!r} is closed")
+                    self._unhot()
                     keyless = False
                     routed = partition is None
                     if partition is None:
@@ -108,6 +141,7 @@ class _Accumulator:
                         if batch is None:
                             return None
                         partition = batch.partition
+                        self._unhot()            # another thread's send may have made one while it waited
                     records = batch.records
                     index = len(records)
                     if ts != batch.ts:
@@ -115,6 +149,7 @@ class _Accumulator:
                     if key is None:
                         records.append(value)
                         batch.loose = True
+                        batch.note_lengths(len(value))
                     else:
                         records.append((ts - batch.first_ts, key, value, None))
                         batch.plain = False
@@ -123,6 +158,7 @@ class _Accumulator:
                         self._seal(batch, direct=True)
                     elif routed and key is None:
                         self.hot = batch         # TopicProducer.send appends the next keyless values to it
+                        batch.heat(self.fast_limit)
                     return ProduceOutput(batch.result, index)
                 finally:
                     if self.to_write:
@@ -143,8 +179,10 @@ class _Accumulator:
             return []
         vlens = list(map(len, values))
         one = vlens[0] + RECORD_OVERHEAD
+        length = -1                              # the values' one length, if they have one
         if keys is None and vlens.count(vlens[0]) == len(vlens):
             cum = range(one, one * len(vlens) + 1, one)     # one size: the sums without making them
+            length = vlens[0]
         else:
             lens = vlens if keys is None else map(add, vlens, [0 if k is None else len(k) for k in keys])
             cum = list(accumulate(map(add, lens, repeat(RECORD_OVERHEAD))))   # bytes up to each record
@@ -163,7 +201,8 @@ class _Accumulator:
                     if self.closing:
                         raise Closed(f"producer for topic {self.topic!r} is closed")
                     try:
-                        outputs = self._append_routed(keys, values, cum, ts)
+                        self._unhot()
+                        outputs = self._append_routed(keys, values, cum, ts, length)
                     finally:
                         links = self._take_writes()
         finally:
@@ -174,12 +213,13 @@ class _Accumulator:
             raise too_large
         return outputs
 
-    def _append_routed(self, keys, values, cum, ts: int) -> list[ProduceOutput]:
-        """Split records into per-partition runs, in order, and append each (lock held)."""
+    def _append_routed(self, keys, values, cum, ts: int, length: int) -> list[ProduceOutput]:
+        """Split records into per-partition runs, in order, and append each (lock held).
+        ``length``: the values' one length, or -1."""
         if self.fixed is not None:
-            return self._append_run(self.fixed, False, keys, values, cum, ts)
+            return self._append_run(self.fixed, False, keys, values, cum, ts, length)
         if keys is None:
-            return self._append_run(0, True, None, values, cum, ts)
+            return self._append_run(0, True, None, values, cum, ts, length)
         n, count = len(values), self.partition_count
         keyless = keys.count(None)
         if keyless:
@@ -203,14 +243,15 @@ class _Accumulator:
                 outputs[i] = out
         return outputs
 
-    def _append_run(self, partition: int, keyless: bool, keys, values, cum, ts: int) -> list[ProduceOutput]:
+    def _append_run(self, partition: int, keyless: bool, keys, values, cum, ts: int,
+                    length: int = -1) -> list[ProduceOutput]:
         """Append records of one partition (or keyless ones) batch by batch (lock held).
 
         ``cum``: the records' sizes (RECORD_OVERHEAD included), accumulated (a list, or a
         range when they are all one size). Each batch takes the longest prefix that fits
         (a bisect), then is sealed or waited for as in ``send``. With ``keys`` None the
-        values go in as they are (the build encodes them in one join a mark,
-        ipc/record_runs.py), else as wire tuples.
+        values (of the one ``length``, or -1) go in as they are (the build encodes them in one
+        join a mark, ipc/record_runs.py), else as wire tuples.
         """
         limit, n, j, before = self.batch_limit, len(values), 0, 0
         outputs: list[ProduceOutput] = []
@@ -221,6 +262,7 @@ class _Accumulator:
             if batch is None or batch.size + cum[j] - before > limit:
                 batch = self._batch_for(partition, cum[j] - before, keyless, True)
                 partition = batch.partition
+                self._unhot()                    # another thread's send may have made one while it waited
             end = bisect_right(cum, before + limit - batch.size, j + 1)
             records = batch.records
             index = len(records)
@@ -229,6 +271,7 @@ class _Accumulator:
             if keys is None:
                 records += values if j == 0 and end == n else values[j:end]
                 batch.loose = True
+                batch.note_lengths(length)
             else:
                 records.extend(zip(repeat(ts - batch.first_ts), keys[j:end], values[j:end], repeat(None)))
                 batch.plain = False
@@ -282,7 +325,7 @@ class _Accumulator:
         write it on its link from this thread when nothing of its partition waits."""
         p = batch.partition
         del self.open[p]
-        self.hot = None                  # the keyless partition may change: send's slow path sets it again
+        self._unhot()                    # the keyless partition may change: send's slow path sets it again
         batch.result.records = len(batch.records)
         batch.result.seq = next(self._seq)
         self.queued[p] += 1
@@ -329,6 +372,14 @@ class _Accumulator:
             return None
         self.routes[p] = (link, now + _ROUTE_TTL_S)
         return link
+
+    def _unhot(self) -> None:
+        """No batch is hot any more (lock held): the one that was counts its records' sizes.
+        Every path but TopicProducer.send's appends reads exact sizes after this."""
+        batch = self.hot
+        if batch is not None:
+            self.hot = None
+            batch.settle()
 
     def _take_writes(self) -> list[SpuLink] | tuple:
         """Links with frames the fast path queued (lock held); the caller calls write_out on

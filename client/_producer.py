@@ -224,8 +224,8 @@ class _ProducerCore(_Accumulator, _Sender):
                 batch.result.records = len(batch.records)
                 self.queued[batch.partition] += 1
                 left.append(batch)
+            self._unhot()
             self.open.clear()
-            self.hot = None
             links = list(self.links.values())
             self.work.notify_all()
             self.room.notify_all()
@@ -284,18 +284,26 @@ class TopicProducer:
             # set by core.send, None after any seal or close) in the same millisecond as the
             # record before it (so no mark: ipc/record_runs.py) and leaves it below the batch
             # limit (fast_limit is 0 at linger 0: every record seals). It goes in as its value.
+            # A value of the batch's one length (vlen) is counted, not sized: the batch holds
+            # ``room`` records of it (_accumulator._Batch.heat); any length is sized (vlen -1).
             ts = _time_ns() // 1_000_000
             lock = core.lock
             lock.acquire()                      # not `with`: 50 ns less on this path
             try:
                 batch = core.hot
                 if batch is not None and batch.ts == ts:
-                    size = batch.size + len(value) + RECORD_OVERHEAD
-                    if size < core.fast_limit:
-                        records = batch.records
-                        records.append(value)
-                        batch.size = size
-                        return ProduceOutput(batch.result, len(records) - 1)
+                    records = batch.records
+                    n = len(records)
+                    if len(value) == batch.vlen:
+                        if n < batch.room:
+                            records.append(value)
+                            return ProduceOutput(batch.result, n)
+                    elif batch.vlen < 0:
+                        size = batch.size + len(value) + RECORD_OVERHEAD
+                        if size < core.fast_limit:
+                            records.append(value)
+                            batch.size = size
+                            return ProduceOutput(batch.result, n)
             finally:
                 lock.release()
             return core.send(None, value, None)
@@ -312,7 +320,7 @@ class TopicProducer:
                 if p is None:
                     p = core.partitioner.for_key(key, core.partition_count)
                 batch = core.open.get(p)
-                if batch is not None:
+                if batch is not None and batch is not core.hot:      # the hot one's size is not exact
                     size = batch.size + len(value) + RECORD_OVERHEAD + len(key)
                     if size < core.fast_limit:
                         records = batch.records

@@ -131,7 +131,7 @@ class _Sender:
             if batch.plain:              # keyless values only: joined, no tuple per record
                 payload = build_keyless_batch(batch.records, batch.marks, batch.first_ts, batch.last_ts, self.codec,
                                               producer_id=batch.producer_id, producer_epoch=epoch,
-                                              first_sequence=batch.sequence)
+                                              first_sequence=batch.sequence, length=batch.lengths)
             if payload is None:
                 records = wire_records(batch.records, batch.marks) if batch.loose else batch.records
                 payload = build_batch(records, batch.first_ts, batch.size, self.codec,

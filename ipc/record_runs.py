@@ -62,17 +62,21 @@ def _record_head(delta: int) -> bytes:
 _HEADS = [_record_head(delta) for delta in range(128)]     # positive fixints: a send loop's deltas
 
 
-def run_pieces(delta: int, values: list) -> list[bytes] | None:
+def run_pieces(delta: int, values: list, length: int = -1) -> list[bytes] | None:
     """The msgpack of keyless records ``[delta, nil, value, nil]`` for ``values`` (bytes, at
-    least one), back to back without an array header, as pieces to join; None when the values
-    have more than RUN_MAX_LENGTHS distinct lengths (then per-record tuples cost less than the
-    separators). ``delta`` must fit a msgpack int (the producer's do)."""
+    least one; all of ``length`` bytes when it is not -1), back to back without an array
+    header, as pieces to join; None when the values have more than RUN_MAX_LENGTHS distinct
+    lengths (then per-record tuples cost less than the separators). ``delta`` must fit a
+    msgpack int (the producer's do)."""
     head = _HEADS[delta] if 0 <= delta < 128 else _record_head(delta)
-    lens = list(map(len, values))
-    first = lens[0]
-    if lens.count(first) == len(lens):                      # one length: one separator
-        bin_header = _bin_header(first)
+    if length < 0:                                          # unknown: look (~10 ns a value)
+        lens = list(map(len, values))
+        if lens.count(lens[0]) == len(lens):
+            length = lens[0]
+    if length >= 0:                                         # one length: one separator
+        bin_header = _bin_header(length)
         return [head + bin_header, (_NIL + head + bin_header).join(values), _NIL]
+    first = lens[0]
     distinct = set(lens)
     if len(distinct) > RUN_MAX_LENGTHS:
         return None
@@ -87,14 +91,16 @@ def run_pieces(delta: int, values: list) -> list[bytes] | None:
 
 def build_keyless_batch(values: list, marks: list[tuple[int, int]], first_timestamp: int, max_timestamp: int,
                         codec: Codec, *, producer_id: int = -1, producer_epoch: int = -1,
-                        first_sequence: int = -1) -> bytes | None:
+                        first_sequence: int = -1, length: int = -1) -> bytes | None:
     """The batch records.build_batch would build from the keyless records ``values`` (bytes)
     at the deltas ``marks`` give (the first mark at index 0), byte for byte; None when a run
-    has more than RUN_MAX_LENGTHS distinct lengths (build through ``wire_records`` then)."""
+    has more than RUN_MAX_LENGTHS distinct lengths (build through ``wire_records`` then).
+    ``length``: the one length of all the values when the caller knows it (the producer's
+    batches keep it), else -1."""
     n = len(values)
     block = [_array_header(n)]
     if len(marks) == 1:                                     # a send loop's batch, mostly
-        run = run_pieces(marks[0][1], values)
+        run = run_pieces(marks[0][1], values, length)
         if run is None:
             return None
         block += run
@@ -103,7 +109,7 @@ def build_keyless_batch(values: list, marks: list[tuple[int, int]], first_timest
         ends.append(n)
         for (start, delta), end in zip(marks, ends):
             if end > start:
-                run = run_pieces(delta, values[start:end])
+                run = run_pieces(delta, values[start:end], length)
                 if run is None:
                     return None
                 block += run
