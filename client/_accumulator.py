@@ -35,7 +35,7 @@ class _Batch:
     """One batch from its first record to its answer: open, then sealed (queued,
     in flight, maybe retried), then finished."""
 
-    __slots__ = ("partition", "records", "marks", "ts", "plain", "loose", "lengths", "vlen", "unit", "sized",
+    __slots__ = ("partition", "records", "marks", "ts", "t_lo", "t_hi", "plain", "loose", "lengths", "vlen", "unit", "sized",
                  "room", "first_ts", "last_ts", "result", "deadline", "size", "attempt", "first_sent", "payload",
                  "finished", "producer_id", "sequence", "built")
 
@@ -49,6 +49,7 @@ class _Batch:
         self.records: list = []
         self.marks: list[tuple[int, int]] = []
         self.ts = -1                     # the last mark's timestamp: send appends a value at it alone
+        self.t_lo = self.t_hi = 0        # ts as a window of time_ns() values: [t_lo, t_hi)
         self.plain = True                # keyless values only: built by record_runs.build_keyless_batch
         self.loose = False               # some keyless values: built through record_runs.wire_records
         self.lengths = -2                # the one length of its keyless values (-2: none yet, -1: several)
@@ -105,6 +106,8 @@ class _Batch:
             self.first_ts = ts
         self.marks.append((len(self.records), ts - self.first_ts))
         self.ts = ts
+        self.t_lo = ts * 1_000_000
+        self.t_hi = self.t_lo + 1_000_000
         if ts > self.last_ts:
             self.last_ts = ts
 

@@ -286,12 +286,13 @@ class TopicProducer:
             # limit (fast_limit is 0 at linger 0: every record seals). It goes in as its value.
             # A value of the batch's one length (vlen) is counted, not sized: the batch holds
             # ``room`` records of it (_accumulator._Batch.heat); any length is sized (vlen -1).
-            ts = _time_ns() // 1_000_000
+            # The millisecond is compared as a window of time_ns() values: no division.
+            now = _time_ns()
             lock = core.lock
             lock.acquire()                      # not `with`: 50 ns less on this path
             try:
                 batch = core.hot
-                if batch is not None and batch.ts == ts:
+                if batch is not None and batch.t_lo <= now < batch.t_hi:
                     records = batch.records
                     n = len(records)
                     if len(value) == batch.vlen:
