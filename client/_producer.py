@@ -46,11 +46,14 @@ the config are read once per chunk, the partition once per run of records that
 share a batch (keyed records: one cached hash lookup each), a run's fit in the
 batch is one bisect over cumulative sizes (no sums made when the values are all one
 size), and its outputs are made by one ``map``. What is left per record is a ProduceOutput
-and, for keyed records, a wire tuple: a keyless run is encoded at once, one ``bytes.join``
-per batch (ipc/record_runs.py), and no object per record is kept for it. ``send`` itself,
-when the record joins an open batch that stays below the limit (most records), does that in its
-own frame: one lock, one clock read, one tuple (and for a keyed record on several
-partitions the partitioner's cached hash lookup), no other Python call.
+and, for keyed records, a wire tuple: a keyless record is kept as its value itself, and the
+build encodes a batch's keyless values with one ``bytes.join`` per millisecond mark
+(ipc/record_runs.py). ``send`` itself, when a keyless record joins the hot batch (the open
+batch keyless records go to, in the same millisecond) and leaves it below the limit (most
+records), does that in its own frame: one lock, one clock read, one append, no other
+Python call; a value of the batch's one length is counted against the batch's room instead
+of sized. A keyed record the same way to its partition's open batch, as a wire tuple (on
+several partitions after the partitioner's cached hash lookup).
 
 Fast path. Handing a sealed batch to the sender thread costs thread wake-ups and,
 under the GIL, often a wait for the switch interval (5 ms); with ``linger(0)`` that
