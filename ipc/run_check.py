@@ -24,6 +24,9 @@ _BIN_BYTES = {0xC4: 1, 0xC5: 2, 0xC6: 4}                 # bin8, bin16, bin32 le
 # A run shorter than this that is not the block's last means records of varied lengths or
 # deltas: give up early (a decode is cheaper than a run parsed per record).
 MIN_RUN = 8
+# At most this many runs are parsed (a producer's batch has one a millisecond it was open): the
+# check's cost stays bounded whatever a request holds, and a block of more is decoded.
+MAX_RUNS = 64
 
 
 def _array_count(block: bytes) -> tuple[int, int] | None:
@@ -77,7 +80,9 @@ def runs_readable(block, count: int) -> bool:
     if start is None or start[0] != count:
         return False
     pos, end, done = start[1], len(block), 0
-    while done < count:
+    for _ in range(MAX_RUNS):
+        if done >= count:
+            break
         shape = _record_shape(block, pos)
         if shape is None:
             return False
@@ -97,4 +102,4 @@ def runs_readable(block, count: int) -> bool:
         pos += (1 + same) * size
         if done < count and 1 + same < MIN_RUN:
             return False
-    return pos == end
+    return done == count and pos == end

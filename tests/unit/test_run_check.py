@@ -14,7 +14,7 @@ from rillet.ipc.errors import CorruptBatch
 from rillet.ipc.record_decoding import _DECODER, check_readable, decode_batch
 from rillet.ipc.record_runs import _array_header, build_keyless_batch, run_pieces
 from rillet.ipc.records import ATTRIBUTES_POS, CRC_POS, HEADER_SIZE, crc32, validate_batch
-from rillet.ipc.run_check import MIN_RUN, runs_readable
+from rillet.ipc.run_check import MAX_RUNS, MIN_RUN, runs_readable
 
 FIRST = 1_700_000_000_000
 
@@ -62,6 +62,13 @@ def test_what_it_does_not_show_is_left_to_the_decode():
     huge_delta = msgspec.msgpack.encode([((1 << 64) - 1, None, b"v", None)] * 10)
     for block in (keyed, with_headers, future, huge_delta):
         assert not runs_readable(block, 10) and decodes(block, 10)
+
+
+def test_a_block_of_more_runs_than_it_parses_is_left_to_the_decode():
+    runs = [(d, [b"v" * 3] * MIN_RUN) for d in range(MAX_RUNS + 1)]
+    count = MIN_RUN * (MAX_RUNS + 1)
+    assert not runs_readable(block_of(runs), count) and decodes(block_of(runs), count)
+    assert runs_readable(block_of(runs[:MAX_RUNS]), count - MIN_RUN)
 
 
 @pytest.mark.parametrize("seed", range(6))
