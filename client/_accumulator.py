@@ -35,9 +35,9 @@ class _Batch:
     """One batch from its first record to its answer: open, then sealed (queued,
     in flight, maybe retried), then finished."""
 
-    __slots__ = ("partition", "records", "marks", "ts", "t_lo", "t_hi", "plain", "loose", "lengths", "vlen", "unit", "sized",
-                 "room", "first_ts", "last_ts", "result", "deadline", "size", "attempt", "first_sent", "payload",
-                 "finished", "producer_id", "sequence", "built")
+    __slots__ = ("partition", "records", "marks", "ts", "t_lo", "t_hi", "plain", "loose", "lengths", "vlen",
+                 "unit", "sized", "room", "first_ts", "last_ts", "result", "deadline", "size", "attempt",
+                 "first_sent", "payload", "finished", "producer_id", "sequence", "built")
 
     def __init__(self, partition: int, deadline: float, where: str) -> None:
         self.partition = partition
