@@ -18,7 +18,7 @@ from operator import add, itemgetter, sub
 
 from rillet.ipc.errors import Closed, MessageTooLarge, RilletError, Timeout
 from rillet.ipc.metadata_table import PartitionStatus
-from rillet.ipc.records import RECORD_OVERHEAD, coerce_bytes
+from rillet.ipc.records import KEYLESS_OVERHEAD, RECORD_OVERHEAD, coerce_bytes, keyless_overhead
 
 from ._produce_output import ProduceOutput, _BatchResult
 from ._producer_config import EMPTY_BATCH
@@ -89,7 +89,7 @@ class _Batch:
         batch stays below ``limit``, by count when its keyless values are all one length."""
         length = self.lengths
         if length >= 0:
-            self.vlen, self.unit, self.sized = length, length + RECORD_OVERHEAD, len(self.records)
+            self.vlen, self.unit, self.sized = length, length + keyless_overhead(length), len(self.records)
             self.room = self.sized + (limit - 1 - self.size) // self.unit
         else:                            # sized one by one: settle must add nothing
             self.vlen, self.unit = -1, 0
@@ -117,7 +117,7 @@ class _Accumulator:
 
     def send(self, key: bytes | None, value: bytes, partition: int | None, block: bool = True) -> ProduceOutput | None:
         """Append one record; None only when ``block`` is False and send would wait."""
-        size = len(value) + RECORD_OVERHEAD if key is None else len(key) + len(value) + RECORD_OVERHEAD
+        size = len(value) + keyless_overhead(len(value)) if key is None else len(key) + len(value) + RECORD_OVERHEAD
         if size > self.max_record:
             raise self._too_large(size)
         ts = time.time_ns() // 1_000_000
@@ -181,14 +181,22 @@ class _Accumulator:
         if not values:
             return []
         vlens = list(map(len, values))
-        one = vlens[0] + RECORD_OVERHEAD
         length = -1                              # the values' one length, if they have one
+        # Each record's size as send sizes it: value and key plus RECORD_OVERHEAD, or for a
+        # keyless one its value plus keyless_overhead (KEYLESS_OVERHEAD under 256 bytes).
         if keys is None and vlens.count(vlens[0]) == len(vlens):
+            one = vlens[0] + keyless_overhead(vlens[0])
             cum = range(one, one * len(vlens) + 1, one)     # one size: the sums without making them
             length = vlens[0]
+        elif keys is None:
+            sizes = (map(add, vlens, repeat(KEYLESS_OVERHEAD)) if max(vlens) < 0x100
+                     else [n + keyless_overhead(n) for n in vlens])
+            cum = list(accumulate(sizes))        # bytes up to each record
+        elif None not in keys:
+            cum = list(accumulate(map(add, map(add, vlens, map(len, keys)), repeat(RECORD_OVERHEAD))))
         else:
-            lens = vlens if keys is None else map(add, vlens, [0 if k is None else len(k) for k in keys])
-            cum = list(accumulate(map(add, lens, repeat(RECORD_OVERHEAD))))   # bytes up to each record
+            cum = list(accumulate([n + keyless_overhead(n) if k is None else n + len(k) + RECORD_OVERHEAD
+                                   for k, n in zip(keys, vlens)]))
         too_large = None
         if cum[-1] > self.max_record:            # some record may be too large: find the first
             first = next((i for i, size in enumerate(map(sub, cum, [0, *cum[:-1]])) if size > self.max_record), None)
@@ -250,7 +258,7 @@ class _Accumulator:
                     length: int = -1) -> list[ProduceOutput]:
         """Append records of one partition (or keyless ones) batch by batch (lock held).
 
-        ``cum``: the records' sizes (RECORD_OVERHEAD included), accumulated (a list, or a
+        ``cum``: the records' sizes (their overhead included), accumulated (a list, or a
         range when they are all one size). Each batch takes the longest prefix that fits
         (a bisect), then is sealed or waited for as in ``send``. With ``keys`` None the
         values (of the one ``length``, or -1) go in as they are (the build encodes them in one

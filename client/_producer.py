@@ -93,7 +93,7 @@ from time import time_ns as _time_ns
 
 from rillet.ipc.compression import Codec
 from rillet.ipc.errors import Closed, InvalidArgument, RilletError, Timeout
-from rillet.ipc.records import RECORD_OVERHEAD
+from rillet.ipc.records import KEYLESS_OVERHEAD, RECORD_OVERHEAD, keyless_overhead
 
 from ._accumulator import SEND_ALL_CHUNK, _Accumulator, _Batch, _split_pairs, to_bytes
 from ._enums import DeliverySemantic
@@ -303,7 +303,8 @@ class TopicProducer:
                             records.append(value)
                             return ProduceOutput(batch.result, n)
                     elif batch.vlen < 0:
-                        size = batch.size + len(value) + RECORD_OVERHEAD
+                        size = batch.size + len(value) + (KEYLESS_OVERHEAD if len(value) < 0x100
+                                                          else keyless_overhead(len(value)))
                         if size < core.fast_limit:
                             records.append(value)
                             batch.size = size

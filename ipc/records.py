@@ -196,6 +196,18 @@ def iter_batches(buf, start: int = 0) -> Iterator[tuple[int, BatchHeader]]:
 # nil headers 1. A small record costs about 14 bytes less; close enough to decide
 # "batch full" without encoding anything.
 RECORD_OVERHEAD = 21
+# The same bound for a keyless record, whose key is a nil (1 byte): array 1, delta up to 9, nil
+# key 1, the value's bin header (2 bytes under 256, 3 under 64 KiB, else 5), nil headers 1.
+# The producer sizes keyless records by it: 14 bytes around a small value instead of 21, so a
+# 16 KiB batch of 100 B values holds 143 of them instead of 135.
+KEYLESS_OVERHEAD = 14                    # a value under 256 bytes
+
+
+def keyless_overhead(length: int) -> int:
+    """Upper bound of the msgpack bytes around a keyless record's value of ``length`` bytes."""
+    return KEYLESS_OVERHEAD if length < 0x100 else KEYLESS_OVERHEAD + 1 if length < 0x10000 else KEYLESS_OVERHEAD + 3
+
+
 _BLOCK_ARRAY_MAX = 5                     # array32 header of the records block
 _HEADERS_ARRAY_MAX = 5                   # array32 header replacing a record's nil headers
 _HEADER_PAIR_OVERHEAD = 11               # fixarray 1 + two bin32 headers 5 + 5

@@ -14,7 +14,8 @@ from rillet.ipc.record_decoding import decode_batch
 from rillet.ipc.record_runs import (
     RUN_MAX_LENGTHS, _array_header, build_keyless_batch, run_pieces, wire_records,
 )
-from rillet.ipc.records import build_batch
+from rillet.ipc.records import KEYLESS_OVERHEAD, build_batch, keyless_overhead
+from rillet._producer_config import EMPTY_BATCH
 
 FIRST = 1_700_000_000_000
 
@@ -92,3 +93,14 @@ def test_mixed_records_become_wire_tuples_and_decode_to_themselves(codec):
     assert header.record_count == 32
     assert [(r.offset, r.timestamp, r.key, r.value) for r in decoded] == [
         (i, FIRST + d, k, v) for i, (d, k, v, _) in enumerate(wire)]
+
+
+@pytest.mark.parametrize("delta", [0, 127, 1 << 40, -(1 << 62)])
+@pytest.mark.parametrize("length", [0, 255, 256, 65_535, 65_536])
+def test_keyless_overhead_bounds_what_a_record_takes(delta, length):
+    # The producer sizes a keyless record by keyless_overhead: whatever its delta (up to the 9
+    # bytes of an int64), the batch is never larger than its estimate.
+    values = [b"v" * length] * 3
+    batch = build_keyless_batch(values, [(0, 0), (1, delta)], FIRST, FIRST + max(delta, 0), Codec.NONE)
+    assert len(batch) <= EMPTY_BATCH + 3 * (length + keyless_overhead(length))
+    assert keyless_overhead(length) == KEYLESS_OVERHEAD + (length >= 256) + 2 * (length >= 65_536)
