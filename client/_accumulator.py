@@ -117,9 +117,13 @@ class _Accumulator:
 
     def send(self, key: bytes | None, value: bytes, partition: int | None, block: bool = True) -> ProduceOutput | None:
         """Append one record; None only when ``block`` is False and send would wait."""
-        size = len(value) + keyless_overhead(len(value)) if key is None else len(key) + len(value) + RECORD_OVERHEAD
+        # Too large is judged with RECORD_OVERHEAD for every record (as it always was); a
+        # keyless record then takes its smaller keyless_overhead in its batch.
+        size = len(value) + RECORD_OVERHEAD if key is None else len(key) + len(value) + RECORD_OVERHEAD
         if size > self.max_record:
             raise self._too_large(size)
+        if key is None:
+            size = len(value) + keyless_overhead(len(value))
         ts = time.time_ns() // 1_000_000
         links = ()
         try:
@@ -181,6 +185,7 @@ class _Accumulator:
         if not values:
             return []
         vlens = list(map(len, values))
+        klens = None if keys is None else [0 if k is None else len(k) for k in keys]
         length = -1                              # the values' one length, if they have one
         # Each record's size as send sizes it: value and key plus RECORD_OVERHEAD, or for a
         # keyless one its value plus keyless_overhead (KEYLESS_OVERHEAD under 256 bytes).
@@ -193,15 +198,18 @@ class _Accumulator:
                      else [n + keyless_overhead(n) for n in vlens])
             cum = list(accumulate(sizes))        # bytes up to each record
         elif None not in keys:
-            cum = list(accumulate(map(add, map(add, vlens, map(len, keys)), repeat(RECORD_OVERHEAD))))
+            cum = list(accumulate(map(add, map(add, vlens, klens), repeat(RECORD_OVERHEAD))))
         else:
-            cum = list(accumulate([n + keyless_overhead(n) if k is None else n + len(k) + RECORD_OVERHEAD
-                                   for k, n in zip(keys, vlens)]))
+            cum = list(accumulate([n + keyless_overhead(n) if k is None else n + kn + RECORD_OVERHEAD
+                                   for k, n, kn in zip(keys, vlens, klens)]))
         too_large = None
-        if cum[-1] > self.max_record:            # some record may be too large: find the first
-            first = next((i for i, size in enumerate(map(sub, cum, [0, *cum[:-1]])) if size > self.max_record), None)
+        # Too large as send judges it: value and key plus RECORD_OVERHEAD. Their sum bounds
+        # each; only past it is each record looked at.
+        if sum(vlens) + (0 if klens is None else sum(klens)) + RECORD_OVERHEAD * len(vlens) > self.max_record:
+            judged = vlens if klens is None else list(map(add, vlens, klens))
+            first = next((i for i, n in enumerate(judged) if n + RECORD_OVERHEAD > self.max_record), None)
             if first is not None:
-                too_large = self._too_large(cum[first] - (cum[first - 1] if first else 0))
+                too_large = self._too_large(judged[first] + RECORD_OVERHEAD)
                 keys, values, cum = None if keys is None else keys[:first], values[:first], cum[:first]
         outputs: list[ProduceOutput] = []
         links = ()

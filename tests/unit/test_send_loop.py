@@ -102,3 +102,20 @@ def test_threads_sending_at_once_store_each_record_once_in_each_threads_order(sp
             assert stored[output.wait().offset()].startswith(f"{t}:{i}:".encode())
     assert all(size <= LIMIT // (4 + keyless_overhead(4)) for size in map(len, spu.batches[0]))
     assert spu.bad_headers == []
+
+
+def test_too_large_is_judged_alike_by_send_and_send_all(spu):
+    # Batches size a keyless record by keyless_overhead, but too large stays what it always was
+    # (value plus RECORD_OVERHEAD against max_request_size), for send and send_all alike.
+    from rillet import MessageTooLarge
+    p = producer(spu, 1, linger=60_000, max_request_size=2_048)
+    fits = b"f" * (2_048 - EMPTY_BATCH - RECORD_OVERHEAD)
+    over = fits + b"o"
+    with pytest.raises(MessageTooLarge, match=f"record of {len(over) + RECORD_OVERHEAD} bytes"):
+        p.send(None, over)
+    with pytest.raises(MessageTooLarge, match=f"record of {len(over) + RECORD_OVERHEAD} bytes"):
+        p.send_all([(None, b"a"), (None, over)])
+    outputs = [p.send(None, fits)] + p.send_all([(None, fits), (b"k", fits[:-1])])
+    p.close()
+    assert [o.wait().offset() for o in outputs] == [1, 2, 3]          # b"a" went first
+    assert [len(b) for b in spu.batches[0]] == [1, 1, 1, 1]              # each fills a batch
