@@ -13,7 +13,9 @@ for the next value's length (one object when they are all one size, else one dic
 each, in C): no wire tuple per record, which msgspec would then walk (~55 ns a record, and
 the collector sees each tuple). ``build_keyless_batch`` builds a batch of keyless values only
 from those joins (the records block's array header, then the runs), with the CRC taken over
-the pieces and one final join: two copies of the values, against four through msgspec.
+the pieces and one final join: two copies of the values, against four through msgspec. The
+producer keeps a batch's one value length as values come, so the build does not look at
+each value's length (``len`` over 135 values is 1.7 µs, a third of such a build).
 
 Keyed runs were tried the same way (four pieces a record) and left out: for 530 keyed records
 of one key and one value size, the join and the build cost 40 + 13 ns a record against 25 + 27
