@@ -18,8 +18,7 @@ from operator import add, itemgetter, sub
 
 from rillet.ipc.errors import Closed, MessageTooLarge, RilletError, Timeout
 from rillet.ipc.metadata_table import PartitionStatus
-from rillet.ipc.record_runs import RAW_EMPTY, encode_keyless_run
-from rillet.ipc.records import RECORD_OVERHEAD, coerce_bytes
+from rillet.ipc.records import KEYLESS_OVERHEAD, RECORD_OVERHEAD, coerce_bytes, keyless_overhead
 
 from ._produce_output import ProduceOutput, _BatchResult
 from ._producer_config import EMPTY_BATCH
@@ -36,15 +35,33 @@ class _Batch:
     """One batch from its first record to its answer: open, then sealed (queued,
     in flight, maybe retried), then finished."""
 
-    __slots__ = ("partition", "records", "first_ts", "last_ts", "result", "deadline", "size", "attempt",
+    __slots__ = ("partition", "records", "marks", "ts", "t_lo", "t_hi", "plain", "loose", "lengths", "vlen",
+                 "unit", "sized", "room", "first_ts", "last_ts", "result", "deadline", "size", "attempt",
                  "first_sent", "payload", "finished", "producer_id", "sequence", "built")
 
     def __init__(self, partition: int, deadline: float, where: str) -> None:
         self.partition = partition
-        # The records in wire shape, (timestamp_ms - first_ts, key, value, None), appended
-        # here by send itself (records.build_batch encodes them): a BatchBuilder.append per
-        # record was a third Python call per send.
-        self.records: list[tuple] = []
+        # The records, appended here by send itself (a BatchBuilder.append per record was a
+        # third Python call per send): a keyless record as its value alone (bytes), a keyed one
+        # as its wire tuple (timestamp_ms - first_ts, key, value, None). ``marks`` give the
+        # keyless values their deltas: (index, delta) for the values from index on, one mark
+        # each time the millisecond changes (ipc/record_runs.py encodes them, one join a mark).
+        self.records: list = []
+        self.marks: list[tuple[int, int]] = []
+        self.ts = -1                     # the last mark's timestamp: send appends a value at it alone
+        self.t_lo = self.t_hi = 0        # ts as a window of time_ns() values: [t_lo, t_hi)
+        self.plain = True                # keyless values only: built by record_runs.build_keyless_batch
+        self.loose = False               # some keyless values: built through record_runs.wire_records
+        self.lengths = -2                # the one length of its keyless values (-2: none yet, -1: several)
+        # While the batch is the producer's ``hot`` one (see TopicProducer.send), send appends
+        # keyless values of length ``vlen`` without adding up their sizes: ``size`` counts
+        # records[:sized], each one after it counts ``unit`` bytes (``settle`` adds them), and
+        # ``room`` is the record count up to which they stay below the limit. ``vlen`` -1:
+        # values of any length, their sizes added up one by one.
+        self.vlen = -1
+        self.unit = 0
+        self.sized = 0
+        self.room = 0
         self.first_ts = 0
         # The greatest timestamp in it, kept as records come (one comparison each; a clock
         # read, so never out of range): the build then does not scan the records for it.
@@ -60,6 +77,39 @@ class _Batch:
         self.sequence = -1
         self.built = -1                  # build order within the producer
 
+    def settle(self) -> None:
+        """Count send's appends since the batch became hot into ``size``."""
+        n = len(self.records)
+        if n != self.sized:
+            self.size += (n - self.sized) * self.unit
+            self.sized = n
+
+    def heat(self, limit: int) -> None:
+        """Make the batch (its size exact) hot: send appends a keyless value to it while the
+        batch stays below ``limit``, by count when its keyless values are all one length."""
+        length = self.lengths
+        if length >= 0:
+            self.vlen, self.unit, self.sized = length, length + keyless_overhead(length), len(self.records)
+            self.room = self.sized + (limit - 1 - self.size) // self.unit
+        else:                            # sized one by one: settle must add nothing
+            self.vlen, self.unit = -1, 0
+
+    def note_lengths(self, length: int) -> None:
+        """Keyless values of ``length`` (-1: of several lengths) were appended."""
+        if self.lengths != length:
+            self.lengths = length if self.lengths == -2 else -1
+
+    def stamp(self, ts: int) -> None:
+        """Make ``ts`` the timestamp of the records appended next (a record's timestamp is
+        the time of its send): a mark, and the batch's first and greatest timestamps."""
+        if not self.records:
+            self.first_ts = ts
+        self.marks.append((len(self.records), ts - self.first_ts))
+        self.ts = ts
+        self.t_lo = ts * 1_000_000
+        self.t_hi = self.t_lo + 1_000_000
+        if ts > self.last_ts:
+            self.last_ts = ts
 
 
 class _Accumulator:
@@ -67,9 +117,13 @@ class _Accumulator:
 
     def send(self, key: bytes | None, value: bytes, partition: int | None, block: bool = True) -> ProduceOutput | None:
         """Append one record; None only when ``block`` is False and send would wait."""
+        # Too large is judged with RECORD_OVERHEAD for every record (as it always was); a
+        # keyless record then takes its smaller keyless_overhead in its batch.
         size = len(value) + RECORD_OVERHEAD if key is None else len(key) + len(value) + RECORD_OVERHEAD
         if size > self.max_record:
             raise self._too_large(size)
+        if key is None:
+            size = len(value) + keyless_overhead(len(value))
         ts = time.time_ns() // 1_000_000
         links = ()
         try:
@@ -77,7 +131,9 @@ class _Accumulator:
                 try:
                     if self.closing:
                         raise Closed(f"producer for topic {self.topic!r} is closed")
+                    self._unhot()
                     keyless = False
+                    routed = partition is None
                     if partition is None:
                         if self.fixed is not None:
                             partition = self.fixed
@@ -92,16 +148,24 @@ class _Accumulator:
                         if batch is None:
                             return None
                         partition = batch.partition
+                        self._unhot()            # another thread's send may have made one while it waited
                     records = batch.records
                     index = len(records)
-                    if not index:
-                        batch.first_ts = ts
-                    if ts > batch.last_ts:
-                        batch.last_ts = ts
-                    records.append((ts - batch.first_ts, key, value, None))
+                    if ts != batch.ts:
+                        batch.stamp(ts)
+                    if key is None:
+                        records.append(value)
+                        batch.loose = True
+                        batch.note_lengths(len(value))
+                    else:
+                        records.append((ts - batch.first_ts, key, value, None))
+                        batch.plain = False
                     batch.size += size
                     if (self.linger0 or batch.size >= self.batch_limit) and self.queued[partition] < self.queue_limit:
                         self._seal(batch, direct=True)
+                    elif routed and key is None:
+                        self.hot = batch         # TopicProducer.send appends the next keyless values to it
+                        batch.heat(self.fast_limit)
                     return ProduceOutput(batch.result, index)
                 finally:
                     if self.to_write:
@@ -121,19 +185,32 @@ class _Accumulator:
         if not values:
             return []
         vlens = list(map(len, values))
-        one = vlens[0] + RECORD_OVERHEAD
+        klens = None if keys is None else [0 if k is None else len(k) for k in keys]
+        length = -1                              # the values' one length, if they have one
+        # Each record's size as send sizes it: value and key plus RECORD_OVERHEAD, or for a
+        # keyless one its value plus keyless_overhead (KEYLESS_OVERHEAD under 256 bytes).
         if keys is None and vlens.count(vlens[0]) == len(vlens):
+            one = vlens[0] + keyless_overhead(vlens[0])
             cum = range(one, one * len(vlens) + 1, one)     # one size: the sums without making them
+            length = vlens[0]
+        elif keys is None:
+            sizes = (map(add, vlens, repeat(KEYLESS_OVERHEAD)) if max(vlens) < 0x100
+                     else [n + keyless_overhead(n) for n in vlens])
+            cum = list(accumulate(sizes))        # bytes up to each record
+        elif None not in keys:
+            cum = list(accumulate(map(add, map(add, vlens, klens), repeat(RECORD_OVERHEAD))))
         else:
-            lens = vlens if keys is None else map(add, vlens, [0 if k is None else len(k) for k in keys])
-            cum = list(accumulate(map(add, lens, repeat(RECORD_OVERHEAD))))   # bytes up to each record
+            cum = list(accumulate([n + keyless_overhead(n) if k is None else n + kn + RECORD_OVERHEAD
+                                   for k, n, kn in zip(keys, vlens, klens)]))
         too_large = None
-        if cum[-1] > self.max_record:            # some record may be too large: find the first
-            first = next((i for i, size in enumerate(map(sub, cum, [0, *cum[:-1]])) if size > self.max_record), None)
+        # Too large as send judges it: value and key plus RECORD_OVERHEAD. Their sum bounds
+        # each; only past it is each record looked at.
+        if sum(vlens) + (0 if klens is None else sum(klens)) + RECORD_OVERHEAD * len(vlens) > self.max_record:
+            judged = vlens if klens is None else list(map(add, vlens, klens))
+            first = next((i for i, n in enumerate(judged) if n + RECORD_OVERHEAD > self.max_record), None)
             if first is not None:
-                too_large = self._too_large(cum[first] - (cum[first - 1] if first else 0))
+                too_large = self._too_large(judged[first] + RECORD_OVERHEAD)
                 keys, values, cum = None if keys is None else keys[:first], values[:first], cum[:first]
-                vlens = vlens[:first]
         outputs: list[ProduceOutput] = []
         links = ()
         try:
@@ -143,7 +220,8 @@ class _Accumulator:
                     if self.closing:
                         raise Closed(f"producer for topic {self.topic!r} is closed")
                     try:
-                        outputs = self._append_routed(keys, values, cum, ts, vlens)
+                        self._unhot()
+                        outputs = self._append_routed(keys, values, cum, ts, length)
                     finally:
                         links = self._take_writes()
         finally:
@@ -154,13 +232,13 @@ class _Accumulator:
             raise too_large
         return outputs
 
-    def _append_routed(self, keys, values, cum, ts: int, vlens: list[int]) -> list[ProduceOutput]:
+    def _append_routed(self, keys, values, cum, ts: int, length: int) -> list[ProduceOutput]:
         """Split records into per-partition runs, in order, and append each (lock held).
-        ``vlens``: the values' lengths."""
+        ``length``: the values' one length, or -1."""
         if self.fixed is not None:
-            return self._append_run(self.fixed, False, keys, values, cum, ts, vlens)
+            return self._append_run(self.fixed, False, keys, values, cum, ts, length)
         if keys is None:
-            return self._append_run(0, True, None, values, cum, ts, vlens)
+            return self._append_run(0, True, None, values, cum, ts, length)
         n, count = len(values), self.partition_count
         keyless = keys.count(None)
         if keyless:
@@ -185,14 +263,14 @@ class _Accumulator:
         return outputs
 
     def _append_run(self, partition: int, keyless: bool, keys, values, cum, ts: int,
-                    vlens: list[int] | None = None) -> list[ProduceOutput]:
+                    length: int = -1) -> list[ProduceOutput]:
         """Append records of one partition (or keyless ones) batch by batch (lock held).
 
-        ``cum``: the records' sizes (RECORD_OVERHEAD included), accumulated (a list, or a
+        ``cum``: the records' sizes (their overhead included), accumulated (a list, or a
         range when they are all one size). Each batch takes the longest prefix that fits
-        (a bisect), then is sealed or waited for as in ``send``. With ``keys`` None and
-        ``vlens`` (the values' lengths), each batch's part is encoded in one join
-        (record_runs.encode_keyless_run) instead of a wire tuple per record.
+        (a bisect), then is sealed or waited for as in ``send``. With ``keys`` None the
+        values (of the one ``length``, or -1) go in as they are (the build encodes them in one
+        join a mark, ipc/record_runs.py), else as wire tuples.
         """
         limit, n, j, before = self.batch_limit, len(values), 0, 0
         outputs: list[ProduceOutput] = []
@@ -203,22 +281,19 @@ class _Accumulator:
             if batch is None or batch.size + cum[j] - before > limit:
                 batch = self._batch_for(partition, cum[j] - before, keyless, True)
                 partition = batch.partition
+                self._unhot()                    # another thread's send may have made one while it waited
             end = bisect_right(cum, before + limit - batch.size, j + 1)
             records = batch.records
             index = len(records)
-            if not index:
-                batch.first_ts = ts
-            if ts > batch.last_ts:
-                batch.last_ts = ts
-            run = None
-            if keys is None and vlens is not None:
-                run = encode_keyless_run(ts - batch.first_ts, values[j:end], vlens[j:end])
-            if run is not None:
-                records.append(run)
-                records.extend(repeat(RAW_EMPTY, end - j - 1))
+            if ts != batch.ts:
+                batch.stamp(ts)
+            if keys is None:
+                records += values if j == 0 and end == n else values[j:end]
+                batch.loose = True
+                batch.note_lengths(length)
             else:
-                records.extend(zip(repeat(ts - batch.first_ts), repeat(None) if keys is None else keys[j:end],
-                                   values[j:end], repeat(None)))
+                records.extend(zip(repeat(ts - batch.first_ts), keys[j:end], values[j:end], repeat(None)))
+                batch.plain = False
             outputs += map(ProduceOutput, repeat(batch.result), range(index, index + end - j))
             batch.size += cum[end - 1] - before
             before, j = cum[end - 1], end
@@ -269,6 +344,7 @@ class _Accumulator:
         write it on its link from this thread when nothing of its partition waits."""
         p = batch.partition
         del self.open[p]
+        self._unhot()                    # the keyless partition may change: send's slow path sets it again
         batch.result.records = len(batch.records)
         batch.result.seq = next(self._seq)
         self.queued[p] += 1
@@ -315,6 +391,14 @@ class _Accumulator:
             return None
         self.routes[p] = (link, now + _ROUTE_TTL_S)
         return link
+
+    def _unhot(self) -> None:
+        """No batch is hot any more (lock held): the one that was counts its records' sizes.
+        Every path but TopicProducer.send's appends reads exact sizes after this."""
+        batch = self.hot
+        if batch is not None:
+            self.hot = None
+            batch.settle()
 
     def _take_writes(self) -> list[SpuLink] | tuple:
         """Links with frames the fast path queued (lock held); the caller calls write_out on

@@ -46,11 +46,14 @@ the config are read once per chunk, the partition once per run of records that
 share a batch (keyed records: one cached hash lookup each), a run's fit in the
 batch is one bisect over cumulative sizes (no sums made when the values are all one
 size), and its outputs are made by one ``map``. What is left per record is a ProduceOutput
-and, for keyed records, a wire tuple: a keyless run is encoded at once, one ``bytes.join``
-per batch (ipc/record_runs.py), and no object per record is kept for it. ``send`` itself,
-when the record joins an open batch that stays below the limit (most records), does that in its
-own frame: one lock, one clock read, one tuple (and for a keyed record on several
-partitions the partitioner's cached hash lookup), no other Python call.
+and, for keyed records, a wire tuple: a keyless record is kept as its value itself, and the
+build encodes a batch's keyless values with one ``bytes.join`` per millisecond mark
+(ipc/record_runs.py). ``send`` itself, when a keyless record joins the hot batch (the open
+batch keyless records go to, in the same millisecond) and leaves it below the limit (most
+records), does that in its own frame: one lock, one clock read, one append, no other
+Python call; a value of the batch's one length is counted against the batch's room instead
+of sized. A keyed record the same way to its partition's open batch, as a wire tuple (on
+several partitions after the partitioner's cached hash lookup).
 
 Fast path. Handing a sealed batch to the sender thread costs thread wake-ups and,
 under the GIL, often a wait for the switch interval (5 ms); with ``linger(0)`` that
@@ -90,7 +93,7 @@ from time import time_ns as _time_ns
 
 from rillet.ipc.compression import Codec
 from rillet.ipc.errors import Closed, InvalidArgument, RilletError, Timeout
-from rillet.ipc.records import RECORD_OVERHEAD
+from rillet.ipc.records import KEYLESS_OVERHEAD, RECORD_OVERHEAD, keyless_overhead
 
 from ._accumulator import SEND_ALL_CHUNK, _Accumulator, _Batch, _split_pairs, to_bytes
 from ._enums import DeliverySemantic
@@ -157,6 +160,9 @@ class _ProducerCore(_Accumulator, _Sender):
         self.work = threading.Condition(self.lock)      # the sender thread waits here
         self.room = threading.Condition(self.lock)      # send() waits here for queue room
         self.open: dict[int, _Batch] = {}
+        # The open batch a keyless record goes to now, once send's slow path put one there
+        # (None after any seal): TopicProducer.send appends to it without routing.
+        self.hot: _Batch | None = None
         self.ready: list[deque[_Batch]] = [deque() for _ in range(n)]   # sealed, to send, in seal order
         self.ready_parts: set[int] = set()
         self.paused_until = [0.0] * n                   # retry backoff per partition (monotonic)
@@ -221,6 +227,7 @@ class _ProducerCore(_Accumulator, _Sender):
                 batch.result.records = len(batch.records)
                 self.queued[batch.partition] += 1
                 left.append(batch)
+            self._unhot()
             self.open.clear()
             links = list(self.links.values())
             self.work.notify_all()
@@ -274,26 +281,56 @@ class TopicProducer:
         batch queue is full (backpressure; Timeout after 30 s). MessageTooLarge if the
         record cannot fit in ``max_request_size``."""
         core = self._core
-        if value.__class__ is bytes and (key is None or key.__class__ is bytes):
-            # The common case in this one call (each Python call costs ~70 ns of a ~0.5 us send):
-            # the record joins its partition's open batch and leaves it below the batch limit,
-            # so nothing is sealed (fast_limit is 0 at linger 0: every record seals). What
-            # core.send does besides is implied: a batch in `open` has a record (so first_ts
-            # is set) and the producer is not closing (_shutdown empties `open`), and a record
-            # that fits under the batch limit fits max_request_size.
+        if key is None and value.__class__ is bytes:
+            # The commonest case in this one call (each Python call costs ~70 ns of a ~0.4 us
+            # send): a keyless record joins the open batch keyless records go to (core.hot,
+            # set by core.send, None after any seal or close) in the same millisecond as the
+            # record before it (so no mark: ipc/record_runs.py) and leaves it below the batch
+            # limit (fast_limit is 0 at linger 0: every record seals). It goes in as its value.
+            # A value of the batch's one length (vlen) is counted, not sized: the batch holds
+            # ``room`` records of it (_accumulator._Batch.heat); any length is sized (vlen -1).
+            # The millisecond is compared as a window of time_ns() values: no division.
+            now = _time_ns()
+            lock = core.lock
+            lock.acquire()                      # not `with`: 50 ns less on this path
+            try:
+                batch = core.hot
+                if batch is not None and batch.t_lo <= now < batch.t_hi:
+                    records = batch.records
+                    n = len(records)
+                    if len(value) == batch.vlen:
+                        if n < batch.room:
+                            records.append(value)
+                            return ProduceOutput(batch.result, n)
+                    elif batch.vlen < 0:
+                        size = batch.size + len(value) + (KEYLESS_OVERHEAD if len(value) < 0x100
+                                                          else keyless_overhead(len(value)))
+                        if size < core.fast_limit:
+                            records.append(value)
+                            batch.size = size
+                            return ProduceOutput(batch.result, n)
+            finally:
+                lock.release()
+            return core.send(None, value, None)
+        if value.__class__ is bytes and key.__class__ is bytes:
+            # A keyed record the same way, to its partition's open batch, as its wire tuple.
+            # What core.send does besides is implied: a batch in `open` has a record (so
+            # first_ts and a mark are set) and the producer is not closing (_shutdown empties
+            # `open`), and a record that fits under the batch limit fits max_request_size.
             ts = _time_ns() // 1_000_000
             lock = core.lock
             lock.acquire()                      # not `with`: 50 ns less on this path
             try:
                 p = core.fixed
                 if p is None:
-                    p = core.partitioner.keyless if key is None else core.partitioner.for_key(key, core.partition_count)
+                    p = core.partitioner.for_key(key, core.partition_count)
                 batch = core.open.get(p)
-                if batch is not None:
-                    size = batch.size + len(value) + (RECORD_OVERHEAD if key is None else RECORD_OVERHEAD + len(key))
+                if batch is not None and batch is not core.hot:      # the hot one's size is not exact
+                    size = batch.size + len(value) + RECORD_OVERHEAD + len(key)
                     if size < core.fast_limit:
                         records = batch.records
                         records.append((ts - batch.first_ts, key, value, None))
+                        batch.plain = False
                         batch.size = size
                         if ts > batch.last_ts:
                             batch.last_ts = ts

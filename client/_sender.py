@@ -19,6 +19,7 @@ from rillet.ipc.errors import (
     BrokenConnection, Closed, CompressionError, InternalError, OutOfOrderSequence, ProtocolError, RilletError,
     error_from_code,
 )
+from rillet.ipc.record_runs import build_keyless_batch, wire_records
 from rillet.ipc.records import IDEMPOTENT_WINDOW, SEQUENCE_MODULUS, build_batch
 
 from ._accumulator import _Batch, _urge_on
@@ -126,9 +127,17 @@ class _Sender:
             self.built[p].add(batch)
         if not sequence_only:
             epoch = 0 if self.idempotent else -1
-            batch.payload = build_batch(batch.records, batch.first_ts, batch.size, self.codec,
-                                        producer_id=batch.producer_id, producer_epoch=epoch,
-                                        first_sequence=batch.sequence, max_timestamp=batch.last_ts)
+            payload = None
+            if batch.plain:              # keyless values only: joined, no tuple per record
+                payload = build_keyless_batch(batch.records, batch.marks, batch.first_ts, batch.last_ts, self.codec,
+                                              producer_id=batch.producer_id, producer_epoch=epoch,
+                                              first_sequence=batch.sequence, length=batch.lengths)
+            if payload is None:
+                records = wire_records(batch.records, batch.marks) if batch.loose else batch.records
+                payload = build_batch(records, batch.first_ts, batch.size, self.codec,
+                                      producer_id=batch.producer_id, producer_epoch=epoch,
+                                      first_sequence=batch.sequence, max_timestamp=batch.last_ts)
+            batch.payload = payload
 
     def _request(self, batch: _Batch, cid: int) -> m.ProduceRequest:
         return m.ProduceRequest(cid, self.topic, batch.partition, self.isolation, self.timeout_ms,

@@ -21,6 +21,8 @@ from .records import (
     ATTRIBUTES_POS, BATCH_HEADER, CODEC_MASK, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_UNCOMPRESSED_BYTES, HEADER_SIZE,
     MAGIC, PREAMBLE_SIZE, BatchHeader, crc32, iter_batches, validate_batch,
 )
+from .run_check import runs_readable
+
 
 class RawRecord(msgspec.Struct, frozen=True, gc=False):
     """One decoded record: its offset, timestamp (ms), key, value and headers.
@@ -93,9 +95,17 @@ def check_readable(buf, pos: int, header: BatchHeader, *,
     the wire shape, so a batch with a valid CRC over garbage is refused instead of making
     its partition unreadable. It decodes into the consumer's record shape and drops the
     result (values as views when records are large: no copy of them), so the broker still
-    stores and serves the bytes exactly as they came.
+    stores and serves the bytes exactly as they came. An uncompressed block of small keyless
+    records in runs (what producers build of them) is shown to have that shape without a
+    decode (ipc/run_check.py): 3.3 instead of 10 µs for 135 records of 100 B. Large records
+    are not: decoded to views they cost about what the copy of the block the check needs does.
     """
     large = header.batch_length >= VIEW_CHECK_MIN_RECORD_BYTES * header.record_count
+    if header.codec == Codec.NONE and not large:    # keyless runs: shown readable without a decode
+        with memoryview(buf) as view:
+            block = bytes(view[pos + HEADER_SIZE:pos + header.total_size])
+        if runs_readable(block, header.record_count):
+            return
     _decode_block(buf, pos, header, max_uncompressed_bytes, _VIEW_DECODER if large else _DECODER)
 
 

@@ -91,6 +91,10 @@ def _crc32_function():
 
 crc32, CRC32_IMPLEMENTATION = _crc32_function()
 
+# The header in two parts: up to the CRC, and the part the CRC covers (build_block_batch).
+_HEADER_HEAD = struct.Struct("<qiiBI")
+_HEADER_TAIL = struct.Struct("<Hiqqqhii")
+assert _HEADER_HEAD.size == ATTRIBUTES_POS and _HEADER_HEAD.size + _HEADER_TAIL.size == HEADER_SIZE
 _OFFSET = struct.Struct("<q")
 _EPOCH = struct.Struct("<i")
 _CRC = struct.Struct("<I")
@@ -192,6 +196,18 @@ def iter_batches(buf, start: int = 0) -> Iterator[tuple[int, BatchHeader]]:
 # nil headers 1. A small record costs about 14 bytes less; close enough to decide
 # "batch full" without encoding anything.
 RECORD_OVERHEAD = 21
+# The same bound for a keyless record, whose key is a nil (1 byte): array 1, delta up to 9, nil
+# key 1, the value's bin header (2 bytes under 256, 3 under 64 KiB, else 5), nil headers 1.
+# The producer sizes keyless records by it: 14 bytes around a small value instead of 21, so a
+# 16 KiB batch of 100 B values holds 143 of them instead of 135.
+KEYLESS_OVERHEAD = 14                    # a value under 256 bytes
+
+
+def keyless_overhead(length: int) -> int:
+    """Upper bound of the msgpack bytes around a keyless record's value of ``length`` bytes."""
+    return KEYLESS_OVERHEAD if length < 0x100 else KEYLESS_OVERHEAD + 1 if length < 0x10000 else KEYLESS_OVERHEAD + 3
+
+
 _BLOCK_ARRAY_MAX = 5                     # array32 header of the records block
 _HEADERS_ARRAY_MAX = 5                   # array32 header replacing a record's nil headers
 _HEADER_PAIR_OVERHEAD = 11               # fixarray 1 + two bin32 headers 5 + 5
@@ -318,6 +334,32 @@ def build_batch(records: list, first_timestamp: int, size: int, codec: Codec, *,
         return _build_compressed(records, codec, fields)
     except OverflowError as exc:  # from msgspec: two timestamps too far apart for a delta
         raise InvalidArgument(f"record timestamps are too far apart to encode: {exc}") from exc
+
+
+def build_block_batch(block: list, count: int, first_timestamp: int, max_timestamp: int, codec: Codec,
+                      producer_id: int = -1, producer_epoch: int = -1, first_sequence: int = -1) -> bytes:
+    """:func:`build_batch` over a records block its caller encoded (ipc/record_runs.py): ``block``
+    is the msgpack array of ``count`` records as pieces to join, ``max_timestamp`` the records'
+    greatest timestamp. The same checks, the same bytes. The header is packed in its two
+    parts, the one the CRC covers first: no buffer to patch, one join at the end."""
+    if not count:
+        raise InvalidArgument("cannot build a record batch with no records")
+    if not (_INT64[0] <= producer_id <= _INT64[1] and _INT16[0] <= producer_epoch <= _INT16[1]
+            and _INT32[0] <= first_sequence <= _INT32[1] and _INT64[0] <= first_timestamp
+            and max_timestamp <= _INT64[1] and count <= _INT32[1]):
+        _check_fields(producer_id, producer_epoch, first_sequence, first_timestamp, max_timestamp, count)
+    if codec is not Codec.NONE:
+        block = [compress(codec, b"".join(block))]
+    size = sum(map(len, block))
+    batch_length = HEADER_SIZE - PREAMBLE_SIZE + size
+    if batch_length > _INT32[1]:
+        _check_range("batch_length", batch_length, _INT32)
+    tail = _HEADER_TAIL.pack(int(codec), count - 1, first_timestamp, max_timestamp, producer_id, producer_epoch,
+                             first_sequence, count)
+    crc = crc32(tail)
+    for piece in block:                  # a few pieces: the runs' joins and their ends
+        crc = crc32(piece, crc)
+    return b"".join((_HEADER_HEAD.pack(0, batch_length, -1, MAGIC, crc), tail, *block))
 
 
 def _check_fields(producer_id: int, producer_epoch: int, first_sequence: int, low: int, high: int,

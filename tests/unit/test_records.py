@@ -12,7 +12,6 @@ import pytest
 
 from rillet.ipc.compression import Codec, compress
 from rillet.ipc.errors import CompressionError, CorruptBatch, InvalidArgument, UnknownCodec
-from rillet.ipc.record_runs import RAW_EMPTY, RUN_MAX_LENGTHS, encode_keyless_run
 from rillet.ipc.record_decoding import (
     check_readable,
     decode_batch,
@@ -655,42 +654,6 @@ def test_check_readable_accepts_exactly_what_consumers_decode(size):
         agreed.append(passed)
     assert agreed.count(True) == 4
     assert large == (0 if size < VIEW_CHECK_MIN_RECORD_BYTES else len(agreed) - 1)   # all but the one without v
-
-
-# --- keyless runs encoded in one join (the producer's send_all) ------------------------------
-
-@pytest.mark.parametrize("lengths", [[100] * 7, [0], [1, 2, 3, 300, 70_000, 5], [255, 256, 65_535, 65_536, 255]])
-@pytest.mark.parametrize("delta", [0, 5, 127, 128, 70_000, -3])
-def test_keyless_run_encodes_as_wire_tuples(lengths, delta):
-    values = [random.randbytes(n) for n in lengths]
-    run = encode_keyless_run(delta, values, lengths)
-    enc = msgspec.msgpack.Encoder()
-    # In a record list, the run and its empty fillers encode as the records' tuples would.
-    assert enc.encode([run] + [RAW_EMPTY] * (len(values) - 1)) == enc.encode([(delta, None, v, None) for v in values])
-
-
-@pytest.mark.parametrize("codec", list(Codec))
-def test_batch_of_runs_and_tuples_decodes_to_its_records(codec):
-    first = 1_700_000_000_000
-    values = [bytes([i]) * (i % 5 * 40) for i in range(30)]
-    records = [(0, None, b"solo", None)]
-    records += [encode_keyless_run(2, values[:10], [len(v) for v in values[:10]])] + [RAW_EMPTY] * 9
-    records += [(3, b"key", b"v", ((b"h", b"x"),))]
-    records += [encode_keyless_run(4, values[10:], [len(v) for v in values[10:]])] + [RAW_EMPTY] * 19
-    batch = build_batch(records, first, 10_000, codec, max_timestamp=first + 4)
-    header, decoded = decode_batch(batch)
-    assert header.record_count == len(records) == 32 and header.max_timestamp == first + 4
-    assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in decoded] == (
-        [(0, first, None, b"solo", None)]
-        + [(1 + i, first + 2, None, v, None) for i, v in enumerate(values[:10])]
-        + [(11, first + 3, b"key", b"v", ((b"h", b"x"),))]
-        + [(12 + i, first + 4, None, v, None) for i, v in enumerate(values[10:])])
-
-
-def test_keyless_run_of_too_many_lengths_is_left_to_tuples():
-    values = [b"x" * n for n in range(RUN_MAX_LENGTHS + 1)]
-    assert encode_keyless_run(0, values, [len(v) for v in values]) is None
-    assert encode_keyless_run(0, values[:-1], [len(v) for v in values[:-1]]) is not None
 
 
 # --- the batch CRC: ISA-L's when installed, zlib's otherwise ----------------------------------
