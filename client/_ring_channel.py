@@ -21,6 +21,7 @@ import os
 import socket
 
 from rillet.ipc import messages as m
+from rillet.ipc.names import ring_socket_path
 from rillet.ipc.produce_ring import RingWriter, capacity_for, init_header, ring_bytes
 
 HANDOVER = b"RRNG\x01"
@@ -39,11 +40,6 @@ def ring_capacity(max_request_bytes: int, environ=os.environ) -> int:
     except ValueError:
         minimum = DEFAULT_MIN_BYTES
     return capacity_for(max_request_bytes, max(minimum, 64 * 1024))
-
-
-def ring_socket_path(spu_socket: str) -> str:
-    """The SPU's ring socket beside its socket (the same rule as broker/spu/produce_ring.py)."""
-    return (spu_socket[:-5] if spu_socket.endswith(".sock") else spu_socket) + ".ring"
 
 
 class RingChannel:
@@ -75,7 +71,7 @@ class RingChannel:
         """Make a ring and hand it to the SPU; OSError when the SPU does not take it."""
         channel = cls(capacity)
         try:
-            channel._hand_over(ring_socket_path(spu_socket))
+            channel._hand_over(str(ring_socket_path(spu_socket)))
         except BaseException:
             channel.close()
             raise

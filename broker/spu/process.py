@@ -31,7 +31,7 @@ from rillet.ipc.transport import prepare_runtime_dir, start_unix_server
 
 from .control import Timings, retention_check_s
 from .loop import run_control
-from .produce_ring import RingListener, ring_socket_path
+from .produce_ring import RingListener
 from .server import ControlLink, SpuConnection
 from .service import SpuService
 
@@ -115,7 +115,7 @@ async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
     socket_path = paths.spu_socket(spu_id)
     server = await start_unix_server(lambda: SpuConnection(service, log), socket_path)
     if os.environ.get("RILLET_PRODUCE_RING", "1") != "0":
-        service.ring_listener = RingListener(ring_socket_path(socket_path), log)
+        service.ring_listener = RingListener(str(paths.spu_ring_socket(spu_id)), log)
     link = ControlLink(service, log, stop)
     from rillet.broker.launcher import supervisor_pid
     timings = Timings(retention_check_s=retention_check_s(), sc_lost_timeout_s=sc_lost_timeout_s())

@@ -3,7 +3,7 @@
 The hand-over: asyncio's transports read with recv(), which drops the descriptors a
 client passes with SCM_RIGHTS, so a producer hands its ring (a sealed memfd, its
 "data" eventfd and its "room" eventfd) over a second listening socket beside the SPU's
-(``spu-<id>.ring``, mode 0600 like it): one message, a nonce and the three descriptors;
+(``rng-<id>.sock``, mode 0600 like it): one message, a nonce and the three descriptors;
 the SPU keeps them under the nonce and answers one byte. The producer then sends
 RingAttach(nonce) on its ordinary connection, which takes them: the ring belongs to that
 connection, its entries are answered there and it closes with it. Descriptors passed
@@ -48,12 +48,6 @@ DRAIN_ENTRIES = 256
 DRAIN_BYTES = 8 << 20
 SAFETY_LOOK_S = 0.1
 _HANDOVER_DEADLINE_S = 2.0
-
-
-def ring_socket_path(spu_socket: str | os.PathLike) -> str:
-    """``spu-5001.sock`` -> ``spu-5001.ring``: the same length, so the same path limit."""
-    path = str(spu_socket)
-    return (path[:-5] if path.endswith(".sock") else path) + ".ring"
 
 
 class RingListener:
