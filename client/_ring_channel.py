@@ -16,6 +16,7 @@ large enough for two of the largest requests the producer may send).
 from __future__ import annotations
 
 import fcntl
+from collections import deque
 import mmap
 import os
 import socket
@@ -64,7 +65,8 @@ class RingChannel:
         self.capacity = capacity
         self.writer = RingWriter(self._map, capacity)
         self.nonce = os.urandom(16)
-        self.backlog: list = []         # requests waiting for room, in order (the link's lock)
+        self.backlog: deque = deque()   # requests not yet written (queued, or waiting for room), in order
+        self._waiting = False           # the producer_waiting flag is set
 
     @classmethod
     def offer(cls, spu_socket: str, capacity: int) -> "RingChannel":
@@ -94,29 +96,33 @@ class RingChannel:
     def attach_request(self, cid: int) -> m.RingAttach:
         return m.RingAttach(cid, self.nonce, self.capacity)
 
-    def put(self, msg: m.ProduceRequest) -> bool:
-        """Write ``msg`` after the backlog (False: it waits in the backlog for room)."""
-        if not self.backlog and self.writer.put(msg.cid, msg.topic.encode(), msg.partition, msg.isolation,
-                                                msg.timeout_ms, msg.batches):
-            return True
+    def queue(self, msg: m.ProduceRequest) -> None:
+        """Queue ``msg`` behind the others; ``put_backlog`` writes it (a caller holding its own
+        lock queues, and writes once it released it: no copy under the producer's lock)."""
         self.backlog.append(msg)
-        self.writer.wait_for_room()
-        self.put_backlog()               # room may have come between the look and the flag
-        return False
 
     def put_backlog(self) -> None:
-        """Write what waits for room, as far as it fits now (the link thread, on the room eventfd)."""
+        """Write what is queued, in order, as far as it fits now; the rest waits for room (the
+        link thread writes it when the SPU's room eventfd says it freed some)."""
         backlog, writer = self.backlog, self.writer
         while backlog:
             msg = backlog[0]
             if not writer.put(msg.cid, msg.topic.encode(), msg.partition, msg.isolation, msg.timeout_ms,
                               msg.batches):
-                return
-            backlog.pop(0)
-        writer.room_seen()
+                if self._waiting:
+                    return
+                writer.wait_for_room()       # then look again: room may have come before the flag
+                self._waiting = True
+                continue
+            backlog.popleft()
+        if self._waiting:
+            writer.room_seen()
+            self._waiting = False
 
     def publish(self) -> None:
-        """Publish what was written; wake the SPU if it sleeps."""
+        """Write what is queued and publish it; wake the SPU if it sleeps."""
+        if self.backlog:
+            self.put_backlog()
         if self.writer.unpublished and self.writer.publish():
             try:
                 os.write(self.data_fd, _ONE)

@@ -127,7 +127,7 @@ class SpuLink:
             ring = self._ring
             if ring is not None and not self._socket_produces and msg.__class__ is m.ProduceRequest:
                 session.register(msg, token, time.monotonic())
-                ring.put(msg)             # or into its backlog, written when the SPU frees room
+                ring.queue(msg)           # written by publish (here, or write_out), or once room comes
                 if write:
                     ring.publish()
             else:
@@ -239,7 +239,6 @@ class SpuLink:
             ring = self._ring
             if ring is not None and not self.broken:
                 ring.take_room()
-                ring.put_backlog()
                 ring.publish()
 
     def _serve(self, sock: socket.socket) -> RilletError:

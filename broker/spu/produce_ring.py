@@ -222,12 +222,14 @@ class SpuRing:
                 reader.look()
                 while (entry := reader.next_entry()) is not None:
                     self._handle(conn, entry)
+                    if self.closed:          # the connection went while handling it
+                        return
                     moved = True
                     entries += 1
                     budget += len(entry.batch)
                     reader.consumed(entry)
                     entry.batch.release()
-                    if self.closed or conn._write_paused or conn.transport is None:
+                    if conn._write_paused or conn.transport is None:
                         return
                     if entries >= DRAIN_ENTRIES or budget >= DRAIN_BYTES:
                         self._scheduled = True           # stays awake: producers need not wake it
@@ -237,6 +239,9 @@ class SpuRing:
                     return
         except RingError as exc:
             self._broken(f"produce ring: {exc}")
+        except Exception as exc:         # a bug must close this ring, never stall or crash the SPU
+            conn.log.exception("draining a produce ring failed")
+            self._broken(f"produce ring failed: {type(exc).__name__}: {exc}")
         finally:
             conn._serving = False
             conn._write_held()
