@@ -67,6 +67,7 @@ class RingChannel:
         self.nonce = os.urandom(16)
         self.backlog: deque = deque()   # requests not yet written (queued, or waiting for room), in order
         self._waiting = False           # the producer_waiting flag is set
+        self._topics: dict[str, bytes] = {}     # a producer sends to one topic: encode it once
 
     @classmethod
     def offer(cls, spu_socket: str, capacity: int) -> "RingChannel":
@@ -107,8 +108,10 @@ class RingChannel:
         backlog, writer = self.backlog, self.writer
         while backlog:
             msg = backlog[0]
-            if not writer.put(msg.cid, msg.topic.encode(), msg.partition, msg.isolation, msg.timeout_ms,
-                              msg.batches):
+            topic = self._topics.get(msg.topic)
+            if topic is None:
+                topic = self._topics[msg.topic] = msg.topic.encode()
+            if not writer.put(msg.cid, topic, msg.partition, msg.isolation, msg.timeout_ms, msg.batches):
                 if self._waiting:
                     return
                 writer.wait_for_room()       # then look again: room may have come before the flag

@@ -168,14 +168,6 @@ class RingWriter:
         self.data.release()
 
 
-class Entry:
-    __slots__ = ("cid", "topic", "partition", "isolation", "timeout_ms", "batch", "end")
-
-    def __init__(self, cid, topic, partition, isolation, timeout_ms, batch, end) -> None:
-        self.cid, self.topic, self.partition = cid, topic, partition
-        self.isolation, self.timeout_ms, self.batch, self.end = isolation, timeout_ms, batch, end
-
-
 class RingReader:
     """The SPU's end: its own read position and capacity; nothing read from the ring is trusted."""
 
@@ -185,6 +177,7 @@ class RingReader:
         self.data = memoryview(buf)[HEADER_BYTES:HEADER_BYTES + capacity]
         self.read_pos = 0
         self._limit = 0                 # write_pos as last copied and checked
+        self._topics: dict[bytes, str] = {}     # a link sends to one topic or a few: decode each once
 
     def look(self) -> int:
         """Copy write_pos out and check it; the bytes published and not yet read."""
@@ -198,9 +191,10 @@ class RingReader:
         self._limit = write
         return ahead
 
-    def next_entry(self) -> Entry | None:
-        """The next entry up to the last ``look``, or None; its batch is a view into the ring,
-        valid until ``consumed``. Raises RingError for anything no correct producer writes."""
+    def next_entry(self) -> tuple | None:
+        """The next entry up to the last ``look`` as ``(cid, topic, partition, isolation,
+        timeout_ms, batch, end)``, or None; ``batch`` is a view into the ring, valid until
+        ``consumed(end)``. Raises RingError for anything no correct producer writes."""
         while True:
             avail = self._limit - self.read_pos
             if avail <= 0:
@@ -220,18 +214,23 @@ class RingReader:
             if topic_len > min(MAX_TOPIC_BYTES, length - ENTRY.size):
                 raise RingError(f"topic of {topic_len} bytes in an entry of {length} bytes")
             start = at + ENTRY.size
-            try:
-                topic = str(self.data[start:start + topic_len], "utf-8")
-            except UnicodeDecodeError as exc:
-                raise RingError(f"topic name is not UTF-8: {exc}") from None
+            name = self.data[start:start + topic_len].tobytes()
+            topic = self._topics.get(name)
+            if topic is None:
+                try:
+                    topic = str(name, "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise RingError(f"topic name is not UTF-8: {exc}") from None
+                if len(self._topics) < 64:
+                    self._topics[name] = topic
             start += topic_len
-            return Entry(cid, topic, partition, isolation, timeout_ms, self.data[start:at + length],
-                         self.read_pos + align(length))
+            return (cid, topic, partition, isolation, timeout_ms, self.data[start:at + length],
+                    self.read_pos + align(length))
 
-    def consumed(self, entry: Entry) -> None:
-        """The entry's bytes are copied (appended or refused): give its room back."""
-        self.read_pos = entry.end
-        _POS.pack_into(self.buf, READ_POS_AT, self.read_pos)
+    def consumed(self, end: int) -> None:
+        """The entry up to ``end`` is copied (appended or refused): give its room back."""
+        self.read_pos = end
+        _POS.pack_into(self.buf, READ_POS_AT, end)
 
     def sleep(self) -> bool:
         """Say the SPU sleeps; False if an entry came meanwhile (then it is awake again: drain)."""

@@ -216,19 +216,23 @@ class SpuRing:
         reader.wake_up()
         moved = False
         conn._serving = True             # answers are held and written together (transport.py)
+        conn.last_active = time.monotonic()
+        handle = conn._handle
         try:
             entries = budget = 0
             while True:
                 reader.look()
                 while (entry := reader.next_entry()) is not None:
-                    self._handle(conn, entry)
+                    batch = entry[5]
+                    # The very request the socket would have carried, through the same handling.
+                    handle(m.ProduceRequest(*entry[:6]))
                     if self.closed:          # the connection went while handling it
                         return
                     moved = True
                     entries += 1
-                    budget += len(entry.batch)
-                    reader.consumed(entry)
-                    entry.batch.release()
+                    budget += len(batch)
+                    reader.consumed(entry[6])
+                    batch.release()
                     if conn._write_paused or conn.transport is None:
                         return
                     if entries >= DRAIN_ENTRIES or budget >= DRAIN_BYTES:
@@ -247,11 +251,6 @@ class SpuRing:
             conn._write_held()
             if moved and not self.closed and reader.producer_waits():
                 self._notify_room()
-
-    def _handle(self, conn, entry) -> None:
-        conn.last_active = time.monotonic()
-        conn._handle(m.ProduceRequest(entry.cid, entry.topic, entry.partition, entry.isolation, entry.timeout_ms,
-                                      entry.batch))
 
     def _notify_room(self) -> None:
         try:

@@ -25,9 +25,9 @@ def drain(reader: RingReader) -> list[tuple]:
     out = []
     reader.look()
     while (e := reader.next_entry()) is not None:
-        out.append((e.cid, e.topic, e.partition, e.isolation, e.timeout_ms, bytes(e.batch)))
-        reader.consumed(e)
-        e.batch.release()
+        out.append(e[:5] + (bytes(e[5]),))
+        reader.consumed(e[6])
+        e[5].release()
     return out
 
 
@@ -60,8 +60,8 @@ def test_a_full_ring_refuses_until_the_reader_gives_room_back():
     writer.publish()
     reader.look()
     entry = reader.next_entry()
-    reader.consumed(entry)
-    entry.batch.release()
+    reader.consumed(entry[6])
+    entry[5].release()
     assert writer.put(99, b"t", 0, 0, 0, batch)
 
 
