@@ -181,10 +181,9 @@ class SpuRing:
         os.set_blocking(self._room_fd, False)
         try:
             self._map = mmap.mmap(memfd, HEADER_BYTES + capacity)
-        except OSError as exc:
+        except OSError as exc:           # the caller closes the three descriptors
             raise InvalidArgument(f"cannot map the produce ring: {exc}") from exc
-        finally:
-            os.close(memfd)
+        os.close(memfd)                  # the map keeps the memory
         self.conn = conn
         self.listener = listener
         self.reader = RingReader(self._map, capacity)

@@ -298,3 +298,48 @@ def test_a_ring_link_puts_its_batches_through_the_ring(cluster, capacity):
         assert link._ring.writer.write_pos > link._ring.capacity
     finally:
         link.close()
+
+
+def _hand_over(cluster, fds, nonce: bytes) -> bytes:
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(cluster.paths.spu_ring_socket(SPU)))
+        socket.send_fds(sock, [b"RRNG\x01" + nonce], fds)
+        return sock.recv(1)
+
+
+def test_a_bad_hand_over_is_refused_with_a_clear_error(cluster):
+    """An unsealed memfd (it could shrink under the SPU's map), a size that does not match, a
+    pipe for an eventfd, a nonce never handed over: each RingAttach gets InvalidArgument, and
+    the SPU serves on."""
+    import fcntl
+
+    from rillet.ipc.connection import Connection
+    from rillet.ipc.errors import InvalidArgument
+    from rillet.ipc.produce_ring import ring_bytes
+    cluster.create_topic("hand-over")
+    cap = 64 * 1024
+    unsealed = os.memfd_create("test-ring", os.MFD_CLOEXEC)
+    os.ftruncate(unsealed, ring_bytes(cap))
+    sealed = os.memfd_create("test-ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(sealed, ring_bytes(cap))
+    fcntl.fcntl(sealed, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+    efd, efd2 = os.eventfd(0), os.eventfd(0)
+    r, w = os.pipe()
+    try:
+        cases = [([unsealed, efd, efd2], cap, "not sealed"), ([sealed, r, efd2], cap, "must be eventfds"),
+                 ([sealed, efd, efd2], 2 * cap, "not a file of")]
+        with Connection(cluster.paths.spu_socket(SPU), timeout_s=5) as conn:
+            for fds, capacity, match in cases:
+                nonce = os.urandom(16)
+                assert _hand_over(cluster, fds, nonce) == b"\x01"
+                with pytest.raises(InvalidArgument, match=match):
+                    conn.call(m.RingAttach(conn.next_cid(), nonce, capacity))
+            with pytest.raises(InvalidArgument, match="no produce ring was handed over"):
+                conn.call(m.RingAttach(conn.next_cid(), os.urandom(16), cap))
+    finally:
+        for fd in (unsealed, sealed, efd, efd2, r, w):
+            os.close(fd)
+    with cluster.fluvio().topic_producer("hand-over") as producer:     # the SPU serves on
+        producer.send(None, b"still").wait(10)
