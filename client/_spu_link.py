@@ -106,7 +106,6 @@ class SpuLink:
         self._ring: RingChannel | None = None          # attached: produce requests go through it
         self._socket_produces: set[int] = set()        # cids of produce requests on the socket, unanswered
         self._ack_wanters = 0                          # threads asleep for an answer (the ring's flag)
-        self._watching_room = False                    # the link thread polls the ring's eventfd
         self._inbuf = bytearray(_RECV_CHUNK)        # the link thread's read buffer (see _read)
         self._inview = memoryview(self._inbuf)
         self._out.append(memoryview(self._session.start(time.monotonic())))
@@ -132,7 +131,7 @@ class SpuLink:
                 session.register(msg, token, time.monotonic())
                 ring.queue(msg)           # written by publish (here, or write_out), or once room comes
                 if write:
-                    self._publish_locked(ring)
+                    ring.publish()
             else:
                 self._out.extend(map(memoryview, session.send_parts(msg, token, time.monotonic())))
                 if self._channel is not None and msg.__class__ is m.ProduceRequest:
@@ -148,13 +147,8 @@ class SpuLink:
         """Write queued frames now, as far as the socket takes them without waiting."""
         with self._lock:
             if self._ring is not None:
-                self._publish_locked(self._ring)
+                self._ring.publish()
             self._write_out_locked()
-
-    def _publish_locked(self, ring: RingChannel) -> None:
-        ring.publish()
-        if ring.backlog and not self._watching_room:
-            self._wake_locked()           # the link thread then watches for room
 
     def _write_out_locked(self) -> None:
         if self._stalled or self._sock is None or self.broken or not self._out:
@@ -264,9 +258,8 @@ class SpuLink:
         poller.register(self._wake_r, select.POLLIN)
         poller.register(sock, select.POLLIN)
         room_fd = self._channel.room_fd if self._channel is not None else -1
-        if room_fd >= 0:        # watched only while it matters: an ack wakes whoever watches it
-            poller.register(room_fd, 0)
-        room_registered = 0
+        if room_fd >= 0:
+            poller.register(room_fd, select.POLLIN)
         session = self._session
         registered = select.POLLIN
         wanting = False                          # this thread counts in _ack_wanters
@@ -282,7 +275,6 @@ class SpuLink:
                     self._urged = False
                 self._idle = first is None      # the next submit wakes this thread
                 urged = self._urged
-                ring_waits = self._ring is not None and bool(self._ring.backlog)
             now = time.monotonic()
             if first is not None and first <= now:
                 if wanting:
@@ -297,21 +289,13 @@ class SpuLink:
                 read_at = max(first - self.request_timeout_s, self._reaped_at) + self.lazy_read_s
                 reading = urged or read_at <= now
                 wait_s = first - now if reading else min(read_at, first) - now
-            if room_fd >= 0:
-                # The ring's eventfd: room for a backlog, or (reading) acknowledgements.
-                room_events = select.POLLIN if reading or ring_waits else 0
-                if room_events != room_registered:
-                    poller.modify(room_fd, room_events)
-                    room_registered = room_events
-                    with self._lock:
-                        self._watching_room = bool(room_events)
-                if reading != wanting:
-                    with self._lock:
-                        self._want_acks(+1 if reading else -1)
-                    wanting = reading
-                    if reading:
-                        with self._read_lock:
-                            self._read_acks()           # those that came before the flag
+            if room_fd >= 0 and reading != wanting:
+                with self._lock:
+                    self._want_acks(+1 if reading else -1)
+                wanting = reading
+                if reading:
+                    with self._read_lock:
+                        self._read_acks()           # those that came before the flag
             events = (select.POLLIN if reading else 0) | (select.POLLOUT if want_write else 0)
             if events != registered:
                 poller.modify(sock, events)
@@ -472,10 +456,6 @@ class SpuLink:
                             self._want_acks(-1)
                     if any(fd == ring_fd for fd, _ev in events):
                         self._room()                # reads the eventfd, writes what waited for room
-                        if len(events) == 1:        # an acknowledgement: nothing on the socket to read
-                            with self._read_lock:
-                                self._read_acks()
-                            continue
                 else:
                     events = poller.poll(slice_ms if deadline is None else min(slice_ms, (deadline - now) * 1000))
                 if events:
