@@ -23,7 +23,7 @@ import socket
 
 from rillet.ipc import messages as m
 from rillet.ipc.names import ring_socket_path
-from rillet.ipc.produce_ring import AckReader, RingWriter, capacity_for, init_header, ring_bytes
+from rillet.ipc.produce_ring import RingWriter, capacity_for, init_header, ring_bytes
 
 HANDOVER = b"RRNG\x01"
 DEFAULT_MIN_BYTES = 4 << 20
@@ -64,7 +64,6 @@ class RingChannel:
         init_header(self._map, capacity)
         self.capacity = capacity
         self.writer = RingWriter(self._map, capacity)
-        self.acks = AckReader(self._map, capacity)
         self.nonce = os.urandom(16)
         self.backlog: deque = deque()   # requests not yet written (queued, or waiting for room), in order
         self._waiting = False           # the producer_waiting flag is set

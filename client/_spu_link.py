@@ -52,8 +52,7 @@ from itertools import islice
 from typing import Callable
 
 from rillet.ipc import messages as m
-from rillet.ipc.errors import BrokenConnection, Closed, ProtocolError, RilletError, Timeout, error_from_code
-from rillet.ipc.produce_ring import RingError
+from rillet.ipc.errors import BrokenConnection, Closed, RilletError, Timeout, error_from_code
 from rillet.ipc.session import NEED_DATA, ClientSession
 from rillet.ipc.unix_socket import connect_unix
 
@@ -105,7 +104,6 @@ class SpuLink:
         self._channel: RingChannel | None = None       # handed over to the SPU, maybe attached
         self._ring: RingChannel | None = None          # attached: produce requests go through it
         self._socket_produces: set[int] = set()        # cids of produce requests on the socket, unanswered
-        self._ack_wanters = 0                          # threads asleep for an answer (the ring's flag)
         self._inbuf = bytearray(_RECV_CHUNK)        # the link thread's read buffer (see _read)
         self._inview = memoryview(self._inbuf)
         self._out.append(memoryview(self._session.start(time.monotonic())))
@@ -236,13 +234,12 @@ class SpuLink:
                 self._ring = self._channel
 
     def _room(self) -> None:
-        """The ring's eventfd: the SPU freed room (write what waited for it) or acknowledged."""
+        """The SPU freed room in the ring: write what waited for it."""
         with self._lock:
-            channel = self._channel
-            if channel is not None and not self.broken:
-                channel.take_room()
-                if self._ring is not None:
-                    self._ring.publish()
+            ring = self._ring
+            if ring is not None and not self.broken:
+                ring.take_room()
+                ring.publish()
 
     def _serve(self, sock: socket.socket) -> RilletError:
         """Poll until the link fails or closes; return the error that ends it.
@@ -262,7 +259,6 @@ class SpuLink:
             poller.register(room_fd, select.POLLIN)
         session = self._session
         registered = select.POLLIN
-        wanting = False                          # this thread counts in _ack_wanters
         while True:
             with self._lock:
                 if self._closing:
@@ -277,9 +273,6 @@ class SpuLink:
                 urged = self._urged
             now = time.monotonic()
             if first is not None and first <= now:
-                if wanting:
-                    with self._lock:
-                        self._want_acks(-1)
                 self._timed_out = True
                 return BrokenConnection(f"connection to SPU {self.spu_id} closed: an earlier request timed out")
             if first is None:                   # no answer due: only a hang-up (POLLHUP) can come
@@ -289,13 +282,6 @@ class SpuLink:
                 read_at = max(first - self.request_timeout_s, self._reaped_at) + self.lazy_read_s
                 reading = urged or read_at <= now
                 wait_s = first - now if reading else min(read_at, first) - now
-            if room_fd >= 0 and reading != wanting:
-                with self._lock:
-                    self._want_acks(+1 if reading else -1)
-                wanting = reading
-                if reading:
-                    with self._read_lock:
-                        self._read_acks()           # those that came before the flag
             events = (select.POLLIN if reading else 0) | (select.POLLOUT if want_write else 0)
             if events != registered:
                 poller.modify(sock, events)
@@ -305,8 +291,6 @@ class SpuLink:
                     _drain(self._wake_r)
                 elif fd == room_fd:
                     self._room()
-                    if reading and not self._read(sock):
-                        return BrokenConnection(f"connection to SPU {self.spu_id} closed by the peer")
                 elif got & ~select.POLLOUT and not self._read(sock):
                     return BrokenConnection(f"connection to SPU {self.spu_id} closed by the peer")
 
@@ -342,7 +326,6 @@ class SpuLink:
             return self._read_turn(sock)
 
     def _read_turn(self, sock: socket.socket) -> bool:
-        self._read_acks()
         # Into one buffer kept for the link's life, then copied out at the size read: a
         # fresh recv(256 KiB) per answer cost an allocation of that size, and in this
         # thread's malloc arena a page fault or three, for an answer of ~30 bytes.
@@ -365,36 +348,6 @@ class SpuLink:
             for answer in answers:    # outside the lock: on_answer takes the producer's lock
                 self._deliver(answer)
         return True
-
-    def _read_acks(self) -> None:
-        """(``_read_lock`` held) Deliver the acknowledgements the SPU put in the ring's ack slots."""
-        channel = self._channel
-        if channel is None:
-            return
-        answers = []
-        with self._lock:              # the session's pending table; the map is closed under it
-            if self.broken:
-                return
-            try:
-                acks = channel.acks.take()
-            except RingError as exc:
-                raise ProtocolError(f"SPU {self.spu_id}'s produce ring: {exc}") from None
-            pending, on_socket = self._session.pending, self._socket_produces
-            for cid, base_offset, leo, hw in acks:
-                entry = pending.pop(cid, None)
-                if entry is not None:
-                    answers.append((entry[0], m.ProduceResponse(cid, base_offset, leo, hw)))
-                if on_socket:
-                    on_socket.discard(cid)
-        for token, reply in answers:  # outside the lock: on_answer takes the producer's lock
-            self._on_answer(token, reply)
-
-    def _want_acks(self, delta: int) -> None:
-        """(``_lock`` held) A thread starts (+1) or stops (-1) sleeping for an answer: the SPU then
-        writes the ring's eventfd after an acknowledgement. Take acks again after +1, before sleeping."""
-        self._ack_wanters += delta
-        if self._channel is not None and not self.broken:
-            self._channel.acks.want(self._ack_wanters > 0)
 
     def reap(self) -> None:
         """Deliver the answers already arrived, from the calling thread; never waits.
@@ -435,30 +388,12 @@ class SpuLink:
             max_slice_ms = max(slice_ms, MAX_WAIT_SLICE_S * 1000)
             poller = select.poll()
             poller.register(sock, select.POLLIN)
-            ring_fd = self._channel.room_fd if self._channel is not None else -1
-            if ring_fd >= 0:              # acknowledgements in the ring wake it through its eventfd
-                poller.register(ring_fd, select.POLLIN)
             while not done():
                 now = time.monotonic()
                 self._reaped_at = now
                 if deadline is not None and now >= deadline:
                     return False
-                if ring_fd >= 0:
-                    with self._lock:
-                        self._want_acks(+1)
-                    try:
-                        with self._read_lock:
-                            self._read_acks()      # those that came before the flag
-                        events = [] if done() else \
-                            poller.poll(slice_ms if deadline is None else min(slice_ms, (deadline - now) * 1000))
-                    finally:
-                        with self._lock:
-                            self._want_acks(-1)
-                    if any(fd == ring_fd for fd, _ev in events):
-                        self._room()                # reads the eventfd, writes what waited for room
-                else:
-                    events = poller.poll(slice_ms if deadline is None else min(slice_ms, (deadline - now) * 1000))
-                if events:
+                if poller.poll(slice_ms if deadline is None else min(slice_ms, (deadline - now) * 1000)):
                     with self._read_lock:
                         if not self._read_turn(sock):
                             return None       # the peer is gone: the link thread fails the requests

@@ -17,25 +17,13 @@ Layout (little-endian; the header is one page so the data area starts page-align
     128     read_pos u64      SPU         bytes ever consumed (an entry's bytes copied: appended or refused)
     192     consumer_asleep   SPU         1: the SPU will sleep on its eventfd; write it after publishing
     256     producer_waiting  producer    1: the producer waits for room; the SPU writes the room eventfd
-    320     ack_write u64     SPU         acknowledgements ever written (slots; slot = n % ACK_SLOTS)
-    384     ack_read u64      producer    acknowledgements ever taken
-    448     answers_wanted    producer    1: a producer thread sleeps waiting for answers; the SPU
-                                          writes the room eventfd after an acknowledgement
     4096    data area         producer    entries, each 8-byte aligned and never split at the end
-    4096+capacity  acks       SPU         ACK_SLOTS slots: cid u64, base_offset, leo, hw (i64 each)
 
     entry:  length u32 (header + topic + batch, before padding), isolation u32, cid u64,
             partition i32, timeout_ms i32, topic length u16, reserved u16, topic (UTF-8), batch
     WRAP:   a length of 0xFFFFFFFF: the rest up to the data area's end is unused; go on at 0
 
 Positions live on their own cache lines so the two sides do not share one.
-
-Acknowledgements: a produce the SPU answers with success (a ProduceResponse: the common case) is
-answered in the ack slots instead of on the socket, when one is free; every other answer (an
-error, with its text) and any answer when the slots are full goes on the socket as before. The
-producer takes acknowledgements wherever it reads answers; a thread that sleeps for one sets
-answers_wanted first (the same store / fence / load as above) and the SPU writes the room
-eventfd after an acknowledgement only then.
 
 Wake-up without a lost wake (the standard store / full fence / load on both sides):
 
@@ -74,10 +62,6 @@ _HEAD = struct.Struct("<4sIQ")             # magic, version, capacity
 _POS = struct.Struct("<Q")
 _FLAG = struct.Struct("<I")
 WRITE_POS_AT, READ_POS_AT, ASLEEP_AT, WAITING_AT = 64, 128, 192, 256
-ACK_WRITE_AT, ACK_READ_AT, WANTED_AT = 320, 384, 448
-ACK = struct.Struct("<Qqqq")                # cid, base_offset, leo, hw: a ProduceResponse
-ACK_SLOTS = 4096
-ACK_BYTES = ACK_SLOTS * ACK.size
 ENTRY = struct.Struct("<IIQiiHH")           # length, isolation, cid, partition, timeout_ms, topic length, reserved
 assert ENTRY.size == 28
 WRAP = 0xFFFFFFFF
@@ -96,8 +80,8 @@ def align(n: int) -> int:
 
 
 def ring_bytes(capacity: int) -> int:
-    """The size of the shared region for a data area of ``capacity`` bytes (and the ack slots)."""
-    return HEADER_BYTES + capacity + ACK_BYTES
+    """The size of the shared region for a data area of ``capacity`` bytes."""
+    return HEADER_BYTES + capacity
 
 
 def capacity_for(max_request_bytes: int, minimum: int) -> int:
@@ -119,9 +103,6 @@ def init_header(buf, capacity: int) -> None:
     _POS.pack_into(buf, READ_POS_AT, 0)
     _FLAG.pack_into(buf, ASLEEP_AT, 1)      # the SPU starts asleep: the first entry wakes it
     _FLAG.pack_into(buf, WAITING_AT, 0)
-    _POS.pack_into(buf, ACK_WRITE_AT, 0)
-    _POS.pack_into(buf, ACK_READ_AT, 0)
-    _FLAG.pack_into(buf, WANTED_AT, 0)
 
 
 class RingWriter:
@@ -270,58 +251,3 @@ class RingReader:
 
     def release(self) -> None:
         self.data.release()
-
-
-class AckWriter:
-    """The SPU's end of the ack slots: its own count; the producer's read count is not trusted."""
-
-    def __init__(self, buf, capacity: int) -> None:
-        self.buf = buf
-        self.base = HEADER_BYTES + capacity
-        self.written = 0
-
-    def put(self, cid: int, base_offset: int, leo: int, hw: int) -> bool:
-        """Write and publish one acknowledgement; False when no slot is free (answer on the socket)."""
-        used = self.written - _POS.unpack_from(self.buf, ACK_READ_AT)[0]
-        if not 0 <= used < ACK_SLOTS:       # full, or a read count no correct producer writes
-            return False
-        ACK.pack_into(self.buf, self.base + (self.written % ACK_SLOTS) * ACK.size, cid, base_offset, leo, hw)
-        self.written += 1
-        _POS.pack_into(self.buf, ACK_WRITE_AT, self.written)
-        return True
-
-    def wanted(self) -> bool:
-        """After publishing: does a producer thread sleep waiting for answers (write the eventfd)?"""
-        full_fence()
-        return _FLAG.unpack_from(self.buf, WANTED_AT)[0] != 0
-
-
-class AckReader:
-    """The producer's end of the ack slots (not thread-safe: the link's readers take turns)."""
-
-    def __init__(self, buf, capacity: int) -> None:
-        self.buf = buf
-        self.base = HEADER_BYTES + capacity
-        self.taken = 0
-
-    def take(self) -> list[tuple[int, int, int, int]]:
-        """The acknowledgements written since the last take, oldest first; RingError for a count
-        no correct SPU writes."""
-        written = _POS.unpack_from(self.buf, ACK_WRITE_AT)[0]
-        n = written - self.taken
-        if n == 0:
-            return []
-        if not 0 < n <= ACK_SLOTS:
-            raise RingError(f"ack count {written} is not within {ACK_SLOTS} of the {self.taken} taken")
-        buf, base, size, unpack = self.buf, self.base, ACK.size, ACK.unpack_from
-        out = [unpack(buf, base + (i % ACK_SLOTS) * size) for i in range(self.taken, written)]
-        self.taken = written
-        _POS.pack_into(buf, ACK_READ_AT, written)
-        return out
-
-    def want(self, on: bool) -> None:
-        """Say whether a thread sleeps waiting for answers; after turning it on, take again
-        before sleeping (an acknowledgement may have come before the flag)."""
-        _FLAG.pack_into(self.buf, WANTED_AT, 1 if on else 0)
-        if on:
-            full_fence()

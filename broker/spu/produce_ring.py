@@ -10,9 +10,6 @@ connection, its entries are answered there and it closes with it. Descriptors pa
 and never attached are closed after PENDING_TTL_S (at most MAX_PENDING are kept). Nothing
 has a name: when either process dies the kernel frees the memory.
 
-Answers: a ProduceResponse on a connection with a ring goes in the ring's ack slots (server.py
-``send``), every other answer on the socket (ipc/produce_ring.py says how the producer takes them).
-
 Draining: the data eventfd is registered on the loop; each entry becomes the ProduceRequest
 the socket would have carried and goes through the connection's own handling (fence,
 validate-once append straight from the ring's memory, ReadCommitted waits, idempotence),
@@ -41,7 +38,7 @@ from pathlib import Path
 from rillet.ipc import messages as m
 from rillet.ipc.errors import InvalidArgument, ProtocolError
 from rillet.ipc.unix_socket import peer_credentials
-from rillet.ipc.produce_ring import MAX_CAPACITY, MIN_CAPACITY, AckWriter, RingError, RingReader, ring_bytes
+from rillet.ipc.produce_ring import HEADER_BYTES, MAX_CAPACITY, MIN_CAPACITY, RingError, RingReader
 
 HANDOVER = b"RRNG\x01"                  # followed by the 16-byte nonce
 NONCE_BYTES = 16
@@ -176,21 +173,20 @@ class SpuRing:
         if not MIN_CAPACITY <= capacity <= MAX_CAPACITY or capacity % 8:
             raise InvalidArgument(f"ring capacity {capacity} is outside {MIN_CAPACITY} to {MAX_CAPACITY} bytes "
                                   f"or not a multiple of 8")
-        _check_memfd(memfd, ring_bytes(capacity))
+        _check_memfd(memfd, HEADER_BYTES + capacity)
         for fd in (self._data_fd, self._room_fd):
             if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[eventfd]":
                 raise InvalidArgument("a produce ring's wake-up descriptors must be eventfds")
         os.set_blocking(self._data_fd, False)
         os.set_blocking(self._room_fd, False)
         try:
-            self._map = mmap.mmap(memfd, ring_bytes(capacity))
+            self._map = mmap.mmap(memfd, HEADER_BYTES + capacity)
         except OSError as exc:           # the caller closes the three descriptors
             raise InvalidArgument(f"cannot map the produce ring: {exc}") from exc
         os.close(memfd)                  # the map keeps the memory
         self.conn = conn
         self.listener = listener
         self.reader = RingReader(self._map, capacity)
-        self.acks = AckWriter(self._map, capacity)
         self.closed = False
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -254,14 +250,6 @@ class SpuRing:
             conn._write_held()
             if moved and not self.closed and reader.producer_waits():
                 self._notify_room()
-
-    def ack(self, answer: m.ProduceResponse) -> bool:
-        """Answer in the ack slots (False: none free, or closed; then the socket answers)."""
-        if self.closed or not self.acks.put(answer.cid, answer.base_offset, answer.leo, answer.hw):
-            return False
-        if self.acks.wanted():           # a producer thread sleeps for an answer
-            self._notify_room()
-        return True
 
     def _notify_room(self) -> None:
         try:

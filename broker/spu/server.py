@@ -53,13 +53,6 @@ class SpuConnection(FramedProtocol):
         self._ring = listener.attach(self, req)
         return m.RingAttached(req.cid)
 
-    def send(self, msg) -> None:
-        # A success answer to a produce, on a connection with a ring: in the ring's ack slots
-        # when one is free (no socket write, nothing for the producer to read off a socket).
-        if msg.__class__ is m.ProduceResponse and self._ring is not None and self._ring.ack(msg):
-            return
-        super().send(msg)
-
     def resume_writing(self) -> None:
         super().resume_writing()
         if self._ring is not None and not self._write_paused:

@@ -296,7 +296,6 @@ def test_a_ring_link_puts_its_batches_through_the_ring(cluster, capacity):
         assert [r.base_offset for r in replies] == tokens
         assert link._ring.writer.write_pos - before >= 80 * len(payload)     # every batch, through wraps
         assert link._ring.writer.write_pos > link._ring.capacity
-        assert link._channel.acks.taken >= 80        # answered in the ring's ack slots, not on the socket
     finally:
         link.close()
 
