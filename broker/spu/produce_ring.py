@@ -44,6 +44,7 @@ HANDOVER = b"RRNG\x01"                  # followed by the 16-byte nonce
 NONCE_BYTES = 16
 PENDING_TTL_S = 10.0
 MAX_PENDING = 256
+MAX_HANDOVERS = 64                      # hand-over connections open at once (each holds a descriptor)
 DRAIN_ENTRIES = 256
 DRAIN_BYTES = 8 << 20
 SAFETY_LOOK_S = 0.1
@@ -58,6 +59,7 @@ class RingListener:
         self.log = log
         self._pending: dict[bytes, tuple[int, list[int], float]] = {}   # nonce -> (pid, fds, when)
         self._rings: set[SpuRing] = set()
+        self._handovers = 0
         self._loop = asyncio.get_running_loop()
         Path(path).unlink(missing_ok=True)       # our runtime directory (0700): a stale one is ours
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -70,7 +72,7 @@ class RingListener:
         sock.setblocking(False)
         self._sock = sock
         self._loop.add_reader(sock.fileno(), self._accept)
-        self._timer = self._loop.call_later(SAFETY_LOOK_S, self._safety_look)
+        self._timer: asyncio.TimerHandle | None = None     # runs while rings are attached
 
     def _accept(self) -> None:
         try:
@@ -83,10 +85,12 @@ class RingListener:
         except OSError:
             conn.close()
             return
-        if uid != os.getuid():
-            self.log.warning("ring hand-over refused: pid %d runs as uid %d", pid, uid)
+        if uid != os.getuid() or self._handovers >= MAX_HANDOVERS:
+            self.log.warning("ring hand-over refused: pid %d (uid %d; %d hand-overs under way)", pid, uid,
+                             self._handovers)
             conn.close()
             return
+        self._handovers += 1
         deadline = self._loop.call_later(_HANDOVER_DEADLINE_S, self._drop, conn)
         self._loop.add_reader(conn.fileno(), self._receive, conn, pid, deadline)
 
@@ -96,6 +100,7 @@ class RingListener:
         except (ValueError, OSError):
             pass
         conn.close()
+        self._handovers -= 1
 
     def _receive(self, conn: socket.socket, pid: int, deadline: asyncio.TimerHandle) -> None:
         fds: list[int] = []
@@ -140,10 +145,12 @@ class RingListener:
             _close_all(entry[1])
             raise
         self._rings.add(ring)
+        if self._timer is None:
+            self._timer = self._loop.call_later(SAFETY_LOOK_S, self._safety_look)
         return ring
 
     def _safety_look(self) -> None:
-        self._timer = self._loop.call_later(SAFETY_LOOK_S, self._safety_look)
+        self._timer = self._loop.call_later(SAFETY_LOOK_S, self._safety_look) if self._rings else None
         for ring in list(self._rings):
             ring.drain()
 
@@ -151,7 +158,8 @@ class RingListener:
         self._rings.discard(ring)
 
     def close(self) -> None:
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         for ring in list(self._rings):
             ring.close()
         for _pid, fds, _at in self._pending.values():
