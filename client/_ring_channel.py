@@ -132,6 +132,10 @@ class RingChannel:
             except OSError:
                 pass                     # a full counter (never, in practice) wakes the SPU anyway
 
+    def drained(self) -> bool:
+        """Nothing queued, and every request written handled by the SPU."""
+        return not self.backlog and self.writer.drained()
+
     def take_room(self) -> None:
         try:
             os.read(self.room_fd, 8)

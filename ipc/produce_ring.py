@@ -145,6 +145,10 @@ class RingWriter:
         self.write_pos += span
         return True
 
+    def drained(self) -> bool:
+        """Everything written is published and handled by the SPU (its read position is here)."""
+        return self.published == self.write_pos == _POS.unpack_from(self.buf, READ_POS_AT)[0]
+
     @property
     def unpublished(self) -> bool:
         return self.write_pos != self.published

@@ -49,10 +49,12 @@ class Answers:
 
 
 def open_link(cluster, answers: Answers, ring: bool, spu: int = SPU, timeout_s: float = 10.0,
-              capacity: int = 0) -> SpuLink:
+              capacity: int = 0, min_bytes: int = 0) -> SpuLink:
+    """A raw link; with ``ring``, every produce request goes through it (``min_bytes`` 0)
+    unless a ``min_bytes`` is given (then small ones go on the socket while it is drained)."""
     link = SpuLink(spu, str(cluster.paths.spu_socket(spu)), request_timeout_s=timeout_s, timeout_note="test",
                    on_answer=answers.on_answer, on_error=answers.on_error,
-                   ring_capacity=(capacity or ring_capacity(1 << 20)) if ring else 0)
+                   ring_capacity=(capacity or ring_capacity(1 << 20)) if ring else 0, ring_min_bytes=min_bytes)
     deadline = time.monotonic() + 10
     while ring and link._ring is None:          # the RingAttach answer is read like any other
         assert time.monotonic() < deadline and not link.broken, "the SPU did not take the ring"
@@ -87,22 +89,28 @@ def log_bytes(cluster, topic: str, partition: int) -> bytes:
 
 
 def test_the_ring_and_the_socket_store_byte_identical_logs(cluster):
+    """All through the ring, all on the socket, and mixed (small requests on the socket while the
+    ring is drained, as producers send): the same bytes in the same order."""
     payloads = batches()
-    for name, ring in (("same-ring", True), ("same-socket", False)):
+    assert min(map(len, payloads)) < 4096 <= max(map(len, payloads))
+    for name, ring, min_bytes in (("same-ring", True, 0), ("same-socket", False, 0), ("same-mixed", True, 4096)):
         cluster.create_topic(name, partitions=3)
         answers = Answers()
-        link = open_link(cluster, answers, ring)
+        link = open_link(cluster, answers, ring, min_bytes=min_bytes)
         try:
             assert (link._ring is not None) is ring
             tokens = [(name, i) for i in range(len(payloads) * 2)]
             for token in tokens:
                 assert link.submit(token, produce(name, token[1] % 3, payloads[token[1] % len(payloads)]))
+                if min_bytes and token[1] % 2:
+                    answers.wait([token], link)      # drained: the next small one takes the socket
             replies = answers.wait(tokens, link)
         finally:
             link.close()
         assert all(isinstance(r, m.ProduceResponse) for r in replies), replies
     for p in range(3):
         assert log_bytes(cluster, "same-ring", p) == log_bytes(cluster, "same-socket", p)
+        assert log_bytes(cluster, "same-mixed", p) == log_bytes(cluster, "same-socket", p)
     assert len(log_bytes(cluster, "same-ring", 0)) > 0
 
 

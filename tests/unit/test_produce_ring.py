@@ -80,6 +80,17 @@ def test_the_producer_wakes_the_reader_only_when_it_said_it_sleeps():
     assert writer.publish() is True
 
 
+def test_drained_means_published_and_read():
+    _buf, writer, reader = ring()
+    assert writer.drained()
+    assert writer.put(1, b"t", 0, 0, 0, b"a")
+    assert not writer.drained()          # written, not published
+    writer.publish()
+    assert not writer.drained()          # published, not read
+    drain(reader)
+    assert writer.drained()
+
+
 def test_room_waits_are_seen_by_the_reader():
     _buf, writer, reader = ring()
     assert reader.producer_waits() is False
