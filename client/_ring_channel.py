@@ -43,6 +43,15 @@ def ring_capacity(max_request_bytes: int, environ=os.environ) -> int:
     return capacity_for(max_request_bytes, max(minimum, 64 * 1024))
 
 
+def ring_min_bytes(default: int, environ=os.environ) -> int:
+    """``RILLET_PRODUCE_RING_MIN_BYTES``: requests below it go on the socket while the ring is
+    drained (0: every request through the ring; tests and A/B)."""
+    try:
+        return max(0, int(environ.get("RILLET_PRODUCE_RING_MIN_BYTES", default)))
+    except ValueError:
+        return default
+
+
 class RingChannel:
     """The memory, the writer and the two eventfds of one link's ring."""
 
