@@ -206,7 +206,8 @@ class SpuLink:
         timeout = Timeout(f"SPU {self.spu_id} did not answer within {self.request_timeout_s:g} s "
                           f"({self._timeout_note}); connection closed")
         for token, deadline in pending:
-            self._on_error(token, timeout if self._timed_out and deadline <= now else error)
+            if token is not _RING_TOKEN:        # the link's own RingAttach: nobody to tell
+                self._on_error(token, timeout if self._timed_out and deadline <= now else error)
 
     def _connect(self) -> socket.socket:
         try:

@@ -353,3 +353,23 @@ def test_a_bad_hand_over_is_refused_with_a_clear_error(cluster):
             os.close(fd)
     with cluster.fluvio().topic_producer("hand-over") as producer:     # the SPU serves on
         producer.send(None, b"still").wait(10)
+
+
+def test_a_link_closed_before_the_ring_is_attached_fails_only_its_requests(cluster):
+    """The link's own RingAttach is pending like a request; a link that ends before its answer
+    must fail the producer's requests, never hand the RingAttach to on_error (the producer's
+    handler would raise on it in the link thread and leave the requests after it unresolved)."""
+    from rillet._spu_link import _RING_TOKEN
+    cluster.create_topic("early-close")
+    good = BatchBuilder()
+    good.append(None, b"v", 1000)
+    good = good.build()
+    for _ in range(5):
+        answers = Answers()
+        link = SpuLink(SPU, str(cluster.paths.spu_socket(SPU)), request_timeout_s=10, timeout_note="test",
+                       on_answer=answers.on_answer, on_error=answers.on_error, ring_capacity=ring_capacity(1 << 20))
+        link.submit("a", produce("early-close", 0, good))
+        link.close()
+        link._thread.join(10)
+        assert _RING_TOKEN not in answers.got
+        assert "a" in answers.got
