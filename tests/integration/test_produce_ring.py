@@ -203,7 +203,7 @@ def test_no_descriptor_is_left_in_the_producer_or_the_spu(cluster):
     assert not [n for n in os.listdir("/dev/shm") if "produce-ring" in n]
 
 
-def test_a_read_committed_produce_times_out_as_on_the_socket(tmp_path):
+def test_read_committed_acks_and_timeouts_as_on_the_socket(tmp_path):
     with LocalCluster(spus=2, home=tmp_path) as cluster:
         cluster.create_topic("slow", replication=2)
         with cluster.admin() as admin:
@@ -214,6 +214,10 @@ def test_a_read_committed_produce_times_out_as_on_the_socket(tmp_path):
         good = good.build()
         answers = Answers()
         links = {ring: open_link(cluster, answers, ring, spu=leader) for ring in (True, False)}
+        for ring, link in links.items():          # acknowledged once the follower has it (a waiter)
+            link.submit(("ok", ring), produce("slow", 0, good, m.ISOLATION_READ_COMMITTED))
+        acked = [answers.wait([("ok", ring)], links[ring])[0] for ring in (True, False)]
+        assert sorted(r.base_offset for r in acked) == [0, 1] and all(r.hw >= r.base_offset + 1 for r in acked)
         os.kill(cluster.spu_pid(follower), signal.SIGSTOP)
         try:
             for ring, link in links.items():
