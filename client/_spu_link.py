@@ -235,8 +235,8 @@ class SpuLink:
             return None
         try:
             return RingChannel.offer(self.path, self._ring_capacity)
-        except (OSError, ValueError):
-            return None            # an SPU without rings (RILLET_PRODUCE_RING=0), or no memfd here
+        except (OSError, ValueError, AttributeError):
+            return None            # an SPU without rings (RILLET_PRODUCE_RING=0), or no memfd/eventfd here
 
     def _ring_answered(self, reply: m.Message) -> None:
         with self._lock:
