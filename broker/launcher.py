@@ -211,7 +211,7 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
     from rillet.ipc.positions_shm import positions_objects
     from rillet.ipc.shm import unlink_if_exists
     spus = cluster_processes(paths, modules=(SPU,)) if keep_spus else []
-    kept = {str(paths.spu_socket(_spu_id(p))) for p in spus}
+    kept = {str(paths.spu_socket(_spu_id(p))) for p in spus} | {str(paths.spu_ring_socket(_spu_id(p))) for p in spus}
     # Killed one by one, a supervisor or SC may have started a child between the listing and
     # its death (an SC orphaned so starts a new supervisor, which starts SPUs: a whole cluster
     # back), so list again until nothing of the cluster is left.

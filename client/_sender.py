@@ -24,7 +24,8 @@ from rillet.ipc.records import IDEMPOTENT_WINDOW, SEQUENCE_MODULUS, build_batch
 
 from ._accumulator import _Batch, _urge_on
 from ._enums import Compression
-from ._spu_link import SpuLink
+from ._ring_channel import ring_capacity, ring_min_bytes, ring_wanted
+from ._spu_link import RING_MIN_BYTES, SpuLink
 
 log = logging.getLogger("rillet.producer")
 
@@ -146,7 +147,9 @@ class _Sender:
     def _new_link(self, spu_id: int) -> SpuLink:
         link = SpuLink(spu_id, self.meta.spu_socket(spu_id), request_timeout_s=request_timeout_s(self.config.timeout_ms),
                        timeout_note=f"timeout_ms={self.config.timeout_ms} plus a {_DEADLINE_MARGIN_S:g} s margin",
-                       on_answer=self._on_answer, on_error=self._failed)
+                       on_answer=self._on_answer, on_error=self._failed,
+                       ring_capacity=ring_capacity(self.config.max_request_size) if ring_wanted() else 0,
+                       ring_min_bytes=ring_min_bytes(RING_MIN_BYTES))
         with self.lock:
             if self.closed:
                 link.close()

@@ -543,6 +543,21 @@ class SmartModuleBody(_Msg, tag=125):
     wasm: bytes
 
 
+# --- the produce ring (ipc/produce_ring.py): a producer link's requests through shared memory ---
+
+class RingAttach(_Msg, tag=126):
+    """Take the ring this client passed on the SPU's ring socket with ``nonce`` (its memfd
+    and two eventfds, SCM_RIGHTS); from the answer on, this connection's produce requests
+    may come through it. Answered with RingAttached or an ErrorResponse (then the socket)."""
+    cid: int
+    nonce: bytes
+    capacity: int        # the ring's data area in bytes (ipc/produce_ring.py)
+
+
+class RingAttached(_Msg, tag=127):
+    cid: int
+
+
 Message = Union[
     Hello, HelloOk, ErrorResponse, Ok,
     ProduceRequest, ProduceResponse, FetchRequest, FetchResponse, OffsetsRequest, OffsetsResponse,
@@ -554,6 +569,7 @@ Message = Union[
     DeleteConsumerOffsets, ConsumerOffsetsDeleted,
     CreateConnector, ListConnectors, ConnectorList, DeleteConnector,
     CreateSmartModule, DeleteSmartModule, ListSmartModules, SmartModuleList, GetSmartModule, SmartModuleBody,
+    RingAttach, RingAttached,
 ]
 
 

@@ -151,6 +151,11 @@ class ClusterPaths:
     def spu_socket(self, spu_id: int) -> Path:
         return self.runtime_dir / f"spu-{int(spu_id)}.sock"
 
+    def spu_ring_socket(self, spu_id: int) -> Path:
+        """Where the SPU takes producers' produce rings (broker/spu/produce_ring.py): the same
+        length as its socket's path, so the same limit holds."""
+        return ring_socket_path(self.spu_socket(spu_id))
+
     @property
     def shm_name(self) -> str:
         return f"/rillet-{os.getuid()}-{self.cluster}-{self._tag}"
@@ -162,3 +167,9 @@ class ClusterPaths:
     def positions_shm_name(self, spu_id: int) -> str:
         """SPU ``spu_id``'s positions table (ipc/positions.py), written by that SPU only."""
         return f"{self.positions_shm_prefix}{int(spu_id)}"
+
+
+def ring_socket_path(spu_socket: str | os.PathLike) -> Path:
+    """``.../spu-5001.sock`` -> ``.../rng-5001.sock`` (clients know the SPU's socket path only)."""
+    path = Path(spu_socket)
+    return path.with_name("rng-" + path.name[4:])

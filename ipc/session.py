@@ -121,6 +121,12 @@ class ClientSession:
         self.pending[msg.cid] = (token, now + self.request_timeout_s)
         return parts
 
+    def register(self, msg: m.Message, token: object = None, now: float = 0.0) -> None:
+        """``msg`` (its cid from ``next_cid``) goes to the peer another way than this session's
+        frames (a producer's produce ring): it is pending with ``token`` as if sent, and its
+        answer comes on the connection as any other."""
+        self.pending[msg.cid] = (token, now + self.request_timeout_s)
+
     # --- receiving -------------------------------------------------------------------------
     def receive_data(self, data) -> None:
         """Bytes read from the socket (``b""``: the peer closed it)."""

@@ -1,6 +1,6 @@
-"""CPU per operation of six hot paths, each timed on its own against a temporary cluster.
+"""CPU per operation of seven hot paths, each timed on its own against a temporary cluster.
 
-    .venv/bin/python -m rillet.tools.bench_cpu [--paths send,linger0,send_all,consume,spu,wait] [--records N] [--rounds R]
+    .venv/bin/python -m rillet.tools.bench_cpu [--paths send,linger0,send_all,consume,spu,wait,send_all_kib] [--records N] [--rounds R]
 
 ``rillet-bench`` times whole workloads, whose figures swing by tens of percent on a shared
 machine; these time one path each, by the CPU of the thread or process that runs it, which
@@ -24,6 +24,9 @@ moves much less. Use them to compare code before and after a change in the same 
   per record, as a synchronous producer or FAILOVER sends): the producer process's CPU per
   acknowledged record (every thread: who reads the answer is what this path measures), the
   SPU's, and the median round trip.
+* ``send_all_kib``: ``send_all`` of 1 KiB values as W2 sends (64 KiB batches, linger 5 ms, no
+  consumer): the producer process's CPU per record (every thread) and the SPU's: where the
+  record bytes' way to the SPU (produce ring or socket) shows.
 
 One JSON line per path: the figure of each round (the first round, a warm-up, is dropped),
 their minimum and median. The SPU's CPU is read from /proc in 10 ms ticks: with 20,000
@@ -46,7 +49,7 @@ from rillet.ipc.connection import Connection
 from rillet.ipc.records import encode_batch
 from rillet.testing import LocalCluster
 
-PATHS = ("send", "linger0", "send_all", "consume", "spu", "wait")
+PATHS = ("send", "linger0", "send_all", "consume", "spu", "wait", "send_all_kib")
 SEND_ALL_CHUNK = 1000          # records per send_all call (W1's)
 VALUE = b"x" * 100
 WINDOW = 32                    # produce requests in flight in the spu path
@@ -133,6 +136,23 @@ def _bulk_rounds(cluster: LocalCluster, topic: str, records: int, rounds: int, c
     return _summary("consumer_us_per_record", reader[1:]) if consume else _summary("caller_us_per_record", sender[1:])
 
 
+def _bytes_rounds(cluster: LocalCluster, topic: str, records: int, rounds: int) -> dict:
+    config = TopicProducerConfigBuilder().batch_size(65536).linger(5).build()
+    values = [bytes([i]) * 1024 for i in range(256)]
+    pairs = [(None, values[i % 256]) for i in range(SEND_ALL_CHUNK)]
+    spu, me = psutil.Process(cluster.spu_pid(SPU_ID)), psutil.Process()
+    client, server = [], []
+    with cluster.fluvio().topic_producer_with_config(topic, config) as producer:
+        for _ in range(rounds + 1):
+            spu0, cpu0 = _process_cpu_s(spu), _process_cpu_s(me)
+            for start in range(0, records, SEND_ALL_CHUNK):
+                producer.send_all(pairs[:min(SEND_ALL_CHUNK, records - start)])
+            producer.flush()
+            client.append((_process_cpu_s(me) - cpu0) / records * 1e6)
+            server.append((_process_cpu_s(spu) - spu0) / records * 1e6)
+    return {**_summary("producer_us_per_record", client[1:]), **_summary("spu_us_per_record", server[1:])}
+
+
 def _spu_rounds(cluster: LocalCluster, topic: str, records: int, rounds: int) -> dict:
     spu = psutil.Process(cluster.spu_pid(SPU_ID))
     batch = memoryview(encode_batch([(None, VALUE, int(time.time() * 1000))]))
@@ -192,6 +212,8 @@ def run(paths: list[str], records: int, rounds: int) -> list[dict]:
                 line = _bulk_rounds(cluster, topic, records, rounds, consume=path == "consume")
             elif path == "wait":
                 line = _wait_rounds(cluster, topic, records, rounds)
+            elif path == "send_all_kib":
+                line = _bytes_rounds(cluster, topic, records, rounds)
             else:
                 line = _send_rounds(cluster, topic, records, rounds, linger0=path == "linger0")
             lines.append({"path": path, "records": records, "rounds": rounds, **line})

@@ -414,6 +414,7 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
         paths.sc_socket.unlink(missing_ok=True)
         for spu_id in sc.state.spus:
             paths.spu_socket(spu_id).unlink(missing_ok=True)
+            paths.spu_ring_socket(spu_id).unlink(missing_ok=True)
         try:
             paths.runtime_dir.rmdir()
         except OSError:

@@ -31,6 +31,7 @@ from rillet.ipc.transport import prepare_runtime_dir, start_unix_server
 
 from .control import Timings, retention_check_s
 from .loop import run_control
+from .produce_ring import RingListener
 from .server import ControlLink, SpuConnection
 from .service import SpuService
 
@@ -113,6 +114,8 @@ async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
     prepare_runtime_dir(paths.runtime_dir)
     socket_path = paths.spu_socket(spu_id)
     server = await start_unix_server(lambda: SpuConnection(service, log), socket_path)
+    if os.environ.get("RILLET_PRODUCE_RING", "1") != "0":
+        service.ring_listener = RingListener(str(paths.spu_ring_socket(spu_id)), log)
     link = ControlLink(service, log, stop)
     from rillet.broker.launcher import supervisor_pid
     timings = Timings(retention_check_s=retention_check_s(), sc_lost_timeout_s=sc_lost_timeout_s())
@@ -126,6 +129,8 @@ async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
             task.cancel()
     finally:
         server.close()
+        if service.ring_listener is not None:
+            service.ring_listener.close()
         link.close()
         service.close()
         socket_path.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ import os
 import msgspec
 
 from rillet.ipc import messages as m
-from rillet.ipc.errors import ProtocolError, RilletError
+from rillet.ipc.errors import InvalidArgument, ProtocolError, RilletError
 from rillet.ipc.framing import NEED_DATA, FrameDecoder
 from rillet.ipc.transport import FramedProtocol, encode_message
 
@@ -31,7 +31,9 @@ class SpuConnection(FramedProtocol):
             m.FollowerFetch: self._follower_fetch,
             m.EpochEndOffset: service.epoch_end_offset,
             m.ReportDamage: service.report_damage,
+            m.RingAttach: self._attach_ring,
         }
+        self._ring = None                # a producer's produce ring (broker/spu/produce_ring.py)
         self._following: dict[int, set[tuple[str, int]]] = {}   # follower SPU -> partitions it fetches here
         self._requests = service.requests
 
@@ -42,7 +44,23 @@ class SpuConnection(FramedProtocol):
         self._following.setdefault(req.follower, set()).add((req.topic, req.partition))
         return self.service.follower_fetch(req)
 
+    def _attach_ring(self, req: m.RingAttach) -> m.Message:
+        listener = self.service.ring_listener
+        if listener is None:
+            raise InvalidArgument(f"SPU {self.service.spu_id} takes no produce rings (RILLET_PRODUCE_RING=0)")
+        if self._ring is not None:
+            raise InvalidArgument("this connection has a produce ring already")
+        self._ring = listener.attach(self, req)
+        return m.RingAttached(req.cid)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._ring is not None and not self._write_paused:
+            self._ring.drain()           # not drained while answers piled up unread
+
     def on_closed(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
         # A follower's connection closing is the fastest sign that it died: leave the ISR now.
         for follower, keys in self._following.items():
             self.service.follower_disconnected(follower, keys)

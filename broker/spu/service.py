@@ -96,6 +96,7 @@ class SpuService:
         # Metrics (m.SpuCounters): requests by type, counted by the connections (server.py).
         self.requests: dict[type, int] = {}
         self.leaderships_gained = 0
+        self.ring_listener = None        # broker/spu/produce_ring.py RingListener, set by process.py
 
     # --- assignment from the SC ---
     def apply(self, update: m.UpdateReplicas) -> None:

@@ -238,12 +238,13 @@ def test_bench_cpu_times_each_path_and_leaves_nothing():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["path"] for line in lines] == ["send", "linger0", "send_all", "consume", "spu", "wait"]
-    send, linger0, send_all, consume, spu, wait = lines
+    assert [line["path"] for line in lines] == ["send", "linger0", "send_all", "consume", "spu", "wait",
+                                                "send_all_kib"]
+    send, linger0, send_all, consume, spu, wait, kib = lines
     for line, key in ((send, "caller_us_per_send"), (linger0, "caller_us_per_send"), (linger0, "spu_us_per_record"),
                       (send_all, "caller_us_per_record"), (consume, "consumer_us_per_record"),
                       (spu, "spu_us_per_request"), (wait, "producer_us_per_record"), (wait, "spu_us_per_record"),
-                      (wait, "round_trip_us_median")):
+                      (wait, "round_trip_us_median"), (kib, "producer_us_per_record"), (kib, "spu_us_per_record")):
         assert len(line[key]) == 2 and all(f >= 0 for f in line[key])       # the warm-up round is dropped
         assert line[f"{key}_min"] <= line[f"{key}_median"]
     assert send["caller_us_per_send_median"] > 0 and linger0["caller_us_per_send_median"] > 0
