@@ -103,10 +103,12 @@ class SpuLink:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # The produce ring (client/_ring_channel.py; 0: none). Once the SPU took it, produce
         # requests of ring_min_bytes or more go through it, and smaller ones too while it holds
-        # requests not yet handled; except while one sent on the socket is unanswered, which must
-        # be handled first (an answer means it was). So requests are handled in the order sent,
-        # whichever way each goes: a socket request only once the ring is drained, a ring request
-        # only once every socket request is answered.
+        # requests not yet handled. So requests are handled in the order sent, whichever way
+        # each goes: a socket request only once the ring is drained, and a ring request is
+        # published only once every produce request sent on the socket is answered (an answer
+        # means it was handled); until then it waits in the ring's backlog. (Routing to the
+        # socket instead while socket requests were unanswered kept a busy producer, whose
+        # pipeline is never empty, on the socket for good.)
         self._ring_capacity = ring_capacity
         self._ring_min_bytes = ring_min_bytes
         self._channel: RingChannel | None = None       # handed over to the SPU, maybe attached
@@ -133,11 +135,11 @@ class SpuLink:
             session = self._session
             msg = make(session.next_cid())
             ring = self._ring
-            if (ring is not None and not self._socket_produces and msg.__class__ is m.ProduceRequest
+            if (ring is not None and msg.__class__ is m.ProduceRequest
                     and (len(msg.batches) >= self._ring_min_bytes or not ring.drained())):
                 session.register(msg, token, time.monotonic())
                 ring.queue(msg)           # written by publish (here, or write_out), or once room comes
-                if write:
+                if write and not self._socket_produces:
                     ring.publish()
             else:
                 self._out.extend(map(memoryview, session.send_parts(msg, token, time.monotonic())))
@@ -153,7 +155,7 @@ class SpuLink:
     def write_out(self) -> None:
         """Write queued frames now, as far as the socket takes them without waiting."""
         with self._lock:
-            if self._ring is not None:
+            if self._ring is not None and not self._socket_produces:
                 self._ring.publish()
             self._write_out_locked()
 
@@ -249,7 +251,8 @@ class SpuLink:
             ring = self._ring
             if ring is not None and not self.broken:
                 ring.take_room()
-                ring.publish()
+                if not self._socket_produces:
+                    ring.publish()
 
     def _serve(self, sock: socket.socket) -> RilletError:
         """Poll until the link fails or closes; return the error that ends it.
@@ -434,7 +437,11 @@ class SpuLink:
     def _deliver(self, answer) -> None:
         reply = answer.message
         if self._socket_produces:
-            self._socket_produces.discard(answer.cid)
+            with self._lock:
+                self._socket_produces.discard(answer.cid)
+                ring = self._ring
+                if ring is not None and not self._socket_produces and ring.backlog and not self.broken:
+                    ring.publish()        # the ring requests that waited for the socket's to be handled
         if answer.token is _RING_TOKEN:
             self._ring_answered(reply)
             return

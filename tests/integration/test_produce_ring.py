@@ -377,3 +377,29 @@ def test_a_link_closed_before_the_ring_is_attached_fails_only_its_requests(clust
         link._thread.join(10)
         assert _RING_TOKEN not in answers.got
         assert "a" in answers.got
+
+
+def test_a_busy_link_moves_to_the_ring_though_a_socket_request_is_unanswered(cluster):
+    """A producer whose pipeline never empties: a small request on the socket is still unanswered
+    when the big ones come. They go to the ring and wait there until it is answered (order kept),
+    instead of following it onto the socket for as long as the pipeline stays full."""
+    topic = "busy-ring"
+    cluster.create_topic(topic)
+    small, big = BatchBuilder(), BatchBuilder()
+    small.append(None, b"first", 1000)
+    big.append(None, os.urandom(64 * 1024), 1000)
+    small, big = small.build(), big.build()
+    answers = Answers()
+    link = open_link(cluster, answers, ring=True, min_bytes=4096)
+    try:
+        before = link._ring.writer.write_pos
+        link.submit("small", produce(topic, 0, small), write=False)      # on the socket, not yet answered
+        tokens = list(range(20))
+        for token in tokens:
+            link.submit(token, produce(topic, 0, big), write=False)
+        link.write_out()
+        replies = answers.wait(["small", *tokens], link)
+        assert [r.base_offset for r in replies] == list(range(21))        # the socket's first, then in order
+        assert link._ring.writer.write_pos - before >= 20 * len(big)      # every big one through the ring
+    finally:
+        link.close()
