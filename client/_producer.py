@@ -93,6 +93,7 @@ from time import time_ns as _time_ns
 
 from rillet.ipc.compression import Codec
 from rillet.ipc.errors import Closed, InvalidArgument, RilletError, Timeout
+from rillet.ipc.heap import keep_freed_heap
 from rillet.ipc.records import KEYLESS_OVERHEAD, RECORD_OVERHEAD, keyless_overhead
 
 from ._accumulator import SEND_ALL_CHUNK, _Accumulator, _Batch, _split_pairs, to_bytes
@@ -271,6 +272,7 @@ class TopicProducer:
     """Sends records to one topic. Thread-safe; close() (or a with block) flushes."""
 
     def __init__(self, meta: MetadataView, topic: str, config: TopicProducerConfig | None = None) -> None:
+        keep_freed_heap()               # freed batches stay in the heap (ipc/heap.py says why)
         self._core = _ProducerCore(meta, topic, config or TopicProducerConfig())
         self.topic = topic
         self.config = self._core.config
