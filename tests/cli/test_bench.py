@@ -256,3 +256,25 @@ def test_bench_cpu_refuses_unknown_paths():
     result = subprocess.run([sys.executable, "-m", "rillet.tools.bench_cpu", "--paths", "send,nope"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--paths takes send, linger0, send_all, consume, spu, wait" in result.stderr
+
+
+def test_the_first_workload_waits_for_the_standby_sc_to_be_up(tmp_path):
+    """rillet-bench's _settle: the standby SC (started a second after the SC is ready) has done its
+    imports before any workload is timed; without a standby it gives up at its limit."""
+    import time
+
+    from rillet.broker import launcher
+    from rillet.testing import LocalCluster
+    from rillet.tools.bench import _schedstat_cpu_s, _settle
+    with LocalCluster(spus=1, home=tmp_path) as cluster:
+        start = time.monotonic()
+        assert _settle(cluster)
+        assert time.monotonic() - start < 6.0
+        standby = [p for p in launcher.cluster_processes(cluster.paths, modules=(launcher.SC,))
+                   if "--standby" in (p.info["cmdline"] or [])]
+        assert len(standby) == 1
+        before = _schedstat_cpu_s(standby[0].pid)
+        time.sleep(0.2)
+        assert _schedstat_cpu_s(standby[0].pid) - before < 0.005        # idle: blocked on its stdin
+    with LocalCluster(spus=1, home=tmp_path / "short") as cluster:
+        assert not _settle(cluster, limit_s=0.3)                      # no standby that soon

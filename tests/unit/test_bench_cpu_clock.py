@@ -38,3 +38,4 @@ def test_a_gone_process_reads_as_nan():
     proc = psutil.Process(child.pid)
     child.wait()
     assert math.isnan(_cpu_times({"gone": proc})["gone"])
+
