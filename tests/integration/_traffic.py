@@ -80,3 +80,47 @@ class Traffic:
         assert len(self.got) == len(self.sent)                            # nothing lost, nothing twice
         for p in range(self.partitions):                                  # in order, per partition
             assert [v for q, v in self.got if q == p] == [v for q, v in self.sent if q == p]
+
+
+def exactly_once_config():
+    """An idempotent ReadCommitted producer that retries through leader kills (linger 2 ms)."""
+    return (TopicProducerConfigBuilder().linger(2).isolation("read_committed").timeout(2_000)
+            .retry_policy(max_retries=1_000, initial_delay_ms=20, strategy="fixed", timeout_ms=30_000).build())
+
+
+class KeyedSender:
+    """A thread sending records of 20 keys, one every 0.5 ms, until ``stop`` (at least
+    ``at_least``); ``sent`` holds ``(key, value, output)`` in send order."""
+
+    def __init__(self, producer, at_least: int = 2_000) -> None:
+        self.producer, self.at_least = producer, at_least
+        self.sent: list[tuple[str, str, object]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        i = 0
+        while not self.done.is_set() or i < self.at_least:
+            self.sent.append((f"k{i % 20}", f"v{i}", self.producer.send(f"k{i % 20}", f"v{i}")))
+            i += 1
+            time.sleep(0.0005)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(60)
+
+
+def assert_stored_once_in_key_order(fluvio, topic: str, partitions: int, sent: list) -> None:
+    """Every value of ``sent`` stored exactly once (ReadCommitted), each key's in send order."""
+    config = ConsumerConfig()
+    config.disable_continuous()
+    config.isolation("read_committed")
+    stored = [r.value_string() for p in range(partitions)
+              for r in fluvio.partition_consumer(topic, p).stream_with_config(Offset.beginning(), config)]
+    assert len(stored) == len(set(stored)), "a record was stored twice"
+    assert set(stored) == {v for _k, v, _o in sent}
+    position = {v: i for i, v in enumerate(stored)}
+    for key in {k for k, _v, _o in sent}:
+        mine = [v for k, v, _o in sent if k == key]
+        assert sorted(mine, key=position.get) == mine, f"{key} reordered"

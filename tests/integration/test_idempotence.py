@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -20,6 +19,8 @@ from rillet.ipc.connection import Connection
 from rillet.ipc.errors import OutOfOrderSequence, RilletError
 from rillet.ipc.records import BatchBuilder
 from rillet.testing import LocalCluster
+
+from ._traffic import KeyedSender, assert_stored_once_in_key_order, exactly_once_config
 
 SPU = 5001
 PID = 424242
@@ -162,20 +163,8 @@ def test_records_streamed_through_leader_kills_are_stored_exactly_once_and_in_or
     topic = "idem-stream"
     cluster3.create_topic(topic, partitions=2, replication=3)
     wait_leader(cluster3, topic)
-    config = (TopicProducerConfigBuilder().linger(2).isolation("read_committed").timeout(2_000)
-              .retry_policy(max_retries=1_000, initial_delay_ms=20, strategy="fixed", timeout_ms=30_000).build())
-    producer = cluster3.fluvio().topic_producer_with_config(topic, config)
-    sent, done = [], threading.Event()
-
-    def send_all():
-        i = 0
-        while not done.is_set() or i < 2_000:
-            sent.append((f"k{i % 20}", f"v{i}", producer.send(f"k{i % 20}", f"v{i}")))
-            i += 1
-            time.sleep(0.0005)
-
-    sender = threading.Thread(target=send_all)
-    sender.start()
+    producer = cluster3.fluvio().topic_producer_with_config(topic, exactly_once_config())
+    sender = KeyedSender(producer)
     try:
         for _ in range(2):
             time.sleep(0.4)
@@ -184,18 +173,7 @@ def test_records_streamed_through_leader_kills_are_stored_exactly_once_and_in_or
             wait_leader(cluster3, topic, not_spu=leader)
             cluster3.start_spu(leader)
     finally:
-        done.set()
-        sender.join(60)
+        sender.stop()
     producer.flush(timeout=40)                     # raises if any record failed
     producer.close()
-    config = ConsumerConfig()
-    config.disable_continuous()
-    config.isolation("read_committed")
-    stored = [r.value_string() for p in range(2)
-              for r in cluster3.fluvio().partition_consumer(topic, p).stream_with_config(Offset.beginning(), config)]
-    assert len(stored) == len(set(stored)), "a record was stored twice"
-    assert set(stored) == {v for _k, v, _o in sent}
-    position = {v: i for i, v in enumerate(stored)}
-    for key in {k for k, _v, _o in sent}:
-        mine = [v for k, v, _o in sent if k == key]
-        assert sorted(mine, key=position.get) == mine, f"{key} reordered"
+    assert_stored_once_in_key_order(cluster3.fluvio(), topic, 2, sender.sent)

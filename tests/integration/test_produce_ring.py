@@ -16,13 +16,15 @@ import time
 
 import pytest
 
-from rillet import ConsumerConfig, Offset, TopicProducerConfigBuilder
+from rillet import ConsumerConfig, Offset
 from rillet._ring_channel import ring_capacity
 from rillet._spu_link import SpuLink
 from rillet.ipc import messages as m
 from rillet.ipc.errors import CorruptBatch, ProtocolError, NotLeader, RequestTimedOut
 from rillet.ipc.records import BatchBuilder
 from rillet.testing import LocalCluster
+
+from ._traffic import KeyedSender, assert_stored_once_in_key_order, exactly_once_config
 
 SPU = 5001
 
@@ -235,20 +237,8 @@ def test_an_idempotent_producer_through_leader_kills_loses_and_duplicates_nothin
     with LocalCluster(spus=3, home=tmp_path) as cluster:
         topic = "ring-kills"
         cluster.create_topic(topic, partitions=2, replication=3)
-        config = (TopicProducerConfigBuilder().linger(2).isolation("read_committed").timeout(2_000)
-                  .retry_policy(max_retries=1_000, initial_delay_ms=20, strategy="fixed", timeout_ms=30_000).build())
-        producer = cluster.fluvio().topic_producer_with_config(topic, config)
-        sent, done = [], threading.Event()
-
-        def send_all():
-            i = 0
-            while not done.is_set() or i < 2_000:
-                sent.append((f"k{i % 20}", f"v{i}", producer.send(f"k{i % 20}", f"v{i}")))
-                i += 1
-                time.sleep(0.0005)
-
-        sender = threading.Thread(target=send_all)
-        sender.start()
+        producer = cluster.fluvio().topic_producer_with_config(topic, exactly_once_config())
+        sender = KeyedSender(producer)
         rings = 0
         try:
             for _ in range(2):
@@ -261,22 +251,11 @@ def test_an_idempotent_producer_through_leader_kills_loses_and_duplicates_nothin
                 time.sleep(0.3)
                 cluster.start_spu(leader)
         finally:
-            done.set()
-            sender.join(60)
+            sender.stop()
         producer.flush(timeout=40)                     # raises if any record failed
         producer.close()
         assert rings >= 2, "the producer's links had no ring"
-        config = ConsumerConfig()
-        config.disable_continuous()
-        config.isolation("read_committed")
-        stored = [r.value_string() for p in range(2)
-                  for r in cluster.fluvio().partition_consumer(topic, p).stream_with_config(Offset.beginning(), config)]
-        assert len(stored) == len(set(stored)), "a record was stored twice"
-        assert set(stored) == {v for _k, v, _o in sent}
-        position = {v: i for i, v in enumerate(stored)}
-        for key in {k for k, _v, _o in sent}:
-            mine = [v for k, v, _o in sent if k == key]
-            assert sorted(mine, key=position.get) == mine, f"{key} reordered"
+        assert_stored_once_in_key_order(cluster.fluvio(), topic, 2, sender.sent)
 
 
 def test_an_spu_without_rings_leaves_the_link_on_the_socket(tmp_path, monkeypatch):
