@@ -46,9 +46,9 @@ import os
 import struct
 import time
 
-from rillet.ipc import futex
+from rillet.ipc import env, futex
 from rillet.ipc.errors import (
-    Closed, CorruptBatch, InvalidArgument, MetadataTableBusy, MetadataTableError, NotLeader, OffsetOutOfRange,
+    Closed, CorruptBatch, MetadataTableBusy, MetadataTableError, NotLeader, OffsetOutOfRange,
     RilletError,
 )
 from rillet.ipc import positions
@@ -85,10 +85,7 @@ def direct_reads_enabled(choice: bool | None = None) -> bool:
     """``choice`` if given, else the RILLET_DIRECT_READS switch (default on)."""
     if choice is not None:
         return bool(choice)
-    value = os.environ.get(ENV_SWITCH, "1").strip().lower()
-    if value not in ("0", "1", "false", "true", "no", "yes", "off", "on", ""):
-        raise InvalidArgument(f"{ENV_SWITCH}={value!r}: use 0 or 1")
-    return value in ("1", "true", "yes", "on", "")
+    return env.switch(ENV_SWITCH)
 
 
 def _segment_name(base: int) -> str:

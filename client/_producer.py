@@ -102,6 +102,8 @@ from ._metadata import MetadataView
 from ._partitioner import Partitioner
 from ._produce_output import ProduceOutput, RecordMetadata, _BatchResult
 from ._producer_config import EMPTY_BATCH, TopicProducerConfig, TopicProducerConfigBuilder
+from ._ring_channel import ring_capacity, ring_min_bytes, ring_wanted
+from ._spu_link import RING_MIN_BYTES
 from ._sender import IDEMPOTENT_MAX_QUEUE, _new_producer_id, _Sender
 from ._spu_link import SpuLink
 
@@ -135,6 +137,10 @@ class _ProducerCore(_Accumulator, _Sender):
             raise InvalidArgument(f"partition {config.partition} does not exist: topic {topic!r} has {n}")
         self.fixed = config.partition
         self.partitioner = Partitioner()
+        # Its links' produce rings (client/_ring_channel.py), from the environment once: a bad
+        # value is refused here, when the producer is made, not when its first link opens.
+        self.ring_capacity = ring_capacity(config.max_request_size) if ring_wanted() else 0
+        self.ring_min_bytes = ring_min_bytes(RING_MIN_BYTES)
         self.batch_limit = min(config.batch_size, config.max_request_size)
         # TopicProducer.send appends in place while a batch stays below this (0: never, since
         # at linger 0 every record is sealed at once).

@@ -21,6 +21,7 @@ import mmap
 import os
 import socket
 
+from rillet.ipc import env
 from rillet.ipc import messages as m
 from rillet.ipc.names import ring_socket_path
 from rillet.ipc.produce_ring import RingWriter, capacity_for, init_header, ring_bytes
@@ -32,24 +33,18 @@ _ONE = (1).to_bytes(8, "little")
 
 
 def ring_wanted(environ=os.environ) -> bool:
-    return environ.get("RILLET_PRODUCE_RING", "1") != "0"
+    return env.switch("RILLET_PRODUCE_RING", True, environ)
 
 
 def ring_capacity(max_request_bytes: int, environ=os.environ) -> int:
-    try:
-        minimum = int(environ.get("RILLET_PRODUCE_RING_BYTES", DEFAULT_MIN_BYTES))
-    except ValueError:
-        minimum = DEFAULT_MIN_BYTES
+    minimum = env.byte_count("RILLET_PRODUCE_RING_BYTES", DEFAULT_MIN_BYTES, environ)
     return capacity_for(max_request_bytes, max(minimum, 64 * 1024))
 
 
 def ring_min_bytes(default: int, environ=os.environ) -> int:
     """``RILLET_PRODUCE_RING_MIN_BYTES``: requests below it go on the socket while the ring is
     drained (0: every request through the ring; tests and A/B)."""
-    try:
-        return max(0, int(environ.get("RILLET_PRODUCE_RING_MIN_BYTES", default)))
-    except ValueError:
-        return default
+    return env.byte_count("RILLET_PRODUCE_RING_MIN_BYTES", default, environ)
 
 
 class RingChannel:

@@ -24,8 +24,7 @@ from rillet.ipc.records import IDEMPOTENT_WINDOW, SEQUENCE_MODULUS, build_batch
 
 from ._accumulator import _Batch, _urge_on
 from ._enums import Compression
-from ._ring_channel import ring_capacity, ring_min_bytes, ring_wanted
-from ._spu_link import RING_MIN_BYTES, SpuLink
+from ._spu_link import SpuLink
 
 log = logging.getLogger("rillet.producer")
 
@@ -148,8 +147,7 @@ class _Sender:
         link = SpuLink(spu_id, self.meta.spu_socket(spu_id), request_timeout_s=request_timeout_s(self.config.timeout_ms),
                        timeout_note=f"timeout_ms={self.config.timeout_ms} plus a {_DEADLINE_MARGIN_S:g} s margin",
                        on_answer=self._on_answer, on_error=self._failed,
-                       ring_capacity=ring_capacity(self.config.max_request_size) if ring_wanted() else 0,
-                       ring_min_bytes=ring_min_bytes(RING_MIN_BYTES))
+                       ring_capacity=self.ring_capacity, ring_min_bytes=self.ring_min_bytes)
         with self.lock:
             if self.closed:
                 link.close()

@@ -19,6 +19,8 @@ import ctypes
 import os
 import threading
 
+from . import env
+
 ENV_SWITCH = "RILLET_MALLOC_TUNING"
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -35,7 +37,7 @@ def keep_freed_heap(environ=os.environ) -> bool:
     with _lock:
         if _done:
             return True
-        if environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        if not env.switch(ENV_SWITCH, True, environ):
             return False
         try:
             mallopt = ctypes.CDLL(None).mallopt

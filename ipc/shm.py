@@ -123,6 +123,21 @@ def _open_checked(name: str, *, read_only: bool) -> tuple[posix_ipc.SharedMemory
     return shm, st
 
 
+def _open_sized(name: str, min_size: int, error: type, missing: str,
+                uninitialised: str) -> tuple[posix_ipc.SharedMemory, os.stat_result]:
+    """:func:`_open_checked` read-only, and at least ``min_size`` bytes: ``error(missing)`` when
+    there is no such object, ``error(uninitialised)`` when it is smaller (its creator is still
+    sizing it)."""
+    try:
+        shm, st = _open_checked(name, read_only=True)
+    except posix_ipc.ExistentialError as exc:
+        raise error(missing) from exc
+    if st.st_size < min_size:
+        shm.close_fd()
+        raise error(uninitialised)
+    return shm, st
+
+
 def _map(shm: posix_ipc.SharedMemory, size: int, *, writable: bool) -> mmap.mmap:
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
     try:
@@ -363,13 +378,8 @@ class TableReader:
         SharedMemoryRefused (foreign owner or unsafe mode), MetadataTableError or
         LayoutVersionMismatch (not a table this rillet reads).
         """
-        try:
-            shm, st = _open_checked(name, read_only=True)
-        except posix_ipc.ExistentialError as exc:
-            raise ClusterNotRunning(f"no metadata table {name}: is the cluster running?") from exc
-        if st.st_size < HEADER_SIZE:
-            shm.close_fd()
-            raise ClusterNotRunning(f"metadata table {name} is not initialised yet: is the cluster starting?")
+        shm, st = _open_sized(name, HEADER_SIZE, ClusterNotRunning, f"no metadata table {name}: is the cluster running?",
+                              f"metadata table {name} is not initialised yet: is the cluster starting?")
         mapping = _map(shm, st.st_size, writable=False)
         try:
             if mapping[:HEADER_SIZE] == bytes(HEADER_SIZE):
@@ -483,13 +493,7 @@ def open_raw(name: str, min_size: int, what: str) -> RawMapping:
     """Map an existing ``name`` read-only after the owner and mode checks (SharedMemoryRefused).
     MetadataTableError when it is missing or smaller than ``min_size`` (not initialised yet);
     ``what`` names the object in those messages."""
-    try:
-        shm, st = _open_checked(name, read_only=True)
-    except posix_ipc.ExistentialError as exc:
-        raise MetadataTableError(f"no {what} {name}") from exc
-    if st.st_size < min_size:
-        shm.close_fd()
-        raise MetadataTableError(f"{what} {name} is not initialised yet")
+    shm, st = _open_sized(name, min_size, MetadataTableError, f"no {what} {name}", f"{what} {name} is not initialised yet")
     return _mapped(shm, st.st_size, writable=False)
 
 

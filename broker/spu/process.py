@@ -26,6 +26,8 @@ import os
 import signal
 import sys
 
+from rillet.ipc import env
+from rillet.ipc.errors import InvalidArgument
 from rillet.ipc.names import ClusterPaths
 from rillet.ipc.transport import prepare_runtime_dir, start_unix_server
 
@@ -114,7 +116,7 @@ async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
     prepare_runtime_dir(paths.runtime_dir)
     socket_path = paths.spu_socket(spu_id)
     server = await start_unix_server(lambda: SpuConnection(service, log), socket_path)
-    if os.environ.get("RILLET_PRODUCE_RING", "1") != "0":
+    if _rings_taken(log):
         service.ring_listener = RingListener(str(paths.spu_ring_socket(spu_id)), log)
     link = ControlLink(service, log, stop)
     from rillet.broker.launcher import supervisor_pid
@@ -136,6 +138,16 @@ async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
         socket_path.unlink(missing_ok=True)
         log.info("SPU %d stopped", spu_id)
     return 0
+
+
+def _rings_taken(log: logging.Logger) -> bool:
+    """RILLET_PRODUCE_RING as clients read it (ipc/env.py); a value it does not take is logged and
+    rings are taken, since a bad switch must not keep an SPU from starting."""
+    try:
+        return env.switch("RILLET_PRODUCE_RING")
+    except InvalidArgument as exc:
+        log.error("%s; taking produce rings", exc)
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:

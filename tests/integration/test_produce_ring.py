@@ -382,3 +382,15 @@ def test_a_busy_link_moves_to_the_ring_though_a_socket_request_is_unanswered(clu
         assert link._ring.writer.write_pos - before >= 20 * len(big)      # every big one through the ring
     finally:
         link.close()
+
+
+def test_a_producer_refuses_a_ring_setting_it_does_not_understand(cluster, monkeypatch):
+    """Read when the producer is made, so the error comes before any record is queued."""
+    from rillet import InvalidArgument
+    cluster.create_topic("bad-env")
+    monkeypatch.setenv("RILLET_PRODUCE_RING_MIN_BYTES", "4k")
+    with pytest.raises(InvalidArgument, match="RILLET_PRODUCE_RING_MIN_BYTES='4k'"):
+        cluster.fluvio().topic_producer("bad-env")
+    monkeypatch.setenv("RILLET_PRODUCE_RING_MIN_BYTES", "4096")
+    with cluster.fluvio().topic_producer("bad-env") as producer:
+        assert producer.send(None, b"fine").wait(10).offset() == 0

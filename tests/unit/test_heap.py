@@ -14,11 +14,11 @@ CHURN = """
 import resource, sys
 from rillet.ipc.heap import keep_freed_heap
 print(keep_freed_heap())
-values = [b"v" * 1024] * 64
+values = [b"v" * 1024] * 100
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3000):           # three 64 KiB batches built and freed, as a producer does
-    a = b"".join(values); b = b"".join(values); c = b"".join(values)
-    del a, b, c
+for _ in range(3000):           # four 100 KiB batches built and freed, as a producer does: over
+    a = b"".join(values); b = b"".join(values); c = b"".join(values); d = b"".join(values)
+    del a, b, c, d              # the free holes imports leave, under the mmap threshold
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
