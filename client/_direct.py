@@ -71,10 +71,10 @@ assert SPAN.size == ATTRIBUTES_POS + 2 + 4 == 27, SPAN.size
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 _LEADER = int(Role.LEADER)
 _NOTHING = memoryview(b"")
-_WAKE_WORD = struct.Struct("<I").unpack_from          # a row's futex word (positions.py layout)
-_ROW_SEQ = struct.Struct("<Q").unpack_from            # a row's seqlock word
-_ROW_BODY = positions.BODY.unpack_from
-_WOKEN_HINT = struct.Struct("<H").unpack_from         # a row's woken hint
+_WAKE_WORD = positions.unpack_wake                    # a row's futex word
+_ROW_SEQ = positions.unpack_seq                       # a row's seqlock word
+_ROW_BODY = positions.unpack_body
+_WOKEN_HINT = positions.unpack_woken                  # a row's woken hint
 
 
 class DirectUnavailable(RilletError):

@@ -338,3 +338,11 @@ def find_row(buf, max_rows: int, topic: str, partition: int) -> int | None:
             if row.role != Role.FREE and row.topic == topic and row.partition == partition:
                 return index
     return None
+
+
+# The row's words as a reader that keeps their offsets unpacks them itself (client/_direct.py's
+# hot path): the formats stay here, with the layout.
+unpack_seq = _SEQ.unpack_from
+unpack_wake = _WAKE.unpack_from
+unpack_woken = _WOKEN.unpack_from
+unpack_body = BODY.unpack_from
