@@ -164,3 +164,45 @@ def test_a_waiter_on_a_stalled_spu_sleeps_in_growing_slices(spu):
     finally:
         spu.answering.set()
         link.close()
+
+
+def test_the_link_thread_sleeps_longer_while_the_caller_keeps_reaping(spu):
+    # One request every ~200 us for ~0.4 s, reaped after each (the producer's linger-0 send).
+    # A fixed 2 ms grace woke the link thread for nothing ~every 2 ms, and once more for each
+    # send that found it idle (~300 turns of its loop here); the grace growing to
+    # MAX_LAZY_READ_S, and the timer kept for one grace with nothing pending, leave a few.
+    # (Each turn costs more than its own wake-up: the thread then waits for the GIL while the
+    # caller keeps taking it back, ~100 futex wake-ups per turn with a busy caller.)
+    answers = Answers()
+    link = connected(open_link(spu, answers, lazy_read_s=0.002))
+    try:
+        assert link.submit("warm", produce) and answers.wait_for("warm")
+        before = link.wakeups
+        for i in range(2000):
+            assert link.submit(i, produce)
+            link.reap()
+            time.sleep(0.0002)           # the GIL is free meanwhile, as in a paced producer
+        turns = link.wakeups - before
+        assert answers.wait_for(1999) is not None
+        assert turns < 40, f"the link thread turned {turns} times in 2000 reaped requests"
+    finally:
+        link.close()
+
+
+def test_answers_nobody_reaps_are_read_soon_after_a_long_reaping_run(spu):
+    # The grace grew while the caller reaped; once it stops, the answers are still read by the
+    # link thread within about two of the longest graces, not left for the request timeout.
+    from rillet._spu_link import MAX_LAZY_READ_S
+    answers = Answers()
+    link = connected(open_link(spu, answers, lazy_read_s=0.002))
+    try:
+        for i in range(300):
+            assert link.submit(i, produce)
+            link.reap()
+            time.sleep(0.0005)
+        assert link.submit("last", produce)     # and no reap after it
+        started = time.monotonic()
+        assert answers.wait_for("last") == "rillet-producer-spu-7"
+        assert time.monotonic() - started < 2 * MAX_LAZY_READ_S + 0.05
+    finally:
+        link.close()
