@@ -375,7 +375,9 @@ def _collect(cond, results, procs: dict, got: dict, limit_s: float, what: str) -
             raise TimeoutError(f"{' and '.join(procs)} not {what} within {limit_s:g} s "
                                f"(finished: {sorted(got) or 'none'})")
         try:
-            role, res = results.get(timeout=0.05)
+            # A result ends the wait at once; the timeout only paces the check for dead children
+            # (a parent waking 20 times a second shared the two cores with what it measured).
+            role, res = results.get(timeout=0.5)
         except queue.Empty:
             dead = [r for r, p in procs.items() if not p.is_alive() and r not in got]
             if not dead:
