@@ -431,12 +431,19 @@ def _round_or_none(value: float, digits: int) -> float | None:
 
 
 def _server_processes(cluster) -> dict:
-    """The cluster's processes by name: ``sc``, ``spu-<id>``."""
+    """The cluster's processes by name: ``sc``, ``sc-standby``, ``supervisor``, ``spu-<id>``.
+    (Every process but an SPU was named ``sc`` before, and the last one listed, usually the
+    idle standby, was the one measured: W3's SC read 0.0.)"""
     from rillet.broker import launcher
     named = {}
     for proc in launcher.cluster_processes(cluster.paths):
         cmd = proc.info["cmdline"]
-        named[f"spu-{cmd[cmd.index('--spu-id') + 1]}" if "--spu-id" in cmd else "sc"] = proc
+        if "--spu-id" in cmd:
+            named[f"spu-{cmd[cmd.index('--spu-id') + 1]}"] = proc
+        elif "rillet.broker.sc" in cmd:
+            named["sc-standby" if "--standby" in cmd else "sc"] = proc
+        elif "rillet.broker.supervisor" in cmd:
+            named["supervisor"] = proc
     return named
 
 

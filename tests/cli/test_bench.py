@@ -58,7 +58,8 @@ def test_workloads_print_one_json_line_each(compression):
         assert (line["peer"], line["records"], line["size"], line["durable"]) == ("rillet", 2000, 100, True)
         assert line["compression"] == compression and line["batch_size"] == 64 * 1024
         assert line["seconds"] > 0 and line["records_per_s"] > 0 and line["mb_per_s"] > 0
-        assert set(cpu_per_record_of(line)) >= {"producer", "consumer", "sc", "spu-5001"}
+        # each server process under its own name (the idle standby SC was measured as "sc")
+        assert set(cpu_per_record_of(line)) >= {"producer", "consumer", "sc", "sc-standby", "supervisor", "spu-5001"}
     w1, w3 = lines
     assert (w1["mode"], w1["linger_ms"], w1["p50_us"], w1["api"]) == ("throughput", 5, None, "send_all")
     assert (w3["mode"], w3["linger_ms"]) == ("latency", 0)
