@@ -195,12 +195,12 @@ class Supervisor:
     def _reaped(self, pid: int, status: int) -> None:
         if pid <= 0:
             return
+        self.wakeups.forget(pid)                  # its pid may name another process from now on
         if self.sc is not None and pid == self.sc.pid:
             self.sc.returncode = os.waitstatus_to_exitcode(status)
         elif self.standby is not None and pid == self.standby.pid:
             self.standby.returncode = os.waitstatus_to_exitcode(status)
             self.log.warning("supervisor: standby SC pid %d exited (%s)", pid, _describe(self.standby.returncode))
-            self.wakeups.forget(pid)
             self.standby = None
             # Not at once: a standby that cannot start would otherwise be started in a loop.
             self.standby_not_before = time.monotonic() + STANDBY_DELAY_S

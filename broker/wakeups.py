@@ -61,10 +61,12 @@ class Wakeups:
                 self._exited.add(pid)             # gone already (or reaped): nothing to wait for
                 return
             except OSError as exc:
-                if exc.errno != errno.ENOSYS:
-                    raise
-                self.pidfds = False
+                # ENOSYS: no pidfds on this kernel, for good. Anything else (EMFILE, say): this
+                # pid is looked after as without them, never a crash of the supervisor.
+                if exc.errno == errno.ENOSYS:
+                    self.pidfds = False
             else:
+                self._exited.discard(pid)          # a pid seen exit before, now reused
                 self._pidfds[pid], self._fd_pids[fd] = fd, pid
                 self._poll.register(fd, select.POLLIN)
                 return
