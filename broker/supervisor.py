@@ -94,12 +94,11 @@ def _become_subreaper(log: logging.Logger) -> None:
 
 
 class Supervisor:
-    def __init__(self, paths: ClusterPaths, spus: int | None, log: logging.Logger,
-                 wakeups: Wakeups | None = None) -> None:
+    def __init__(self, paths: ClusterPaths, spus: int | None, log: logging.Logger) -> None:
         self.paths = paths
         self.spus = spus
         self.log = log
-        self.wakeups = wakeups or Wakeups()
+        self.wakeups = Wakeups()                # made on the main thread: it installs signal handling
         self.stopping = False
         self.sc: subprocess.Popen | None = None
         self.sc_started = 0.0
