@@ -1,6 +1,7 @@
-"""What an idle cluster costs: ``python -m rillet.tools.bench_idle [--seconds S] [--producer]``.
+"""What an idle cluster costs: ``python -m rillet.tools.bench_idle [--seconds S] [--producer] [--spus N]``.
 
-Starts a 1-SPU cluster with one topic in a temporary directory (with ``--producer``, also a
+Starts a cluster (1 SPU; ``--spus N``: N SPUs and the topic replicated N times) with one topic
+in a temporary directory (with ``--producer``, also a
 producer that sends one record and then idles, its produce ring attached), waits for the
 supervisor's standby SC and one more second, then prints each process's context switches
 a second (voluntary and involuntary: every one is a wake-up or a preemption) and CPU in ms a
@@ -57,9 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench_idle", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--producer", action="store_true", help="an idle producer with its ring attached too")
+    parser.add_argument("--spus", type=int, default=1, help="SPUs, and the topic's replication factor")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as home, LocalCluster(spus=1, home=home) as cluster:
-        cluster.create_topic("idle")
+    with tempfile.TemporaryDirectory() as home, LocalCluster(spus=args.spus, home=home) as cluster:
+        cluster.create_topic("idle", replication=args.spus)
         with contextlib.ExitStack() as stack:
             if args.producer:
                 producer = stack.enter_context(cluster.fluvio().topic_producer("idle"))
