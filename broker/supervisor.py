@@ -28,9 +28,14 @@ left whatever dies in which order. SIGTERM or SIGINT: stop the SC the clean way 
 stops its SPUs), then terminate any SPU of the cluster still running, then exit.
 
 The SC watches its supervisor in turn: if the supervisor is gone (SIGKILL), the SC starts
-a new one with ``--watch-sc PID``, which is not the SC's parent, so it polls that pid
-instead of waiting for it. A watched SC that vanishes leaving its pid file behind was
-killed and is started again; one that removed its pid file stopped cleanly.
+a new one with ``--watch-sc PID``, which is not the SC's parent, so it waits on a pidfd of
+that pid instead. A watched SC that vanishes leaving its pid file behind was killed and is
+started again; one that removed its pid file stopped cleanly.
+
+It sleeps until something happens (broker/wakeups.py): a process it waits on exits (a
+pidfd), a child exits (SIGCHLD), SIGTERM/SIGINT, or a timer of its own is due (the
+standby's start, a restart's backoff). An idle cluster's supervisor does not wake at all;
+it used to look every 20 ms, 50 wake-ups a second taken from the data path's cores.
 
 It does nothing else: no sockets, no metadata. Its pid is in ``sc/supervisor.pid``;
 SPUs look for it to decide whether an SC will come back (see broker/spu/process.py).
@@ -50,12 +55,16 @@ import time
 
 from rillet.ipc.names import ClusterPaths
 
-POLL_S = 0.02               # how often the SC's exit is looked for: the restart budget is 2 s
+from .wakeups import Wakeups
+
 YOUNG_S = 5.0               # an SC exiting with an error sooner than this counts towards the backoff
 FIRST_DELAY_S = 0.1
 MAX_DELAY_S = 5.0
 STOP_WAIT_S = 15.0          # the SC stops its SPUs within 5 s; then it is killed
 STANDBY_DELAY_S = 1.0       # the running SC must have been ready this long before a standby starts
+# Readiness (the SC's pid file) has no event to wait on: looked at this often only between
+# STANDBY_DELAY_S and the SC writing it (usually never: an SC is ready well within 1 s).
+READY_LOOK_S = 0.1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -89,10 +98,12 @@ class Supervisor:
         self.paths = paths
         self.spus = spus
         self.log = log
+        self.wakeups = Wakeups()                # made on the main thread: it installs signal handling
         self.stopping = False
         self.sc: subprocess.Popen | None = None
         self.sc_started = 0.0
         self.standby: subprocess.Popen | None = None
+        self.standby_not_before = 0.0           # a standby that died is replaced no sooner than this
 
     def request_stop(self, signum, _frame) -> None:
         self.stopping = True
@@ -123,11 +134,21 @@ class Supervisor:
         # stdout/stderr are inherited: the launcher pointed them at logs/sc.log.
         return subprocess.Popen(self._sc_command(restarted), stdin=subprocess.DEVNULL, close_fds=True)
 
-    def _maybe_start_standby(self) -> None:
-        if (self.standby is None and not self.stopping and self.sc is not None
-                and time.monotonic() - self.sc_started >= STANDBY_DELAY_S and self.sc_became_ready(self.sc.pid)):
-            self.standby = subprocess.Popen(self._sc_command(True) + ["--standby"], stdin=subprocess.PIPE,
-                                            close_fds=True)
+    def _maybe_start_standby(self) -> float | None:
+        """Start the standby when it is due; else when to look again (None: not until an
+        event, as with a standby running or the cluster stopping)."""
+        if self.standby is not None or self.stopping or self.sc is None:
+            return None
+        now = time.monotonic()
+        due = max(self.sc_started + STANDBY_DELAY_S, self.standby_not_before)
+        if now < due:
+            return due
+        if not self.sc_became_ready(self.sc.pid):
+            return now + READY_LOOK_S
+        self.standby = subprocess.Popen(self._sc_command(True) + ["--standby"], stdin=subprocess.PIPE,
+                                        close_fds=True)
+        self.wakeups.watch(self.standby.pid, child=True)
+        return None
 
     def _drop_standby(self) -> None:
         standby, self.standby = self.standby, None
@@ -142,28 +163,46 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             standby.kill()
             standby.wait()
+        self.wakeups.forget(standby.pid)
 
     def wait_sc(self) -> int:
-        """Reap every exited child (orphaned SPUs included) until the SC exits; its code."""
+        """Reap every exited child (orphaned SPUs included) until the SC exits; its code.
+        Sleeps between events (see the module's docstring)."""
         assert self.sc is not None
+        self.wakeups.watch(self.sc.pid, child=True)
         while True:
-            if self.sc.returncode is not None:      # reaped elsewhere (Popen's own bookkeeping)
+            self._reap_children()
+            if self.sc.returncode is not None:
+                self.wakeups.forget(self.sc.pid)
                 return self.sc.returncode
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = 0, 0
-            if pid == self.sc.pid:
-                code = os.waitstatus_to_exitcode(status)
-                self.sc.returncode = code          # Popen must not wait for it again
-                return code
-            if self.standby is not None and pid == self.standby.pid:
-                self.standby.returncode = os.waitstatus_to_exitcode(status)
-                self.log.warning("supervisor: standby SC pid %d exited (%s)", pid, _describe(self.standby.returncode))
-                self.standby = None
-            if pid == 0:
-                self._maybe_start_standby()
-                time.sleep(POLL_S)
+            self.wakeups.wait(self._maybe_start_standby())
+
+    def _reap_children(self) -> None:
+        """waitpid every exited child: the SC and the standby get their Popen's returncode
+        (Popen must not wait for them again), orphans are just reaped."""
+        for proc in (self.sc, self.standby):
+            # A pidfd can be readable a moment before waitpid(WNOHANG) sees the zombie:
+            # then wait for that one pid, which has exited and returns at once.
+            if proc is not None and proc.returncode is None and self.wakeups.exited(proc.pid):
+                self._reaped(*_waitpid(proc.pid, 0))
+        while True:
+            pid, status = _waitpid(-1, os.WNOHANG)
+            if pid <= 0:
+                return
+            self._reaped(pid, status)
+
+    def _reaped(self, pid: int, status: int) -> None:
+        if pid <= 0:
+            return
+        self.wakeups.forget(pid)                  # its pid may name another process from now on
+        if self.sc is not None and pid == self.sc.pid:
+            self.sc.returncode = os.waitstatus_to_exitcode(status)
+        elif self.standby is not None and pid == self.standby.pid:
+            self.standby.returncode = os.waitstatus_to_exitcode(status)
+            self.log.warning("supervisor: standby SC pid %d exited (%s)", pid, _describe(self.standby.returncode))
+            self.standby = None
+            # Not at once: a standby that cannot start would otherwise be started in a loop.
+            self.standby_not_before = time.monotonic() + STANDBY_DELAY_S
 
     def sc_became_ready(self, sc_pid: int) -> bool:
         try:
@@ -174,19 +213,16 @@ class Supervisor:
     def watch_sc(self, pid: int) -> int:
         """Wait for an SC that is not our child (we replaced a dead supervisor) to exit:
         0 if it stopped cleanly (it removes its pid file), else -SIGKILL."""
-        import psutil
-        try:
-            proc = psutil.Process(pid)
-        except psutil.NoSuchProcess:
-            proc = None
+        self.wakeups.watch(pid, child=False)
         signalled = False
-        while proc is not None and _running(proc):
+        while not self.wakeups.exited(pid):
             if self.stopping and not signalled:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
                 signalled = True
-            self._reap_orphans()
-            time.sleep(POLL_S)
+            self._reap_children()
+            self.wakeups.wait()
+        self.wakeups.forget(pid)
         return -signal.SIGKILL if self.sc_became_ready(pid) else 0
 
     def run(self, watch_pid: int | None = None) -> int:
@@ -220,20 +256,13 @@ class Supervisor:
                              self.sc.pid, _describe(code), lived, delay)
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and not self.stopping:
-                self._reap_orphans()
-                time.sleep(POLL_S)
+                self._reap_children()
+                self.wakeups.wait(deadline)
             restarted = True
         self._drop_standby()
         if not clean:
             self._stop_leftover_spus()
         return 0
-
-    def _reap_orphans(self) -> None:
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            pass
 
     def _stop_leftover_spus(self) -> None:
         """After the SC is gone: SPUs it did not stop (it was dead, or stopped with SIGKILL)."""
@@ -242,29 +271,30 @@ class Supervisor:
         # connectors too: a cluster stopped without its SC leaves none running (broker/sc/connectors.py)
         procs = [p for p in cluster_processes(self.paths, modules=("rillet.broker.spu", "rillet.connectors"))]
         for proc in procs:
+            self.wakeups.watch(proc.pid, child=False)    # orphans are ours; others (after --watch-sc) are not
             try:
                 proc.terminate()
             except psutil.Error:
                 pass
         deadline = time.monotonic() + STOP_WAIT_S
-        while any(_running(p) for p in procs) and time.monotonic() < deadline:
-            self._reap_orphans()
-            time.sleep(POLL_S)
+        while not all(self.wakeups.exited(p.pid) for p in procs) and time.monotonic() < deadline:
+            self._reap_children()
+            self.wakeups.wait(deadline)
         for proc in procs:
-            if _running(proc):
+            if not self.wakeups.exited(proc.pid):
                 try:
                     proc.kill()
                 except psutil.Error:
                     pass
-        self._reap_orphans()
+            self.wakeups.forget(proc.pid)
+        self._reap_children()
 
 
-def _running(proc) -> bool:
-    import psutil
+def _waitpid(pid: int, options: int) -> tuple[int, int]:
     try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+        return os.waitpid(pid, options)
+    except ChildProcessError:
+        return 0, 0
 
 
 def _describe(code: int) -> str:

@@ -403,6 +403,7 @@ async def run_sc(paths: ClusterPaths, spus: int | None, log: logging.Logger, *, 
             server.close()
         sc.connectors.kill_all()
         sc.processes.kill_all()
+        sc.processes.stop_following_supervisor()
         if liveness is not None:
             liveness.cancel()
         sc.metrics.close()

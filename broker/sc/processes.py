@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -21,7 +22,7 @@ import psutil
 from rillet.broker import launcher
 from rillet.ipc.names import ClusterPaths
 
-SUPERVISOR_CHECK_S = 1.0       # how often the SC looks for its supervisor
+SUPERVISOR_CHECK_S = 1.0       # how often the SC looks for its supervisor (no pidfd to follow it by)
 
 
 class SpuProcesses:
@@ -32,6 +33,7 @@ class SpuProcesses:
         self.adopted: dict[int, psutil.Process] = {}        # SPUs found running when it started
         self._supervisor: subprocess.Popen | None = None    # one this SC started, after its own died
         self._supervisor_checked = 0.0
+        self._supervisor_fd: int | None = None              # a pidfd of the live supervisor, on the loop
 
     def spawn(self, spu_id: int) -> None:
         self.paths.log_dir.mkdir(parents=True, exist_ok=True)
@@ -104,21 +106,46 @@ class SpuProcesses:
         self.adopted.clear()
 
     def keep_supervisor(self, now: float) -> None:
-        """At most every SUPERVISOR_CHECK_S: with no live supervisor (it was killed), start
-        one that watches this SC."""
-        if now - self._supervisor_checked < SUPERVISOR_CHECK_S:
+        """With no live supervisor (it was killed), start one that watches this SC. A live one is
+        followed by a pidfd on the event loop and not looked for again until it exits: the look
+        (its pid file, then /proc) cost ~0.5 ms of CPU a second. Without pidfds (Linux < 5.3)
+        it is looked for at most every SUPERVISOR_CHECK_S, as it always was."""
+        if self._supervisor_fd is not None or now - self._supervisor_checked < SUPERVISOR_CHECK_S:
             return
         self._supervisor_checked = now
         if self._supervisor is not None and self._supervisor.poll() is None:
-            return                                   # ours is alive (perhaps still starting)
+            self._follow_supervisor(self._supervisor.pid)      # ours is alive (perhaps still starting)
+            return
         self._supervisor = None
-        if launcher.supervisor_pid(self.paths) is not None:
+        pid = launcher.supervisor_pid(self.paths)
+        if pid is not None:
+            self._follow_supervisor(pid)
             return
         self.log.warning("the supervisor is gone; starting a new one to watch this SC")
         self._supervisor = subprocess.Popen(
             [sys.executable, "-m", launcher.SUPERVISOR, "--cluster", self.paths.cluster,
              "--home", str(self.paths.home), "--watch-sc", str(os.getpid())],
             stdin=subprocess.DEVNULL, close_fds=True)
+        self._follow_supervisor(self._supervisor.pid)
+
+    def _follow_supervisor(self, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):        # no pidfds, or it is gone already: look again next time
+            return
+        self._supervisor_fd = fd
+        asyncio.get_running_loop().add_reader(fd, self._supervisor_exited)
+
+    def _supervisor_exited(self) -> None:
+        """Its pidfd is readable: it exited. The liveness loop's next call looks at once."""
+        self.stop_following_supervisor()
+        self._supervisor_checked = 0.0
+
+    def stop_following_supervisor(self) -> None:
+        fd, self._supervisor_fd = self._supervisor_fd, None
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
 
 
 def alive(proc: psutil.Process) -> bool:

@@ -128,7 +128,8 @@ class Decision:
     wake_at: float = float("inf")           # decide again at this time unless an event comes first
 
 
-def decide(state: ControlState, events: list, now: float, timings: Timings = Timings()) -> Decision:
+def decide(state: ControlState, events: list, now: float, timings: Timings = Timings(), *,
+           quiet: bool = False) -> Decision:
     """Everything the SPU's control loop does next, from its state, the drained events and the time.
 
     * Reports: at once on an ISR change (the SC elects from the ISR) or a replica problem; for moved offsets at
@@ -137,7 +138,11 @@ def decide(state: ControlState, events: list, now: float, timings: Timings = Tim
     * Replicas whose ISR changed get their HW released after the report, never before.
     * ISR expiry with flush-on-interval, and the replicas' file checks and scrub slice, every
       ``expire_interval_s``; retention every
-      ``retention_check_s``; both also on the first call.
+      ``retention_check_s``; both also on the first call. ``quiet`` (no replica leads followers,
+      flushes on an interval or has a scrub under way: ``SpuService.quiet``): that pass only
+      comes with the next heartbeat, so an idle SPU wakes 4 times a second, not 14; the file
+      checks are once a second anyway, and a pass is never more than ``heartbeat_s`` away when
+      work appears.
     * With no SC for ``sc_lost_timeout_s``: stop unless a supervisor lives, then wait as long again.
     """
     connected, lost_since = state.connected, state.sc_lost_since
@@ -166,11 +171,16 @@ def decide(state: ControlState, events: list, now: float, timings: Timings = Tim
     retention = late >= state.next_retention_at
     give_up = not connected and now - lost_since > timings.sc_lost_timeout_s
 
+    last_report_at = now if due else state.last_report_at
+    if expire:
+        next_expire_at = last_report_at + timings.heartbeat_s if quiet else now + timings.expire_interval_s
+    else:
+        next_expire_at = state.next_expire_at
     new = replace(
         state, connected=connected,
         sc_lost_since=now if give_up else lost_since,
-        last_report_at=now if due else state.last_report_at,
-        next_expire_at=now + timings.expire_interval_s if expire else state.next_expire_at,
+        last_report_at=last_report_at,
+        next_expire_at=next_expire_at,
         next_retention_at=now + timings.retention_check_s if retention else state.next_retention_at,
     )
     actions = Actions(checkpoint_hw=due, report=due and connected, release_hw=tuple(changed),

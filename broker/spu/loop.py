@@ -94,7 +94,7 @@ async def run_control(queue: EventQueue, service, link, stop: asyncio.Event, log
     state = ControlState.start(time.monotonic())
     while not stop.is_set():
         now = time.monotonic()
-        decision = decide(state, queue.drain(), now, timings)
+        decision = decide(state, queue.drain(), now, timings, quiet=service.quiet(now))
         state = decision.state
         if decision.actions:
             try:

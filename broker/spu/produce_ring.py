@@ -19,7 +19,10 @@ between; a connection whose answers pile up unread (write paused) is not drained
 resumes, so the ring fills and the producer waits: the same back-pressure as the socket.
 A ring that breaks the format (RingError) closes its connection with a ProtocolError; the
 producer reconnects as after any broken link. A slow timer looks at every ring
-(SAFETY_LOOK_S) so a lost wake-up costs latency, never a stall.
+(SAFETY_LOOK_S) so a lost wake-up costs latency, never a stall. While no ring moves, that
+look backs off to SAFETY_LOOK_MAX_S: the wake-up protocol loses no wake on x86-64 (the look
+is insurance for weaker memory orders), and an idle producer's ring must not wake the SPU
+ten times a second for nothing.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ MAX_PENDING = 256
 MAX_HANDOVERS = 64                      # hand-over connections open at once (each holds a descriptor)
 DRAIN_ENTRIES = 256
 DRAIN_BYTES = 8 << 20
-SAFETY_LOOK_S = 0.1
+SAFETY_LOOK_S = 0.1                     # the look while rings are in use
+SAFETY_LOOK_MAX_S = 1.0                 # idle rings: the interval doubles up to this
 _HANDOVER_DEADLINE_S = 2.0
 
 
@@ -73,6 +77,8 @@ class RingListener:
         self._sock = sock
         self._loop.add_reader(sock.fileno(), self._accept)
         self._timer: asyncio.TimerHandle | None = None     # runs while rings are attached
+        self._look_s = SAFETY_LOOK_S
+        self._looked: dict[SpuRing, int] = {}                # each ring's read position at the last look
 
     def _accept(self) -> None:
         try:
@@ -145,17 +151,30 @@ class RingListener:
             _close_all(entry[1])
             raise
         self._rings.add(ring)
-        if self._timer is None:
-            self._timer = self._loop.call_later(SAFETY_LOOK_S, self._safety_look)
+        self._look_s = SAFETY_LOOK_S             # a new ring is about to be used: look at the busy rate
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(SAFETY_LOOK_S, self._safety_look)
         return ring
 
     def _safety_look(self) -> None:
-        self._timer = self._loop.call_later(SAFETY_LOOK_S, self._safety_look) if self._rings else None
+        """Drain every ring (a lost wake-up costs this interval). The interval is SAFETY_LOOK_S
+        while some ring's read position moves (from one look to the next, or in this one),
+        and doubles up to SAFETY_LOOK_MAX_S while none does."""
+        moved = False
         for ring in list(self._rings):
+            before = ring.reader.read_pos
             ring.drain()
+            after = ring.reader.read_pos
+            moved = moved or after != before or self._looked.get(ring) != before
+            if ring in self._rings:              # draining may have closed it
+                self._looked[ring] = after
+        self._look_s = SAFETY_LOOK_S if moved else min(self._look_s * 2, SAFETY_LOOK_MAX_S)
+        self._timer = self._loop.call_later(self._look_s, self._safety_look) if self._rings else None
 
     def forget(self, ring: "SpuRing") -> None:
         self._rings.discard(ring)
+        self._looked.pop(ring, None)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -363,6 +363,20 @@ class SpuService:
         if replica is not None:
             replica.release_hw()
 
+    def quiet(self, now: float) -> bool:
+        """Nothing needs the control loop's pass every 0.1 s (``decide``'s ``quiet``): no
+        replica leads followers (ISR expiry), flushes on an interval, or has a scrub slice
+        to check now. The file checks are once a second and ride on the heartbeats."""
+        for replica in self.replicas.values():
+            if replica.leader_state is not None or replica.spec.flush == "interval":
+                return False
+            if replica.damage is not None or replica.log.closed:
+                continue
+            scrubber = replica.scrubber
+            if now >= replica.next_scrub_at or scrubber.catching_up or scrubber.unchecked():
+                return False
+        return True
+
     def expire(self, now: float) -> None:
         for replica in self.replicas.values():
             replica.expire(now)

@@ -127,6 +127,34 @@ def test_a_paced_stream_of_changes_reports_once_per_interval():
     assert decisions <= 2 * reports + 1
 
 
+
+def idle_wake_ups(quiet: bool, seconds: float = 10.0) -> tuple[int, int]:
+    """Run ``decide`` as the loop does with no event for ``seconds``: (wake-ups, expiry passes)."""
+    state, now, wakes, passes = st(reported=NOW, expire=NOW), NOW, 0, 0
+    while now < NOW + seconds:
+        d = decide(state, [], now, T, quiet=quiet)
+        state, wakes, passes = d.state, wakes + 1, passes + d.actions.expire_isr
+        now = d.wake_at
+    return wakes, passes
+
+
+def test_a_quiet_spu_makes_its_expiry_pass_with_the_heartbeat():
+    """Nothing needs the 0.1 s pass (no followers to expire, no interval flush, no scrub under
+    way): it comes with each heartbeat, so an idle SPU wakes 4 times a second, not 14."""
+    wakes, passes = idle_wake_ups(quiet=False)
+    assert wakes >= 120 and passes >= 100
+    wakes, passes = idle_wake_ups(quiet=True)
+    assert 39 <= wakes <= 41 and passes >= 39
+
+
+def test_a_quiet_pass_is_due_at_the_next_heartbeat():
+    d = decide(st(reported=NOW - 0.1, expire=NOW), [], NOW, T, quiet=True)
+    assert d.actions == Actions(expire_isr=True, flush_due=True, check_replicas=True)
+    assert d.state.next_expire_at == pytest.approx(NOW + 0.15) and d.wake_at == pytest.approx(NOW + 0.15)
+    # Work appears (a quiet pass was planned): the fine interval is back from the next pass on.
+    d = decide(d.state, [], NOW + 0.15, T, quiet=False)
+    assert d.actions.expire_isr and d.actions.report and d.wake_at == pytest.approx(NOW + 0.25)
+
 @pytest.mark.parametrize("bad", [
     dict(report_interval_s=0), dict(heartbeat_s=-1), dict(expire_interval_s=float("nan")),
 ])
