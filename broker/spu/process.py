@@ -105,6 +105,35 @@ def event_loop_factory():
     return uvloop.new_event_loop
 
 
+# The SPU runs under the scheduler's SCHED_BATCH policy unless this says ``normal``. A batch
+# task does not preempt the task running when it is woken (the kernel runs it on an idle CPU,
+# or at the running task's next tick or sleep). On a host shared with its producers, an SPU
+# woken by a produce request otherwise often took the CPU from the very producer that sent it:
+# a `send()` loop's caller lost ~25 us of its time per request it handed over (its eventfd
+# write took 28 us of wall time for 3.6 us of CPU). README, Benchmarks, has the A/B figures.
+SCHED_ENV = "RILLET_SPU_SCHED"
+_SCHED_POLICIES = {"batch": getattr(os, "SCHED_BATCH", None), "normal": getattr(os, "SCHED_OTHER", None)}
+
+
+def apply_scheduling(log: logging.Logger, environ=os.environ) -> str:
+    """Put this process (the thread calling, and every thread it starts later) under the policy
+    RILLET_SPU_SCHED names (default ``batch``); returns the one in force. A value it does not
+    take is logged and the default used: a typo must not keep an SPU from starting."""
+    name = environ.get(SCHED_ENV, "batch").strip().lower() or "batch"
+    if name not in _SCHED_POLICIES:
+        log.error("%s=%r is not one of %s; using batch", SCHED_ENV, environ[SCHED_ENV], ", ".join(_SCHED_POLICIES))
+        name = "batch"
+    policy = _SCHED_POLICIES[name]
+    if policy is None or not hasattr(os, "sched_setscheduler"):
+        return "normal"                        # not Linux: the default policy
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError as exc:
+        log.warning("cannot set the scheduling policy %s: %s", name, exc)
+        return "normal"
+    return name
+
+
 async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
     log = logging.getLogger(f"spu-{spu_id}")
     loop = asyncio.get_running_loop()
@@ -161,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     paths = ClusterPaths.for_cluster(args.cluster, args.home)
     factory = event_loop_factory()
-    logging.getLogger(f"spu-{args.spu_id}").info("event loop: %s", "uvloop" if factory else "asyncio")
+    log = logging.getLogger(f"spu-{args.spu_id}")
+    log.info("event loop: %s", "uvloop" if factory else "asyncio")
+    log.info("scheduling: %s", apply_scheduling(log))    # before any thread starts: they inherit it
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(run_spu(paths, args.spu_id))
