@@ -34,6 +34,7 @@ from rillet.ipc.transport import prepare_runtime_dir, start_unix_server
 from .control import Timings, retention_check_s
 from .loop import run_control
 from .produce_ring import RingListener
+from .scheduling import Scheduling, setting_from
 from .server import ControlLink, SpuConnection
 from .service import SpuService
 
@@ -105,35 +106,6 @@ def event_loop_factory():
     return uvloop.new_event_loop
 
 
-# The SPU runs under the scheduler's SCHED_BATCH policy unless this says ``normal``. A batch
-# task does not preempt the task running when it is woken (the kernel runs it on an idle CPU,
-# or at the running task's next tick or sleep). On a host shared with its producers, an SPU
-# woken by a produce request otherwise often took the CPU from the very producer that sent it:
-# a `send()` loop's caller lost ~25 us of its time per request it handed over (its eventfd
-# write took 28 us of wall time for 3.6 us of CPU). README, Benchmarks, has the A/B figures.
-SCHED_ENV = "RILLET_SPU_SCHED"
-_SCHED_POLICIES = {"batch": getattr(os, "SCHED_BATCH", None), "normal": getattr(os, "SCHED_OTHER", None)}
-
-
-def apply_scheduling(log: logging.Logger, environ=os.environ) -> str:
-    """Put this process (the thread calling, and every thread it starts later) under the policy
-    RILLET_SPU_SCHED names (default ``batch``); returns the one in force. A value it does not
-    take is logged and the default used: a typo must not keep an SPU from starting."""
-    name = environ.get(SCHED_ENV, "batch").strip().lower() or "batch"
-    if name not in _SCHED_POLICIES:
-        log.error("%s=%r is not one of %s; using batch", SCHED_ENV, environ[SCHED_ENV], ", ".join(_SCHED_POLICIES))
-        name = "batch"
-    policy = _SCHED_POLICIES[name]
-    if policy is None or not hasattr(os, "sched_setscheduler"):
-        return "normal"                        # not Linux: the default policy
-    try:
-        os.sched_setscheduler(0, policy, os.sched_param(0))
-    except OSError as exc:
-        log.warning("cannot set the scheduling policy %s: %s", name, exc)
-        return "normal"
-    return name
-
-
 async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
     log = logging.getLogger(f"spu-{spu_id}")
     loop = asyncio.get_running_loop()
@@ -142,11 +114,13 @@ async def run_spu(paths: ClusterPaths, spu_id: int) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     service = SpuService(spu_id, paths, log)
+    scheduling = Scheduling(setting_from(os.environ, log), log)   # on the event loop's thread
+    log.info("scheduling: %s", scheduling.setting)
     prepare_runtime_dir(paths.runtime_dir)
     socket_path = paths.spu_socket(spu_id)
     server = await start_unix_server(lambda: SpuConnection(service, log), socket_path)
     if _rings_taken(log):
-        service.ring_listener = RingListener(str(paths.spu_ring_socket(spu_id)), log)
+        service.ring_listener = RingListener(str(paths.spu_ring_socket(spu_id)), log, scheduling)
     link = ControlLink(service, log, stop)
     from rillet.broker.launcher import supervisor_pid
     timings = Timings(retention_check_s=retention_check_s(), sc_lost_timeout_s=sc_lost_timeout_s())
@@ -192,6 +166,5 @@ def main(argv: list[str] | None = None) -> int:
     factory = event_loop_factory()
     log = logging.getLogger(f"spu-{args.spu_id}")
     log.info("event loop: %s", "uvloop" if factory else "asyncio")
-    log.info("scheduling: %s", apply_scheduling(log))    # before any thread starts: they inherit it
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(run_spu(paths, args.spu_id))

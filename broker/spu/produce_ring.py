@@ -43,6 +43,8 @@ from rillet.ipc.errors import InvalidArgument, ProtocolError
 from rillet.ipc.unix_socket import peer_credentials
 from rillet.ipc.produce_ring import HEADER_BYTES, MAX_CAPACITY, MIN_CAPACITY, RingError, RingReader
 
+from .scheduling import Scheduling
+
 HANDOVER = b"RRNG\x01"                  # followed by the 16-byte nonce
 NONCE_BYTES = 16
 PENDING_TTL_S = 10.0
@@ -58,9 +60,10 @@ _HANDOVER_DEADLINE_S = 2.0
 class RingListener:
     """The hand-over socket: takes (nonce, memfd, data eventfd, room eventfd) from clients."""
 
-    def __init__(self, path: str, log: logging.Logger) -> None:
+    def __init__(self, path: str, log: logging.Logger, scheduling: Scheduling | None = None) -> None:
         self.path = path
         self.log = log
+        self.scheduling = scheduling             # SCHED_BATCH while rings stream (scheduling.py)
         self._pending: dict[bytes, tuple[int, list[int], float]] = {}   # nonce -> (pid, fds, when)
         self._rings: set[SpuRing] = set()
         self._handovers = 0
@@ -170,11 +173,15 @@ class RingListener:
             if ring in self._rings:              # draining may have closed it
                 self._looked[ring] = after
         self._look_s = SAFETY_LOOK_S if moved else min(self._look_s * 2, SAFETY_LOOK_MAX_S)
+        if not moved and self.scheduling is not None:
+            self.scheduling.quiet()              # the producers stopped streaming: preempt again
         self._timer = self._loop.call_later(self._look_s, self._safety_look) if self._rings else None
 
     def forget(self, ring: "SpuRing") -> None:
         self._rings.discard(ring)
         self._looked.pop(ring, None)
+        if not self._rings and self.scheduling is not None:
+            self.scheduling.quiet()
 
     def close(self) -> None:
         if self._timer is not None:
@@ -275,8 +282,12 @@ class SpuRing:
         finally:
             conn._serving = False
             conn._write_held()
-            if moved and not self.closed and reader.producer_waits():
-                self._notify_room()
+            if moved:
+                scheduling = self.listener.scheduling
+                if scheduling is not None:
+                    scheduling.streaming()       # yield the CPU to producers while rings stream
+                if not self.closed and reader.producer_waits():
+                    self._notify_room()
 
     def _notify_room(self) -> None:
         try:
