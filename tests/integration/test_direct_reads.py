@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import psutil
 import pytest
@@ -68,20 +69,28 @@ def raw_socket(cluster, topic, committed, max_bytes=1000) -> bytes:
             offset = max(h.next_offset for _p, h in iter_batches(data))
 
 
-def raw_direct(cluster, topic, committed, max_bytes=1000) -> bytes:
-    out, offset = bytearray(), 0
+@contextmanager
+def direct_path(cluster, topic):
+    """A client and its DirectPath to partition 0 of ``topic``; both closed afterwards."""
     fluvio = cluster.fluvio()
     path = DirectPath.open(fluvio._meta, topic, 0, time.monotonic() + 10)
     assert path is not None
     try:
+        yield fluvio, path
+    finally:
+        path.close()
+        fluvio.close()
+
+
+def raw_direct(cluster, topic, committed, max_bytes=1000) -> bytes:
+    out, offset = bytearray(), 0
+    with direct_path(cluster, topic) as (_fluvio, path):
         while True:
             data = path.read(offset, max_bytes, committed, time.monotonic() + 10)
             if not len(data):
                 return bytes(out)
             out += data
             offset = max(h.next_offset for _p, h in iter_batches(data))
-    finally:
-        path.close()
 
 
 def test_direct_and_socket_reads_are_byte_identical(tmp_path, direct):
@@ -355,43 +364,29 @@ def test_a_publish_after_the_wake_value_was_taken_ends_the_sleep_at_once(cluster
     """fetch takes the wake word's value before its read; a record published after that (here:
     between the read and the sleep) must end the sleep at once, not after the wait slice."""
     cluster.create_topic("prewake")
-    fluvio = cluster.fluvio()
-    path = DirectPath.open(fluvio._meta, "prewake", 0, time.monotonic() + 10)
-    assert path is not None
-    try:
-        with fluvio.topic_producer("prewake") as producer:
-            start = time.monotonic()
-            assert not len(path.fetch(0, 1000, False, True))          # nothing yet: sleeps one slice
-            assert time.monotonic() - start >= 0.05
-            _table, _row, address, value = path._wake_value()
-            assert not len(path.read(0, 1000, False, time.monotonic() + 5))
-            producer.send(None, b"late")
-            producer.flush()
-            start = time.monotonic()
-            path._sleep(address, value, 5.0)
-            assert time.monotonic() - start < 0.05
-            assert len(path.fetch(0, 1000, False, True))
-    finally:
-        path.close()
-        fluvio.close()
+    with direct_path(cluster, "prewake") as (fluvio, path), fluvio.topic_producer("prewake") as producer:
+        start = time.monotonic()
+        assert not len(path.fetch(0, 1000, False, True))          # nothing yet: sleeps one slice
+        assert time.monotonic() - start >= 0.05
+        _table, _row, address, value = path._wake_value()
+        assert not len(path.read(0, 1000, False, time.monotonic() + 5))
+        producer.send(None, b"late")
+        producer.flush()
+        start = time.monotonic()
+        path._sleep(address, value, 5.0)
+        assert time.monotonic() - start < 0.05
+        assert len(path.fetch(0, 1000, False, True))
 
 
 def test_a_blocking_fetch_hands_out_what_was_published_during_its_sleep(cluster):
     """A reader at the end of the log: the fetch that slept reads again when a publish woke it, so
     the stream's layers above run once per record, not once for an empty step and once more."""
     cluster.create_topic("wokeread")
-    fluvio = cluster.fluvio()
-    path = DirectPath.open(fluvio._meta, "wokeread", 0, time.monotonic() + 10)
-    assert path is not None
-    try:
-        with fluvio.topic_producer("wokeread") as producer:
-            timer = threading.Timer(0.03, lambda: (producer.send(None, b"during"), producer.flush()))
-            timer.start()
-            start = time.monotonic()
-            data = path.fetch(0, 1000, False, True)
-            timer.join()
-            assert time.monotonic() - start < 0.09       # woken by the publish, not the 100 ms slice
-            assert [bytes(r.value) for r in iter_records(data)] == [b"during"]
-    finally:
-        path.close()
-        fluvio.close()
+    with direct_path(cluster, "wokeread") as (fluvio, path), fluvio.topic_producer("wokeread") as producer:
+        timer = threading.Timer(0.03, lambda: (producer.send(None, b"during"), producer.flush()))
+        timer.start()
+        start = time.monotonic()
+        data = path.fetch(0, 1000, False, True)
+        timer.join()
+        assert time.monotonic() - start < 0.09       # woken by the publish, not the 100 ms slice
+        assert [bytes(r.value) for r in iter_records(data)] == [b"during"]

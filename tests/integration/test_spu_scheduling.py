@@ -5,6 +5,7 @@ fixes one. Real SPU processes, their real policy read from the kernel."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -51,7 +52,6 @@ def test_an_spu_yields_to_producers_streaming_through_rings_and_preempts_again_a
         pid = cluster.spu_pid(5001)
         assert policy_of(pid) == os.SCHED_OTHER
         fluvio = cluster.fluvio()
-        import threading
         streamer = threading.Thread(target=stream_through_the_ring, args=(fluvio, "sched", 1.5))
         streamer.start()
         try:
