@@ -366,7 +366,7 @@ class Controller(AdminHandlers):
         self.stopping = True
         for conn in list(self.sessions.values()):
             conn.send(m.Shutdown(next(self._cids)))
-        self.processes.terminate_adopted(except_ids=set(self.sessions))
+        self.processes.terminate_unregistered(except_ids=set(self.sessions))
         deadline = time.monotonic() + SPU_STOP_TIMEOUT_S
         while self.processes.any_running() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
