@@ -18,7 +18,9 @@ from __future__ import annotations
 from typing import Awaitable
 
 from rillet.ipc import messages as m
-from rillet.ipc.errors import FollowerRefused, InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch
+from rillet.ipc.errors import (
+    FollowerRefused, InvalidArgument, NotLeader, OffsetOutOfRange, RilletError, StaleLeaderEpoch,
+)
 from rillet.ipc.records import peek_header
 from rillet.ipc.shm import TableReader
 from rillet.ipc.unix_socket import listener_pid
