@@ -24,6 +24,7 @@ from rillet.ipc.record_decoding import iter_records
 from rillet.ipc.records import iter_batches
 from rillet.ipc.shm import unlink_if_exists
 from rillet.testing import LocalCluster
+from rillet.tools.bench_idle import cpu_ns
 
 from .test_failover import committed_producer, partition, spu_kill, wait_for
 
@@ -230,19 +231,6 @@ for record in stream:
 """
 
 
-def _cpu_ns(pid: int) -> int:
-    """CPU time of every thread of ``pid`` in ns (schedstat: exact, where cpu_times counts
-    10 ms ticks and needed a 5 s window to tell 3% of a core apart)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:                 # the thread ended meanwhile
-            pass
-    return total
-
-
 def test_an_idle_direct_reader_costs_almost_no_cpu(tmp_path):
     with LocalCluster(spus=1, home=tmp_path) as cluster:
         cluster.create_topic("idle")
@@ -252,9 +240,9 @@ def test_an_idle_direct_reader_costs_almost_no_cpu(tmp_path):
         try:
             assert proc.stdout.readline().strip() == "direct"
             time.sleep(0.5)
-            before = _cpu_ns(proc.pid)
+            before = cpu_ns(proc.pid)         # schedstat, exact: cpu_times' 10 ms ticks needed 5 s to tell 3%
             time.sleep(1.5)
-            share = (_cpu_ns(proc.pid) - before) / 1e9 / 1.5
+            share = (cpu_ns(proc.pid) - before) / 1e9 / 1.5
             print(f"idle direct reader: {share:.2%} of a core")
             assert share < 0.03
             with cluster.fluvio().topic_producer("idle") as producer:
