@@ -73,6 +73,9 @@ METRICS = (
     Metric("rillet_sc_spu_deaths_total", "counter", (), "SPUs lost: control link closed, or silent for 1.5 s"),
     Metric("rillet_sc_time_to_new_leader_seconds", "histogram", (),
            "From losing a leader's SPU to electing the next leader, per partition"),
+    Metric("rillet_sc_status_reports_total", "counter", (), "Status reports received from SPUs (heartbeats included)"),
+    Metric("rillet_sc_reconciles_total", "counter", ("trigger",),
+           "Reconcile passes, by trigger: periodic, status-report (one that changed something), event"),
     Metric("rillet_sc_resident_memory_bytes", "gauge", (), "Resident set size of the SC process"),
     Metric("rillet_sc_cpu_seconds_total", "counter", (), "CPU time (user + system) of the SC process"),
 )
@@ -248,6 +251,9 @@ class Snapshots:
         stats = self.sc.stats
         add("rillet_sc_elections_total", (), stats.elections)
         add("rillet_sc_spu_deaths_total", (), stats.spu_deaths)
+        add("rillet_sc_status_reports_total", (), stats.status_reports)
+        for trigger, n in stats.reconciles.items():
+            add("rillet_sc_reconciles_total", (trigger,), n)
         usage = self._usage(os.getpid(), used)
         if usage is not None:
             add("rillet_sc_resident_memory_bytes", (), usage[0])

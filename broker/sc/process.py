@@ -250,7 +250,7 @@ class Controller(AdminHandlers):
         the adoption wait ends. Keep a supervisor alive."""
         while not self.stop.is_set():
             self.processes.reap()
-            self.reconcile_now()
+            self.reconcile_now("periodic")
             if not self.stopping:
                 self.processes.keep_supervisor(time.monotonic())
                 self.connectors.tick(time.monotonic())
@@ -287,8 +287,10 @@ class Controller(AdminHandlers):
             spawn_missing=self.spawn_missing,
         )
 
-    def reconcile_now(self) -> None:
-        """Decide (reconcile.reconcile), then act: mark, persist, push, publish, spawn."""
+    def reconcile_now(self, trigger: str = "event") -> None:
+        """Decide (reconcile.reconcile), then act: mark, persist, push, publish, spawn.
+        ``trigger`` (stats.RECONCILE_TRIGGERS) only counts the pass, for the metrics."""
+        self.stats.reconciles[trigger] += 1
         self._forgive_own_pause(time.monotonic())
         self.update_awaiting(time.monotonic())
         obs = self.observation()
@@ -319,14 +321,22 @@ class Controller(AdminHandlers):
             self.spawn_missing = False       # once, at start: later deaths are not restarted by the SC
 
     def on_status(self, spu_id: int, msg: m.StatusReport) -> None:
+        """Store the report; reconcile only when it changes what a decision reads. Heartbeats
+        repeat the last report every 0.25 s, and offsets move on every produce: neither
+        changes a decision, and the 0.1 s periodic pass still runs (reconcile.decides_alike)."""
         obs = self.observed[spu_id]
         if not obs.online or self.stopping:
             return
-        obs.replicas = {(r.topic, r.partition): r for r in msg.replicas}
-        obs.problems = {(p.topic, p.partition): p for p in msg.problems}
-        obs.counters = msg.counters
+        self.stats.status_reports += 1
+        replicas = {(r.topic, r.partition): r for r in msg.replicas}
+        problems = {(p.topic, p.partition): p for p in msg.problems}
+        alike = reconcile.decides_alike(obs, replicas, problems)
+        obs.replicas, obs.problems, obs.counters = replicas, problems, msg.counters
         obs.replicas_reported = True
-        self.reconcile_now()
+        if alike:
+            self._changed.set()      # waiters on offsets (spu remove's copy check) look again now
+        else:
+            self.reconcile_now("status-report")
 
     def spu_disconnected(self, spu_id: int, conn: ScConnection) -> None:
         if self.sessions.get(spu_id) is not conn:
@@ -356,7 +366,7 @@ class Controller(AdminHandlers):
         self.stopping = True
         for conn in list(self.sessions.values()):
             conn.send(m.Shutdown(next(self._cids)))
-        self.processes.terminate_adopted(except_ids=set(self.sessions))
+        self.processes.terminate_unregistered(except_ids=set(self.sessions))
         deadline = time.monotonic() + SPU_STOP_TIMEOUT_S
         while self.processes.any_running() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -75,11 +75,16 @@ class SpuProcesses:
         if self._supervisor is not None and self._supervisor.poll() is not None:
             self._supervisor = None
 
-    def terminate_adopted(self, except_ids) -> None:
-        """SIGTERM adopted SPUs not in ``except_ids`` (not registered: they cannot hear Shutdown)."""
+    def terminate_unregistered(self, except_ids) -> None:
+        """SIGTERM SPUs not in ``except_ids`` (not registered: they cannot hear Shutdown), adopted
+        ones and ones this SC started that have not registered yet (a stop right after the start:
+        they would otherwise be killed only after SPU_STOP_TIMEOUT_S)."""
         for spu_id, proc in self.adopted.items():
             if spu_id not in except_ids:
                 signal_quietly(proc, "terminate")
+        for spu_id, child in self.children.items():
+            if spu_id not in except_ids and child.poll() is None:
+                child.terminate()
 
     def kill(self, spu_id: int) -> None:
         """SIGKILL SPU ``spu_id`` if it still runs, and forget it (an SPU removed from the cluster)."""

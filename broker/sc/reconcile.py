@@ -39,6 +39,26 @@ class SpuObserved:
     counters: m.SpuCounters | None = None     # its own counters, as of its last report (metrics)
 
 
+def decides_alike(before: SpuObserved, replicas: dict[tuple[str, int], m.ReplicaStatus],
+                   problems: dict[tuple[str, int], m.ReplicaProblem]) -> bool:
+    """Would a new report (``replicas``, ``problems``) leave every decision as ``before``'s did?
+
+    Decisions (:func:`reconcile`, :func:`table_rows`, :func:`creation_outcome`) read which
+    replicas an SPU holds, their leader flag, epoch and in-sync set, and its problems. Offsets,
+    sizes and counters are read only by an election's tie-break (an election follows an SPU's
+    loss or a problem, each reconciled on its own), by metrics and by admin answers, which all
+    read the stored report. So a heartbeat that repeats the last report, or one whose offsets
+    alone moved, needs no reconcile. The first report after registering is never alike."""
+    if not before.replicas_reported or problems != before.problems or replicas.keys() != before.replicas.keys():
+        return False
+    old = before.replicas
+    for key, r in replicas.items():
+        o = old[key]
+        if r.is_leader != o.is_leader or r.leader_epoch != o.leader_epoch or r.in_sync != o.in_sync:
+            return False
+    return True
+
+
 def validate_config(config: m.TopicConfig, spu_count: int) -> m.TopicConfig:
     """Check a topic config and fill defaults; raise InvalidArgument/InsufficientResources."""
     if not 1 <= config.partitions <= MAX_PARTITIONS:

@@ -1,4 +1,5 @@
-"""The SC's own counters for the metrics endpoint: elections, SPU deaths, time to a new leader.
+"""The SC's own counters for the metrics endpoint: elections, SPU deaths, time to a new leader,
+status reports and reconcile passes.
 
 Pure bookkeeping, plain ints and a fixed-bucket histogram, fed by the SC's process
 shell (broker/sc/process.py) as it acts on reconcile's decisions; broker/sc/metrics.py
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+RECONCILE_TRIGGERS = ("periodic", "status-report", "event")
 # Failover takes milliseconds after a death is seen, and ~1.5 s for a silent SPU.
 TIME_TO_LEADER_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -53,6 +55,11 @@ class ScStats:
     elections: int = 0                  # leaders elected because the old one died or its copy was damaged
     spu_deaths: int = 0                 # SPUs lost: control link closed, or silent past the timeout
     time_to_new_leader: Histogram = field(default_factory=Histogram)
+    status_reports: int = 0             # StatusReports received (each heartbeat carries one)
+    # Reconcile passes by what ran them: "periodic" (every 0.1 s), "status-report" (a report
+    # that changed something a decision reads), "event" (an SPU registered or was lost, an
+    # admin request). An unchanged report runs none.
+    reconciles: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RECONCILE_TRIGGERS, 0))
     _lost_at: dict[int, float] = field(default_factory=dict)    # SPU -> when it was lost (monotonic)
     _leaving: set[int] = field(default_factory=set)              # SPUs stopped on purpose (spu remove)
 

@@ -152,6 +152,9 @@ def test_ctrl_c_during_cluster_start_leaves_nothing(tmp_path, moment):
         launcher.stop_cluster(paths)          # a failure must not leave the cluster behind
     assert not os.path.exists("/dev/shm" + paths.shm_name)
     assert not paths.runtime_dir.exists()
+    # SPUs started but not registered yet cannot hear Shutdown: they get SIGTERM, not 5 s and SIGKILL.
+    log = paths.sc_log_file.read_text() if paths.sc_log_file.exists() else ""
+    assert "did not stop" not in log, log
 
 
 def test_cluster_start_refuses_a_bad_metrics_port(tmp_path):

@@ -128,7 +128,9 @@ def test_at_one_copy_the_reader_still_gets_records_lost_with_the_leaders_range(t
             for record in stream:
                 got.append(record.offset())
         assert got == list(range(first)) and (caught.value.first_offset, caught.value.last_offset) == (first, last)
-        issue = partition(cluster, "t").problems[0]                # the leader knows now, not at its next scrub
+        # The leader knows now, not at its next scrub (an hour away): its report reaches the SC
+        # just after the reader's answer, so a loaded machine may need a moment.
+        issue = wait_for(lambda: partition(cluster, "t").problems, "the damage reported", timeout=2.0)[0]
         assert issue.kind == "damaged" and f"offsets {first} to {last}" in issue.cause
 
 

@@ -176,6 +176,53 @@ def test_a_killed_leader_counts_an_election_and_a_death(mcluster):
     assert wait_for(lambda: value(scrape(url), "rillet_spu_up", spu=leader) == 1)
 
 
+def settled(url) -> dict:
+    """A scrape once both SPUs are up and partition m/0 is online with both copies in sync."""
+    def ok():
+        s = scrape(url)
+        return (value(s, "rillet_spu_up", spu=5001) == value(s, "rillet_spu_up", spu=5002) == 1
+                and value(s, "rillet_partition_online", topic="m", partition=0) == 1
+                and value(s, "rillet_partition_in_sync_replicas", topic="m", partition=0) == 2)
+    assert wait_for(ok)
+    return scrape(url)
+
+
+def test_a_status_report_that_changes_nothing_decided_runs_no_reconcile(mcluster):
+    """Heartbeats repeat the last report, and produces move only offsets: the SC stores them
+    and leaves deciding to its 0.1 s periodic pass (rillet_sc_reconciles_total by trigger)."""
+    url = mcluster.metrics_url
+    before = settled(url)
+    produce(mcluster.fluvio(), "m", 20)
+    time.sleep(1.0)
+    after = scrape(url)
+    assert value(after, "rillet_partition_in_sync_replicas", topic="m", partition=0) == 2
+
+    def grew(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+    assert grew("rillet_sc_status_reports_total") >= 6          # 2 SPUs, a heartbeat every 0.25 s each
+    assert grew("rillet_sc_reconciles_total", trigger="status-report") == 0
+    assert grew("rillet_sc_reconciles_total", trigger="periodic") >= 5
+
+
+def test_a_status_report_that_changes_the_in_sync_set_is_reconciled_at_once(mcluster):
+    """A killed follower leaves the leader's in-sync set the moment its fetch link closes; the
+    leader's next report runs a reconcile itself, not only the next periodic pass."""
+    url = mcluster.metrics_url
+    before = settled(url)
+    leader = int(value(before, "rillet_partition_leader", topic="m", partition=0))
+    follower = ({5001, 5002} - {leader}).pop()
+    mcluster.kill_spu(follower)
+    try:
+        assert wait_for(lambda: value(scrape(url), "rillet_partition_in_sync_replicas", topic="m", partition=0) == 1)
+        after = scrape(url)
+        assert (value(after, "rillet_sc_reconciles_total", trigger="status-report")
+                > value(before, "rillet_sc_reconciles_total", trigger="status-report"))
+        assert int(value(after, "rillet_partition_leader", topic="m", partition=0)) == leader
+    finally:
+        mcluster.start_spu(follower)
+    settled(url)
+
+
 def test_the_endpoint_survives_an_sc_restart(mcluster):
     url = mcluster.metrics_url
     sc_pid = int(mcluster.paths.sc_pid_file.read_text())

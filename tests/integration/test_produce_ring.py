@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from rillet import ConsumerConfig, Offset
+from rillet import ConsumerConfig, Offset, TopicProducerConfigBuilder
 from rillet._ring_channel import ring_capacity
 from rillet._spu_link import SpuLink
 from rillet.ipc import messages as m
@@ -189,11 +189,12 @@ def test_no_descriptor_is_left_in_the_producer_or_the_spu(cluster):
     cluster.create_topic("fds")
     spu_pid = cluster.spu_pid(SPU)
     fluvio = cluster.fluvio()
-    with fluvio.topic_producer("fds") as producer:      # warm-up: the client's own lasting descriptors
+    config = TopicProducerConfigBuilder().linger(0).build()     # the default 100 ms linger is all waiting
+    with fluvio.topic_producer_with_config("fds", config) as producer:   # warm-up: the client's lasting descriptors
         producer.send(None, b"w").wait(10)
     mine, spu = _settled(), _fds(spu_pid)
     for i in range(20):
-        producer = fluvio.topic_producer("fds")
+        producer = fluvio.topic_producer_with_config("fds", config)
         for _ in range(3):
             producer.send(None, b"v" * 100).wait(10)
         assert any(link._ring is not None for link in producer._core.links.values()), "no ring attached"

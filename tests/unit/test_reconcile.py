@@ -170,3 +170,51 @@ def test_a_copy_that_could_not_be_opened_is_never_elected():
 def test_a_copy_being_rebuilt_is_never_elected():
     seen = _damaged(spus(online=(2,), reports={2: report(leo=0)}), 2, kind="rebuilding")
     assert reconcile.reconcile(state(), observe(seen)).updates == ()
+
+
+# --- which status reports need a reconcile (reconcile.decides_alike) ---
+
+def reported(replicas=None, problems=None, first=False):
+    """An SPU as stored after its last report (``first``: it has not reported since registering)."""
+    o = SpuObserved(1, online=True, replicas_reported=not first)
+    o.replicas = {("t", 0): report(leader=True, in_sync=[1, 2])} if replicas is None else replicas
+    o.problems = problems or {}
+    return o
+
+
+def problem(kind="damaged", cause="batch CRC mismatch"):
+    return {("t", 0): m.ReplicaProblem("t", 0, kind, cause)}
+
+
+def status(**kw):
+    base = dict(topic="t", partition=0, leader_epoch=4, is_leader=True, leo=10, hw=10, log_start=0,
+                size_bytes=0, in_sync=[1, 2])
+    return m.ReplicaStatus(**{**base, **kw})
+
+
+@pytest.mark.parametrize("case, replicas, problems, alike", [
+    ("the heartbeat repeats the last report", {("t", 0): status()}, {}, True),
+    ("only offsets, sizes and counters moved",
+     {("t", 0): status(leo=99, hw=90, log_start=5, size_bytes=4096, flushes=3, records_in=7)}, {}, True),
+    ("the leader dropped a follower from its in-sync set", {("t", 0): status(in_sync=[1])}, {}, False),
+    ("it is no longer leader", {("t", 0): status(is_leader=False)}, {}, False),
+    ("it runs a newer epoch", {("t", 0): status(leader_epoch=5)}, {}, False),
+    ("it holds one more replica", {("t", 0): status(), ("t", 1): status(partition=1)}, {}, False),
+    ("it no longer holds the replica", {}, {}, False),
+    ("it found its copy damaged", {("t", 0): status()}, problem(), False),
+])
+def test_a_report_needs_a_reconcile_only_when_a_decision_reads_what_changed(case, replicas, problems, alike):
+    before = reported(replicas={("t", 0): status()})
+    assert reconcile.decides_alike(before, replicas, problems) is alike, case
+
+
+def test_a_problem_that_changes_or_goes_away_needs_a_reconcile():
+    before = reported(replicas={("t", 0): status()}, problems=problem("rebuilding", "fetching"))
+    assert reconcile.decides_alike(before, {("t", 0): status()}, problem("rebuilding", "fetching"))
+    assert not reconcile.decides_alike(before, {("t", 0): status()}, problem("damaged", "gone"))
+    assert not reconcile.decides_alike(before, {("t", 0): status()}, {})
+
+
+def test_the_first_report_after_registering_is_never_alike():
+    """Even an empty one: adopted SPUs leave the election wait on it (update_awaiting)."""
+    assert not reconcile.decides_alike(reported(replicas={}, first=True), {}, {})

@@ -1,4 +1,4 @@
-"""The SPU's fence against the SC's metadata table (broker/spu/service.py ``_fence``).
+"""The SPU's fence against the SC's metadata table (broker/spu/handlers.py ``_fence``).
 
 Each produce first checks the table's seqlock word: unchanged since the last check means
 the table was not written, and the snapshot is not read again. A write between two
