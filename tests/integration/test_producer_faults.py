@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 import rillet._accumulator
-from rillet import ConsumerConfig, Offset, RilletError, Timeout, TopicProducerConfigBuilder
+from rillet import BrokenConnection, ConsumerConfig, Offset, RilletError, Timeout, TopicProducerConfigBuilder
 
 SPU = 5001
 
@@ -217,6 +217,12 @@ def test_at_most_once_loses_exactly_what_it_reports(cluster):
     assert len(present) == len(set(present))                                 # never sent twice
     lost = {value for value, _ in outcomes} - set(present)
     assert failed, "the kill should have cost some records"
-    assert len(lost) == len(failed) and lost == set(failed)
+    assert lost <= set(failed)                                                # no loss goes unreported
+    # A batch in flight when the SPU died may have been stored before its answer was lost with the
+    # connection: reported failed, yet present (as in Kafka, a failure is an upper bound on loss).
+    # Only an error that leaves the outcome unknown may say so; any other means "not stored".
+    errors = dict(outcomes)
+    unknown = {value for value in set(failed) - lost if isinstance(errors[value], (BrokenConnection, Timeout))}
+    assert set(failed) - lost == unknown, {type(errors[v]).__name__ for v in set(failed) - lost - unknown}
     at = {(p, offset): value for p, offset, value in stored}
     assert all(at.get(o) == value for value, o in outcomes if not isinstance(o, Exception))
