@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from rillet.ipc.errors import SpuNotFound, Timeout
+from rillet.ipc.errors import RilletError, SpuNotFound, Timeout
 
 if TYPE_CHECKING:
     from rillet.ipc import messages as m
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # imports this module (through tools/commands/spu.py), and `rillet topic list` must not pay for them.
 ONLINE = "Online"          # SpuStatus.ONLINE.label; a test pins the two together
 _POLL_S = 0.05             # an SPU comes online in 0.1-1 s; 20 polls a second cost the SC nothing
+_LOOK_S = 0.5              # how often the waiting start looks for the SPU's process on this host
 
 
 def spu_row(conn, spu_id: int) -> m.SpuInfo:
@@ -57,28 +58,117 @@ def start_spu(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0, *,
     process is dead (killed a moment ago) is started like one listed offline. With
     ``old_pid`` (a process just signalled, perhaps still alive), wait for that process to
     end, then start the SPU whatever its listed status. Either way the wait ends when the
-    SC lists the SPU Online under a pid other than the old one. Raises ClusterNotRunning,
-    SpuNotFound, or Timeout naming the SPU's log.
+    SC lists the SPU Online under a pid other than the old one. An SC restarted meanwhile
+    (killed, replaced by its standby) is asked again: ``StartSpu`` is idempotent, and the
+    new SC adopts a process the old one spawned. Raises ClusterNotRunning, SpuNotFound,
+    RilletError when the started process exited before coming online (the SC's reason, or
+    the SPU log's last line), or Timeout naming what the SC lists and the SPU's processes.
     """
-    from rillet.ipc import messages as m
     from rillet.ipc.admin_link import admin_connection
     deadline = time.monotonic() + timeout_s
     with admin_connection(paths) as conn:
         info = spu_row(conn, spu_id)
-        if old_pid is None and info.status == ONLINE:
-            if not info.pid or not process_gone(info.pid):
-                return info, True
-            old_pid = info.pid           # the SC has not seen it die yet
-        while old_pid is not None and not process_gone(old_pid):
-            _check_deadline(deadline, f"SPU {spu_id} (pid {old_pid}) did not exit within {timeout_s:g} s", paths, spu_id)
-            time.sleep(_POLL_S)
-        conn.call(m.StartSpu(conn.next_cid(), spu_id), timeout_s=max(1.0, deadline - time.monotonic()))
+    if old_pid is None and info.status == ONLINE:
+        if not info.pid or not process_gone(info.pid):
+            return info, True
+        old_pid = info.pid           # the SC has not seen it die yet
+    while old_pid is not None and not process_gone(old_pid):
+        _check_deadline(deadline, f"SPU {spu_id} (pid {old_pid}) did not exit within {timeout_s:g} s", paths, spu_id)
+        time.sleep(_POLL_S)
+    return _start_and_wait(paths, spu_id, old_pid, deadline, timeout_s), False
+
+
+def _start_and_wait(paths: ClusterPaths, spu_id: int, old_pid: int | None, deadline: float,
+                    timeout_s: float) -> m.SpuInfo:
+    """Send StartSpu and poll the SC's row; on a lost SC (killed, paused past the call's
+    timeout) connect to the next one and send StartSpu again."""
+    from rillet.ipc import messages as m
+    from rillet.ipc.admin_link import admin_connection
+    from rillet.ipc.errors import BrokenConnection, ScUnavailable
+    conn = None
+    info = None
+    gone_since = None                # when no process of this SPU was seen running, after StartSpu
+    next_look = 0.0
+    try:
         while True:
-            info = spu_row(conn, spu_id)
+            try:
+                if conn is None:
+                    conn = admin_connection(paths, timeout_s=max(1.0, min(10.0, deadline - time.monotonic())))
+                    conn.call(m.StartSpu(conn.next_cid(), spu_id), timeout_s=max(1.0, deadline - time.monotonic()))
+                info = spu_row(conn, spu_id)
+            except (BrokenConnection, ScUnavailable, Timeout) as exc:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                _check_deadline(deadline, f"SPU {spu_id} did not come online within {timeout_s:g} s: the SC did "
+                                          f"not answer ({exc})", paths, spu_id)
+                time.sleep(_POLL_S)
+                continue
             if info.status == ONLINE and info.pid != old_pid:
-                return info, False
-            _check_deadline(deadline, f"SPU {spu_id} did not come online within {timeout_s:g} s", paths, spu_id)
+                return info
+            now = time.monotonic()
+            if now >= next_look:         # a process scan costs ~1 ms: not on every poll
+                next_look = now + _LOOK_S
+                if _spu_pids(paths, spu_id, old_pid):
+                    gone_since = None
+                elif gone_since is None:
+                    gone_since = now
+                elif now - gone_since >= _LOOK_S:
+                    # Two looks apart and nothing runs: the process the SC started has exited
+                    # (it had come online, or the SC would have said so) and nothing will start it.
+                    raise RilletError(f"SPU {spu_id} exited after it was started and is not running (the SC lists "
+                                      f"it {_listed(info)}); see {paths.spu_log_file(spu_id)}: "
+                                      f"{last_log_line(paths.spu_log_file(spu_id))}")
+            if now >= deadline:
+                raise Timeout(f"SPU {spu_id} did not come online within {timeout_s:g} s (the SC lists it "
+                              f"{_listed(info)}; {_processes(paths, spu_id, old_pid)}); see "
+                              f"{paths.spu_log_file(spu_id)}: {last_log_line(paths.spu_log_file(spu_id))}")
             time.sleep(_POLL_S)
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def _listed(info: m.SpuInfo) -> str:
+    return f"{info.status}, pid {info.pid}" if info.pid else info.status
+
+
+def _spu_pids(paths: ClusterPaths, spu_id: int, old_pid: int | None) -> list[int]:
+    """Live processes of SPU ``spu_id`` on this host (by command line), the old one left out."""
+    import psutil
+    from rillet.ipc.admin_link import SPU, cluster_processes
+    found = []
+    for proc in cluster_processes(paths, modules=(SPU,)):
+        try:
+            cmd = proc.cmdline()
+            if cmd[cmd.index("--spu-id") + 1] == str(spu_id) and proc.pid != old_pid:
+                found.append(proc.pid)
+        except (ValueError, IndexError, psutil.Error):      # no such flag; or it exited meanwhile
+            continue
+    return sorted(found)
+
+
+def _processes(paths: ClusterPaths, spu_id: int, old_pid: int | None) -> str:
+    import psutil
+    described = []
+    for pid in _spu_pids(paths, spu_id, old_pid):
+        try:
+            described.append(f"pid {pid} {psutil.Process(pid).status()}")
+        except psutil.Error:
+            continue
+    return "its process: " + ", ".join(described) if described else "no process of it runs"
+
+
+def last_log_line(path) -> str:
+    """The last non-empty line of a log (read from its end: an SPU's log grows across restarts)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
 
 
 def wait_online(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0) -> m.SpuInfo:

@@ -187,9 +187,12 @@ def _start_spu(cluster, spu: int, old_pid: int | None = None) -> None:
         try:
             start_spu(cluster.paths, spu, timeout_s=max(1.0, until - time.monotonic()), old_pid=old_pid)
             return
-        except Exception:
+        except Exception as exc:
             if time.monotonic() > until:
                 raise
+            # Said, not swallowed: a start that failed is a finding even when the retry heals it.
+            print(f"rillet-chaos: starting SPU {spu} failed ({type(exc).__name__}: {exc}); retrying",
+                  file=sys.stderr)
             time.sleep(0.1)
 
 
