@@ -1,0 +1,116 @@
+"""Starting an SPU while things go wrong (broker/spu_start.py, the SC's StartSpu): what
+`rillet cluster spu start`, `tools/spu-kill --restart-after` and `rillet-chaos` go through.
+
+* The SC is killed while a start waits: the start asks the SC that replaces it, and the SPU
+  comes online (it used to fail on the dead admin connection).
+* The SPU the SC starts exits before it comes online: the start fails at once saying why
+  (the SPU log's last line), not after its whole timeout with "did not come online".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from rillet.broker import launcher
+from rillet.broker.spu_start import process_gone, start_spu
+from rillet.ipc.errors import RilletError
+from rillet.testing import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory):
+    with LocalCluster(spus=1, home=tmp_path_factory.mktemp("rillet")) as c:
+        c.create_topic("solo", partitions=1)
+        yield c
+    assert not c.leftovers()
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sc_answers(cluster) -> bool:
+    try:
+        launcher.cluster_status(cluster.paths)
+        return True
+    except RilletError:
+        return False
+
+
+@contextlib.contextmanager
+def stand_in():
+    """A live process the start waits out as if it were the SPU's old one (killed, not yet exited)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_start_asks_the_sc_that_replaced_a_killed_one(solo):
+    start_spu(solo.paths, 5001, 30.0)        # online (a test before may have left it down)
+    old = solo.kill_spu(5001)
+    wait_for(lambda: process_gone(old), what="SPU 5001 gone")
+    result: dict = {}
+    with stand_in() as waited:
+        def start():
+            try:
+                result["info"] = start_spu(solo.paths, 5001, 30.0, old_pid=waited.pid)[0]
+            except Exception as exc:  # noqa: BLE001 - handed to the test's thread
+                result["error"] = exc
+        thread = threading.Thread(target=start)
+        thread.start()
+        time.sleep(0.5)                      # the start has asked the SC for the SPU's row and waits
+        sc = launcher.sc_pid(solo.paths)
+        os.kill(sc, signal.SIGKILL)
+        wait_for(lambda: launcher.sc_pid(solo.paths) not in (None, sc) and sc_answers(solo), what="a new SC")
+        waited.kill()
+        waited.wait()
+        thread.join(40)
+    assert not thread.is_alive()
+    assert "error" not in result, result
+    info = result["info"]
+    assert info.status == "Online" and info.pid not in (0, old, waited.pid), info
+    assert solo.spu_pid(5001) == info.pid
+
+
+def test_a_spu_that_exits_at_start_fails_the_start_at_once_saying_why(solo):
+    """Its socket taken by another process: the SPU started exits with an error; the start
+    says so within seconds (the SC stops waiting when its child exits), with the log's line."""
+    start_spu(solo.paths, 5001, 30.0)
+    old = solo.kill_spu(5001)
+    wait_for(lambda: process_gone(old), what="SPU 5001 gone")
+    path = solo.paths.spu_socket(5001)
+    path.unlink(missing_ok=True)             # the killed SPU's stale socket
+    taken = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        taken.bind(str(path))
+        taken.listen()
+        started = time.monotonic()
+        with pytest.raises(RilletError) as failed:
+            start_spu(solo.paths, 5001, 20.0, old_pid=old)
+        elapsed = time.monotonic() - started
+    finally:
+        taken.close()
+        path.unlink(missing_ok=True)
+    message = str(failed.value)
+    assert "exited" in message and "before coming online" in message, message
+    assert "in use by a running process" in message, message          # the SPU log's last line
+    assert elapsed < 8.0, (elapsed, message)
+    info, already = start_spu(solo.paths, 5001, 30.0)                  # the socket free again: it starts
+    assert not already and info.status == "Online" and info.pid != old
