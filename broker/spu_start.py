@@ -100,8 +100,10 @@ def _start_and_wait(paths: ClusterPaths, spu_id: int, old_pid: int | None, deadl
                 if conn is not None:
                     conn.close()
                     conn = None
-                _check_deadline(deadline, f"SPU {spu_id} did not come online within {timeout_s:g} s: the SC did "
-                                          f"not answer ({exc})", paths, spu_id)
+                if time.monotonic() >= deadline:
+                    # (StartSpu's answer can take the SC's own 10 s wait: no answer by the deadline
+                    # need not mean a lost SC; the Timeout says what the SC lists now.)
+                    raise _timed_out(paths, spu_id, timeout_s, old_pid, info, f"; the last call: {exc}") from exc
                 time.sleep(_POLL_S)
                 continue
             if info.status == ONLINE and info.pid != old_pid:
@@ -120,13 +122,27 @@ def _start_and_wait(paths: ClusterPaths, spu_id: int, old_pid: int | None, deadl
                                       f"it {_listed(info)}); see {paths.spu_log_file(spu_id)}: "
                                       f"{last_log_line(paths.spu_log_file(spu_id))}")
             if now >= deadline:
-                raise Timeout(f"SPU {spu_id} did not come online within {timeout_s:g} s (the SC lists it "
-                              f"{_listed(info)}; {_processes(paths, spu_id, old_pid)}); see "
-                              f"{paths.spu_log_file(spu_id)}: {last_log_line(paths.spu_log_file(spu_id))}")
+                raise _timed_out(paths, spu_id, timeout_s, old_pid, info)
             time.sleep(_POLL_S)
     finally:
         if conn is not None:
             conn.close()
+
+
+def _timed_out(paths: ClusterPaths, spu_id: int, timeout_s: float, old_pid: int | None, info, also: str = "") -> Timeout:
+    """The Timeout of a start, saying why the wait did not end: what the SC lists (asked
+    afresh when the last call got no answer), the SPU's processes here and its log's last line."""
+    if info is None:
+        from rillet.ipc.admin_link import admin_connection
+        try:
+            with admin_connection(paths, timeout_s=1.0, wait_s=1.0) as conn:
+                info = spu_row(conn, spu_id)
+        except RilletError:
+            pass
+    listed = "the SC did not answer" if info is None else f"the SC lists it {_listed(info)}"
+    log = paths.spu_log_file(spu_id)
+    return Timeout(f"SPU {spu_id} did not come online within {timeout_s:g} s ({listed}; "
+                   f"{_processes(paths, spu_id, old_pid)}{also}); see {log}: {last_log_line(log)}")
 
 
 def _listed(info: m.SpuInfo) -> str:

@@ -22,7 +22,7 @@ import pytest
 
 from rillet.broker import launcher
 from rillet.broker.spu_start import process_gone, start_spu
-from rillet.ipc.errors import RilletError
+from rillet.ipc.errors import RilletError, Timeout
 from rillet.testing import LocalCluster
 
 
@@ -114,3 +114,20 @@ def test_a_spu_that_exits_at_start_fails_the_start_at_once_saying_why(solo):
     assert elapsed < 8.0, (elapsed, message)
     info, already = start_spu(solo.paths, 5001, 30.0)                  # the socket free again: it starts
     assert not already and info.status == "Online" and info.pid != old
+
+
+def test_a_start_that_times_out_names_what_the_sc_lists_and_the_process_state(solo):
+    """A paused SPU (SIGSTOP) is alive, so the SC starts no other; the wait cannot end, and
+    its Timeout says why: the SC lists it Offline, its process is stopped."""
+    start_spu(solo.paths, 5001, 30.0)
+    pid = solo.kill_spu(5001, signal.SIGSTOP)
+    try:
+        wait_for(lambda: launcher.cluster_status(solo.paths).spus_online == 0, what="SPU 5001 silent")
+        with pytest.raises(Timeout) as timed_out:
+            start_spu(solo.paths, 5001, 3.0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    message = str(timed_out.value)
+    assert "did not come online within 3 s" in message, message
+    assert "the SC lists it Offline" in message and f"pid {pid} stopped" in message, message
+    wait_for(lambda: start_spu(solo.paths, 5001, 10.0)[0].pid == pid, what="SPU 5001 online again")
