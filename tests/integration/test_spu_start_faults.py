@@ -131,3 +131,26 @@ def test_a_start_that_times_out_names_what_the_sc_lists_and_the_process_state(so
     assert "did not come online within 3 s" in message, message
     assert "the SC lists it Offline" in message and f"pid {pid} stopped" in message, message
     wait_for(lambda: start_spu(solo.paths, 5001, 10.0)[0].pid == pid, what="SPU 5001 online again")
+
+
+def test_an_sc_killed_right_after_it_spawned_a_spu_leaves_it_to_the_next_sc(solo):
+    """StartSpu answered or not: the SC that spawned the SPU dies before the SPU registers
+    with it. The next SC adopts that process (same pid, no second one) and lists it Online
+    without being asked again."""
+    from rillet.ipc import messages as m
+    from rillet.ipc.admin_link import admin_connection
+    from rillet.broker.spu_start import _spu_pids
+    start_spu(solo.paths, 5001, 30.0)
+    old = solo.kill_spu(5001)
+    wait_for(lambda: process_gone(old), what="SPU 5001 gone")
+    log = solo.paths.sc_log_file
+    seen = log.read_text().count("spawned SPU 5001 as pid")
+    with admin_connection(solo.paths) as conn:
+        conn.send(m.StartSpu(conn.next_cid(), 5001))               # its answer is not waited for
+        wait_for(lambda: log.read_text().count("spawned SPU 5001 as pid") > seen, what="the spawn", timeout=10)
+        sc = launcher.sc_pid(solo.paths)
+        os.kill(sc, signal.SIGKILL)
+    spawned = int(log.read_text().rsplit("spawned SPU 5001 as pid ", 1)[1].split()[0])
+    wait_for(lambda: launcher.sc_pid(solo.paths) not in (None, sc) and sc_answers(solo), what="a new SC")
+    wait_for(lambda: solo.spu_pid(5001) == spawned, what=f"SPU 5001 Online as pid {spawned}")
+    assert _spu_pids(solo.paths, 5001, None) == [spawned]
