@@ -190,14 +190,27 @@ def last_log_line(path) -> str:
 def wait_online(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0) -> m.SpuInfo:
     """Wait until the SC lists SPU ``spu_id`` Online (a resumed SIGSTOP, for one)."""
     from rillet.ipc.admin_link import admin_connection
+    from rillet.ipc.errors import BrokenConnection, ScUnavailable
     deadline = time.monotonic() + timeout_s
-    with admin_connection(paths) as conn:
+    conn = admin_connection(paths)               # ClusterNotRunning at once
+    try:
         while True:
-            info = spu_row(conn, spu_id)
-            if info.status == ONLINE:
+            try:
+                if conn is None:                 # the SC was lost: ask the one restarted in its place
+                    conn = admin_connection(paths, timeout_s=max(1.0, min(10.0, deadline - time.monotonic())))
+                info = spu_row(conn, spu_id)
+            except (BrokenConnection, ScUnavailable, Timeout):
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                info = None
+            if info is not None and info.status == ONLINE:
                 return info
             _check_deadline(deadline, f"SPU {spu_id} was not online again within {timeout_s:g} s", paths, spu_id)
             time.sleep(_POLL_S)
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def _check_deadline(deadline: float, what: str, paths: ClusterPaths, spu_id: int) -> None:

@@ -154,3 +154,32 @@ def test_an_sc_killed_right_after_it_spawned_a_spu_leaves_it_to_the_next_sc(solo
     wait_for(lambda: launcher.sc_pid(solo.paths) not in (None, sc) and sc_answers(solo), what="a new SC")
     wait_for(lambda: solo.spu_pid(5001) == spawned, what=f"SPU 5001 Online as pid {spawned}")
     assert _spu_pids(solo.paths, 5001, None) == [spawned]
+
+
+def test_waiting_for_a_resumed_spu_outlives_an_sc_restart(solo):
+    """`tools/spu-kill --signal STOP --restart-after` waits for the SPU to be Online again
+    (wait_online); the SC is killed meanwhile: the wait asks the next SC."""
+    from rillet.broker.spu_start import wait_online
+    start_spu(solo.paths, 5001, 30.0)
+    pid = solo.kill_spu(5001, signal.SIGSTOP)
+    result: dict = {}
+    try:
+        wait_for(lambda: launcher.cluster_status(solo.paths).spus_online == 0, what="SPU 5001 silent")
+
+        def wait():
+            try:
+                result["info"] = wait_online(solo.paths, 5001, 30.0)
+            except Exception as exc:  # noqa: BLE001 - handed to the test's thread
+                result["error"] = exc
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.3)
+        sc = launcher.sc_pid(solo.paths)
+        os.kill(sc, signal.SIGKILL)
+        wait_for(lambda: launcher.sc_pid(solo.paths) not in (None, sc) and sc_answers(solo), what="a new SC")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    thread.join(40)
+    assert not thread.is_alive()
+    assert "error" not in result, result
+    assert result["info"].status == "Online" and result["info"].pid == pid
