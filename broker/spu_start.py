@@ -7,6 +7,12 @@ still count the dead process so (its control link has not closed yet): an answer
 proof. So the caller names the process it expects gone (``old_pid``; by default the pid
 the SC lists, when that process is dead), waits for it to be gone, sends ``StartSpu`` and
 polls the SC's SPU list until the row is Online with another pid.
+
+A wait that cannot end says so, and why, instead of running out its timeout silently (a CHAOS
+run once ended with a bare `SPU 5001 did not come online within 60 s`): a started process that
+exits before it is online fails the start at once with its log's last line, a timeout names
+what the SC lists and the SPU's processes with their state, and an SC lost meanwhile (killed,
+replaced by its standby) is not an error: the next one is asked.
 """
 
 from __future__ import annotations
