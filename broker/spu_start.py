@@ -45,14 +45,48 @@ def spu_row(conn, spu_id: int) -> m.SpuInfo:
 
 
 def process_gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie counts: its parent reaps it, not us)."""
+    """True when process ``pid`` has exited, every thread of it (a zombie counts: its parent
+    reaps it, not us).
+
+    A zombie main thread is not enough: after a SIGKILL the main thread may be done (``ps``
+    shows Z) while another thread still exits (the last one tears down the mappings and
+    closes the sockets). The process then still holds its control link and its listening
+    socket, and its parent cannot reap it yet, so the SC still counts it running and Online:
+    a StartSpu sent then started nothing and was answered Ok at once, and the start waited
+    out its timeout (the CHAOS run that ended with `SPU 5001 did not come online within 60 s`).
+    A pidfd is readable only once the whole process has exited; without pidfds, a zombie
+    whose /proc lists no other thread.
+    """
+    import os
+    import select
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):        # no pidfds (Linux < 5.3, not Linux)
+        return _gone_by_status(pid)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    finally:
+        os.close(fd)
+
+
+def _gone_by_status(pid: int) -> bool:
+    import os
     import psutil
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return False
     except psutil.NoSuchProcess:
         return True
     except psutil.Error:
         return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except OSError:                          # reaped meanwhile, or no /proc
+        return True
 
 
 def start_spu(paths: ClusterPaths, spu_id: int, timeout_s: float = 30.0, *,

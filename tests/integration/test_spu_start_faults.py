@@ -5,12 +5,16 @@
   comes online (it used to fail on the dead admin connection).
 * The SPU the SC starts exits before it comes online: the start fails at once saying why
   (the SPU log's last line), not after its whole timeout with "did not come online".
+* A killed process whose main thread is a zombie while another thread still exits is not
+  gone yet: a start sent then found the SC counting it running and Online, started nothing,
+  and waited out its timeout (the CHAOS failure this file was written for).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -18,6 +22,7 @@ import sys
 import threading
 import time
 
+import psutil
 import pytest
 
 from rillet.broker import launcher
@@ -183,3 +188,26 @@ def test_waiting_for_a_resumed_spu_outlives_an_sc_restart(solo):
     assert not thread.is_alive()
     assert "error" not in result, result
     assert result["info"].status == "Online" and result["info"].pid == pid
+
+
+# A process whose main thread ends alone (the exit syscall, not exit_group) while another thread
+# runs on: what a SIGKILLed SPU looks like for a moment while its last thread tears it down.
+SYS_EXIT = {"x86_64": 60, "aarch64": 93}.get(platform.machine())
+MAIN_THREAD_EXITS_FIRST = ("import ctypes, threading, time; threading.Thread(target=time.sleep, args=(30,)).start(); "
+                           f"time.sleep(0.1); ctypes.CDLL(None).syscall({SYS_EXIT}, 0)")
+
+
+@pytest.mark.skipif(SYS_EXIT is None, reason="the exit syscall's number is known for x86_64 and aarch64 only")
+def test_a_process_is_gone_only_once_every_thread_of_it_has_exited():
+    from rillet.broker.sc.processes import alive
+    proc = subprocess.Popen([sys.executable, "-c", MAIN_THREAD_EXITS_FIRST])
+    try:
+        wait_for(lambda: psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE, what="its main thread a zombie")
+        assert proc.poll() is None                      # its parent cannot reap it yet: not gone
+        assert not process_gone(proc.pid)
+        assert alive(psutil.Process(proc.pid))          # what the SC asks of an adopted SPU
+    finally:
+        proc.kill()
+    wait_for(lambda: process_gone(proc.pid), what="gone once killed")
+    proc.wait()
+    assert process_gone(proc.pid)
