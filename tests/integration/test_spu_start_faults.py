@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -211,3 +212,13 @@ def test_a_process_is_gone_only_once_every_thread_of_it_has_exited():
     wait_for(lambda: process_gone(proc.pid), what="gone once killed")
     proc.wait()
     assert process_gone(proc.pid)
+
+
+def test_bench_spu_exit_prints_its_counts():
+    """tools/bench_spu_exit.py, which measured the race (README, Benchmarks): one kill each way."""
+    done = subprocess.run([sys.executable, "-m", "rillet.tools.bench_spu_exit", "--kills", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout.splitlines()[-1])
+    assert line["starts"] == {"zombie": 1, "exited": 1}, line
+    assert line["sent_before_exit"]["exited"] == 0 and line["started_nothing"]["exited"] == 0, line
