@@ -1,4 +1,4 @@
-"""A SIGKILLed SPU's exit, and a start sent too early: ``python -m rillet.tools.bench_spu_exit [--kills N]``.
+"""A SIGKILLed SPU's exit, and a start sent too early: ``python -m rillet.tools.bench_spu_exit [--kills N] [--settle S]``.
 
 Starts a cluster of 2 SPUs in a temporary directory with a topic of 2 partitions replicated twice
 and a producer sending all along (busy SPUs: the state CHAOS kills them in), then SIGKILLs the SPUs
@@ -52,7 +52,7 @@ def _produce(cluster: LocalCluster, stop: threading.Event) -> None:
             time.sleep(0.05)
 
 
-def run(cluster: LocalCluster, kills: int) -> dict:
+def run(cluster: LocalCluster, kills: int, settle_s: float = SETTLE_S) -> dict:
     starts = {"zombie": 0, "exited": 0}
     early = {"zombie": 0, "exited": 0}        # StartSpu sent while the process had not exited
     missed = {"zombie": 0, "exited": 0}       # StartSpu answered, and no new process runs
@@ -61,7 +61,7 @@ def run(cluster: LocalCluster, kills: int) -> dict:
         gone = main_thread_zombie if how == "zombie" else process_gone
         spu = 5001 + i % 2
         pid = start_spu(cluster.paths, spu, 30.0)[0].pid
-        time.sleep(SETTLE_S)                                # busy again (following, leading) when killed
+        time.sleep(settle_s)                                # busy again (following, leading) when killed
         with admin_connection(cluster.paths) as conn:
             conn.call(m.ListSpus(conn.next_cid()))          # connected before the kill
             os.kill(pid, signal.SIGKILL)
@@ -79,6 +79,7 @@ def run(cluster: LocalCluster, kills: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench_spu_exit", description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=40)
+    parser.add_argument("--settle", type=float, default=SETTLE_S, help="seconds between a start and the next kill")
     args = parser.parse_args(argv)
     stop = threading.Event()
     with tempfile.TemporaryDirectory() as home, LocalCluster(spus=2, home=home) as cluster:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         thread.start()
         time.sleep(1.0)
         try:
-            result = run(cluster, args.kills)
+            result = run(cluster, args.kills, args.settle)
         finally:
             stop.set()
             thread.join(10)
