@@ -43,13 +43,19 @@ def main_thread_zombie(pid: int) -> bool:
 def _produce(cluster: LocalCluster, stop: threading.Event) -> None:
     from rillet import TopicProducerConfigBuilder
     producer = cluster.fluvio().topic_producer_with_config("busy", TopicProducerConfigBuilder().linger(2).build())
-    while not stop.is_set():
+    try:
+        while not stop.is_set():
+            try:
+                for _ in range(200):
+                    producer.send(None, b"x" * 500)
+                producer.flush(timeout=1.0)
+            except Exception:       # noqa: BLE001 - a leader being killed: send on
+                time.sleep(0.05)
+    finally:
         try:
-            for _ in range(200):
-                producer.send(None, b"x" * 500)
-            producer.flush()
-        except Exception:       # noqa: BLE001 - a leader being killed: send on
-            time.sleep(0.05)
+            producer.close(timeout=1.0)         # records of the last kill may never be answered
+        except Exception:           # noqa: BLE001 - the measurement is done
+            pass
 
 
 def run(cluster: LocalCluster, kills: int, settle_s: float = SETTLE_S) -> dict:
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         cluster.create_topic("busy", partitions=2, replication=2)
         thread = threading.Thread(target=_produce, args=(cluster, stop), daemon=True)
         thread.start()
-        time.sleep(1.0)
+        time.sleep(args.settle)
         try:
             result = run(cluster, args.kills, args.settle)
         finally:
