@@ -98,6 +98,10 @@ class LocalCluster:
 
     def kill_spu(self, spu_id: int, sig: int = signal.SIGKILL) -> int:
         pid = self.spu_pid(spu_id)
+        if pid <= 0:
+            # The SC lists no process for an SPU it counts offline: os.kill(0, ...) would
+            # signal the caller's own process group (a test run killed itself so).
+            raise RuntimeError(f"SPU {spu_id} has no process to signal (the SC lists it offline)")
         os.kill(pid, sig)
         if sig not in (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP):
             self._killed[spu_id] = pid

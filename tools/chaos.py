@@ -19,7 +19,6 @@ count is 0, 1 otherwise, 2 for bad flags.
 
 from __future__ import annotations
 
-import argparse
 import json
 import mmap
 import multiprocessing as mp
@@ -187,9 +186,12 @@ def _start_spu(cluster, spu: int, old_pid: int | None = None) -> None:
         try:
             start_spu(cluster.paths, spu, timeout_s=max(1.0, until - time.monotonic()), old_pid=old_pid)
             return
-        except Exception:
+        except Exception as exc:
             if time.monotonic() > until:
                 raise
+            # Said, not swallowed: a start that failed is a finding even when the retry heals it.
+            print(f"rillet-chaos: starting SPU {spu} failed ({type(exc).__name__}: {exc}); retrying",
+                  file=sys.stderr)
             time.sleep(0.1)
 
 
@@ -317,6 +319,28 @@ def _collect(results, got: dict, procs, kinds: tuple, count: int, limit_s: float
         got[(kind, index)] = payload
 
 
+def _diagnose(cluster, lines: int = 5) -> None:
+    """On stderr, for a run that failed: the cluster's processes (pid, what, state) and the
+    last lines of its logs, so that a failure is readable after its directory is gone."""
+    import psutil
+    from rillet.broker import launcher
+    print("rillet-chaos: the run failed; the cluster's processes and its logs' last lines:", file=sys.stderr)
+    for proc in launcher.cluster_processes(cluster.paths):
+        try:
+            cmd = proc.cmdline()
+            what = " ".join([cmd[cmd.index("-m") + 1]] + [a for a in cmd if a in ("--restarted", "--standby")]
+                            + (["spu", cmd[cmd.index("--spu-id") + 1]] if "--spu-id" in cmd else []))
+            print(f"  pid {proc.pid} {proc.status()}: {what}", file=sys.stderr)
+        except (ValueError, psutil.Error):
+            continue
+    for path in sorted(cluster.paths.log_dir.glob("*.log")):
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        print(f"  {path.name}:", *(f"    {t}" for t in tail), sep="\n", file=sys.stderr)
+
+
 def _parse(argv: list[str] | None) -> Plan:
     from rillet.tools.args import Parser, duration_s, non_negative, positive
     parser = Parser(prog="rillet-chaos", description=__doc__.split("\n\n")[0])
@@ -351,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         with LocalCluster(spus=SPUS, home=home) as cluster:
             plan = replace(plan, cluster=cluster.name, home=str(cluster.home))
             cluster.create_topic(TOPIC, partitions=plan.partitions, replication=SPUS)
-            line = run(plan, cluster)
+            try:
+                line = run(plan, cluster)
+            except Exception:
+                _diagnose(cluster)          # before the directory goes (without --keep)
+                raise
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback

@@ -15,8 +15,9 @@ import time
 
 import msgspec
 
+from rillet.broker.spu_start import last_log_line
 from rillet.ipc import messages as m
-from rillet.ipc.errors import RequestTimedOut, SpuNotFound, StorageError, TopicAlreadyExists, TopicNotFound
+from rillet.ipc.errors import RequestTimedOut, RilletError, SpuNotFound, StorageError, TopicAlreadyExists, TopicNotFound
 from rillet.ipc.metadata_table import PartitionStatus, SpuStatus, TableLayout
 from rillet.ipc.names import validate_name
 
@@ -188,7 +189,18 @@ class AdminHandlers:
     async def start_spu(self, msg: m.StartSpu):
         if msg.spu_id not in self.state.spus:
             raise SpuNotFound(f"SPU {msg.spu_id} is not part of cluster {self.paths.cluster}")
-        if not self.processes.running(msg.spu_id):
-            self.processes.spawn(msg.spu_id)
-        await self.wait_until(lambda: self.observed[msg.spu_id].online, 10.0)
+        spu_id = msg.spu_id
+        if not self.processes.running(spu_id):
+            self.processes.spawn(spu_id)
+        proc = self.processes.children.get(spu_id)
+        # A process that exits before it registers (a start-up error, a refused registration)
+        # never comes online: say so now, with why, rather than answer Ok and leave the caller
+        # waiting for an SPU that is not there (broker/spu_start.py).
+        await self.wait_until(lambda: self.observed[spu_id].online or not self.processes.running(spu_id), 10.0)
+        if not self.observed[spu_id].online and not self.processes.running(spu_id):
+            code = f" with code {proc.poll()}" if proc is not None else ""
+            pid = f" (pid {proc.pid})" if proc is not None else ""
+            log = self.paths.spu_log_file(spu_id)
+            raise RilletError(f"SPU {spu_id}{pid} exited{code} before coming online; see {log}: "
+                              f"{last_log_line(log)}")
         return m.Ok(msg.cid)

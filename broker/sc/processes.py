@@ -20,6 +20,7 @@ import sys
 import psutil
 
 from rillet.broker import launcher
+from rillet.broker.spu_start import process_gone
 from rillet.ipc.names import ClusterPaths
 
 SUPERVISOR_CHECK_S = 1.0       # how often the SC looks for its supervisor (no pidfd to follow it by)
@@ -154,9 +155,11 @@ class SpuProcesses:
 
 
 def alive(proc: psutil.Process) -> bool:
-    """Alive and not a zombie (an adopted SPU's exit is reaped by the supervisor, later)."""
+    """Alive and not a zombie (an adopted SPU's exit is reaped by the supervisor, later). A
+    zombie main thread whose other threads still exit is alive: it still holds its sockets,
+    and an SPU started beside it would find its socket in use (broker/spu_start.py ``process_gone``)."""
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        return proc.is_running() and not process_gone(proc.pid)
     except psutil.Error:
         return False
 

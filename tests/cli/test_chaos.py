@@ -26,3 +26,14 @@ def test_bad_flags_are_one_line_and_exit_2():
     done = subprocess.run([*CHAOS, "--faults", "-3"], capture_output=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr.decode().strip().count("\n") == 0 and "--faults" in done.stderr.decode()
+
+
+def test_a_failed_run_says_what_ran_and_what_the_logs_said_last(cluster, capsys):
+    """What rillet-chaos prints before a failed run's directory goes (without --keep)."""
+    from rillet.tools.chaos import _diagnose
+    _diagnose(cluster, lines=2)
+    err = capsys.readouterr().err
+    assert f"pid {cluster.spu_pid(5001)} " in err and "rillet.broker.spu spu 5001" in err, err
+    assert "rillet.broker.sc" in err and "rillet.broker.supervisor" in err, err
+    assert "  sc.log:" in err and "  spu-5001.log:" in err, err
+    assert any(f"pid {cluster.spu_pid(5001)} {state}:" in err for state in ("sleeping", "running")), err   # the state
