@@ -221,13 +221,14 @@ def test_read_committed_acks_and_timeouts_as_on_the_socket(tmp_path):
             link.submit(("ok", ring), produce("slow", 0, good, m.ISOLATION_READ_COMMITTED))
         acked = [answers.wait([("ok", ring)], links[ring])[0] for ring in (True, False)]
         assert sorted(r.base_offset for r in acked) == [0, 1] and all(r.hw >= r.base_offset + 1 for r in acked)
-        os.kill(cluster.spu_pid(follower), signal.SIGSTOP)
+        follower_pid = cluster.spu_pid(follower)    # once: the SC lists a silent (stopped) SPU without its pid
+        os.kill(follower_pid, signal.SIGSTOP)
         try:
             for ring, link in links.items():
                 link.submit(ring, produce("slow", 0, good, m.ISOLATION_READ_COMMITTED, timeout_ms=300))
             replies = [answers.wait([ring], links[ring])[0] for ring in (True, False)]
         finally:
-            os.kill(cluster.spu_pid(follower), signal.SIGCONT)
+            os.kill(follower_pid, signal.SIGCONT)
             for link in links.values():
                 link.close()
         assert [(type(r), getattr(r, "code", None)) for r in replies] == [(m.ErrorResponse, RequestTimedOut.code)] * 2
