@@ -14,6 +14,7 @@ import pytest
 from rillet import ConsumerConfig, Offset, TopicProducerConfigBuilder
 from rillet.testing import LocalCluster
 from tests.conftest import run_cli as run_cli_bytes
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,15 +42,6 @@ def spus(cluster) -> dict[int, dict]:
 def statuses(cluster) -> list[str]:
     result = run_cli(cluster, "partition", "list", "solo", "-O", "json")
     return [p["status"] for p in json.loads(result.stdout)]
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def spu_kill(cluster, *args):

@@ -18,6 +18,7 @@ import pytest
 
 from rillet import ConsumerConfig, DeliverySemantic, Isolation, Offset, TopicProducerConfigBuilder
 from rillet.connectors import sink, source
+from tests.waiting import wait_for
 
 # Only rillet and pytest at the top: connector processes import this file (python.module), from
 # whatever directory the cluster was started in. The local HTTP server is imported where used.
@@ -128,16 +129,6 @@ def ok(result) -> str:
 
 def listing(cluster) -> dict:
     return {row["name"]: row for row in json.loads(ok(run_cli(cluster, "connector", "list", "-O", "json")))}
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def produce(cluster, topic: str, values) -> None:

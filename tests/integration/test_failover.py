@@ -20,6 +20,7 @@ from rillet.ipc.connection import Connection
 from rillet.ipc.record_decoding import iter_records
 from rillet.ipc.records import BatchBuilder, iter_batches
 from rillet.testing import LocalCluster
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 UNCOMMITTED = 10         # records acked by a leader whose followers are stopped
@@ -35,15 +36,6 @@ def cluster3(tmp_path):
 def partition(cluster, topic="t", p=0):
     with cluster.admin() as admin:
         return [x for x in admin.list_partitions([topic]) if x.partition == p][0]
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def read_committed(cluster, topic="t", p=0):

@@ -24,6 +24,7 @@ from rillet import ConsumerConfig, DeliverySemantic, Isolation, Offset, TopicPro
 from rillet.broker import launcher
 from rillet.ipc.errors import ClusterNotRunning, ScUnavailable
 from rillet.testing import LocalCluster
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -32,15 +33,6 @@ def cluster3(tmp_path):
         cluster.create_topic("t", partitions=1, replication=3)
         yield cluster
     assert not cluster.leftovers()
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def spu_pids(cluster) -> dict[int, int]:

@@ -30,6 +30,7 @@ from rillet.broker import launcher
 from rillet.broker.spu_start import process_gone, start_spu
 from rillet.ipc.errors import RilletError, Timeout
 from rillet.testing import LocalCluster
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +39,6 @@ def solo(tmp_path_factory):
         c.create_topic("solo", partitions=1)
         yield c
     assert not c.leftovers()
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sc_answers(cluster) -> bool:
