@@ -211,7 +211,7 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
     from rillet.ipc.positions_shm import positions_objects
     from rillet.ipc.shm import unlink_if_exists
     spus = cluster_processes(paths, modules=(SPU,)) if keep_spus else []
-    kept = {str(paths.spu_socket(_spu_id(p))) for p in spus} | {str(paths.spu_ring_socket(_spu_id(p))) for p in spus}
+    kept = {str(paths.spu_socket(spu_id_of(p))) for p in spus} | {str(paths.spu_ring_socket(spu_id_of(p))) for p in spus}
     # Killed one by one, a supervisor or SC may have started a child between the listing and
     # its death (an SC orphaned so starts a new supervisor, which starts SPUs: a whole cluster
     # back), so list again until nothing of the cluster is left.
@@ -227,7 +227,7 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
         psutil.wait_procs(procs, timeout=5)
     if not spus:       # kept SPUs fence against the table until the adopting SC replaces it
         unlink_if_exists(paths.shm_name)
-    kept_positions = {paths.positions_shm_name(_spu_id(p)) for p in spus}
+    kept_positions = {paths.positions_shm_name(spu_id_of(p)) for p in spus}
     for name in positions_objects(paths.positions_shm_prefix):    # SPUs killed before they could
         if name not in kept_positions:
             unlink_if_exists(name)
@@ -243,7 +243,8 @@ def clean_leftovers(paths: ClusterPaths, keep_spus: bool = False) -> None:
     paths.supervisor_pid_file.unlink(missing_ok=True)
 
 
-def _spu_id(proc: psutil.Process) -> int:
+def spu_id_of(proc: psutil.Process) -> int:
+    """The SPU id on an SPU process's command line; -1 when it has none (or exited)."""
     import psutil
     try:
         cmd = proc.cmdline()
@@ -254,7 +255,7 @@ def _spu_id(proc: psutil.Process) -> int:
 
 def live_spus(paths: ClusterPaths) -> dict[int, psutil.Process]:
     """SPU id -> its running process, for every live SPU process of this cluster."""
-    return {spu_id: p for p in cluster_processes(paths, modules=(SPU,)) if (spu_id := _spu_id(p)) >= 0}
+    return {spu_id: p for p in cluster_processes(paths, modules=(SPU,)) if (spu_id := spu_id_of(p)) >= 0}
 
 
 def delete_cluster(paths: ClusterPaths) -> None:

@@ -191,17 +191,10 @@ def _listed(info: m.SpuInfo) -> str:
 
 def _spu_pids(paths: ClusterPaths, spu_id: int, old_pid: int | None) -> list[int]:
     """Live processes of SPU ``spu_id`` on this host (by command line), the old one left out."""
-    import psutil
+    from rillet.broker.launcher import spu_id_of
     from rillet.ipc.admin_link import SPU, cluster_processes
-    found = []
-    for proc in cluster_processes(paths, modules=(SPU,)):
-        try:
-            cmd = proc.cmdline()
-            if cmd[cmd.index("--spu-id") + 1] == str(spu_id) and proc.pid != old_pid:
-                found.append(proc.pid)
-        except (ValueError, IndexError, psutil.Error):      # no such flag; or it exited meanwhile
-            continue
-    return sorted(found)
+    return sorted(proc.pid for proc in cluster_processes(paths, modules=(SPU,))
+                  if proc.pid != old_pid and spu_id_of(proc) == spu_id)
 
 
 def _processes(paths: ClusterPaths, spu_id: int, old_pid: int | None) -> str:
